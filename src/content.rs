@@ -1,0 +1,337 @@
+//! The content store: update files laid out as WSUS serves them,
+//! `content/<last two hex digits of the SHA-1>/<SHA-1 HEX><extension>`.
+//!
+//! Invariants:
+//! - A file under `content/` is complete and was verified: it is written to
+//!   `staging/` first (streamed, hashed while copied, never held whole in
+//!   memory), checked against the expected SHA-1/SHA-256/size, fsynced, and
+//!   only then renamed into place (and the directory fsynced).
+//! - Staged files that are dropped without being committed are removed; a
+//!   crash leaves at most `*.part` files in `staging/`, never a partial file
+//!   under `content/`.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+use crate::failpoint;
+
+/// Copy buffer: large enough to keep syscalls rare, small enough to stay flat.
+const BUF_SIZE: usize = 1 << 20;
+
+/// What the metadata says a content file must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub sha1: [u8; 20],
+    pub sha256: Option<[u8; 32]>,
+    pub size: Option<u64>,
+}
+
+/// A verified file in the content store (or staged for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentFile {
+    pub sha1: [u8; 20],
+    pub sha256: [u8; 32],
+    pub size: u64,
+    /// Path relative to `content/`, with `/` separators: `XX/HEX.ext`.
+    pub rel_path: String,
+}
+
+/// A file written and verified in `staging/`, not yet visible.
+#[derive(Debug)]
+pub struct Staged {
+    pub file: ContentFile,
+    temp: PathBuf,
+    committed: bool,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+pub struct ContentStore {
+    root: PathBuf,
+    staging: PathBuf,
+}
+
+/// Upper-case hex, as WSUS names content files.
+pub fn hex_upper(bytes: &[u8]) -> String {
+    hex::encode_upper(bytes)
+}
+
+/// The extension WSUS keeps: the original file's, lower-cased, limited to
+/// ASCII alphanumerics (anything else is dropped, so a hostile name cannot
+/// reach outside the content tree).
+pub fn sanitized_extension(file_name: &str) -> String {
+    match Path::new(file_name).extension().and_then(|e| e.to_str()) {
+        Some(ext)
+            if !ext.is_empty()
+                && ext.len() <= 16
+                && ext.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        {
+            format!(".{}", ext.to_ascii_lowercase())
+        }
+        _ => String::new(),
+    }
+}
+
+/// `XX/HEX.ext` for a SHA-1 and an original file name.
+pub fn wsus_rel_path(sha1: &[u8; 20], file_name: &str) -> String {
+    let hex = hex_upper(sha1);
+    format!("{}/{}{}", &hex[38..], hex, sanitized_extension(file_name))
+}
+
+/// Copies `reader` to `out`, hashing SHA-1 and SHA-256 on the way.
+pub fn copy_hashing(
+    reader: &mut dyn Read,
+    out: &mut dyn Write,
+) -> io::Result<([u8; 20], [u8; 32], u64)> {
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut s1 = Sha1::new();
+    let mut s256 = Sha256::new();
+    let mut n = 0u64;
+    loop {
+        let k = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let chunk = &buf[..k];
+        s1.update(chunk);
+        s256.update(chunk);
+        out.write_all(chunk)?;
+        n += k as u64;
+    }
+    Ok((s1.finalize().into(), s256.finalize().into(), n))
+}
+
+/// Hashes a whole file (streamed).
+pub fn hash_file(path: &Path) -> Result<([u8; 20], [u8; 32], u64)> {
+    let mut f = File::open(path).at(path)?;
+    copy_hashing(&mut f, &mut io::sink()).at(path)
+}
+
+/// fsyncs a directory so a rename in it is durable (a no-op off unix).
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+    }
+    Ok(())
+}
+
+impl ContentStore {
+    pub fn new(root: PathBuf, staging: PathBuf) -> Self {
+        ContentStore { root, staging }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn staging(&self) -> &Path {
+        &self.staging
+    }
+
+    /// Absolute path of a stored file.
+    pub fn path_of(&self, rel_path: &str) -> PathBuf {
+        let mut p = self.root.clone();
+        for part in rel_path.split('/') {
+            p.push(part);
+        }
+        p
+    }
+
+    /// Streams `reader` into `staging/`, hashing while copying, then checks
+    /// the digests and size against `expected`. `name` is used in errors and
+    /// for the extension. Nothing is visible under `content/` yet.
+    pub fn stage(&self, reader: &mut dyn Read, name: &str, expected: &Expected) -> Result<Staged> {
+        let temp = self
+            .staging
+            .join(format!("{}.part", uuid::Uuid::new_v4().simple()));
+        let mut out = File::create(&temp).at(&temp)?;
+        let mut staged = Staged {
+            file: ContentFile {
+                sha1: [0; 20],
+                sha256: [0; 32],
+                size: 0,
+                rel_path: String::new(),
+            },
+            temp,
+            committed: false,
+        };
+        let (sha1, sha256, size) = {
+            let mut w = io::BufWriter::with_capacity(BUF_SIZE, &mut out);
+            let r = copy_hashing(reader, &mut w).and_then(|r| w.flush().map(|_| r));
+            r.map_err(|e| Error::io(name, e))?
+        };
+        verify_against(name, expected, &sha1, &sha256, size)?;
+        out.sync_all().at(&staged.temp)?;
+        staged.file = ContentFile {
+            sha1,
+            sha256,
+            size,
+            rel_path: wsus_rel_path(&sha1, name),
+        };
+        Ok(staged)
+    }
+
+    /// Makes a staged file visible: rename into place, fsync the directory.
+    /// If the same file is already there it is kept and the staged copy
+    /// dropped.
+    pub fn commit(&self, mut staged: Staged) -> Result<ContentFile> {
+        let dest = self.path_of(&staged.file.rel_path);
+        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).at(&dir)?;
+        failpoint::hit("content-before-rename");
+        fs::rename(&staged.temp, &dest).at(&dest)?;
+        staged.committed = true;
+        sync_dir(&dir)?;
+        Ok(staged.file.clone())
+    }
+
+    /// Checks a file already under `content/` (re-hashes it).
+    pub fn verify_stored(&self, file: &ContentFile) -> Result<()> {
+        let path = self.path_of(&file.rel_path);
+        let (sha1, sha256, size) = hash_file(&path)?;
+        verify_against(
+            &path.display().to_string(),
+            &Expected {
+                sha1: file.sha1,
+                sha256: Some(file.sha256),
+                size: Some(file.size),
+            },
+            &sha1,
+            &sha256,
+            size,
+        )
+    }
+}
+
+/// Rule: a content file is accepted only if its size, SHA-1 and (when the
+/// metadata carries one) SHA-256 equal what the update metadata says.
+pub fn verify_against(
+    name: &str,
+    expected: &Expected,
+    sha1: &[u8; 20],
+    sha256: &[u8; 32],
+    size: u64,
+) -> Result<()> {
+    if let Some(want) = expected.size {
+        if want != size {
+            return Err(Error::DigestMismatch {
+                name: name.to_string(),
+                what: "size",
+                expected: want.to_string(),
+                actual: size.to_string(),
+            });
+        }
+    }
+    if &expected.sha1 != sha1 {
+        return Err(Error::DigestMismatch {
+            name: name.to_string(),
+            what: "SHA-1",
+            expected: hex_upper(&expected.sha1),
+            actual: hex_upper(sha1),
+        });
+    }
+    if let Some(want) = &expected.sha256 {
+        if want != sha256 {
+            return Err(Error::DigestMismatch {
+                name: name.to_string(),
+                what: "SHA-256",
+                expected: hex::encode(want),
+                actual: hex::encode(sha256),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digests(data: &[u8]) -> ([u8; 20], [u8; 32]) {
+        (Sha1::digest(data).into(), Sha256::digest(data).into())
+    }
+
+    fn store() -> (tempfile::TempDir, ContentStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("content");
+        let staging = dir.path().join("staging");
+        fs::create_dir_all(&root).unwrap();
+        fs::create_dir_all(&staging).unwrap();
+        (dir, ContentStore::new(root, staging))
+    }
+
+    #[test]
+    fn layout_is_wsus_layout() {
+        let sha1 = [0xab; 20];
+        let p = wsus_rel_path(&sha1, "Windows10.0-KB123-x64.MSU");
+        assert_eq!(p, format!("AB/{}.msu", "AB".repeat(20)));
+        assert_eq!(sanitized_extension("a/../../etc"), "");
+        assert_eq!(sanitized_extension("x.c\u{0}b"), "");
+        assert_eq!(sanitized_extension("noext"), "");
+    }
+
+    #[test]
+    fn stage_then_commit_places_verified_file() {
+        let (_d, cs) = store();
+        let data = vec![7u8; 3 * BUF_SIZE + 17];
+        let (sha1, sha256) = digests(&data);
+        let exp = Expected { sha1, sha256: Some(sha256), size: Some(data.len() as u64) };
+        let staged = cs.stage(&mut &data[..], "f.cab", &exp).unwrap();
+        let rel = staged.file.rel_path.clone();
+        assert!(!cs.path_of(&rel).exists(), "not visible before commit");
+        let f = cs.commit(staged).unwrap();
+        assert_eq!(fs::read(cs.path_of(&f.rel_path)).unwrap(), data);
+        cs.verify_stored(&f).unwrap();
+        assert_eq!(fs::read_dir(cs.staging()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn mismatch_is_rejected_and_leaves_nothing() {
+        let (_d, cs) = store();
+        let data = b"hello".to_vec();
+        let (sha1, sha256) = digests(&data);
+        let mut bad256 = sha256;
+        bad256[0] ^= 1;
+        for exp in [
+            Expected { sha1: [0; 20], sha256: None, size: None },
+            Expected { sha1, sha256: Some(bad256), size: None },
+            Expected { sha1, sha256: None, size: Some(6) },
+        ] {
+            let err = cs.stage(&mut &data[..], "x.exe", &exp).unwrap_err();
+            assert!(err.is_verification(), "{err}");
+            assert!(err.to_string().contains("x.exe"), "{err}");
+        }
+        assert_eq!(fs::read_dir(cs.staging()).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(cs.root()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn dropped_stage_is_removed() {
+        let (_d, cs) = store();
+        let data = b"abc".to_vec();
+        let (sha1, _) = digests(&data);
+        let exp = Expected { sha1, sha256: None, size: None };
+        let staged = cs.stage(&mut &data[..], "a.cab", &exp).unwrap();
+        assert_eq!(fs::read_dir(cs.staging()).unwrap().count(), 1);
+        drop(staged);
+        assert_eq!(fs::read_dir(cs.staging()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,253 @@
+//! Approvals ("deployments" of an update revision to a target group) and
+//! declines (MS-WSUSOD 2.5.3.3–2.5.3.4; the Deployment table of MS-WSUSSS
+//! 3.1.1).
+//!
+//! Rules:
+//! - At most one live deployment per (update, group). Approving again
+//!   changes it (new revision, action, deadline) under the same DeploymentID.
+//! - Removed deployments stay as dead deployments for downstream servers.
+//! - Declining an update removes its live deployments; a declined update
+//!   cannot be approved.
+//! - A replica server takes approvals only from upstream.
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::journal::{self, Anchor, ChangeKind};
+use crate::store::{Mode, Store, now_rfc3339};
+
+/// MS-WSUSSS deployment actions gapsync offers (Action 0, 1 and 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Install,
+    Uninstall,
+    Block,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Install => "install",
+            Action::Uninstall => "uninstall",
+            Action::Block => "block",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "install" => Some(Action::Install),
+            "uninstall" => Some(Action::Uninstall),
+            "block" => Some(Action::Block),
+            _ => None,
+        }
+    }
+    /// The wire value of MS-WSUSSS 3.1.1 (0 install, 1 uninstall, 3 block).
+    pub fn wire_value(self) -> i32 {
+        match self {
+            Action::Install => 0,
+            Action::Uninstall => 1,
+            Action::Block => 3,
+        }
+    }
+}
+
+/// A row of `deployments list --json`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Deployment {
+    pub deployment_id: String,
+    pub update_id: String,
+    pub revision: i32,
+    pub group: String,
+    pub group_id: String,
+    pub action: String,
+    pub admin_name: String,
+    pub deadline: Option<String>,
+    pub go_live: String,
+    pub download_priority: i64,
+    pub is_assigned: bool,
+    pub last_changed_anchor: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Approval<'a> {
+    pub update_id: &'a str,
+    pub group: &'a str,
+    pub action: Action,
+    /// RFC 3339.
+    pub deadline: Option<&'a str>,
+    pub admin_name: &'a str,
+}
+
+/// Rule: deadlines are RFC 3339 timestamps; stored normalised to UTC.
+pub fn normalise_deadline(s: &str) -> Result<String> {
+    use time::format_description::well_known::Rfc3339;
+    let t = time::OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|e| Error::invalid("deadline", format!("{s:?} is not RFC 3339 ({e})")))?;
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .map_err(|e| Error::invalid("deadline", e.to_string()))
+}
+
+impl Store {
+    fn refuse_on_replica(&self, what: &str) -> Result<()> {
+        if self.info().mode == Mode::Replica {
+            return Err(Error::Refused(format!(
+                "this server is a replica: {what} come from its upstream server, not from local administration"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Approves the current revision of an update for a group (creates or
+    /// changes the deployment).
+    pub fn approve(&mut self, a: &Approval<'_>) -> Result<Deployment> {
+        self.refuse_on_replica("approvals")?;
+        let update_id = self.resolve_update(a.update_id)?;
+        let group_id = self.group_id(a.group)?;
+        let deadline = a.deadline.map(normalise_deadline).transpose()?;
+        let (revision, declined, kind): (i32, bool, String) = self.conn().query_row(
+            "SELECT r.revision, u.declined, u.kind FROM updates u JOIN revisions r ON r.rev_id = u.current_rev WHERE u.update_id = ?1",
+            [&update_id],
+            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?)),
+        )?;
+        if declined {
+            return Err(Error::Refused(format!("update {update_id} is declined and cannot be approved")));
+        }
+        if kind == "category" || kind == "detectoid" {
+            return Err(Error::Refused(format!("update {update_id} is a {kind}; only software and driver updates are approved")));
+        }
+        let now = now_rfc3339();
+        let tx = self.conn_mut().transaction()?;
+        let existing: Option<String> = tx
+            .query_row(
+                "SELECT deployment_id FROM deployments WHERE update_id = ?1 AND group_id = ?2 AND removed = 0",
+                params![update_id, group_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let id = match existing {
+            Some(id) => {
+                let seq = journal::record(&tx, ChangeKind::DeploymentChanged, &id, &now)?;
+                tx.execute(
+                    "UPDATE deployments SET revision = ?2, action = ?3, admin_name = ?4, deadline = ?5, go_live = ?6, \
+                     last_change_seq = ?7 WHERE deployment_id = ?1",
+                    params![id, revision, a.action.as_str(), a.admin_name, deadline, now, seq],
+                )?;
+                id
+            }
+            None => {
+                let id = Uuid::new_v4().to_string();
+                let seq = journal::record(&tx, ChangeKind::DeploymentCreated, &id, &now)?;
+                tx.execute(
+                    "INSERT INTO deployments (deployment_id, update_id, revision, group_id, action, admin_name, deadline, \
+                     go_live, download_priority, is_assigned, last_change_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, 1, ?9)",
+                    params![id, update_id, revision, group_id, a.action.as_str(), a.admin_name, deadline, now, seq],
+                )?;
+                id
+            }
+        };
+        tx.commit()?;
+        self.deployment(&id)?
+            .ok_or_else(|| Error::Refused(format!("deployment {id} vanished")))
+    }
+
+    /// Declines an update: marks it declined and removes its deployments.
+    /// Declining an already declined update changes nothing.
+    pub fn decline(&mut self, update_id: &str) -> Result<bool> {
+        self.refuse_on_replica("declines")?;
+        let update_id = self.resolve_update(update_id)?;
+        let declined: bool =
+            self.conn().query_row("SELECT declined FROM updates WHERE update_id = ?1", [&update_id], |r| {
+                Ok(r.get::<_, i64>(0)? != 0)
+            })?;
+        if declined {
+            return Ok(false);
+        }
+        let now = now_rfc3339();
+        let tx = self.conn_mut().transaction()?;
+        let live: Vec<String> = {
+            let mut st = tx.prepare("SELECT deployment_id FROM deployments WHERE update_id = ?1 AND removed = 0")?;
+            let rows = st.query_map([&update_id], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        for d in live {
+            let seq = journal::record(&tx, ChangeKind::DeploymentRemoved, &d, &now)?;
+            tx.execute(
+                "UPDATE deployments SET removed = 1, last_change_seq = ?2 WHERE deployment_id = ?1",
+                params![d, seq],
+            )?;
+        }
+        journal::record(&tx, ChangeKind::UpdateDeclined, &update_id, &now)?;
+        tx.execute("UPDATE updates SET declined = 1 WHERE update_id = ?1", [&update_id])?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Removes the live deployment of an update to a group.
+    pub fn unapprove(&mut self, update_id: &str, group: &str) -> Result<String> {
+        self.refuse_on_replica("approvals")?;
+        let update_id = self.resolve_update(update_id)?;
+        let group_id = self.group_id(group)?;
+        let now = now_rfc3339();
+        let tx = self.conn_mut().transaction()?;
+        let id: String = tx
+            .query_row(
+                "SELECT deployment_id FROM deployments WHERE update_id = ?1 AND group_id = ?2 AND removed = 0",
+                params![update_id, group_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| Error::Refused(format!("update {update_id} is not approved for group {group:?}")))?;
+        let seq = journal::record(&tx, ChangeKind::DeploymentRemoved, &id, &now)?;
+        tx.execute(
+            "UPDATE deployments SET removed = 1, last_change_seq = ?2 WHERE deployment_id = ?1",
+            params![id, seq],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    fn deployment_rows(&self, where_sql: &str, arg: &str) -> Result<Vec<Deployment>> {
+        let sql = format!(
+            "SELECT d.deployment_id, d.update_id, d.revision, g.name, d.group_id, d.action, d.admin_name, d.deadline, \
+             d.go_live, d.download_priority, d.is_assigned, d.last_change_seq \
+             FROM deployments d LEFT JOIN groups g ON g.group_id = d.group_id WHERE {where_sql} \
+             ORDER BY d.update_id, g.name COLLATE NOCASE"
+        );
+        let server_id = self.info().server_id;
+        let mut st = self.conn().prepare(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(std::iter::once(arg).filter(|a| !a.is_empty())), |r| {
+            Ok(Deployment {
+                deployment_id: r.get(0)?,
+                update_id: r.get(1)?,
+                revision: r.get(2)?,
+                group: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                group_id: r.get(4)?,
+                action: r.get(5)?,
+                admin_name: r.get(6)?,
+                deadline: r.get(7)?,
+                go_live: r.get(8)?,
+                download_priority: r.get(9)?,
+                is_assigned: r.get::<_, i64>(10)? != 0,
+                last_changed_anchor: Anchor { server_id, seq: r.get(11)? }.to_string(),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Live deployments.
+    pub fn list_deployments(&self) -> Result<Vec<Deployment>> {
+        self.deployment_rows("d.removed = 0", "")
+    }
+
+    /// Removed ("dead") deployments.
+    pub fn list_dead_deployments(&self) -> Result<Vec<Deployment>> {
+        self.deployment_rows("d.removed = 1", "")
+    }
+
+    pub fn deployment(&self, id: &str) -> Result<Option<Deployment>> {
+        Ok(self.deployment_rows("d.deployment_id = ?1", id)?.into_iter().next())
+    }
+}

@@ -1,0 +1,106 @@
+//! The library's error type. Every variant names what was wrong (file, entry,
+//! update id, group, key) so the binary can print it as is.
+
+use std::path::PathBuf;
+
+use crate::metadata::MetadataError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("{path}: not a gapsync server store ({why})")]
+    NotAStore { path: PathBuf, why: String },
+    #[error("{path}: store schema version {found} is newer than this gapsync supports ({supported}); upgrade gapsync")]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("{path}: already holds a gapsync server store")]
+    AlreadyAStore { path: PathBuf },
+    #[error("{path}: the store is locked by another gapsync process (writers are exclusive)")]
+    Locked { path: PathBuf },
+    #[error("{name}: {source}")]
+    Metadata {
+        name: String,
+        #[source]
+        source: MetadataError,
+    },
+    #[error(
+        "{name}: update {id} revision {revision} is already stored with different XML; a revision never changes"
+    )]
+    RevisionConflict {
+        name: String,
+        id: String,
+        revision: i32,
+    },
+    #[error("unknown update {0}")]
+    UnknownUpdate(String),
+    #[error("unknown group {0:?}")]
+    UnknownGroup(String),
+    #[error("group {0:?} already exists")]
+    GroupExists(String),
+    #[error("computer {0:?} already exists")]
+    ComputerExists(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("invalid {what}: {why}")]
+    Invalid { what: String, why: String },
+    #[error("{name}: {what} mismatch: metadata says {expected}, file has {actual}")]
+    DigestMismatch {
+        name: String,
+        what: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("anchor {anchor:?}: {why}")]
+    BadAnchor { anchor: String, why: String },
+    #[error("anchor {anchor:?} belongs to server {other}, not to this server ({this})")]
+    ForeignAnchor {
+        anchor: String,
+        other: String,
+        this: String,
+    },
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn invalid(what: impl Into<String>, why: impl Into<String>) -> Self {
+        Error::Invalid {
+            what: what.into(),
+            why: why.into(),
+        }
+    }
+
+    /// True when the error is a failed verification (a digest, size or
+    /// signature that does not match): the binary exits 3 for these.
+    pub fn is_verification(&self) -> bool {
+        matches!(self, Error::DigestMismatch { .. })
+    }
+}
+
+/// Adds the path to an I/O error.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

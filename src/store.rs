@@ -1,0 +1,694 @@
+//! The server store: a directory holding an embedded SQLite database
+//! (`gapsync.db`, WAL), the content tree (`content/`), a staging area
+//! (`staging/`) and a writer lock (`gapsync.lock`).
+//!
+//! Invariants:
+//! - The database carries `PRAGMA application_id = 0x47415053` ("GAPS") and
+//!   `PRAGMA user_version` = schema version; anything else is refused.
+//! - Every change to replicated state and its journal entry commit in one
+//!   transaction (see `journal`).
+//! - Only one writer at a time: writers hold an exclusive OS file lock on
+//!   `gapsync.lock` for as long as the `Store` lives.
+//! - A revision's XML never changes: the same (id, revision) with other bytes
+//!   is refused.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::content::{ContentFile, ContentStore, Staged};
+use crate::error::{Error, IoContext, Result};
+use crate::journal::{self, Anchor, Change, ChangeKind};
+use crate::metadata::{self, Prerequisite, UpdateKind, UpdateMetadata};
+
+pub const DB_FILE: &str = "gapsync.db";
+pub const LOCK_FILE: &str = "gapsync.lock";
+pub const CONTENT_DIR: &str = "content";
+pub const STAGING_DIR: &str = "staging";
+/// "GAPS": marks a SQLite file as a gapsync store.
+pub const APPLICATION_ID: i64 = 0x4741_5053;
+
+/// Schema migrations; index + 1 is the version each one produces.
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Well-known target groups every WSUS server has (MS-WSUSOD 2.5.3).
+pub const ALL_COMPUTERS: (&str, &str) = ("a0a08746-4dbe-4a37-9adf-9e7652c0b421", "All Computers");
+pub const UNASSIGNED_COMPUTERS: (&str, &str) =
+    ("b73ca6ed-5727-47f3-84de-015e03f6a88a", "Unassigned Computers");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Approvals are made locally.
+    Autonomous,
+    /// Groups and approvals come from upstream (sync or bundle).
+    Replica,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Autonomous => "autonomous",
+            Mode::Replica => "replica",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "autonomous" => Some(Mode::Autonomous),
+            "replica" => Some(Mode::Replica),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerInfo {
+    pub server_id: Uuid,
+    pub name: String,
+    pub mode: Mode,
+    pub created: String,
+}
+
+/// `status --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub server_id: String,
+    pub name: String,
+    pub mode: Mode,
+    pub schema_version: i64,
+    pub updates: UpdateCounts,
+    pub revisions: i64,
+    pub declined: i64,
+    pub groups: i64,
+    pub computers: i64,
+    pub deployments: i64,
+    pub content_files: i64,
+    pub content_bytes: i64,
+    pub anchor: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UpdateCounts {
+    pub total: i64,
+    pub software: i64,
+    pub driver: i64,
+    pub category: i64,
+    pub detectoid: i64,
+}
+
+/// A row of `updates list`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UpdateSummary {
+    pub id: String,
+    pub revision: i32,
+    pub revision_id: i64,
+    pub kind: String,
+    pub category_type: Option<String>,
+    pub title: String,
+    pub kb_article: Option<String>,
+    pub creation_date: Option<String>,
+    pub declined: bool,
+}
+
+/// What `add_revision` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    New(i64),
+    AlreadyPresent(i64),
+}
+
+pub struct Store {
+    root: PathBuf,
+    conn: Connection,
+    info: ServerInfo,
+    content: ContentStore,
+    _lock: Option<File>,
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn acquire_lock(root: &Path) -> Result<File> {
+    let path = root.join(LOCK_FILE);
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .at(&path)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::Locked { path: root.to_path_buf() }),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io(path, e)),
+    }
+}
+
+impl Store {
+    /// Creates a new store in `dir` (which may exist but must not hold a
+    /// store) with a fresh server id.
+    pub fn init(dir: &Path, name: &str, mode: Mode) -> Result<Store> {
+        if name.trim().is_empty() {
+            return Err(Error::invalid("server name", "must not be empty"));
+        }
+        let db_path = dir.join(DB_FILE);
+        if db_path.exists() {
+            return Err(Error::AlreadyAStore { path: dir.to_path_buf() });
+        }
+        fs::create_dir_all(dir).at(dir)?;
+        for sub in [CONTENT_DIR, STAGING_DIR] {
+            fs::create_dir_all(dir.join(sub)).at(dir.join(sub))?;
+        }
+        let lock = acquire_lock(dir)?;
+        let mut conn = Connection::open(&db_path)?;
+        configure(&conn)?;
+        let tx = conn.transaction()?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        for m in MIGRATIONS {
+            tx.execute_batch(m)?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        let info = ServerInfo {
+            server_id: Uuid::new_v4(),
+            name: name.to_string(),
+            mode,
+            created: now_rfc3339(),
+        };
+        tx.execute(
+            "INSERT INTO server (singleton, server_id, name, mode, created) VALUES (1, ?1, ?2, ?3, ?4)",
+            params![info.server_id.to_string(), info.name, mode.as_str(), info.created],
+        )?;
+        for (id, gname) in [ALL_COMPUTERS, UNASSIGNED_COMPUTERS] {
+            let parent = (id == UNASSIGNED_COMPUTERS.0).then_some(ALL_COMPUTERS.0);
+            tx.execute(
+                "INSERT INTO groups (group_id, name, parent_id, builtin, seq) VALUES (?1, ?2, ?3, 1, 0)",
+                params![id, gname, parent],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Store {
+            root: dir.to_path_buf(),
+            content: ContentStore::new(dir.join(CONTENT_DIR), dir.join(STAGING_DIR)),
+            conn,
+            info,
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens an existing store for reading (no lock; SQLite gives readers a
+    /// consistent snapshot per query).
+    pub fn open(dir: &Path) -> Result<Store> {
+        Self::open_inner(dir, false)
+    }
+
+    /// Opens an existing store for writing: takes the exclusive writer lock
+    /// and applies pending schema migrations.
+    pub fn open_writer(dir: &Path) -> Result<Store> {
+        Self::open_inner(dir, true)
+    }
+
+    fn open_inner(dir: &Path, writer: bool) -> Result<Store> {
+        let not_a_store = |why: &str| Error::NotAStore {
+            path: dir.to_path_buf(),
+            why: why.to_string(),
+        };
+        if !dir.is_dir() {
+            return Err(not_a_store("no such directory"));
+        }
+        let db_path = dir.join(DB_FILE);
+        if !db_path.is_file() {
+            return Err(not_a_store(&format!("no {DB_FILE}")));
+        }
+        let lock = if writer { Some(acquire_lock(dir)?) } else { None };
+        let conn = Connection::open_with_flags(
+            &db_path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| not_a_store(&e.to_string()))?;
+        let app_id: i64 = conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .map_err(|e| not_a_store(&format!("{DB_FILE} is not a SQLite database: {e}")))?;
+        if app_id != APPLICATION_ID {
+            return Err(not_a_store(&format!("{DB_FILE} is not a gapsync database")));
+        }
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::SchemaTooNew {
+                path: dir.to_path_buf(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version < 1 {
+            return Err(not_a_store("schema version 0"));
+        }
+        configure(&conn)?;
+        let mut conn = conn;
+        if version < SCHEMA_VERSION {
+            if !writer {
+                return Err(Error::Refused(format!(
+                    "{}: store schema {version} needs migration to {SCHEMA_VERSION}; run a writing command first",
+                    dir.display()
+                )));
+            }
+            let tx = conn.transaction()?;
+            for m in &MIGRATIONS[version as usize..] {
+                tx.execute_batch(m)?;
+            }
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+        }
+        let info = conn
+            .query_row("SELECT server_id, name, mode, created FROM server", [], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            })
+            .optional()?
+            .ok_or_else(|| not_a_store("no server identity"))?;
+        let info = ServerInfo {
+            server_id: Uuid::parse_str(&info.0).map_err(|_| not_a_store("bad server id"))?,
+            name: info.1,
+            mode: Mode::parse(&info.2).ok_or_else(|| not_a_store("bad mode"))?,
+            created: info.3,
+        };
+        Ok(Store {
+            root: dir.to_path_buf(),
+            content: ContentStore::new(dir.join(CONTENT_DIR), dir.join(STAGING_DIR)),
+            conn,
+            info,
+            _lock: lock,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn info(&self) -> &ServerInfo {
+        &self.info
+    }
+    pub fn content(&self) -> &ContentStore {
+        &self.content
+    }
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// The anchor of the newest journal entry (sequence 0 when empty).
+    pub fn anchor(&self) -> Result<Anchor> {
+        let seq: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM journal", [], |r| r.get(0))?;
+        Ok(Anchor { server_id: self.info.server_id, seq })
+    }
+
+    /// Parses an anchor and checks it belongs to this server and is not
+    /// ahead of its journal.
+    pub fn own_anchor(&self, anchor: &str) -> Result<Anchor> {
+        let a: Anchor = anchor.parse()?;
+        if a.server_id != self.info.server_id {
+            return Err(Error::ForeignAnchor {
+                anchor: anchor.to_string(),
+                other: a.server_id.to_string(),
+                this: self.info.server_id.to_string(),
+            });
+        }
+        let head = self.anchor()?;
+        if a.seq > head.seq {
+            return Err(Error::BadAnchor {
+                anchor: anchor.to_string(),
+                why: format!("ahead of this server's journal (head is {})", head.seq),
+            });
+        }
+        Ok(a)
+    }
+
+    /// Every change after `anchor`, oldest first (a primary-key range scan).
+    pub fn changes_since(&self, anchor: &Anchor) -> Result<Vec<Change>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT seq, kind, subject, at FROM journal WHERE seq > ?1 ORDER BY seq")?;
+        let rows = st.query_map([anchor.seq], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, kind, subject, at) = row?;
+            let kind = ChangeKind::parse(&kind).ok_or_else(|| {
+                Error::Refused(format!("journal entry {seq} has unknown kind {kind:?}"))
+            })?;
+            out.push(Change { seq, kind, subject, at });
+        }
+        Ok(out)
+    }
+
+    pub fn status(&self) -> Result<Status> {
+        let c = &self.conn;
+        let one = |sql: &str| -> Result<i64> { Ok(c.query_row(sql, [], |r| r.get(0))?) };
+        let mut counts = UpdateCounts::default();
+        {
+            let mut st = c.prepare("SELECT kind, COUNT(*) FROM updates GROUP BY kind")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (k, n) = row?;
+                counts.total += n;
+                match UpdateKind::parse(&k) {
+                    Some(UpdateKind::Software) => counts.software = n,
+                    Some(UpdateKind::Driver) => counts.driver = n,
+                    Some(UpdateKind::Category) => counts.category = n,
+                    Some(UpdateKind::Detectoid) => counts.detectoid = n,
+                    None => {}
+                }
+            }
+        }
+        Ok(Status {
+            server_id: self.info.server_id.to_string(),
+            name: self.info.name.clone(),
+            mode: self.info.mode,
+            schema_version: SCHEMA_VERSION,
+            updates: counts,
+            revisions: one("SELECT COUNT(*) FROM revisions")?,
+            declined: one("SELECT COUNT(*) FROM updates WHERE declined = 1")?,
+            groups: one("SELECT COUNT(*) FROM groups")?,
+            computers: one("SELECT COUNT(*) FROM computers")?,
+            deployments: one("SELECT COUNT(*) FROM deployments WHERE removed = 0")?,
+            content_files: one("SELECT COUNT(*) FROM content")?,
+            content_bytes: one("SELECT COALESCE(SUM(size), 0) FROM content")?,
+            anchor: self.anchor()?.to_string(),
+        })
+    }
+
+    /// Starts a batch of catalog changes (revisions and content) that commit
+    /// together in one transaction.
+    pub fn catalog_batch(&mut self) -> Result<CatalogBatch<'_>> {
+        let now = now_rfc3339();
+        let content = ContentStore::new(self.root.join(CONTENT_DIR), self.root.join(STAGING_DIR));
+        let tx = self.conn.transaction()?;
+        Ok(CatalogBatch { tx, now, content, pending: Vec::new() })
+    }
+
+    /// Resolves an update id given by a user (any case, with or without
+    /// braces) to its canonical lower-case form, if the update is known.
+    pub fn resolve_update(&self, id: &str) -> Result<String> {
+        let uuid = Uuid::parse_str(id.trim().trim_start_matches('{').trim_end_matches('}'))
+            .map_err(|_| Error::UnknownUpdate(format!("{id} (not a GUID)")))?;
+        let canon = uuid.to_string();
+        let found: Option<String> = self
+            .conn
+            .query_row("SELECT update_id FROM updates WHERE update_id = ?1", [&canon], |r| r.get(0))
+            .optional()?;
+        found.ok_or(Error::UnknownUpdate(canon))
+    }
+
+    /// `updates list`, filtered. Product and classification filters match
+    /// the `AtLeastOne IsCategory` prerequisites of the current revision.
+    pub fn list_updates(&self, filter: &UpdateFilter) -> Result<Vec<UpdateSummary>> {
+        let mut sql = String::from(
+            "SELECT u.update_id, r.revision, r.rev_id, r.kind, r.category_type, r.title, r.kb_article, r.creation_date, u.declined \
+             FROM updates u JOIN revisions r ON r.rev_id = u.current_rev WHERE 1=1",
+        );
+        let mut args: Vec<String> = Vec::new();
+        if let Some(k) = filter.kind {
+            args.push(k.as_str().to_string());
+            sql.push_str(&format!(" AND u.kind = ?{}", args.len()));
+        }
+        for cat in [&filter.product, &filter.classification].into_iter().flatten() {
+            args.push(cat.clone());
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM relationships x WHERE x.rev_id = u.current_rev AND x.rel = 'prerequisite' AND x.is_category = 1 AND x.target_id = ?{})",
+                args.len()
+            ));
+        }
+        sql.push_str(" ORDER BY u.update_id");
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+            Ok(UpdateSummary {
+                id: r.get(0)?,
+                revision: r.get(1)?,
+                revision_id: r.get(2)?,
+                kind: r.get(3)?,
+                category_type: r.get(4)?,
+                title: r.get(5)?,
+                kb_article: r.get(6)?,
+                creation_date: r.get(7)?,
+                declined: r.get::<_, i64>(8)? != 0,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// All revisions of one update, oldest first: (rev_id, revision).
+    pub fn revisions_of(&self, update_id: &str) -> Result<Vec<(i64, i32)>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT rev_id, revision FROM revisions WHERE update_id = ?1 ORDER BY revision")?;
+        let rows = st.query_map([update_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// The verbatim XML of a revision.
+    pub fn revision_xml(&self, rev_id: i64) -> Result<Vec<u8>> {
+        Ok(self
+            .conn
+            .query_row("SELECT xml FROM revisions WHERE rev_id = ?1", [rev_id], |r| r.get(0))?)
+    }
+
+    /// Updates whose current revision supersedes `update_id`.
+    pub fn superseded_by(&self, update_id: &str) -> Result<Vec<String>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT DISTINCT u.update_id FROM relationships x JOIN updates u ON u.current_rev = x.rev_id \
+             WHERE x.target_id = ?1 AND x.rel = 'superseded' ORDER BY u.update_id",
+        )?;
+        let rows = st.query_map([update_id], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// A stored content file by SHA-1.
+    pub fn content_file(&self, sha1: &[u8; 20]) -> Result<Option<ContentFile>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT sha1, sha256, size, rel_path FROM content WHERE sha1 = ?1",
+                [&sha1[..]],
+                |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
+                },
+            )
+            .optional()?
+            .and_then(|(a, b, size, rel_path)| {
+                Some(ContentFile {
+                    sha1: a.try_into().ok()?,
+                    sha256: b.try_into().ok()?,
+                    size: u64::try_from(size).ok()?,
+                    rel_path,
+                })
+            }))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UpdateFilter {
+    pub kind: Option<UpdateKind>,
+    pub product: Option<String>,
+    pub classification: Option<String>,
+}
+
+/// A set of catalog changes committed in one transaction: revisions and the
+/// content files they reference. Content is staged first and only moved into
+/// place at `commit`, right before the database commits, so a failure at any
+/// point leaves the old state (at most orphaned, verified content files,
+/// which a later add adopts).
+pub struct CatalogBatch<'a> {
+    tx: rusqlite::Transaction<'a>,
+    now: String,
+    content: ContentStore,
+    pending: Vec<Staged>,
+}
+
+impl CatalogBatch<'_> {
+    /// Adds one revision from its verbatim XML. `name` (a file or entry name)
+    /// is used in errors.
+    pub fn add_revision(&mut self, name: &str, xml: &[u8]) -> Result<Added> {
+        let meta = metadata::parse(xml).map_err(|source| Error::Metadata {
+            name: name.to_string(),
+            source,
+        })?;
+        self.add_parsed(name, xml, &meta)
+    }
+
+    /// Adds one revision already parsed from `xml`.
+    pub fn add_parsed(&mut self, name: &str, xml: &[u8], meta: &UpdateMetadata) -> Result<Added> {
+        let tx = &self.tx;
+        let id = meta.id.to_string();
+        let digest: [u8; 32] = Sha256::digest(xml).into();
+        let existing: Option<(i64, Vec<u8>)> = tx
+            .prepare_cached("SELECT rev_id, xml_sha256 FROM revisions WHERE update_id = ?1 AND revision = ?2")?
+            .query_row(params![id, meta.revision], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((rev_id, old)) = existing {
+            if old == digest {
+                return Ok(Added::AlreadyPresent(rev_id));
+            }
+            return Err(Error::RevisionConflict {
+                name: name.to_string(),
+                id,
+                revision: meta.revision,
+            });
+        }
+        let subject = format!("{id}/{}", meta.revision);
+        let seq = journal::record(tx, ChangeKind::RevisionAdded, &subject, &self.now)?;
+        let title = meta.title("en").unwrap_or("").to_string();
+        tx.prepare_cached(
+            "INSERT INTO revisions (update_id, revision, kind, category_type, title, kb_article, creation_date, \
+             publication_state, eula_id, secured, default_language, xml, xml_sha256, seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?
+        .execute(params![
+            id,
+            meta.revision,
+            meta.kind.as_str(),
+            meta.category_type.map(|c| c.as_str()),
+            title,
+            meta.kb_article_id,
+            meta.creation_date,
+            meta.publication_state,
+            meta.eula_id.map(|e| e.to_string()),
+            meta.secured_fragment,
+            meta.default_language,
+            xml,
+            &digest[..],
+            seq
+        ])?;
+        let rev_id = tx.last_insert_rowid();
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT OR REPLACE INTO localized (rev_id, language, title, description) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for l in &meta.localized {
+                st.execute(params![rev_id, l.language.to_ascii_lowercase(), l.title, l.description])?;
+            }
+        }
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO relationships (rev_id, rel, grp, is_category, target_id, target_revision) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut grp = 0i64;
+            for p in &meta.prerequisites {
+                match p {
+                    Prerequisite::Required(t) => {
+                        st.execute(params![rev_id, "prerequisite", 0, false, t.to_string(), None::<i32>])?;
+                    }
+                    Prerequisite::AtLeastOne { is_category, ids } => {
+                        grp += 1;
+                        for t in ids {
+                            st.execute(params![rev_id, "prerequisite", grp, is_category, t.to_string(), None::<i32>])?;
+                        }
+                    }
+                }
+            }
+            for b in &meta.bundled {
+                st.execute(params![rev_id, "bundled", 0, false, b.id.to_string(), b.revision])?;
+            }
+            for s in &meta.superseded {
+                st.execute(params![rev_id, "superseded", 0, false, s.to_string(), None::<i32>])?;
+            }
+        }
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO files (rev_id, ord, file_name, size, modified, sha1, sha256, patching_type, encrypted) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for (ord, f) in meta.files.iter().enumerate() {
+                let size = i64::try_from(f.size).map_err(|_| Error::invalid(name, "file size too large"))?;
+                st.execute(params![
+                    rev_id,
+                    ord as i64,
+                    f.file_name,
+                    size,
+                    f.modified,
+                    &f.sha1[..],
+                    f.sha256.as_ref().map(|d| &d[..]),
+                    f.patching_type,
+                    f.is_encrypted
+                ])?;
+            }
+        }
+        // The newest revision is current.
+        tx.prepare_cached(
+            "INSERT INTO updates (update_id, kind, category_type, current_rev) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (update_id) DO UPDATE SET kind = excluded.kind, category_type = excluded.category_type, \
+             current_rev = excluded.current_rev \
+             WHERE (SELECT revision FROM revisions WHERE rev_id = updates.current_rev) < ?5",
+        )?
+        .execute(params![id, meta.kind.as_str(), meta.category_type.map(|c| c.as_str()), rev_id, meta.revision])?;
+        Ok(Added::New(rev_id))
+    }
+
+    /// Whether a content file with this SHA-1 is already stored.
+    pub fn has_content(&self, sha1: &[u8; 20]) -> Result<bool> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT 1 FROM content WHERE sha1 = ?1")?
+            .query_row([&sha1[..]], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Queues a staged (already verified) content file for this batch.
+    pub fn add_content(&mut self, staged: Staged) {
+        self.pending.push(staged);
+    }
+
+    /// The content store the batch stages into.
+    pub fn content(&self) -> &ContentStore {
+        &self.content
+    }
+
+    /// Moves staged content into place, records it, and commits.
+    pub fn commit(mut self) -> Result<BatchReport> {
+        let mut report = BatchReport::default();
+        let pending = std::mem::take(&mut self.pending);
+        for staged in pending {
+            let sha1 = staged.file.sha1;
+            if self.has_content(&sha1)? {
+                continue; // dropping `staged` removes the temp file
+            }
+            let f = self.content.commit(staged)?;
+            let seq = journal::record(&self.tx, ChangeKind::ContentArrived, &crate::content::hex_upper(&f.sha1), &self.now)?;
+            let size = i64::try_from(f.size).map_err(|_| Error::invalid("content size", "too large"))?;
+            self.tx
+                .prepare_cached("INSERT INTO content (sha1, sha256, size, rel_path, seq) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![&f.sha1[..], &f.sha256[..], size, f.rel_path, seq])?;
+            report.content_files += 1;
+            report.content_bytes += f.size;
+        }
+        crate::failpoint::hit("catalog-before-commit");
+        self.tx.commit()?;
+        Ok(report)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct BatchReport {
+    pub content_files: u64,
+    pub content_bytes: u64,
+}
