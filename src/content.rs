@@ -155,10 +155,21 @@ impl ContentStore {
         p
     }
 
+    /// Streams locally produced content (nothing to check it against yet)
+    /// into `staging/`, computing its digests; the caller writes them into
+    /// the metadata it then creates.
+    pub fn stage_computed(&self, reader: &mut dyn Read, name: &str) -> Result<Staged> {
+        self.stage_inner(reader, name, None)
+    }
+
     /// Streams `reader` into `staging/`, hashing while copying, then checks
     /// the digests and size against `expected`. `name` is used in errors and
     /// for the extension. Nothing is visible under `content/` yet.
     pub fn stage(&self, reader: &mut dyn Read, name: &str, expected: &Expected) -> Result<Staged> {
+        self.stage_inner(reader, name, Some(expected))
+    }
+
+    fn stage_inner(&self, reader: &mut dyn Read, name: &str, expected: Option<&Expected>) -> Result<Staged> {
         let temp = self
             .staging
             .join(format!("{}.part", uuid::Uuid::new_v4().simple()));
@@ -178,7 +189,9 @@ impl ContentStore {
             let r = copy_hashing(reader, &mut w).and_then(|r| w.flush().map(|_| r));
             r.map_err(|e| Error::io(name, e))?
         };
-        verify_against(name, expected, &sha1, &sha256, size)?;
+        if let Some(expected) = expected {
+            verify_against(name, expected, &sha1, &sha256, size)?;
+        }
         out.sync_all().at(&staged.temp)?;
         staged.file = ContentFile {
             sha1,
