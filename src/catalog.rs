@@ -53,7 +53,10 @@ pub fn collect_xml(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             }
         }
         if found.is_empty() {
-            return Err(Error::invalid(p.display().to_string(), "no update XML (*.xml) files in this folder"));
+            return Err(Error::invalid(
+                p.display().to_string(),
+                "no update XML (*.xml) files in this folder",
+            ));
         }
         found.sort();
         out.extend(found);
@@ -80,7 +83,8 @@ fn index_content_dir(dir: &Path) -> Result<HashMap<String, PathBuf>> {
         let entry = entry.map_err(|e| Error::io(dir, std::io::Error::other(e.to_string())))?;
         if entry.file_type().is_file() {
             if let Some(name) = entry.file_name().to_str() {
-                map.entry(name.to_ascii_lowercase()).or_insert_with(|| entry.path().to_path_buf());
+                map.entry(name.to_ascii_lowercase())
+                    .or_insert_with(|| entry.path().to_path_buf());
             }
         }
     }
@@ -98,7 +102,10 @@ pub fn add_paths(
     let index = match content_dir {
         Some(d) => {
             if !d.is_dir() {
-                return Err(Error::invalid(d.display().to_string(), "content folder does not exist"));
+                return Err(Error::invalid(
+                    d.display().to_string(),
+                    "content folder does not exist",
+                ));
             }
             Some(index_content_dir(d)?)
         }
@@ -112,14 +119,21 @@ pub fn add_paths(
     for path in &files {
         let name = path.display().to_string();
         let xml = read_document(path)?;
-        let meta = metadata::parse(&xml).map_err(|source| Error::Metadata { name: name.clone(), source })?;
+        let meta = metadata::parse(&xml).map_err(|source| Error::Metadata {
+            name: name.clone(),
+            source,
+        })?;
         match batch.add_parsed(&name, &xml, &meta)? {
             Added::New(_) => report.revisions_added += 1,
             Added::AlreadyPresent(_) => report.revisions_already_present += 1,
         }
         report.documents += 1;
         for f in &meta.files {
-            let exp = Expected { sha1: f.sha1, sha256: f.sha256, size: Some(f.size) };
+            let exp = Expected {
+                sha1: f.sha1,
+                sha256: f.sha256,
+                size: Some(f.size),
+            };
             wanted.entry(f.sha1).or_insert((exp, f.file_name.clone()));
         }
         progress.advance(1);
@@ -131,7 +145,8 @@ pub fn add_paths(
             continue;
         }
         let hit = index.as_ref().and_then(|idx| {
-            let by_digest = format!("{}{}", hex_upper(&sha1), sanitized_extension(&file_name)).to_ascii_lowercase();
+            let by_digest = format!("{}{}", hex_upper(&sha1), sanitized_extension(&file_name))
+                .to_ascii_lowercase();
             idx.get(&by_digest)
                 .or_else(|| idx.get(&hex_upper(&sha1).to_ascii_lowercase()))
                 .or_else(|| idx.get(&file_name.to_ascii_lowercase()))

@@ -169,7 +169,12 @@ impl ContentStore {
         self.stage_inner(reader, name, Some(expected))
     }
 
-    fn stage_inner(&self, reader: &mut dyn Read, name: &str, expected: Option<&Expected>) -> Result<Staged> {
+    fn stage_inner(
+        &self,
+        reader: &mut dyn Read,
+        name: &str,
+        expected: Option<&Expected>,
+    ) -> Result<Staged> {
         let temp = self
             .staging
             .join(format!("{}.part", uuid::Uuid::new_v4().simple()));
@@ -306,7 +311,11 @@ mod tests {
         let (_d, cs) = store();
         let data = vec![7u8; 3 * BUF_SIZE + 17];
         let (sha1, sha256) = digests(&data);
-        let exp = Expected { sha1, sha256: Some(sha256), size: Some(data.len() as u64) };
+        let exp = Expected {
+            sha1,
+            sha256: Some(sha256),
+            size: Some(data.len() as u64),
+        };
         let staged = cs.stage(&mut &data[..], "f.cab", &exp).unwrap();
         let rel = staged.file.rel_path.clone();
         assert!(!cs.path_of(&rel).exists(), "not visible before commit");
@@ -324,9 +333,21 @@ mod tests {
         let mut bad256 = sha256;
         bad256[0] ^= 1;
         for exp in [
-            Expected { sha1: [0; 20], sha256: None, size: None },
-            Expected { sha1, sha256: Some(bad256), size: None },
-            Expected { sha1, sha256: None, size: Some(6) },
+            Expected {
+                sha1: [0; 20],
+                sha256: None,
+                size: None,
+            },
+            Expected {
+                sha1,
+                sha256: Some(bad256),
+                size: None,
+            },
+            Expected {
+                sha1,
+                sha256: None,
+                size: Some(6),
+            },
         ] {
             let err = cs.stage(&mut &data[..], "x.exe", &exp).unwrap_err();
             assert!(err.is_verification(), "{err}");
@@ -341,7 +362,11 @@ mod tests {
         let (_d, cs) = store();
         let data = b"abc".to_vec();
         let (sha1, _) = digests(&data);
-        let exp = Expected { sha1, sha256: None, size: None };
+        let exp = Expected {
+            sha1,
+            sha256: None,
+            size: None,
+        };
         let staged = cs.stage(&mut &data[..], "a.cab", &exp).unwrap();
         assert_eq!(fs::read_dir(cs.staging()).unwrap().count(), 1);
         drop(staged);

@@ -113,10 +113,14 @@ impl Store {
             |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?)),
         )?;
         if declined {
-            return Err(Error::Refused(format!("update {update_id} is declined and cannot be approved")));
+            return Err(Error::Refused(format!(
+                "update {update_id} is declined and cannot be approved"
+            )));
         }
         if kind == "category" || kind == "detectoid" {
-            return Err(Error::Refused(format!("update {update_id} is a {kind}; only software and driver updates are approved")));
+            return Err(Error::Refused(format!(
+                "update {update_id} is a {kind}; only software and driver updates are approved"
+            )));
         }
         let now = now_rfc3339();
         let tx = self.conn_mut().transaction()?;
@@ -158,17 +162,20 @@ impl Store {
     pub fn decline(&mut self, update_id: &str) -> Result<bool> {
         self.refuse_on_replica("declines")?;
         let update_id = self.resolve_update(update_id)?;
-        let declined: bool =
-            self.conn().query_row("SELECT declined FROM updates WHERE update_id = ?1", [&update_id], |r| {
-                Ok(r.get::<_, i64>(0)? != 0)
-            })?;
+        let declined: bool = self.conn().query_row(
+            "SELECT declined FROM updates WHERE update_id = ?1",
+            [&update_id],
+            |r| Ok(r.get::<_, i64>(0)? != 0),
+        )?;
         if declined {
             return Ok(false);
         }
         let now = now_rfc3339();
         let tx = self.conn_mut().transaction()?;
         let live: Vec<String> = {
-            let mut st = tx.prepare("SELECT deployment_id FROM deployments WHERE update_id = ?1 AND removed = 0")?;
+            let mut st = tx.prepare(
+                "SELECT deployment_id FROM deployments WHERE update_id = ?1 AND removed = 0",
+            )?;
             let rows = st.query_map([&update_id], |r| r.get(0))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()?
         };
@@ -180,7 +187,10 @@ impl Store {
             )?;
         }
         journal::record(&tx, ChangeKind::UpdateDeclined, &update_id, &now)?;
-        tx.execute("UPDATE updates SET declined = 1 WHERE update_id = ?1", [&update_id])?;
+        tx.execute(
+            "UPDATE updates SET declined = 1 WHERE update_id = ?1",
+            [&update_id],
+        )?;
         tx.commit()?;
         Ok(true)
     }
@@ -218,22 +228,29 @@ impl Store {
         );
         let server_id = self.info().server_id;
         let mut st = self.conn().prepare(&sql)?;
-        let rows = st.query_map(rusqlite::params_from_iter(std::iter::once(arg).filter(|a| !a.is_empty())), |r| {
-            Ok(Deployment {
-                deployment_id: r.get(0)?,
-                update_id: r.get(1)?,
-                revision: r.get(2)?,
-                group: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-                group_id: r.get(4)?,
-                action: r.get(5)?,
-                admin_name: r.get(6)?,
-                deadline: r.get(7)?,
-                go_live: r.get(8)?,
-                download_priority: r.get(9)?,
-                is_assigned: r.get::<_, i64>(10)? != 0,
-                last_changed_anchor: Anchor { server_id, seq: r.get(11)? }.to_string(),
-            })
-        })?;
+        let rows = st.query_map(
+            rusqlite::params_from_iter(std::iter::once(arg).filter(|a| !a.is_empty())),
+            |r| {
+                Ok(Deployment {
+                    deployment_id: r.get(0)?,
+                    update_id: r.get(1)?,
+                    revision: r.get(2)?,
+                    group: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                    group_id: r.get(4)?,
+                    action: r.get(5)?,
+                    admin_name: r.get(6)?,
+                    deadline: r.get(7)?,
+                    go_live: r.get(8)?,
+                    download_priority: r.get(9)?,
+                    is_assigned: r.get::<_, i64>(10)? != 0,
+                    last_changed_anchor: Anchor {
+                        server_id,
+                        seq: r.get(11)?,
+                    }
+                    .to_string(),
+                })
+            },
+        )?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
@@ -248,6 +265,9 @@ impl Store {
     }
 
     pub fn deployment(&self, id: &str) -> Result<Option<Deployment>> {
-        Ok(self.deployment_rows("d.deployment_id = ?1", id)?.into_iter().next())
+        Ok(self
+            .deployment_rows("d.deployment_id = ?1", id)?
+            .into_iter()
+            .next())
     }
 }

@@ -19,7 +19,9 @@ pub enum Error {
     Db(#[from] rusqlite::Error),
     #[error("{path}: not a gapsync server store ({why})")]
     NotAStore { path: PathBuf, why: String },
-    #[error("{path}: store schema version {found} is newer than this gapsync supports ({supported}); upgrade gapsync")]
+    #[error(
+        "{path}: store schema version {found} is newer than this gapsync supports ({supported}); upgrade gapsync"
+    )]
     SchemaTooNew {
         path: PathBuf,
         found: i64,

@@ -67,7 +67,10 @@ impl Store {
     pub fn add_group(&mut self, name: &str, parent: Option<&str>) -> Result<Group> {
         let name = name.trim();
         if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
-            return Err(Error::invalid("group name", format!("{name:?} must be 1-256 printable characters")));
+            return Err(Error::invalid(
+                "group name",
+                format!("{name:?} must be 1-256 printable characters"),
+            ));
         }
         if self.group_id(name).is_ok() {
             return Err(Error::GroupExists(name.to_string()));
@@ -77,7 +80,9 @@ impl Store {
             None => ALL_COMPUTERS.0.to_string(),
         };
         if parent_id == UNASSIGNED_COMPUTERS.0 {
-            return Err(Error::Refused("groups cannot be created under \"Unassigned Computers\"".into()));
+            return Err(Error::Refused(
+                "groups cannot be created under \"Unassigned Computers\"".into(),
+            ));
         }
         let id = Uuid::new_v4().to_string();
         let now = now_rfc3339();
@@ -88,9 +93,18 @@ impl Store {
             params![id, name, parent_id, seq],
         )?;
         tx.commit()?;
-        let parent_name: String =
-            self.conn().query_row("SELECT name FROM groups WHERE group_id = ?1", [&parent_id], |r| r.get(0))?;
-        Ok(Group { id, name: name.to_string(), parent: Some(parent_name), builtin: false, computers: 0 })
+        let parent_name: String = self.conn().query_row(
+            "SELECT name FROM groups WHERE group_id = ?1",
+            [&parent_id],
+            |r| r.get(0),
+        )?;
+        Ok(Group {
+            id,
+            name: name.to_string(),
+            parent: Some(parent_name),
+            builtin: false,
+            computers: 0,
+        })
     }
 
     /// Removes a group: refused for built-in groups and groups with
@@ -99,10 +113,15 @@ impl Store {
     pub fn remove_group(&mut self, name: &str) -> Result<String> {
         let id = self.group_id(name)?;
         if id == ALL_COMPUTERS.0 || id == UNASSIGNED_COMPUTERS.0 {
-            return Err(Error::Refused(format!("group {name:?} is built in and cannot be removed")));
+            return Err(Error::Refused(format!(
+                "group {name:?} is built in and cannot be removed"
+            )));
         }
-        let children: i64 =
-            self.conn().query_row("SELECT COUNT(*) FROM groups WHERE parent_id = ?1", [&id], |r| r.get(0))?;
+        let children: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM groups WHERE parent_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )?;
         if children > 0 {
             return Err(Error::Refused(format!(
                 "group {name:?} has {children} subgroup(s); remove them first"
@@ -111,7 +130,9 @@ impl Store {
         let now = now_rfc3339();
         let tx = self.conn_mut().transaction()?;
         let dead: Vec<String> = {
-            let mut st = tx.prepare("SELECT deployment_id FROM deployments WHERE group_id = ?1 AND removed = 0")?;
+            let mut st = tx.prepare(
+                "SELECT deployment_id FROM deployments WHERE group_id = ?1 AND removed = 0",
+            )?;
             let rows = st.query_map([&id], |r| r.get(0))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()?
         };
@@ -136,7 +157,10 @@ impl Store {
     pub fn add_computer(&mut self, name: &str, group: Option<&str>) -> Result<Computer> {
         let name = name.trim();
         if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
-            return Err(Error::invalid("computer name", format!("{name:?} must be 1-256 printable characters")));
+            return Err(Error::invalid(
+                "computer name",
+                format!("{name:?} must be 1-256 printable characters"),
+            ));
         }
         let group_id = match group {
             Some(g) => self.group_id(g)?,
@@ -149,7 +173,11 @@ impl Store {
         }
         let exists: Option<String> = self
             .conn()
-            .query_row("SELECT computer_id FROM computers WHERE name = ?1 COLLATE NOCASE", [name], |r| r.get(0))
+            .query_row(
+                "SELECT computer_id FROM computers WHERE name = ?1 COLLATE NOCASE",
+                [name],
+                |r| r.get(0),
+            )
             .optional()?;
         if exists.is_some() {
             return Err(Error::ComputerExists(name.to_string()));
@@ -160,9 +188,17 @@ impl Store {
             "INSERT INTO computers (computer_id, name, group_id, added) VALUES (?1, ?2, ?3, ?4)",
             params![id, name, group_id, added],
         )?;
-        let group: String =
-            self.conn().query_row("SELECT name FROM groups WHERE group_id = ?1", [&group_id], |r| r.get(0))?;
-        Ok(Computer { id, name: name.to_string(), group, added })
+        let group: String = self.conn().query_row(
+            "SELECT name FROM groups WHERE group_id = ?1",
+            [&group_id],
+            |r| r.get(0),
+        )?;
+        Ok(Computer {
+            id,
+            name: name.to_string(),
+            group,
+            added,
+        })
     }
 
     pub fn list_computers(&self) -> Result<Vec<Computer>> {
@@ -171,7 +207,12 @@ impl Store {
              ORDER BY c.name COLLATE NOCASE",
         )?;
         let rows = st.query_map([], |r| {
-            Ok(Computer { id: r.get(0)?, name: r.get(1)?, group: r.get(2)?, added: r.get(3)? })
+            Ok(Computer {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                group: r.get(2)?,
+                added: r.get(3)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }

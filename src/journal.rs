@@ -29,7 +29,12 @@ pub struct Anchor {
 
 impl fmt::Display for Anchor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{ANCHOR_PREFIX}:{}:{}", self.server_id.simple(), self.seq)
+        write!(
+            f,
+            "{ANCHOR_PREFIX}:{}:{}",
+            self.server_id.simple(),
+            self.seq
+        )
     }
 }
 
@@ -135,7 +140,10 @@ mod tests {
 
     #[test]
     fn anchor_round_trips() {
-        let a = Anchor { server_id: Uuid::new_v4(), seq: 42 };
+        let a = Anchor {
+            server_id: Uuid::new_v4(),
+            seq: 42,
+        };
         let s = a.to_string();
         assert!(s.starts_with("gapsync1:"));
         assert_eq!(s.parse::<Anchor>().unwrap(), a);

@@ -15,5 +15,6 @@ pub mod journal;
 pub mod metadata;
 pub mod progress;
 pub mod store;
+pub mod units;
 
 pub use error::{Error, Result};

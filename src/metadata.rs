@@ -164,14 +164,16 @@ impl UpdateMetadata {
 
     /// Categories this revision belongs to (`AtLeastOne IsCategory="true"`).
     pub fn category_ids(&self) -> impl Iterator<Item = Uuid> + '_ {
-        self.prerequisites.iter().flat_map(|p| match p {
-            Prerequisite::AtLeastOne {
-                is_category: true,
-                ids,
-            } => ids.as_slice(),
-            _ => &[],
-        })
-        .copied()
+        self.prerequisites
+            .iter()
+            .flat_map(|p| match p {
+                Prerequisite::AtLeastOne {
+                    is_category: true,
+                    ids,
+                } => ids.as_slice(),
+                _ => &[],
+            })
+            .copied()
     }
 }
 

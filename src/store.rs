@@ -38,8 +38,10 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Well-known target groups every WSUS server has (MS-WSUSOD 2.5.3).
 pub const ALL_COMPUTERS: (&str, &str) = ("a0a08746-4dbe-4a37-9adf-9e7652c0b421", "All Computers");
-pub const UNASSIGNED_COMPUTERS: (&str, &str) =
-    ("b73ca6ed-5727-47f3-84de-015e03f6a88a", "Unassigned Computers");
+pub const UNASSIGNED_COMPUTERS: (&str, &str) = (
+    "b73ca6ed-5727-47f3-84de-015e03f6a88a",
+    "Unassigned Computers",
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -134,7 +136,10 @@ pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
 }
 
@@ -156,7 +161,9 @@ fn acquire_lock(root: &Path) -> Result<File> {
         .at(&path)?;
     match f.try_lock() {
         Ok(()) => Ok(f),
-        Err(fs::TryLockError::WouldBlock) => Err(Error::Locked { path: root.to_path_buf() }),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: root.to_path_buf(),
+        }),
         Err(fs::TryLockError::Error(e)) => Err(Error::io(path, e)),
     }
 }
@@ -170,7 +177,9 @@ impl Store {
         }
         let db_path = dir.join(DB_FILE);
         if db_path.exists() {
-            return Err(Error::AlreadyAStore { path: dir.to_path_buf() });
+            return Err(Error::AlreadyAStore {
+                path: dir.to_path_buf(),
+            });
         }
         fs::create_dir_all(dir).at(dir)?;
         for sub in [CONTENT_DIR, STAGING_DIR] {
@@ -236,7 +245,11 @@ impl Store {
         if !db_path.is_file() {
             return Err(not_a_store(&format!("no {DB_FILE}")));
         }
-        let lock = if writer { Some(acquire_lock(dir)?) } else { None };
+        let lock = if writer {
+            Some(acquire_lock(dir)?)
+        } else {
+            None
+        };
         let conn = Connection::open_with_flags(
             &db_path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -276,9 +289,18 @@ impl Store {
             tx.commit()?;
         }
         let info = conn
-            .query_row("SELECT server_id, name, mode, created FROM server", [], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-            })
+            .query_row(
+                "SELECT server_id, name, mode, created FROM server",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                },
+            )
             .optional()?
             .ok_or_else(|| not_a_store("no server identity"))?;
         let info = ServerInfo {
@@ -314,10 +336,15 @@ impl Store {
 
     /// The anchor of the newest journal entry (sequence 0 when empty).
     pub fn anchor(&self) -> Result<Anchor> {
-        let seq: i64 = self
-            .conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM journal", [], |r| r.get(0))?;
-        Ok(Anchor { server_id: self.info.server_id, seq })
+        let seq: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM journal", [], |r| {
+                    r.get(0)
+                })?;
+        Ok(Anchor {
+            server_id: self.info.server_id,
+            seq,
+        })
     }
 
     /// Parses an anchor and checks it belongs to this server and is not
@@ -343,11 +370,16 @@ impl Store {
 
     /// Every change after `anchor`, oldest first (a primary-key range scan).
     pub fn changes_since(&self, anchor: &Anchor) -> Result<Vec<Change>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT seq, kind, subject, at FROM journal WHERE seq > ?1 ORDER BY seq")?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, kind, subject, at FROM journal WHERE seq > ?1 ORDER BY seq",
+        )?;
         let rows = st.query_map([anchor.seq], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -355,7 +387,12 @@ impl Store {
             let kind = ChangeKind::parse(&kind).ok_or_else(|| {
                 Error::Refused(format!("journal entry {seq} has unknown kind {kind:?}"))
             })?;
-            out.push(Change { seq, kind, subject, at });
+            out.push(Change {
+                seq,
+                kind,
+                subject,
+                at,
+            });
         }
         Ok(out)
     }
@@ -402,7 +439,12 @@ impl Store {
         let now = now_rfc3339();
         let content = ContentStore::new(self.root.join(CONTENT_DIR), self.root.join(STAGING_DIR));
         let tx = self.conn.transaction()?;
-        Ok(CatalogBatch { tx, now, content, pending: Vec::new() })
+        Ok(CatalogBatch {
+            tx,
+            now,
+            content,
+            pending: Vec::new(),
+        })
     }
 
     /// Resolves an update id given by a user (any case, with or without
@@ -413,7 +455,11 @@ impl Store {
         let canon = uuid.to_string();
         let found: Option<String> = self
             .conn
-            .query_row("SELECT update_id FROM updates WHERE update_id = ?1", [&canon], |r| r.get(0))
+            .query_row(
+                "SELECT update_id FROM updates WHERE update_id = ?1",
+                [&canon],
+                |r| r.get(0),
+            )
             .optional()?;
         found.ok_or(Error::UnknownUpdate(canon))
     }
@@ -430,7 +476,10 @@ impl Store {
             args.push(k.as_str().to_string());
             sql.push_str(&format!(" AND u.kind = ?{}", args.len()));
         }
-        for cat in [&filter.product, &filter.classification].into_iter().flatten() {
+        for cat in [&filter.product, &filter.classification]
+            .into_iter()
+            .flatten()
+        {
             args.push(cat.clone());
             sql.push_str(&format!(
                 " AND EXISTS (SELECT 1 FROM relationships x WHERE x.rev_id = u.current_rev AND x.rel = 'prerequisite' AND x.is_category = 1 AND x.target_id = ?{})",
@@ -457,18 +506,20 @@ impl Store {
 
     /// All revisions of one update, oldest first: (rev_id, revision).
     pub fn revisions_of(&self, update_id: &str) -> Result<Vec<(i64, i32)>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT rev_id, revision FROM revisions WHERE update_id = ?1 ORDER BY revision")?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT rev_id, revision FROM revisions WHERE update_id = ?1 ORDER BY revision",
+        )?;
         let rows = st.query_map([update_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     /// The verbatim XML of a revision.
     pub fn revision_xml(&self, rev_id: i64) -> Result<Vec<u8>> {
-        Ok(self
-            .conn
-            .query_row("SELECT xml FROM revisions WHERE rev_id = ?1", [rev_id], |r| r.get(0))?)
+        Ok(self.conn.query_row(
+            "SELECT xml FROM revisions WHERE rev_id = ?1",
+            [rev_id],
+            |r| r.get(0),
+        )?)
     }
 
     /// Updates whose current revision supersedes `update_id`.
@@ -489,7 +540,12 @@ impl Store {
                 "SELECT sha1, sha256, size, rel_path FROM content WHERE sha1 = ?1",
                 [&sha1[..]],
                 |r| {
-                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
                 },
             )
             .optional()?
@@ -540,7 +596,9 @@ impl CatalogBatch<'_> {
         let id = meta.id.to_string();
         let digest: [u8; 32] = Sha256::digest(xml).into();
         let existing: Option<(i64, Vec<u8>)> = tx
-            .prepare_cached("SELECT rev_id, xml_sha256 FROM revisions WHERE update_id = ?1 AND revision = ?2")?
+            .prepare_cached(
+                "SELECT rev_id, xml_sha256 FROM revisions WHERE update_id = ?1 AND revision = ?2",
+            )?
             .query_row(params![id, meta.revision], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         if let Some((rev_id, old)) = existing {
@@ -583,7 +641,12 @@ impl CatalogBatch<'_> {
                 "INSERT OR REPLACE INTO localized (rev_id, language, title, description) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for l in &meta.localized {
-                st.execute(params![rev_id, l.language.to_ascii_lowercase(), l.title, l.description])?;
+                st.execute(params![
+                    rev_id,
+                    l.language.to_ascii_lowercase(),
+                    l.title,
+                    l.description
+                ])?;
             }
         }
         {
@@ -595,21 +658,49 @@ impl CatalogBatch<'_> {
             for p in &meta.prerequisites {
                 match p {
                     Prerequisite::Required(t) => {
-                        st.execute(params![rev_id, "prerequisite", 0, false, t.to_string(), None::<i32>])?;
+                        st.execute(params![
+                            rev_id,
+                            "prerequisite",
+                            0,
+                            false,
+                            t.to_string(),
+                            None::<i32>
+                        ])?;
                     }
                     Prerequisite::AtLeastOne { is_category, ids } => {
                         grp += 1;
                         for t in ids {
-                            st.execute(params![rev_id, "prerequisite", grp, is_category, t.to_string(), None::<i32>])?;
+                            st.execute(params![
+                                rev_id,
+                                "prerequisite",
+                                grp,
+                                is_category,
+                                t.to_string(),
+                                None::<i32>
+                            ])?;
                         }
                     }
                 }
             }
             for b in &meta.bundled {
-                st.execute(params![rev_id, "bundled", 0, false, b.id.to_string(), b.revision])?;
+                st.execute(params![
+                    rev_id,
+                    "bundled",
+                    0,
+                    false,
+                    b.id.to_string(),
+                    b.revision
+                ])?;
             }
             for s in &meta.superseded {
-                st.execute(params![rev_id, "superseded", 0, false, s.to_string(), None::<i32>])?;
+                st.execute(params![
+                    rev_id,
+                    "superseded",
+                    0,
+                    false,
+                    s.to_string(),
+                    None::<i32>
+                ])?;
             }
         }
         {
@@ -618,7 +709,8 @@ impl CatalogBatch<'_> {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for (ord, f) in meta.files.iter().enumerate() {
-                let size = i64::try_from(f.size).map_err(|_| Error::invalid(name, "file size too large"))?;
+                let size = i64::try_from(f.size)
+                    .map_err(|_| Error::invalid(name, "file size too large"))?;
                 st.execute(params![
                     rev_id,
                     ord as i64,
@@ -673,8 +765,14 @@ impl CatalogBatch<'_> {
                 continue; // dropping `staged` removes the temp file
             }
             let f = self.content.commit(staged)?;
-            let seq = journal::record(&self.tx, ChangeKind::ContentArrived, &crate::content::hex_upper(&f.sha1), &self.now)?;
-            let size = i64::try_from(f.size).map_err(|_| Error::invalid("content size", "too large"))?;
+            let seq = journal::record(
+                &self.tx,
+                ChangeKind::ContentArrived,
+                &crate::content::hex_upper(&f.sha1),
+                &self.now,
+            )?;
+            let size =
+                i64::try_from(f.size).map_err(|_| Error::invalid("content size", "too large"))?;
             self.tx
                 .prepare_cached("INSERT INTO content (sha1, sha256, size, rel_path, seq) VALUES (?1, ?2, ?3, ?4, ?5)")?
                 .execute(params![&f.sha1[..], &f.sha256[..], size, f.rel_path, seq])?;
@@ -691,4 +789,86 @@ impl CatalogBatch<'_> {
 pub struct BatchReport {
     pub content_files: u64,
     pub content_bytes: u64,
+}
+
+/// `updates show`: the current revision's metadata (re-read from its
+/// verbatim XML, the source of truth) with the store's view of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateDetail {
+    pub id: String,
+    pub revision: i32,
+    pub revision_id: i64,
+    pub kind: String,
+    pub category_type: Option<String>,
+    pub title: String,
+    pub declined: bool,
+    /// Every stored revision: (revision id, revision number).
+    pub revisions: Vec<RevisionEntry>,
+    pub superseded_by: Vec<String>,
+    pub metadata: UpdateMetadata,
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RevisionEntry {
+    pub revision_id: i64,
+    pub revision: i32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileEntry {
+    pub file_name: String,
+    pub size: u64,
+    pub sha1: String,
+    pub sha256: Option<String>,
+    /// Where the file is under `content/`, when it has arrived.
+    pub content_path: Option<String>,
+}
+
+impl Store {
+    pub fn update_detail(&self, id: &str) -> Result<UpdateDetail> {
+        let update_id = self.resolve_update(id)?;
+        let (rev_id, declined): (i64, bool) = self.conn.query_row(
+            "SELECT current_rev, declined FROM updates WHERE update_id = ?1",
+            [&update_id],
+            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)),
+        )?;
+        let xml = self.revision_xml(rev_id)?;
+        let meta = metadata::parse(&xml).map_err(|source| Error::Metadata {
+            name: format!("stored revision {rev_id} of {update_id}"),
+            source,
+        })?;
+        let mut files = Vec::new();
+        for f in &meta.files {
+            files.push(FileEntry {
+                file_name: f.file_name.clone(),
+                size: f.size,
+                sha1: hex::encode_upper(f.sha1),
+                sha256: f.sha256.map(hex::encode),
+                content_path: self
+                    .content_file(&f.sha1)?
+                    .map(|c| format!("{CONTENT_DIR}/{}", c.rel_path)),
+            });
+        }
+        Ok(UpdateDetail {
+            id: update_id.clone(),
+            revision: meta.revision,
+            revision_id: rev_id,
+            kind: meta.kind.as_str().to_string(),
+            category_type: meta.category_type.map(|c| c.as_str().to_string()),
+            title: meta.title("en").unwrap_or("").to_string(),
+            declined,
+            revisions: self
+                .revisions_of(&update_id)?
+                .into_iter()
+                .map(|(revision_id, revision)| RevisionEntry {
+                    revision_id,
+                    revision,
+                })
+                .collect(),
+            superseded_by: self.superseded_by(&update_id)?,
+            metadata: meta,
+            files,
+        })
+    }
 }

@@ -1,0 +1,695 @@
+//! Command-line parsing and dispatch. Exit codes: 0 ok, 1 error, 2 usage,
+//! 3 verification failure.
+
+mod demo;
+mod progress;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use gapsync::catalog;
+use gapsync::deployments::{Action, Approval};
+use gapsync::generate::{self, GenerateOptions};
+use gapsync::metadata::UpdateKind;
+use gapsync::store::{Mode, Store, UpdateFilter};
+use gapsync::units::{human_bytes, parse_size};
+
+use progress::TermProgress;
+
+#[derive(Parser)]
+#[command(
+    name = "gapsync",
+    version,
+    about = "A WSUS-family update server that carries update state across an air gap"
+)]
+pub struct Cli {
+    /// Server store directory.
+    #[arg(long, global = true, env = "GAPSYNC_SERVER", value_name = "DIR")]
+    server: Option<PathBuf>,
+    /// No progress output on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new server store in DIR.
+    Init {
+        dir: PathBuf,
+        #[arg(long, default_value = "gapsync")]
+        name: String,
+        #[arg(long, value_enum, default_value_t = ModeArg::Autonomous)]
+        mode: ModeArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the store's identity, counts and anchor.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Seed the catalog from files or generate a synthetic one.
+    #[command(subcommand)]
+    Catalog(CatalogCmd),
+    /// Target groups.
+    #[command(subcommand)]
+    Groups(GroupsCmd),
+    /// Computers (minimal: name and group).
+    #[command(subcommand)]
+    Computers(ComputersCmd),
+    /// Approve an update's current revision for a group.
+    Approve {
+        update_id: String,
+        #[arg(long)]
+        group: String,
+        #[arg(long, value_enum, default_value_t = ActionArg::Install)]
+        action: ActionArg,
+        /// Installation deadline, RFC 3339 (e.g. 2026-12-01T18:00:00Z).
+        #[arg(long)]
+        deadline: Option<String>,
+        /// Administrator name recorded in the deployment.
+        #[arg(long, env = "GAPSYNC_ADMIN")]
+        admin: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an update's approval for a group.
+    Unapprove {
+        update_id: String,
+        #[arg(long)]
+        group: String,
+    },
+    /// Decline an update (removes its approvals).
+    Decline { update_id: String },
+    /// Deployments (approvals).
+    #[command(subcommand)]
+    Deployments(DeploymentsCmd),
+    /// Updates in the catalog.
+    #[command(subcommand)]
+    Updates(UpdatesCmd),
+    /// Changes recorded in the journal after an anchor.
+    Journal {
+        /// Anchor to list changes after (default: from the beginning).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the demonstration in a fresh folder.
+    Demo {
+        /// Folder to create the demo servers in (a fresh one is made inside).
+        #[arg(long, default_value = "gapsync-demo")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        updates: u64,
+        #[arg(long, default_value = "128M")]
+        content_bytes: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCmd {
+    /// Add update XML files or folders of them.
+    Add {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Folder of content files, matched to the metadata by digest name.
+        #[arg(long)]
+        content: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a synthetic, realistic catalog.
+    Generate {
+        #[arg(long)]
+        updates: u64,
+        /// Total content size, e.g. 512M, 2G (0 for metadata only).
+        #[arg(long, default_value = "0")]
+        content_bytes: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupsCmd {
+    Add {
+        name: String,
+        #[arg(long)]
+        parent: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ComputersCmd {
+    Add {
+        name: String,
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeploymentsCmd {
+    List {
+        #[arg(long)]
+        json: bool,
+        /// List removed ("dead") deployments instead.
+        #[arg(long)]
+        removed: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UpdatesCmd {
+    List {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+        /// Product category id.
+        #[arg(long)]
+        product: Option<String>,
+        /// Classification category id.
+        #[arg(long)]
+        classification: Option<String>,
+    },
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        /// Print the current revision's verbatim XML.
+        #[arg(long, conflicts_with = "json")]
+        xml: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Autonomous,
+    Replica,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ActionArg {
+    Install,
+    Uninstall,
+    Block,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Software,
+    Driver,
+    Category,
+    Detectoid,
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gapsync: error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// 3 for verification failures, 1 for every other error.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.chain().find_map(|c| c.downcast_ref::<gapsync::Error>()) {
+        Some(g) if g.is_verification() => 3,
+        _ => 1,
+    }
+}
+
+fn server_dir(cli_server: &Option<PathBuf>) -> Result<&Path> {
+    cli_server
+        .as_deref()
+        .ok_or_else(|| anyhow!("no server store selected: pass --server DIR or set GAPSYNC_SERVER"))
+}
+
+pub(crate) fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn canonical_id(what: &str, s: &str) -> Result<String> {
+    uuid::Uuid::parse_str(s.trim().trim_start_matches('{').trim_end_matches('}'))
+        .map(|u| u.to_string())
+        .with_context(|| format!("{what} {s:?} is not a GUID"))
+}
+
+fn default_admin() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "gapsync-admin".to_string())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let progress = TermProgress::new(cli.quiet);
+    match cli.command {
+        Command::Init {
+            dir,
+            name,
+            mode,
+            json,
+        } => {
+            let mode = match mode {
+                ModeArg::Autonomous => Mode::Autonomous,
+                ModeArg::Replica => Mode::Replica,
+            };
+            let store = Store::init(&dir, &name, mode)?;
+            if json {
+                print_json(&store.status()?)?;
+            } else {
+                let i = store.info();
+                println!(
+                    "initialised {} server {:?} (id {}) in {}",
+                    i.mode.as_str(),
+                    i.name,
+                    i.server_id,
+                    dir.display()
+                );
+            }
+        }
+        Command::Status { json } => {
+            let store = Store::open(server_dir(&cli.server)?)?;
+            let s = store.status()?;
+            if json {
+                print_json(&s)?;
+            } else {
+                println!(
+                    "server      {} ({}), {}",
+                    s.name,
+                    s.server_id,
+                    s.mode.as_str()
+                );
+                println!(
+                    "updates     {} (software {}, driver {}, category {}, detectoid {}); {} revisions, {} declined",
+                    s.updates.total,
+                    s.updates.software,
+                    s.updates.driver,
+                    s.updates.category,
+                    s.updates.detectoid,
+                    s.revisions,
+                    s.declined
+                );
+                println!("groups      {}; computers {}", s.groups, s.computers);
+                println!("deployments {}", s.deployments);
+                println!(
+                    "content     {} files, {}",
+                    s.content_files,
+                    human_bytes(s.content_bytes as u64)
+                );
+                println!("anchor      {}", s.anchor);
+            }
+        }
+        Command::Catalog(CatalogCmd::Add {
+            paths,
+            content,
+            json,
+        }) => {
+            let mut store = Store::open_writer(server_dir(&cli.server)?)?;
+            let r = catalog::add_paths(&mut store, &paths, content.as_deref(), &progress)?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "{} documents: {} revisions added, {} already present; {} content files ({}) added, {} not found",
+                    r.documents,
+                    r.revisions_added,
+                    r.revisions_already_present,
+                    r.content_files_added,
+                    human_bytes(r.content_bytes_added),
+                    r.content_missing
+                );
+            }
+        }
+        Command::Catalog(CatalogCmd::Generate {
+            updates,
+            content_bytes,
+            seed,
+            json,
+        }) => {
+            let mut store = Store::open_writer(server_dir(&cli.server)?)?;
+            let opts = GenerateOptions {
+                updates,
+                content_bytes: parse_size(&content_bytes)?,
+                seed,
+            };
+            let r = generate::generate(&mut store, &opts, &progress)?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "generated (seed {seed}): {} revisions added, {} already present; {} categories, {} detectoids, {} software ({} bundles), {} drivers; {} content files, {}",
+                    r.revisions_added,
+                    r.revisions_already_present,
+                    r.categories,
+                    r.detectoids,
+                    r.software,
+                    r.bundles,
+                    r.drivers,
+                    r.content_files,
+                    human_bytes(r.content_bytes)
+                );
+            }
+        }
+        Command::Groups(cmd) => groups(&cli.server, cmd)?,
+        Command::Computers(ComputersCmd::Add { name, group, json }) => {
+            let mut store = Store::open_writer(server_dir(&cli.server)?)?;
+            let c = store.add_computer(&name, group.as_deref())?;
+            if json {
+                print_json(&c)?;
+            } else {
+                println!("added computer {:?} to group {:?}", c.name, c.group);
+            }
+        }
+        Command::Computers(ComputersCmd::List { json }) => {
+            let store = Store::open(server_dir(&cli.server)?)?;
+            let list = store.list_computers()?;
+            if json {
+                print_json(&list)?;
+            } else {
+                for c in list {
+                    println!("{:<40} {}", c.name, c.group);
+                }
+            }
+        }
+        Command::Approve {
+            update_id,
+            group,
+            action,
+            deadline,
+            admin,
+            json,
+        } => {
+            let mut store = Store::open_writer(server_dir(&cli.server)?)?;
+            let action = match action {
+                ActionArg::Install => Action::Install,
+                ActionArg::Uninstall => Action::Uninstall,
+                ActionArg::Block => Action::Block,
+            };
+            let admin = admin.unwrap_or_else(default_admin);
+            let d = store.approve(&Approval {
+                update_id: &update_id,
+                group: &group,
+                action,
+                deadline: deadline.as_deref(),
+                admin_name: &admin,
+            })?;
+            if json {
+                print_json(&d)?;
+            } else {
+                println!(
+                    "approved {} revision {} for {:?}: {}{}",
+                    d.update_id,
+                    d.revision,
+                    d.group,
+                    d.action,
+                    d.deadline
+                        .as_deref()
+                        .map(|x| format!(", deadline {x}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        Command::Unapprove { update_id, group } => {
+            let mut store = Store::open_writer(server_dir(&cli.server)?)?;
+            let id = store.unapprove(&update_id, &group)?;
+            println!("removed deployment {id}");
+        }
+        Command::Decline { update_id } => {
+            let mut store = Store::open_writer(server_dir(&cli.server)?)?;
+            if store.decline(&update_id)? {
+                println!("declined {}", store.resolve_update(&update_id)?);
+            } else {
+                println!("{} was already declined", store.resolve_update(&update_id)?);
+            }
+        }
+        Command::Deployments(DeploymentsCmd::List { json, removed }) => {
+            let store = Store::open(server_dir(&cli.server)?)?;
+            let list = if removed {
+                store.list_dead_deployments()?
+            } else {
+                store.list_deployments()?
+            };
+            if json {
+                print_json(&list)?;
+            } else {
+                for d in list {
+                    println!(
+                        "{} r{:<5} {:<30} {:<9} {}",
+                        d.update_id,
+                        d.revision,
+                        d.group,
+                        d.action,
+                        d.deadline.unwrap_or_else(|| "-".into())
+                    );
+                }
+            }
+        }
+        Command::Updates(UpdatesCmd::List {
+            json,
+            kind,
+            product,
+            classification,
+        }) => {
+            let store = Store::open(server_dir(&cli.server)?)?;
+            let filter = UpdateFilter {
+                kind: kind.map(|k| match k {
+                    KindArg::Software => UpdateKind::Software,
+                    KindArg::Driver => UpdateKind::Driver,
+                    KindArg::Category => UpdateKind::Category,
+                    KindArg::Detectoid => UpdateKind::Detectoid,
+                }),
+                product: product.map(|p| canonical_id("product", &p)).transpose()?,
+                classification: classification
+                    .map(|c| canonical_id("classification", &c))
+                    .transpose()?,
+            };
+            let list = store.list_updates(&filter)?;
+            if json {
+                print_json(&list)?;
+            } else {
+                use std::io::Write;
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                for u in list {
+                    writeln!(
+                        out,
+                        "{} r{:<5} {:<9} {}{}",
+                        u.id,
+                        u.revision,
+                        u.kind,
+                        u.title,
+                        if u.declined { " [declined]" } else { "" }
+                    )?;
+                }
+                out.flush()?;
+            }
+        }
+        Command::Updates(UpdatesCmd::Show { id, json, xml }) => {
+            let store = Store::open(server_dir(&cli.server)?)?;
+            let d = store.update_detail(&id)?;
+            if xml {
+                use std::io::Write;
+                let bytes = store.revision_xml(d.revision_id)?;
+                std::io::stdout().write_all(&bytes)?;
+            } else if json {
+                print_json(&d)?;
+            } else {
+                show_update(&d);
+            }
+        }
+        Command::Journal { since, json } => {
+            let store = Store::open(server_dir(&cli.server)?)?;
+            let from = match since {
+                Some(a) => store.own_anchor(&a)?,
+                None => gapsync::journal::Anchor {
+                    server_id: store.info().server_id,
+                    seq: 0,
+                },
+            };
+            let changes = store.changes_since(&from)?;
+            if json {
+                print_json(&changes)?;
+            } else {
+                for c in changes {
+                    println!(
+                        "{:>8} {:<20} {} {}",
+                        c.seq,
+                        c.kind.as_str(),
+                        c.subject,
+                        c.at
+                    );
+                }
+            }
+        }
+        Command::Demo {
+            dir,
+            updates,
+            content_bytes,
+        } => {
+            demo::run(&dir, updates, parse_size(&content_bytes)?, &progress)?;
+        }
+    }
+    Ok(())
+}
+
+fn groups(server: &Option<PathBuf>, cmd: GroupsCmd) -> Result<()> {
+    match cmd {
+        GroupsCmd::Add { name, parent, json } => {
+            let mut store = Store::open_writer(server_dir(server)?)?;
+            let g = store.add_group(&name, parent.as_deref())?;
+            if json {
+                print_json(&g)?;
+            } else {
+                println!(
+                    "added group {:?} ({}) under {:?}",
+                    g.name,
+                    g.id,
+                    g.parent.unwrap_or_default()
+                );
+            }
+        }
+        GroupsCmd::List { json } => {
+            let store = Store::open(server_dir(server)?)?;
+            let list = store.list_groups()?;
+            if json {
+                print_json(&list)?;
+            } else {
+                for g in list {
+                    println!(
+                        "{} {:<30} parent {:<22} {} computers{}",
+                        g.id,
+                        g.name,
+                        g.parent.unwrap_or_else(|| "-".into()),
+                        g.computers,
+                        if g.builtin { " (built in)" } else { "" }
+                    );
+                }
+            }
+        }
+        GroupsCmd::Remove { name } => {
+            let mut store = Store::open_writer(server_dir(server)?)?;
+            let id = store.remove_group(&name)?;
+            println!("removed group {name:?} ({id})");
+        }
+    }
+    Ok(())
+}
+
+fn show_update(d: &gapsync::store::UpdateDetail) {
+    let m = &d.metadata;
+    println!(
+        "{}  revision {} (revision id {})",
+        d.id, d.revision, d.revision_id
+    );
+    println!("  title        {}", d.title);
+    println!(
+        "  kind         {}{}",
+        d.kind,
+        d.category_type
+            .as_deref()
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default()
+    );
+    if let Some(kb) = &m.kb_article_id {
+        println!("  KB           {kb}");
+    }
+    println!(
+        "  created      {}",
+        m.creation_date.as_deref().unwrap_or("-")
+    );
+    println!(
+        "  state        {}{}",
+        m.publication_state.as_deref().unwrap_or("-"),
+        if d.declined { ", declined" } else { "" }
+    );
+    println!(
+        "  revisions    {}",
+        d.revisions
+            .iter()
+            .map(|r| r.revision.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  languages    {}",
+        m.localized
+            .iter()
+            .map(|l| l.language.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for p in &m.prerequisites {
+        match p {
+            gapsync::metadata::Prerequisite::Required(id) => println!("  requires     {id}"),
+            gapsync::metadata::Prerequisite::AtLeastOne { is_category, ids } => println!(
+                "  {} {}",
+                if *is_category {
+                    "category    "
+                } else {
+                    "one of      "
+                },
+                ids.iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ),
+        }
+    }
+    for b in &m.bundled {
+        println!(
+            "  bundles      {} r{}",
+            b.id,
+            b.revision.map(|r| r.to_string()).unwrap_or("-".into())
+        );
+    }
+    for s in &m.superseded {
+        println!("  supersedes   {s}");
+    }
+    for s in &d.superseded_by {
+        println!("  superseded by {s}");
+    }
+    for f in &d.files {
+        println!(
+            "  file         {} {} SHA-1 {} {}",
+            f.file_name,
+            human_bytes(f.size),
+            f.sha1,
+            f.content_path.as_deref().unwrap_or("(content not present)")
+        );
+    }
+}
