@@ -1,0 +1,182 @@
+//! Helpers shared by the integration tests: run the real binary on real
+//! temporary directories, find the shared reference data, build documents.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use base64::Engine;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gapsync")
+}
+
+/// The shared reference folder; its absence fails the test (never skips).
+pub fn reference() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference");
+    assert!(
+        p.join("wsus-captures").is_dir(),
+        "shared reference data missing at {} (CI must provide ../shared beside the checkout)",
+        p.display()
+    );
+    p
+}
+
+pub fn captured_docs() -> PathBuf {
+    reference().join("wsus-captures/wsus-m0-wsusss/docs")
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr: {}", self.stdout, self.stderr))
+    }
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "expected success\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+    pub fn fails(self, code: i32, needle: &str) -> Self {
+        assert_eq!(self.code, code, "expected exit {code}\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert!(
+            self.stderr.contains(needle),
+            "stderr should mention {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+fn finish(out: Output) -> Run {
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `gapsync --server DIR args...`.
+pub fn gs(server: &Path, args: &[&str]) -> Run {
+    gs_env(server, args, &[])
+}
+
+pub fn gs_env(server: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(bin());
+    c.arg("--server").arg(server).args(args).env_remove("GAPSYNC_SERVER").env_remove("GAPSYNC_FAILPOINT");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    finish(c.output().expect("run gapsync"))
+}
+
+/// Runs `gapsync args...` without --server.
+pub fn gs_plain(args: &[&str]) -> Run {
+    let out = Command::new(bin())
+        .args(args)
+        .env_remove("GAPSYNC_SERVER")
+        .output()
+        .expect("run gapsync");
+    finish(out)
+}
+
+/// A new store in a fresh temp dir.
+pub fn new_store(name: &str, mode: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join(name);
+    gs_plain(&["init", dir.to_str().expect("utf8"), "--name", name, "--mode", mode]).ok();
+    (tmp, dir)
+}
+
+/// Every file under a folder with its bytes, sorted: a digest of a tree.
+pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    if dir.exists() {
+        for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
+            let e = e.expect("walk");
+            if e.file_type().is_file() {
+                let rel = e.path().strip_prefix(dir).expect("prefix").to_string_lossy().replace('\\', "/");
+                out.push((rel, std::fs::read(e.path()).expect("read")));
+            }
+        }
+    }
+    out
+}
+
+/// The replicated state as the CLI reports it: status (minus nothing),
+/// updates, deployments, groups and the journal. Used to prove a failed
+/// command changed nothing.
+pub fn snapshot(server: &Path) -> String {
+    let mut s = String::new();
+    for args in [
+        &["status", "--json"][..],
+        &["updates", "list", "--json"],
+        &["deployments", "list", "--json"],
+        &["deployments", "list", "--removed", "--json"],
+        &["groups", "list", "--json"],
+        &["journal", "--json"],
+    ] {
+        s.push_str(&gs(server, args).ok().stdout);
+    }
+    let content: Vec<String> = tree(&server.join("content")).into_iter().map(|(p, b)| format!("{p}:{}", b.len())).collect();
+    s.push_str(&content.join("\n"));
+    s
+}
+
+pub struct FileSpec<'a> {
+    pub name: &'a str,
+    pub data: &'a [u8],
+}
+
+/// A minimal but real-shaped update document.
+pub fn update_xml(id: &str, revision: i32, kind: &str, title: &str, categories: &[&str], files: &[FileSpec<'_>]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut x = format!(
+        "<upd:Update xmlns:upd=\"http://schemas.microsoft.com/msus/2002/12/Update\"><upd:UpdateIdentity UpdateID=\"{id}\" RevisionNumber=\"{revision}\" /><upd:Properties UpdateType=\"{kind}\" DefaultPropertiesLanguage=\"en\" PublicationState=\"Published\" CreationDate=\"2026-10-01T00:00:00.000Z\"></upd:Properties><upd:LocalizedPropertiesCollection><upd:LocalizedProperties><upd:Language>en</upd:Language><upd:Title>{title}</upd:Title></upd:LocalizedProperties></upd:LocalizedPropertiesCollection>"
+    );
+    if !categories.is_empty() {
+        x.push_str("<upd:Relationships><upd:Prerequisites>");
+        for c in categories {
+            x.push_str(&format!("<upd:AtLeastOne IsCategory=\"true\"><upd:UpdateIdentity UpdateID=\"{c}\" /></upd:AtLeastOne>"));
+        }
+        x.push_str("</upd:Prerequisites></upd:Relationships>");
+    }
+    if !files.is_empty() {
+        x.push_str("<upd:Files>");
+        for f in files {
+            x.push_str(&format!(
+                "<upd:File Digest=\"{}\" DigestAlgorithm=\"SHA1\" FileName=\"{}\" Size=\"{}\" Modified=\"2026-10-01T00:00:00Z\"><upd:AdditionalDigest Algorithm=\"SHA256\">{}</upd:AdditionalDigest></upd:File>",
+                b64.encode(Sha1::digest(f.data)),
+                f.name,
+                f.data.len(),
+                b64.encode(Sha256::digest(f.data))
+            ));
+        }
+        x.push_str("</upd:Files>");
+    }
+    x.push_str("</upd:Update>");
+    x
+}
+
+pub fn sha1_hex_upper(data: &[u8]) -> String {
+    hex::encode_upper(Sha1::digest(data))
+}
+
+/// Pseudo-random incompressible bytes (xorshift; tests only).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 24) as u8
+        })
+        .collect()
+}
