@@ -161,8 +161,23 @@ pub fn add_paths(
     progress.phase("content", Some(total), "bytes");
     for (path, exp, file_name) in todo {
         let mut f = File::open(&path).at(&path)?;
-        let name = format!("{} (for {file_name})", path.display());
-        let staged = batch.content().stage(&mut f, &name, &exp)?;
+        let staged = batch
+            .content()
+            .stage(&mut f, &file_name, &exp)
+            .map_err(|e| match e {
+                Error::DigestMismatch {
+                    what,
+                    expected,
+                    actual,
+                    ..
+                } => Error::DigestMismatch {
+                    name: format!("{} (content for {file_name})", path.display()),
+                    what,
+                    expected,
+                    actual,
+                },
+                other => other,
+            })?;
         progress.advance(staged.file.size);
         batch.add_content(staged);
     }

@@ -13,7 +13,9 @@ const DEFENDER_PRODUCT: &str = "8c3fcc84-7410-4a95-8b89-a166a0190486";
 fn store_with_captured_docs() -> (tempfile::TempDir, std::path::PathBuf) {
     let (tmp, dir) = new_store("connected", "autonomous");
     let docs = captured_docs();
-    let r = gs(&dir, &["catalog", "add", docs.to_str().unwrap(), "--json"]).ok().json();
+    let r = gs(&dir, &["catalog", "add", docs.to_str().unwrap(), "--json"])
+        .ok()
+        .json();
     assert_eq!(r["documents"], 9);
     assert_eq!(r["revisions_added"], 9);
     (tmp, dir)
@@ -36,7 +38,10 @@ fn init_and_status_json() {
     assert_eq!(s["deployments"], 0);
     assert_eq!(s["content_files"], 0);
     assert_eq!(s["content_bytes"], 0);
-    assert_eq!(s["anchor"].as_str().unwrap(), format!("gapsync1:{}:0", id.replace('-', "")));
+    assert_eq!(
+        s["anchor"].as_str().unwrap(),
+        format!("gapsync1:{}:0", id.replace('-', ""))
+    );
     // GAPSYNC_SERVER selects the store too.
     let out = std::process::Command::new(bin())
         .args(["status", "--json"])
@@ -48,7 +53,10 @@ fn init_and_status_json() {
     gs_plain(&["init", dir.to_str().unwrap()]).fails(1, "already holds a gapsync server store");
     // Two stores get different identities.
     let (_t2, dir2) = new_store("other", "autonomous");
-    assert_ne!(gs(&dir2, &["status", "--json"]).ok().json()["server_id"], s["server_id"]);
+    assert_ne!(
+        gs(&dir2, &["status", "--json"]).ok().json()["server_id"],
+        s["server_id"]
+    );
 }
 
 #[test]
@@ -56,7 +64,11 @@ fn usage_errors_exit_2() {
     assert_eq!(gs_plain(&["no-such-command"]).code, 2);
     assert_eq!(gs_plain(&["init"]).code, 2);
     let (_t, dir) = new_store("s", "autonomous");
-    assert_eq!(gs(&dir, &["approve", DEFENDER_KB]).code, 2, "missing --group");
+    assert_eq!(
+        gs(&dir, &["approve", DEFENDER_KB]).code,
+        2,
+        "missing --group"
+    );
     assert_eq!(gs(&dir, &["updates", "list", "--kind", "firmware"]).code, 2);
 }
 
@@ -68,9 +80,15 @@ fn updates_list_json_contract_and_filters() {
     assert_eq!(list.len(), 9);
     for u in list {
         let id = u["id"].as_str().unwrap();
-        assert_eq!(id, id.to_lowercase(), "ids are lower case even when the XML has upper case");
+        assert_eq!(
+            id,
+            id.to_lowercase(),
+            "ids are lower case even when the XML has upper case"
+        );
         assert!(u["revision"].is_i64());
-        assert!(["software", "driver", "category", "detectoid"].contains(&u["kind"].as_str().unwrap()));
+        assert!(
+            ["software", "driver", "category", "detectoid"].contains(&u["kind"].as_str().unwrap())
+        );
         assert!(u.get("category_type").is_some());
         assert!(u["title"].is_string());
     }
@@ -82,25 +100,74 @@ fn updates_list_json_contract_and_filters() {
         kb["title"],
         "Security Intelligence Update for Microsoft Defender Antivirus - KB2267602 (Version 1.459.547.0) - Current Channel (Broad)"
     );
-    let company = list.iter().find(|u| u["id"] == "56309036-4c77-4dd9-951a-99ee9c246a94").unwrap();
+    let company = list
+        .iter()
+        .find(|u| u["id"] == "56309036-4c77-4dd9-951a-99ee9c246a94")
+        .unwrap();
     assert_eq!(company["kind"], "category");
     assert_eq!(company["category_type"], "Company");
     assert_eq!(company["revision"], 101);
     assert_eq!(company["title"], "Microsoft");
 
-    let cats = gs(&dir, &["updates", "list", "--json", "--kind", "category"]).ok().json();
-    let mut types: Vec<&str> = cats.as_array().unwrap().iter().map(|u| u["category_type"].as_str().unwrap()).collect();
+    let cats = gs(&dir, &["updates", "list", "--json", "--kind", "category"])
+        .ok()
+        .json();
+    let mut types: Vec<&str> = cats
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["category_type"].as_str().unwrap())
+        .collect();
     types.sort();
     assert_eq!(types, ["Company", "Product", "ProductFamily"]);
-    assert_eq!(gs(&dir, &["updates", "list", "--json", "--kind", "software"]).ok().json().as_array().unwrap().len(), 6);
-    assert_eq!(gs(&dir, &["updates", "list", "--json", "--kind", "driver"]).ok().json(), serde_json::json!([]));
+    assert_eq!(
+        gs(&dir, &["updates", "list", "--json", "--kind", "software"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    assert_eq!(
+        gs(&dir, &["updates", "list", "--json", "--kind", "driver"])
+            .ok()
+            .json(),
+        serde_json::json!([])
+    );
 
-    for (flag, id) in [("--classification", DEFINITION_UPDATES), ("--product", DEFENDER_PRODUCT)] {
-        let f = gs(&dir, &["updates", "list", "--json", flag, &id.to_uppercase()]).ok().json();
-        let ids: Vec<&str> = f.as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
+    for (flag, id) in [
+        ("--classification", DEFINITION_UPDATES),
+        ("--product", DEFENDER_PRODUCT),
+    ] {
+        let f = gs(
+            &dir,
+            &["updates", "list", "--json", flag, &id.to_uppercase()],
+        )
+        .ok()
+        .json();
+        let ids: Vec<&str> = f
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, [DEFENDER_KB], "{flag}");
     }
-    let both = gs(&dir, &["updates", "list", "--json", "--product", DEFENDER_PRODUCT, "--classification", "0fa1201d-4330-4fa8-8ae9-b877473b6441"]).ok().json();
+    let both = gs(
+        &dir,
+        &[
+            "updates",
+            "list",
+            "--json",
+            "--product",
+            DEFENDER_PRODUCT,
+            "--classification",
+            "0fa1201d-4330-4fa8-8ae9-b877473b6441",
+        ],
+    )
+    .ok()
+    .json();
     assert_eq!(both, serde_json::json!([]));
     gs(&dir, &["updates", "list", "--product", "not-a-guid"]).fails(1, "not-a-guid");
 }
@@ -108,25 +175,55 @@ fn updates_list_json_contract_and_filters() {
 #[test]
 fn updates_show_text_json_and_verbatim_xml() {
     let (_t, dir) = store_with_captured_docs();
-    let d = gs(&dir, &["updates", "show", &DEFENDER_KB.to_uppercase(), "--json"]).ok().json();
+    let d = gs(
+        &dir,
+        &["updates", "show", &DEFENDER_KB.to_uppercase(), "--json"],
+    )
+    .ok()
+    .json();
     assert_eq!(d["id"], DEFENDER_KB);
     assert_eq!(d["revision"], 200);
     assert_eq!(d["metadata"]["kb_article_id"], "2267602");
     assert_eq!(d["revisions"].as_array().unwrap().len(), 1);
-    let xml = gs(&dir, &["updates", "show", DEFENDER_KB, "--xml"]).ok().stdout;
+    let xml = gs(&dir, &["updates", "show", DEFENDER_KB, "--xml"])
+        .ok()
+        .stdout;
     let original = fs::read(captured_docs().join(format!("{DEFENDER_KB}-r200.xml"))).unwrap();
-    assert_eq!(xml.as_bytes(), &original[..], "stored XML is byte-identical to the source");
-    let text = gs(&dir, &["updates", "show", "ff36f0b5-dded-4780-8664-cd78af8b62c1"]).ok().stdout;
+    assert_eq!(
+        xml.as_bytes(),
+        &original[..],
+        "stored XML is byte-identical to the source"
+    );
+    let text = gs(
+        &dir,
+        &["updates", "show", "ff36f0b5-dded-4780-8664-cd78af8b62c1"],
+    )
+    .ok()
+    .stdout;
     assert!(text.contains("AM_Engine.exe"), "{text}");
     assert!(text.contains("(content not present)"), "{text}");
-    gs(&dir, &["updates", "show", "00000000-0000-0000-0000-000000000001"]).fails(1, "unknown update 00000000-0000-0000-0000-000000000001");
+    gs(
+        &dir,
+        &["updates", "show", "00000000-0000-0000-0000-000000000001"],
+    )
+    .fails(1, "unknown update 00000000-0000-0000-0000-000000000001");
 }
 
 #[test]
 fn adding_the_same_documents_again_changes_nothing() {
     let (_t, dir) = store_with_captured_docs();
     let before = snapshot(&dir);
-    let r = gs(&dir, &["catalog", "add", captured_docs().to_str().unwrap(), "--json"]).ok().json();
+    let r = gs(
+        &dir,
+        &[
+            "catalog",
+            "add",
+            captured_docs().to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
     assert_eq!(r["revisions_added"], 0);
     assert_eq!(r["revisions_already_present"], 9);
     assert_eq!(snapshot(&dir), before);
@@ -138,21 +235,37 @@ fn new_revisions_become_current_and_keep_compact_ids() {
     let id = "11111111-2222-3333-4444-555555555555";
     for (rev, title) in [(100, "first"), (102, "third"), (101, "second")] {
         let p = t.path().join(format!("r{rev}.xml"));
-        fs::write(&p, update_xml(&id.to_uppercase(), rev, "Software", title, &[], &[])).unwrap();
+        fs::write(
+            &p,
+            update_xml(&id.to_uppercase(), rev, "Software", title, &[], &[]),
+        )
+        .unwrap();
         gs(&dir, &["catalog", "add", p.to_str().unwrap()]).ok();
     }
     let list = gs(&dir, &["updates", "list", "--json"]).ok().json();
     assert_eq!(list.as_array().unwrap().len(), 1);
-    assert_eq!(list[0]["revision"], 102, "the newest revision is current, whatever the order of arrival");
+    assert_eq!(
+        list[0]["revision"], 102,
+        "the newest revision is current, whatever the order of arrival"
+    );
     assert_eq!(list[0]["title"], "third");
     let d = gs(&dir, &["updates", "show", id, "--json"]).ok().json();
     let revs: Vec<(i64, i64)> = d["revisions"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["revision"].as_i64().unwrap(), r["revision_id"].as_i64().unwrap()))
+        .map(|r| {
+            (
+                r["revision"].as_i64().unwrap(),
+                r["revision_id"].as_i64().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(revs, [(100, 1), (101, 3), (102, 2)], "revision ids are assigned once, in arrival order");
+    assert_eq!(
+        revs,
+        [(100, 1), (101, 3), (102, 2)],
+        "revision ids are assigned once, in arrival order"
+    );
     let s = gs(&dir, &["status", "--json"]).ok().json();
     assert_eq!(s["updates"]["total"], 1);
     assert_eq!(s["revisions"], 3);
@@ -162,8 +275,16 @@ fn new_revisions_become_current_and_keep_compact_ids() {
 fn bad_documents_are_named_and_change_nothing() {
     let (t, dir) = store_with_captured_docs();
     let before = snapshot(&dir);
-    let good = update_xml("99999999-0000-0000-0000-000000000001", 1, "Software", "good", &[], &[]);
-    let kb_original = fs::read_to_string(captured_docs().join(format!("{DEFENDER_KB}-r200.xml"))).unwrap();
+    let good = update_xml(
+        "99999999-0000-0000-0000-000000000001",
+        1,
+        "Software",
+        "good",
+        &[],
+        &[],
+    );
+    let kb_original =
+        fs::read_to_string(captured_docs().join(format!("{DEFENDER_KB}-r200.xml"))).unwrap();
     let cases: Vec<(&str, String, &str)> = vec![
         ("malformed.xml", "<upd:Update xmlns:upd=\"http://schemas.microsoft.com/msus/2002/12/Update\"><oops></upd:Update>".into(), "malformed.xml"),
         ("truncated.xml", kb_original[..kb_original.len() / 2].to_string(), "truncated.xml"),
@@ -182,7 +303,11 @@ fn bad_documents_are_named_and_change_nothing() {
         r.fails(1, needle);
         assert_eq!(snapshot(&dir), before, "{name} changed the store");
     }
-    gs(&dir, &["catalog", "add", t.path().join("missing").to_str().unwrap()]).fails(1, "missing");
+    gs(
+        &dir,
+        &["catalog", "add", t.path().join("missing").to_str().unwrap()],
+    )
+    .fails(1, "missing");
 }
 
 #[test]
@@ -194,10 +319,23 @@ fn content_is_matched_verified_and_laid_out_like_wsus() {
     fs::create_dir_all(&docs).unwrap();
     fs::write(
         docs.join("u.xml"),
-        update_xml("aaaaaaaa-0000-0000-0000-000000000001", 1, "Software", "with file", &[], &[
-            FileSpec { name: "windows-kb1-x64.CAB", data: &data },
-            FileSpec { name: "second.msu", data: &other },
-        ]),
+        update_xml(
+            "aaaaaaaa-0000-0000-0000-000000000001",
+            1,
+            "Software",
+            "with file",
+            &[],
+            &[
+                FileSpec {
+                    name: "windows-kb1-x64.CAB",
+                    data: &data,
+                },
+                FileSpec {
+                    name: "second.msu",
+                    data: &other,
+                },
+            ],
+        ),
     )
     .unwrap();
     // Content folder: one file under its digest name, one under its original name.
@@ -206,17 +344,41 @@ fn content_is_matched_verified_and_laid_out_like_wsus() {
     let hex = sha1_hex_upper(&data);
     fs::write(content.join(format!("{}.cab", hex.to_lowercase())), &data).unwrap();
     fs::write(content.join("second.msu"), &other).unwrap();
-    let r = gs(&dir, &["catalog", "add", docs.to_str().unwrap(), "--content", content.to_str().unwrap(), "--json"]).ok().json();
+    let r = gs(
+        &dir,
+        &[
+            "catalog",
+            "add",
+            docs.to_str().unwrap(),
+            "--content",
+            content.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
     assert_eq!(r["content_files_added"], 2);
     assert_eq!(r["content_bytes_added"], 305_000);
-    let stored = dir.join("content").join(&hex[38..]).join(format!("{hex}.cab"));
+    let stored = dir
+        .join("content")
+        .join(&hex[38..])
+        .join(format!("{hex}.cab"));
     assert_eq!(fs::read(&stored).unwrap(), data);
     let hex2 = sha1_hex_upper(&other);
-    assert!(dir.join("content").join(&hex2[38..]).join(format!("{hex2}.msu")).is_file());
+    assert!(
+        dir.join("content")
+            .join(&hex2[38..])
+            .join(format!("{hex2}.msu"))
+            .is_file()
+    );
     let s = gs(&dir, &["status", "--json"]).ok().json();
     assert_eq!(s["content_files"], 2);
     assert_eq!(s["content_bytes"], 305_000);
-    assert_eq!(fs::read_dir(dir.join("staging")).unwrap().count(), 0, "no staging debris");
+    assert_eq!(
+        fs::read_dir(dir.join("staging")).unwrap().count(),
+        0,
+        "no staging debris"
+    );
 }
 
 #[test]
@@ -228,7 +390,17 @@ fn content_digest_mismatch_exits_3_and_changes_nothing() {
     fs::create_dir_all(&docs).unwrap();
     fs::write(
         docs.join("u.xml"),
-        update_xml("aaaaaaaa-0000-0000-0000-000000000002", 1, "Software", "x", &[], &[FileSpec { name: "payload.exe", data: &data }]),
+        update_xml(
+            "aaaaaaaa-0000-0000-0000-000000000002",
+            1,
+            "Software",
+            "x",
+            &[],
+            &[FileSpec {
+                name: "payload.exe",
+                data: &data,
+            }],
+        ),
     )
     .unwrap();
     let content = t.path().join("incoming");
@@ -236,8 +408,17 @@ fn content_digest_mismatch_exits_3_and_changes_nothing() {
     let mut tampered = data.clone();
     tampered[5000] ^= 0x40;
     fs::write(content.join("payload.exe"), &tampered).unwrap();
-    gs(&dir, &["catalog", "add", docs.to_str().unwrap(), "--content", content.to_str().unwrap()])
-        .fails(3, "payload.exe");
+    gs(
+        &dir,
+        &[
+            "catalog",
+            "add",
+            docs.to_str().unwrap(),
+            "--content",
+            content.to_str().unwrap(),
+        ],
+    )
+    .fails(3, "payload.exe");
     assert_eq!(snapshot(&dir), before);
     assert_eq!(fs::read_dir(dir.join("staging")).unwrap().count(), 0);
 }
@@ -251,25 +432,71 @@ fn content_write_interrupted_before_rename_leaves_no_visible_file() {
     fs::create_dir_all(&docs).unwrap();
     fs::write(
         docs.join("u.xml"),
-        update_xml("aaaaaaaa-0000-0000-0000-000000000003", 1, "Software", "x", &[], &[FileSpec { name: "big.cab", data: &data }]),
+        update_xml(
+            "aaaaaaaa-0000-0000-0000-000000000003",
+            1,
+            "Software",
+            "x",
+            &[],
+            &[FileSpec {
+                name: "big.cab",
+                data: &data,
+            }],
+        ),
     )
     .unwrap();
     let content = t.path().join("incoming");
     fs::create_dir_all(&content).unwrap();
     fs::write(content.join("big.cab"), &data).unwrap();
-    let args = ["catalog", "add", docs.to_str().unwrap(), "--content", content.to_str().unwrap()];
-    let r = gs_env(&dir, &args, &[("GAPSYNC_FAILPOINT", "content-before-rename")]);
-    assert_ne!(r.code, 0, "the process must have been killed at the failpoint");
-    assert!(r.stderr.contains("failpoint content-before-rename"), "{}", r.stderr);
-    assert!(tree(&dir.join("content")).is_empty(), "no partial or unrecorded file is visible");
+    let args = [
+        "catalog",
+        "add",
+        docs.to_str().unwrap(),
+        "--content",
+        content.to_str().unwrap(),
+    ];
+    let r = gs_env(
+        &dir,
+        &args,
+        &[("GAPSYNC_FAILPOINT", "content-before-rename")],
+    );
+    assert_ne!(
+        r.code, 0,
+        "the process must have been killed at the failpoint"
+    );
+    assert!(
+        r.stderr.contains("failpoint content-before-rename"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        tree(&dir.join("content")).is_empty(),
+        "no partial or unrecorded file is visible"
+    );
     assert_eq!(snapshot(&dir), before, "old state intact");
     // The complete file was staged under a temp name only.
-    let staged: Vec<_> = fs::read_dir(dir.join("staging")).unwrap().map(|e| e.unwrap().path()).collect();
-    assert!(staged.iter().all(|p| p.extension().is_some_and(|e| e == "part")), "{staged:?}");
+    let staged: Vec<_> = fs::read_dir(dir.join("staging"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        staged
+            .iter()
+            .all(|p| p.extension().is_some_and(|e| e == "part")),
+        "{staged:?}"
+    );
     // Re-running completes.
     gs(&dir, &args).ok();
     let hex = sha1_hex_upper(&data);
-    assert_eq!(fs::read(dir.join("content").join(&hex[38..]).join(format!("{hex}.cab"))).unwrap(), data);
+    assert_eq!(
+        fs::read(
+            dir.join("content")
+                .join(&hex[38..])
+                .join(format!("{hex}.cab"))
+        )
+        .unwrap(),
+        data
+    );
 }
 
 #[test]
@@ -281,14 +508,35 @@ fn crash_before_database_commit_keeps_old_state_and_rerun_adopts_file() {
     fs::create_dir_all(&docs).unwrap();
     fs::write(
         docs.join("u.xml"),
-        update_xml("aaaaaaaa-0000-0000-0000-000000000004", 1, "Software", "x", &[], &[FileSpec { name: "f.exe", data: &data }]),
+        update_xml(
+            "aaaaaaaa-0000-0000-0000-000000000004",
+            1,
+            "Software",
+            "x",
+            &[],
+            &[FileSpec {
+                name: "f.exe",
+                data: &data,
+            }],
+        ),
     )
     .unwrap();
     let content = t.path().join("incoming");
     fs::create_dir_all(&content).unwrap();
     fs::write(content.join("f.exe"), &data).unwrap();
-    let args = ["catalog", "add", docs.to_str().unwrap(), "--content", content.to_str().unwrap(), "--json"];
-    let r = gs_env(&dir, &args, &[("GAPSYNC_FAILPOINT", "catalog-before-commit")]);
+    let args = [
+        "catalog",
+        "add",
+        docs.to_str().unwrap(),
+        "--content",
+        content.to_str().unwrap(),
+        "--json",
+    ];
+    let r = gs_env(
+        &dir,
+        &args,
+        &[("GAPSYNC_FAILPOINT", "catalog-before-commit")],
+    );
     assert_ne!(r.code, 0);
     let s = gs(&dir, &["status", "--json"]).ok().json();
     assert_eq!(s["updates"]["total"], 0, "metadata not committed");
@@ -303,15 +551,38 @@ fn crash_before_database_commit_keeps_old_state_and_rerun_adopts_file() {
 #[test]
 fn groups_and_computers() {
     let (_t, dir) = new_store("s", "autonomous");
-    let g = gs(&dir, &["groups", "add", "Workstations", "--json"]).ok().json();
+    let g = gs(&dir, &["groups", "add", "Workstations", "--json"])
+        .ok()
+        .json();
     assert_eq!(g["parent"], "All Computers");
-    gs(&dir, &["groups", "add", "Pilot", "--parent", "workstations"]).ok();
+    gs(
+        &dir,
+        &["groups", "add", "Pilot", "--parent", "workstations"],
+    )
+    .ok();
     gs(&dir, &["groups", "add", "PILOT"]).fails(1, "already exists");
     gs(&dir, &["groups", "add", "X", "--parent", "Nope"]).fails(1, "unknown group \"Nope\"");
-    gs(&dir, &["groups", "add", "X", "--parent", "Unassigned Computers"]).fails(1, "Unassigned");
+    gs(
+        &dir,
+        &["groups", "add", "X", "--parent", "Unassigned Computers"],
+    )
+    .fails(1, "Unassigned");
     let list = gs(&dir, &["groups", "list", "--json"]).ok().json();
-    let names: Vec<&str> = list.as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["All Computers", "Unassigned Computers", "Pilot", "Workstations"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "All Computers",
+            "Unassigned Computers",
+            "Pilot",
+            "Workstations"
+        ]
+    );
     assert_eq!(list[0]["id"], "a0a08746-4dbe-4a37-9adf-9e7652c0b421");
     assert_eq!(list[1]["id"], "b73ca6ed-5727-47f3-84de-015e03f6a88a");
     assert_eq!(list[2]["parent"], "Workstations");
@@ -319,7 +590,8 @@ fn groups_and_computers() {
     gs(&dir, &["computers", "add", "ws-001", "--group", "Pilot"]).ok();
     gs(&dir, &["computers", "add", "ws-002"]).ok();
     gs(&dir, &["computers", "add", "WS-001"]).fails(1, "already exists");
-    gs(&dir, &["computers", "add", "ws-003", "--group", "Ghosts"]).fails(1, "unknown group \"Ghosts\"");
+    gs(&dir, &["computers", "add", "ws-003", "--group", "Ghosts"])
+        .fails(1, "unknown group \"Ghosts\"");
     let c = gs(&dir, &["computers", "list", "--json"]).ok().json();
     assert_eq!(c[0]["group"], "Pilot");
     assert_eq!(c[1]["group"], "Unassigned Computers");
@@ -330,8 +602,19 @@ fn groups_and_computers() {
     gs(&dir, &["groups", "remove", "Ghosts"]).fails(1, "unknown group \"Ghosts\"");
     gs(&dir, &["groups", "remove", "pilot"]).ok();
     let c = gs(&dir, &["computers", "list", "--json"]).ok().json();
-    assert_eq!(c[0]["group"], "Unassigned Computers", "computers of a removed group become unassigned");
-    assert_eq!(gs(&dir, &["groups", "list", "--json"]).ok().json().as_array().unwrap().len(), 3);
+    assert_eq!(
+        c[0]["group"], "Unassigned Computers",
+        "computers of a removed group become unassigned"
+    );
+    assert_eq!(
+        gs(&dir, &["groups", "list", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 #[test]
@@ -341,15 +624,37 @@ fn approvals_declines_and_deployments_json() {
     gs(&dir, &["groups", "add", "Pilot"]).ok();
     let d = gs_env(
         &dir,
-        &["approve", &DEFENDER_KB.to_uppercase(), "--group", "servers", "--deadline", "2026-12-01T20:00:00+02:00", "--json"],
+        &[
+            "approve",
+            &DEFENDER_KB.to_uppercase(),
+            "--group",
+            "servers",
+            "--deadline",
+            "2026-12-01T20:00:00+02:00",
+            "--json",
+        ],
         &[("GAPSYNC_ADMIN", "alice")],
     )
     .ok()
     .json();
-    assert_eq!(d["deadline"], "2026-12-01T18:00:00Z", "deadlines are stored in UTC");
+    assert_eq!(
+        d["deadline"], "2026-12-01T18:00:00Z",
+        "deadlines are stored in UTC"
+    );
     assert_eq!(d["admin_name"], "alice");
     let dep_id = d["deployment_id"].as_str().unwrap().to_string();
-    gs(&dir, &["approve", "ff36f0b5-dded-4780-8664-cd78af8b62c1", "--group", "Pilot", "--action", "block"]).ok();
+    gs(
+        &dir,
+        &[
+            "approve",
+            "ff36f0b5-dded-4780-8664-cd78af8b62c1",
+            "--group",
+            "Pilot",
+            "--action",
+            "block",
+        ],
+    )
+    .ok();
 
     let list = gs(&dir, &["deployments", "list", "--json"]).ok().json();
     let list = list.as_array().unwrap();
@@ -359,13 +664,31 @@ fn approvals_declines_and_deployments_json() {
     assert_eq!(kb["group"], "Servers");
     assert_eq!(kb["action"], "install");
     assert_eq!(kb["deadline"], "2026-12-01T18:00:00Z");
-    assert!(kb["last_changed_anchor"].as_str().unwrap().starts_with("gapsync1:"));
+    assert!(
+        kb["last_changed_anchor"]
+            .as_str()
+            .unwrap()
+            .starts_with("gapsync1:")
+    );
     let blocked = list.iter().find(|d| d["group"] == "Pilot").unwrap();
     assert_eq!(blocked["action"], "block");
     assert_eq!(blocked["deadline"], serde_json::Value::Null);
 
     // Approving again changes the same deployment.
-    let d2 = gs(&dir, &["approve", DEFENDER_KB, "--group", "Servers", "--action", "uninstall", "--json"]).ok().json();
+    let d2 = gs(
+        &dir,
+        &[
+            "approve",
+            DEFENDER_KB,
+            "--group",
+            "Servers",
+            "--action",
+            "uninstall",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
     assert_eq!(d2["deployment_id"], dep_id.as_str());
     assert_eq!(d2["action"], "uninstall");
     assert_eq!(d2["deadline"], serde_json::Value::Null);
@@ -374,10 +697,39 @@ fn approvals_declines_and_deployments_json() {
     // Bad input: named, exit 1, nothing changed.
     let before = snapshot(&dir);
     gs(&dir, &["approve", DEFENDER_KB, "--group", "Nobody"]).fails(1, "unknown group \"Nobody\"");
-    gs(&dir, &["approve", "12345678-1234-1234-1234-123456789012", "--group", "Servers"]).fails(1, "unknown update 12345678-1234-1234-1234-123456789012");
+    gs(
+        &dir,
+        &[
+            "approve",
+            "12345678-1234-1234-1234-123456789012",
+            "--group",
+            "Servers",
+        ],
+    )
+    .fails(1, "unknown update 12345678-1234-1234-1234-123456789012");
     gs(&dir, &["approve", "not-a-guid", "--group", "Servers"]).fails(1, "not-a-guid");
-    gs(&dir, &["approve", DEFENDER_KB, "--group", "Servers", "--deadline", "tomorrow"]).fails(1, "tomorrow");
-    gs(&dir, &["approve", "56309036-4c77-4dd9-951a-99ee9c246a94", "--group", "Servers"]).fails(1, "is a category");
+    gs(
+        &dir,
+        &[
+            "approve",
+            DEFENDER_KB,
+            "--group",
+            "Servers",
+            "--deadline",
+            "tomorrow",
+        ],
+    )
+    .fails(1, "tomorrow");
+    gs(
+        &dir,
+        &[
+            "approve",
+            "56309036-4c77-4dd9-951a-99ee9c246a94",
+            "--group",
+            "Servers",
+        ],
+    )
+    .fails(1, "is a category");
     gs(&dir, &["decline", "12345678-1234-1234-1234-123456789012"]).fails(1, "unknown update");
     assert_eq!(snapshot(&dir), before);
 
@@ -385,23 +737,62 @@ fn approvals_declines_and_deployments_json() {
     gs(&dir, &["decline", DEFENDER_KB]).ok();
     let live = gs(&dir, &["deployments", "list", "--json"]).ok().json();
     assert_eq!(live.as_array().unwrap().len(), 1);
-    let dead = gs(&dir, &["deployments", "list", "--removed", "--json"]).ok().json();
+    let dead = gs(&dir, &["deployments", "list", "--removed", "--json"])
+        .ok()
+        .json();
     assert_eq!(dead[0]["deployment_id"], dep_id.as_str());
     gs(&dir, &["approve", DEFENDER_KB, "--group", "Pilot"]).fails(1, "declined");
-    let u = gs(&dir, &["updates", "list", "--json", "--kind", "software"]).ok().json();
-    assert_eq!(u.as_array().unwrap().iter().find(|x| x["id"] == DEFENDER_KB).unwrap()["declined"], true);
-    assert_eq!(gs(&dir, &["status", "--json"]).ok().json()["deployments"], 1);
+    let u = gs(&dir, &["updates", "list", "--json", "--kind", "software"])
+        .ok()
+        .json();
+    assert_eq!(
+        u.as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == DEFENDER_KB)
+            .unwrap()["declined"],
+        true
+    );
+    assert_eq!(
+        gs(&dir, &["status", "--json"]).ok().json()["deployments"],
+        1
+    );
 
-    gs(&dir, &["unapprove", "ff36f0b5-dded-4780-8664-cd78af8b62c1", "--group", "Pilot"]).ok();
-    assert_eq!(gs(&dir, &["deployments", "list", "--json"]).ok().json(), serde_json::json!([]));
-    gs(&dir, &["unapprove", "ff36f0b5-dded-4780-8664-cd78af8b62c1", "--group", "Pilot"]).fails(1, "not approved");
+    gs(
+        &dir,
+        &[
+            "unapprove",
+            "ff36f0b5-dded-4780-8664-cd78af8b62c1",
+            "--group",
+            "Pilot",
+        ],
+    )
+    .ok();
+    assert_eq!(
+        gs(&dir, &["deployments", "list", "--json"]).ok().json(),
+        serde_json::json!([])
+    );
+    gs(
+        &dir,
+        &[
+            "unapprove",
+            "ff36f0b5-dded-4780-8664-cd78af8b62c1",
+            "--group",
+            "Pilot",
+        ],
+    )
+    .fails(1, "not approved");
 }
 
 #[test]
 fn replica_servers_refuse_local_approvals() {
     let (_t, dir) = new_store("replica", "replica");
     gs(&dir, &["catalog", "add", captured_docs().to_str().unwrap()]).ok();
-    gs(&dir, &["approve", DEFENDER_KB, "--group", "Unassigned Computers"]).fails(1, "replica");
+    gs(
+        &dir,
+        &["approve", DEFENDER_KB, "--group", "Unassigned Computers"],
+    )
+    .fails(1, "replica");
     gs(&dir, &["decline", DEFENDER_KB]).fails(1, "replica");
 }
 
@@ -409,11 +800,21 @@ fn replica_servers_refuse_local_approvals() {
 fn journal_command_lists_changes_after_an_anchor() {
     let (_t, dir) = new_store("s", "autonomous");
     gs(&dir, &["groups", "add", "A"]).ok();
-    let anchor = gs(&dir, &["status", "--json"]).ok().json()["anchor"].as_str().unwrap().to_string();
+    let anchor = gs(&dir, &["status", "--json"]).ok().json()["anchor"]
+        .as_str()
+        .unwrap()
+        .to_string();
     gs(&dir, &["groups", "add", "B"]).ok();
     gs(&dir, &["groups", "remove", "A"]).ok();
-    let changes = gs(&dir, &["journal", "--since", &anchor, "--json"]).ok().json();
-    let kinds: Vec<&str> = changes.as_array().unwrap().iter().map(|c| c["kind"].as_str().unwrap()).collect();
+    let changes = gs(&dir, &["journal", "--since", &anchor, "--json"])
+        .ok()
+        .json();
+    let kinds: Vec<&str> = changes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["group_added", "group_removed"]);
     let (_t2, other) = new_store("other", "autonomous");
     gs(&other, &["journal", "--since", &anchor]).fails(1, "belongs to server");
@@ -425,18 +826,28 @@ fn stores_that_are_not_stores_or_too_new_are_refused() {
     let t = tempfile::tempdir().unwrap();
     gs(t.path(), &["status"]).fails(1, "not a gapsync server store");
     gs(&t.path().join("nope"), &["status"]).fails(1, "no such directory");
-    fs::write(t.path().join("gapsync.db"), b"this is not sqlite at all, just text padding it out").unwrap();
+    fs::write(
+        t.path().join("gapsync.db"),
+        b"this is not sqlite at all, just text padding it out",
+    )
+    .unwrap();
     gs(t.path(), &["status"]).fails(1, "not a gapsync server store");
     gs(t.path(), &["groups", "add", "x"]).fails(1, "not a gapsync server store");
 
     // Another SQLite database.
     let t2 = tempfile::tempdir().unwrap();
-    rusqlite::Connection::open(t2.path().join("gapsync.db")).unwrap().execute_batch("CREATE TABLE x(y)").unwrap();
+    rusqlite::Connection::open(t2.path().join("gapsync.db"))
+        .unwrap()
+        .execute_batch("CREATE TABLE x(y)")
+        .unwrap();
     gs(t2.path(), &["status"]).fails(1, "not a gapsync database");
 
     // A store from a newer gapsync.
     let (_t3, dir) = new_store("s", "autonomous");
-    rusqlite::Connection::open(dir.join("gapsync.db")).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    rusqlite::Connection::open(dir.join("gapsync.db"))
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
     gs(&dir, &["status"]).fails(1, "schema version 99 is newer");
     gs(&dir, &["groups", "add", "x"]).fails(1, "schema version 99 is newer");
 }

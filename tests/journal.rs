@@ -19,12 +19,29 @@ fn range_queries_return_exactly_the_changes_after_each_anchor() {
 
     let data = noise(10_000, 1);
     let id = "bbbbbbbb-0000-0000-0000-000000000001";
-    let xml = update_xml(id, 1, "Software", "t", &[], &[FileSpec { name: "a.cab", data: &data }]);
+    let xml = update_xml(
+        id,
+        1,
+        "Software",
+        "t",
+        &[],
+        &[FileSpec {
+            name: "a.cab",
+            data: &data,
+        }],
+    );
     {
         let mut batch = store.catalog_batch().unwrap();
         batch.add_revision("a.xml", xml.as_bytes()).unwrap();
-        let exp = Expected { sha1: sha1::Sha1::digest(&data).into(), sha256: None, size: Some(data.len() as u64) };
-        let staged = batch.content().stage(&mut &data[..], "a.cab", &exp).unwrap();
+        let exp = Expected {
+            sha1: sha1::Sha1::digest(&data).into(),
+            sha256: None,
+            size: Some(data.len() as u64),
+        };
+        let staged = batch
+            .content()
+            .stage(&mut &data[..], "a.cab", &exp)
+            .unwrap();
         batch.add_content(staged);
         batch.commit().unwrap();
     }
@@ -35,12 +52,23 @@ fn range_queries_return_exactly_the_changes_after_each_anchor() {
     expected.push(ChangeKind::GroupAdded);
     anchors.push(store.anchor().unwrap());
 
-    let approval = Approval { update_id: id, group: "G", action: Action::Install, deadline: None, admin_name: "t" };
+    let approval = Approval {
+        update_id: id,
+        group: "G",
+        action: Action::Install,
+        deadline: None,
+        admin_name: "t",
+    };
     store.approve(&approval).unwrap();
     expected.push(ChangeKind::DeploymentCreated);
     anchors.push(store.anchor().unwrap());
 
-    store.approve(&Approval { action: Action::Block, ..approval.clone() }).unwrap();
+    store
+        .approve(&Approval {
+            action: Action::Block,
+            ..approval.clone()
+        })
+        .unwrap();
     expected.push(ChangeKind::DeploymentChanged);
     anchors.push(store.anchor().unwrap());
 
@@ -70,22 +98,43 @@ fn range_queries_return_exactly_the_changes_after_each_anchor() {
     for a in &anchors {
         let after = store.changes_since(a).unwrap();
         let want: Vec<i64> = all.iter().map(|c| c.seq).filter(|s| *s > a.seq).collect();
-        assert_eq!(after.iter().map(|c| c.seq).collect::<Vec<_>>(), want, "after {a}");
+        assert_eq!(
+            after.iter().map(|c| c.seq).collect::<Vec<_>>(),
+            want,
+            "after {a}"
+        );
     }
-    assert!(store.changes_since(anchors.last().unwrap()).unwrap().is_empty());
+    assert!(
+        store
+            .changes_since(anchors.last().unwrap())
+            .unwrap()
+            .is_empty()
+    );
 
     // Subjects name what changed.
     assert_eq!(all[0].subject, format!("{id}/1"));
     assert_eq!(all[1].subject, common::sha1_hex_upper(&data));
-    assert_eq!(all[7].subject, id);
+    assert_eq!(all[8].subject, id);
 
     // Anchors round-trip through their string form; foreign and future ones are refused.
     let head = store.anchor().unwrap();
     assert_eq!(store.own_anchor(&head.to_string()).unwrap(), head);
-    let foreign = Anchor { server_id: uuid::Uuid::new_v4(), seq: 1 };
-    assert!(matches!(store.own_anchor(&foreign.to_string()), Err(gapsync::Error::ForeignAnchor { .. })));
-    let future = Anchor { seq: head.seq + 1, ..head };
-    assert!(matches!(store.own_anchor(&future.to_string()), Err(gapsync::Error::BadAnchor { .. })));
+    let foreign = Anchor {
+        server_id: uuid::Uuid::new_v4(),
+        seq: 1,
+    };
+    assert!(matches!(
+        store.own_anchor(&foreign.to_string()),
+        Err(gapsync::Error::ForeignAnchor { .. })
+    ));
+    let future = Anchor {
+        seq: head.seq + 1,
+        ..head
+    };
+    assert!(matches!(
+        store.own_anchor(&future.to_string()),
+        Err(gapsync::Error::BadAnchor { .. })
+    ));
 }
 
 #[test]
@@ -97,7 +146,20 @@ fn failed_changes_leave_no_journal_entry() {
     assert!(store.remove_group("nope").is_err());
     {
         let mut batch = store.catalog_batch().unwrap();
-        batch.add_revision("a.xml", update_xml("cccccccc-0000-0000-0000-000000000001", 1, "Software", "t", &[], &[]).as_bytes()).unwrap();
+        batch
+            .add_revision(
+                "a.xml",
+                update_xml(
+                    "cccccccc-0000-0000-0000-000000000001",
+                    1,
+                    "Software",
+                    "t",
+                    &[],
+                    &[],
+                )
+                .as_bytes(),
+            )
+            .unwrap();
         assert!(batch.add_revision("b.xml", b"<not-an-update/>").is_err());
         // dropped without commit: rolled back
     }
@@ -114,9 +176,15 @@ fn changes_since_is_an_indexed_range_scan() {
             .conn()
             .prepare("EXPLAIN QUERY PLAN SELECT seq, kind, subject, at FROM journal WHERE seq > ?1 ORDER BY seq")
             .unwrap();
-        st.query_map([5], |r| r.get::<_, String>(3)).unwrap().map(|r| r.unwrap()).collect()
+        st.query_map([5], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
     };
     let plan = plan.join(" | ");
-    assert!(plan.contains("USING INTEGER PRIMARY KEY (rowid>?)"), "{plan}");
+    assert!(
+        plan.contains("USING INTEGER PRIMARY KEY (rowid>?)"),
+        "{plan}"
+    );
     assert!(!plan.contains("TEMP B-TREE"), "no sort step: {plan}");
 }

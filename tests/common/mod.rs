@@ -36,15 +36,27 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr: {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
     }
     pub fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "expected success\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
     pub fn fails(self, code: i32, needle: &str) -> Self {
-        assert_eq!(self.code, code, "expected exit {code}\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         assert!(
             self.stderr.contains(needle),
             "stderr should mention {needle:?}:\n{}",
@@ -69,7 +81,11 @@ pub fn gs(server: &Path, args: &[&str]) -> Run {
 
 pub fn gs_env(server: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut c = Command::new(bin());
-    c.arg("--server").arg(server).args(args).env_remove("GAPSYNC_SERVER").env_remove("GAPSYNC_FAILPOINT");
+    c.arg("--server")
+        .arg(server)
+        .args(args)
+        .env_remove("GAPSYNC_SERVER")
+        .env_remove("GAPSYNC_FAILPOINT");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -90,7 +106,15 @@ pub fn gs_plain(args: &[&str]) -> Run {
 pub fn new_store(name: &str, mode: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join(name);
-    gs_plain(&["init", dir.to_str().expect("utf8"), "--name", name, "--mode", mode]).ok();
+    gs_plain(&[
+        "init",
+        dir.to_str().expect("utf8"),
+        "--name",
+        name,
+        "--mode",
+        mode,
+    ])
+    .ok();
     (tmp, dir)
 }
 
@@ -101,7 +125,12 @@ pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
         for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
             let e = e.expect("walk");
             if e.file_type().is_file() {
-                let rel = e.path().strip_prefix(dir).expect("prefix").to_string_lossy().replace('\\', "/");
+                let rel = e
+                    .path()
+                    .strip_prefix(dir)
+                    .expect("prefix")
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 out.push((rel, std::fs::read(e.path()).expect("read")));
             }
         }
@@ -124,7 +153,10 @@ pub fn snapshot(server: &Path) -> String {
     ] {
         s.push_str(&gs(server, args).ok().stdout);
     }
-    let content: Vec<String> = tree(&server.join("content")).into_iter().map(|(p, b)| format!("{p}:{}", b.len())).collect();
+    let content: Vec<String> = tree(&server.join("content"))
+        .into_iter()
+        .map(|(p, b)| format!("{p}:{}", b.len()))
+        .collect();
     s.push_str(&content.join("\n"));
     s
 }
@@ -135,7 +167,14 @@ pub struct FileSpec<'a> {
 }
 
 /// A minimal but real-shaped update document.
-pub fn update_xml(id: &str, revision: i32, kind: &str, title: &str, categories: &[&str], files: &[FileSpec<'_>]) -> String {
+pub fn update_xml(
+    id: &str,
+    revision: i32,
+    kind: &str,
+    title: &str,
+    categories: &[&str],
+    files: &[FileSpec<'_>],
+) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut x = format!(
         "<upd:Update xmlns:upd=\"http://schemas.microsoft.com/msus/2002/12/Update\"><upd:UpdateIdentity UpdateID=\"{id}\" RevisionNumber=\"{revision}\" /><upd:Properties UpdateType=\"{kind}\" DefaultPropertiesLanguage=\"en\" PublicationState=\"Published\" CreationDate=\"2026-10-01T00:00:00.000Z\"></upd:Properties><upd:LocalizedPropertiesCollection><upd:LocalizedProperties><upd:Language>en</upd:Language><upd:Title>{title}</upd:Title></upd:LocalizedProperties></upd:LocalizedPropertiesCollection>"
