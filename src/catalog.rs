@@ -81,11 +81,11 @@ fn index_content_dir(dir: &Path) -> Result<HashMap<String, PathBuf>> {
     let mut map = HashMap::new();
     for entry in WalkDir::new(dir).follow_links(false) {
         let entry = entry.map_err(|e| Error::io(dir, std::io::Error::other(e.to_string())))?;
-        if entry.file_type().is_file() {
-            if let Some(name) = entry.file_name().to_str() {
-                map.entry(name.to_ascii_lowercase())
-                    .or_insert_with(|| entry.path().to_path_buf());
-            }
+        if entry.file_type().is_file()
+            && let Some(name) = entry.file_name().to_str()
+        {
+            map.entry(name.to_ascii_lowercase())
+                .or_insert_with(|| entry.path().to_path_buf());
         }
     }
     Ok(map)

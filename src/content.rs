@@ -248,15 +248,15 @@ pub fn verify_against(
     sha256: &[u8; 32],
     size: u64,
 ) -> Result<()> {
-    if let Some(want) = expected.size {
-        if want != size {
-            return Err(Error::DigestMismatch {
-                name: name.to_string(),
-                what: "size",
-                expected: want.to_string(),
-                actual: size.to_string(),
-            });
-        }
+    if let Some(want) = expected.size
+        && want != size
+    {
+        return Err(Error::DigestMismatch {
+            name: name.to_string(),
+            what: "size",
+            expected: want.to_string(),
+            actual: size.to_string(),
+        });
     }
     if &expected.sha1 != sha1 {
         return Err(Error::DigestMismatch {
@@ -266,15 +266,15 @@ pub fn verify_against(
             actual: hex_upper(sha1),
         });
     }
-    if let Some(want) = &expected.sha256 {
-        if want != sha256 {
-            return Err(Error::DigestMismatch {
-                name: name.to_string(),
-                what: "SHA-256",
-                expected: hex::encode(want),
-                actual: hex::encode(sha256),
-            });
-        }
+    if let Some(want) = &expected.sha256
+        && want != sha256
+    {
+        return Err(Error::DigestMismatch {
+            name: name.to_string(),
+            what: "SHA-256",
+            expected: hex::encode(want),
+            actual: hex::encode(sha256),
+        });
     }
     Ok(())
 }
