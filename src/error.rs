@@ -64,6 +64,9 @@ pub enum Error {
         expected: String,
         actual: String,
     },
+    /// A named verification rule failed (signature, hash, chain, expiry...).
+    #[error("verification failed [{rule}]: {detail}")]
+    Verification { rule: &'static str, detail: String },
     #[error("anchor {anchor:?}: {why}")]
     BadAnchor { anchor: String, why: String },
     #[error("anchor {anchor:?} belongs to server {other}, not to this server ({this})")]
@@ -82,6 +85,13 @@ impl Error {
         }
     }
 
+    pub fn verification(rule: &'static str, detail: impl Into<String>) -> Self {
+        Error::Verification {
+            rule,
+            detail: detail.into(),
+        }
+    }
+
     pub fn invalid(what: impl Into<String>, why: impl Into<String>) -> Self {
         Error::Invalid {
             what: what.into(),
@@ -92,7 +102,7 @@ impl Error {
     /// True when the error is a failed verification (a digest, size or
     /// signature that does not match): the binary exits 3 for these.
     pub fn is_verification(&self) -> bool {
-        matches!(self, Error::DigestMismatch { .. })
+        matches!(self, Error::DigestMismatch { .. } | Error::Verification { .. })
     }
 }
 

@@ -33,7 +33,7 @@ pub const STAGING_DIR: &str = "staging";
 pub const APPLICATION_ID: i64 = 0x4741_5053;
 
 /// Schema migrations; index + 1 is the version each one produces.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema_v2.sql")];
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Well-known target groups every WSUS server has (MS-WSUSOD 2.5.3).
