@@ -57,6 +57,86 @@ impl Drop for Staged {
     }
 }
 
+/// A staged file being written piece by piece (see `begin_stage`). Dropped
+/// before `finish`, it removes its temp file.
+pub struct StageWriter {
+    name: String,
+    out: Option<io::BufWriter<File>>,
+    temp: PathBuf,
+    sha1: Sha1,
+    sha256: Sha256,
+    size: u64,
+    buf: Vec<u8>,
+}
+
+impl StageWriter {
+    /// Appends everything `reader` yields, hashing while copying.
+    pub fn copy_from(&mut self, reader: &mut dyn Read) -> Result<u64> {
+        let Some(out) = self.out.as_mut() else {
+            return Err(Error::invalid(&self.name, "staged file already finished"));
+        };
+        let mut n = 0u64;
+        loop {
+            let k = match reader.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(&self.name, e)),
+            };
+            let chunk = &self.buf[..k];
+            self.sha1.update(chunk);
+            self.sha256.update(chunk);
+            out.write_all(chunk).at(&self.temp)?;
+            n += k as u64;
+        }
+        self.size += n;
+        Ok(n)
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Flushes, verifies against `expected` (when given) and fsyncs.
+    pub fn finish(mut self, expected: Option<&Expected>) -> Result<Staged> {
+        let out = self
+            .out
+            .take()
+            .ok_or_else(|| Error::invalid(&self.name, "staged file already finished"))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| Error::io(&self.temp, e.into_error()))?;
+        let sha1: [u8; 20] = std::mem::take(&mut self.sha1).finalize().into();
+        let sha256: [u8; 32] = std::mem::take(&mut self.sha256).finalize().into();
+        // From here on the temp file belongs to `staged` (removed on drop).
+        let staged = Staged {
+            file: ContentFile {
+                sha1,
+                sha256,
+                size: self.size,
+                rel_path: wsus_rel_path(&sha1, &self.name),
+            },
+            temp: std::mem::take(&mut self.temp),
+            committed: false,
+        };
+        if let Some(expected) = expected {
+            verify_against(&self.name, expected, &sha1, &sha256, self.size)?;
+        }
+        file.sync_all().at(&staged.temp)?;
+        Ok(staged)
+    }
+}
+
+impl Drop for StageWriter {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            self.out.take();
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
 pub struct ContentStore {
     root: PathBuf,
     staging: PathBuf,
@@ -175,36 +255,27 @@ impl ContentStore {
         name: &str,
         expected: Option<&Expected>,
     ) -> Result<Staged> {
+        let mut w = self.begin_stage(name)?;
+        w.copy_from(reader)?;
+        w.finish(expected)
+    }
+
+    /// Starts a staged file that is fed in pieces (a content file split
+    /// across bundle volumes): `copy_from` each piece, then `finish`.
+    pub fn begin_stage(&self, name: &str) -> Result<StageWriter> {
         let temp = self
             .staging
             .join(format!("{}.part", uuid::Uuid::new_v4().simple()));
-        let mut out = File::create(&temp).at(&temp)?;
-        let mut staged = Staged {
-            file: ContentFile {
-                sha1: [0; 20],
-                sha256: [0; 32],
-                size: 0,
-                rel_path: String::new(),
-            },
+        let out = File::create(&temp).at(&temp)?;
+        Ok(StageWriter {
+            name: name.to_string(),
+            out: Some(io::BufWriter::with_capacity(BUF_SIZE, out)),
             temp,
-            committed: false,
-        };
-        let (sha1, sha256, size) = {
-            let mut w = io::BufWriter::with_capacity(BUF_SIZE, &mut out);
-            let r = copy_hashing(reader, &mut w).and_then(|r| w.flush().map(|_| r));
-            r.map_err(|e| Error::io(name, e))?
-        };
-        if let Some(expected) = expected {
-            verify_against(name, expected, &sha1, &sha256, size)?;
-        }
-        out.sync_all().at(&staged.temp)?;
-        staged.file = ContentFile {
-            sha1,
-            sha256,
-            size,
-            rel_path: wsus_rel_path(&sha1, name),
-        };
-        Ok(staged)
+            sha1: Sha1::new(),
+            sha256: Sha256::new(),
+            size: 0,
+            buf: vec![0u8; BUF_SIZE],
+        })
     }
 
     /// Makes a staged file visible: rename into place, fsync the directory.
@@ -371,5 +442,52 @@ mod tests {
         assert_eq!(fs::read_dir(cs.staging()).unwrap().count(), 1);
         drop(staged);
         assert_eq!(fs::read_dir(cs.staging()).unwrap().count(), 0);
+    }
+}
+
+/// A reader that computes SHA-1, SHA-256 and size of what passes through,
+/// to check a stored file while it is copied elsewhere.
+pub struct VerifyingReader<R> {
+    inner: R,
+    sha1: Sha1,
+    sha256: Sha256,
+    size: u64,
+}
+
+impl<R: Read> VerifyingReader<R> {
+    pub fn new(inner: R) -> Self {
+        VerifyingReader {
+            inner,
+            sha1: Sha1::new(),
+            sha256: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    /// Rule: the bytes read equal the recorded size and digests.
+    pub fn check(self, path: &Path, sha1: &[u8; 20], sha256: &[u8; 32], size: u64) -> Result<()> {
+        let got1: [u8; 20] = self.sha1.finalize().into();
+        let got256: [u8; 32] = self.sha256.finalize().into();
+        verify_against(
+            &path.display().to_string(),
+            &Expected {
+                sha1: *sha1,
+                sha256: Some(*sha256),
+                size: Some(size),
+            },
+            &got1,
+            &got256,
+            self.size,
+        )
+    }
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha1.update(&buf[..n]);
+        self.sha256.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
     }
 }

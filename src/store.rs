@@ -592,147 +592,7 @@ impl CatalogBatch<'_> {
 
     /// Adds one revision already parsed from `xml`.
     pub fn add_parsed(&mut self, name: &str, xml: &[u8], meta: &UpdateMetadata) -> Result<Added> {
-        let tx = &self.tx;
-        let id = meta.id.to_string();
-        let digest: [u8; 32] = Sha256::digest(xml).into();
-        let existing: Option<(i64, Vec<u8>)> = tx
-            .prepare_cached(
-                "SELECT rev_id, xml_sha256 FROM revisions WHERE update_id = ?1 AND revision = ?2",
-            )?
-            .query_row(params![id, meta.revision], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        if let Some((rev_id, old)) = existing {
-            if old == digest {
-                return Ok(Added::AlreadyPresent(rev_id));
-            }
-            return Err(Error::RevisionConflict {
-                name: name.to_string(),
-                id,
-                revision: meta.revision,
-            });
-        }
-        let subject = format!("{id}/{}", meta.revision);
-        let seq = journal::record(tx, ChangeKind::RevisionAdded, &subject, &self.now)?;
-        let title = meta.title("en").unwrap_or("").to_string();
-        tx.prepare_cached(
-            "INSERT INTO revisions (update_id, revision, kind, category_type, title, kb_article, creation_date, \
-             publication_state, eula_id, secured, default_language, xml, xml_sha256, seq) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        )?
-        .execute(params![
-            id,
-            meta.revision,
-            meta.kind.as_str(),
-            meta.category_type.map(|c| c.as_str()),
-            title,
-            meta.kb_article_id,
-            meta.creation_date,
-            meta.publication_state,
-            meta.eula_id.map(|e| e.to_string()),
-            meta.secured_fragment,
-            meta.default_language,
-            xml,
-            &digest[..],
-            seq
-        ])?;
-        let rev_id = tx.last_insert_rowid();
-        {
-            let mut st = tx.prepare_cached(
-                "INSERT OR REPLACE INTO localized (rev_id, language, title, description) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for l in &meta.localized {
-                st.execute(params![
-                    rev_id,
-                    l.language.to_ascii_lowercase(),
-                    l.title,
-                    l.description
-                ])?;
-            }
-        }
-        {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO relationships (rev_id, rel, grp, is_category, target_id, target_revision) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut grp = 0i64;
-            for p in &meta.prerequisites {
-                match p {
-                    Prerequisite::Required(t) => {
-                        st.execute(params![
-                            rev_id,
-                            "prerequisite",
-                            0,
-                            false,
-                            t.to_string(),
-                            None::<i32>
-                        ])?;
-                    }
-                    Prerequisite::AtLeastOne { is_category, ids } => {
-                        grp += 1;
-                        for t in ids {
-                            st.execute(params![
-                                rev_id,
-                                "prerequisite",
-                                grp,
-                                is_category,
-                                t.to_string(),
-                                None::<i32>
-                            ])?;
-                        }
-                    }
-                }
-            }
-            for b in &meta.bundled {
-                st.execute(params![
-                    rev_id,
-                    "bundled",
-                    0,
-                    false,
-                    b.id.to_string(),
-                    b.revision
-                ])?;
-            }
-            for s in &meta.superseded {
-                st.execute(params![
-                    rev_id,
-                    "superseded",
-                    0,
-                    false,
-                    s.to_string(),
-                    None::<i32>
-                ])?;
-            }
-        }
-        {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO files (rev_id, ord, file_name, size, modified, sha1, sha256, patching_type, encrypted) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?;
-            for (ord, f) in meta.files.iter().enumerate() {
-                let size = i64::try_from(f.size)
-                    .map_err(|_| Error::invalid(name, "file size too large"))?;
-                st.execute(params![
-                    rev_id,
-                    ord as i64,
-                    f.file_name,
-                    size,
-                    f.modified,
-                    &f.sha1[..],
-                    f.sha256.as_ref().map(|d| &d[..]),
-                    f.patching_type,
-                    f.is_encrypted
-                ])?;
-            }
-        }
-        // The newest revision is current.
-        tx.prepare_cached(
-            "INSERT INTO updates (update_id, kind, category_type, current_rev) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (update_id) DO UPDATE SET kind = excluded.kind, category_type = excluded.category_type, \
-             current_rev = excluded.current_rev \
-             WHERE (SELECT revision FROM revisions WHERE rev_id = updates.current_rev) < ?5",
-        )?
-        .execute(params![id, meta.kind.as_str(), meta.category_type.map(|c| c.as_str()), rev_id, meta.revision])?;
-        Ok(Added::New(rev_id))
+        insert_revision(&self.tx, &self.now, name, xml, meta)
     }
 
     /// Whether a content file with this SHA-1 is already stored.
@@ -765,17 +625,7 @@ impl CatalogBatch<'_> {
                 continue; // dropping `staged` removes the temp file
             }
             let f = self.content.commit(staged)?;
-            let seq = journal::record(
-                &self.tx,
-                ChangeKind::ContentArrived,
-                &crate::content::hex_upper(&f.sha1),
-                &self.now,
-            )?;
-            let size =
-                i64::try_from(f.size).map_err(|_| Error::invalid("content size", "too large"))?;
-            self.tx
-                .prepare_cached("INSERT INTO content (sha1, sha256, size, rel_path, seq) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![&f.sha1[..], &f.sha256[..], size, f.rel_path, seq])?;
+            record_content(&self.tx, &self.now, &f)?;
             report.content_files += 1;
             report.content_bytes += f.size;
         }
@@ -871,4 +721,178 @@ impl Store {
             files,
         })
     }
+}
+
+/// Inserts one revision (and its indexed fields and journal entry) inside
+/// the caller's transaction. The same (id, revision) with the same bytes is
+/// `AlreadyPresent`; with other bytes it is refused.
+pub(crate) fn insert_revision(
+    tx: &Connection,
+    now: &str,
+    name: &str,
+    xml: &[u8],
+    meta: &UpdateMetadata,
+) -> Result<Added> {
+    let id = meta.id.to_string();
+    let digest: [u8; 32] = Sha256::digest(xml).into();
+    let existing: Option<(i64, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT rev_id, xml_sha256 FROM revisions WHERE update_id = ?1 AND revision = ?2",
+        )?
+        .query_row(params![id, meta.revision], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((rev_id, old)) = existing {
+        if old == digest {
+            return Ok(Added::AlreadyPresent(rev_id));
+        }
+        return Err(Error::RevisionConflict {
+            name: name.to_string(),
+            id,
+            revision: meta.revision,
+        });
+    }
+    let subject = format!("{id}/{}", meta.revision);
+    let seq = journal::record(tx, ChangeKind::RevisionAdded, &subject, now)?;
+    let title = meta.title("en").unwrap_or("").to_string();
+    tx.prepare_cached(
+        "INSERT INTO revisions (update_id, revision, kind, category_type, title, kb_article, creation_date, \
+         publication_state, eula_id, secured, default_language, xml, xml_sha256, seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+        id,
+        meta.revision,
+        meta.kind.as_str(),
+        meta.category_type.map(|c| c.as_str()),
+        title,
+        meta.kb_article_id,
+        meta.creation_date,
+        meta.publication_state,
+        meta.eula_id.map(|e| e.to_string()),
+        meta.secured_fragment,
+        meta.default_language,
+        xml,
+        &digest[..],
+        seq
+    ])?;
+    let rev_id = tx.last_insert_rowid();
+    {
+        let mut st = tx.prepare_cached(
+            "INSERT OR REPLACE INTO localized (rev_id, language, title, description) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for l in &meta.localized {
+            st.execute(params![
+                rev_id,
+                l.language.to_ascii_lowercase(),
+                l.title,
+                l.description
+            ])?;
+        }
+    }
+    {
+        let mut st = tx.prepare_cached(
+            "INSERT INTO relationships (rev_id, rel, grp, is_category, target_id, target_revision) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut grp = 0i64;
+        for p in &meta.prerequisites {
+            match p {
+                Prerequisite::Required(t) => {
+                    st.execute(params![
+                        rev_id,
+                        "prerequisite",
+                        0,
+                        false,
+                        t.to_string(),
+                        None::<i32>
+                    ])?;
+                }
+                Prerequisite::AtLeastOne { is_category, ids } => {
+                    grp += 1;
+                    for t in ids {
+                        st.execute(params![
+                            rev_id,
+                            "prerequisite",
+                            grp,
+                            is_category,
+                            t.to_string(),
+                            None::<i32>
+                        ])?;
+                    }
+                }
+            }
+        }
+        for b in &meta.bundled {
+            st.execute(params![
+                rev_id,
+                "bundled",
+                0,
+                false,
+                b.id.to_string(),
+                b.revision
+            ])?;
+        }
+        for s in &meta.superseded {
+            st.execute(params![
+                rev_id,
+                "superseded",
+                0,
+                false,
+                s.to_string(),
+                None::<i32>
+            ])?;
+        }
+    }
+    {
+        let mut st = tx.prepare_cached(
+            "INSERT INTO files (rev_id, ord, file_name, size, modified, sha1, sha256, patching_type, encrypted) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for (ord, f) in meta.files.iter().enumerate() {
+            let size =
+                i64::try_from(f.size).map_err(|_| Error::invalid(name, "file size too large"))?;
+            st.execute(params![
+                rev_id,
+                ord as i64,
+                f.file_name,
+                size,
+                f.modified,
+                &f.sha1[..],
+                f.sha256.as_ref().map(|d| &d[..]),
+                f.patching_type,
+                f.is_encrypted
+            ])?;
+        }
+    }
+    // The newest revision is current.
+    tx.prepare_cached(
+        "INSERT INTO updates (update_id, kind, category_type, current_rev) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (update_id) DO UPDATE SET kind = excluded.kind, category_type = excluded.category_type, \
+         current_rev = excluded.current_rev \
+         WHERE (SELECT revision FROM revisions WHERE rev_id = updates.current_rev) < ?5",
+    )?
+    .execute(params![id, meta.kind.as_str(), meta.category_type.map(|c| c.as_str()), rev_id, meta.revision])?;
+    Ok(Added::New(rev_id))
+}
+
+/// Records a content file that is in place under `content/`, with its
+/// journal entry, inside the caller's transaction.
+pub(crate) fn record_content(tx: &Connection, now: &str, f: &ContentFile) -> Result<()> {
+    let seq = journal::record(
+        tx,
+        ChangeKind::ContentArrived,
+        &crate::content::hex_upper(&f.sha1),
+        now,
+    )?;
+    let size = i64::try_from(f.size).map_err(|_| Error::invalid("content size", "too large"))?;
+    tx.prepare_cached(
+        "INSERT INTO content (sha1, sha256, size, rel_path, seq) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![&f.sha1[..], &f.sha256[..], size, f.rel_path, seq])?;
+    Ok(())
+}
+
+/// A GUID in canonical lower-case form, or None when `s` is not a GUID.
+pub fn canonical_guid(s: &str) -> Option<String> {
+    Uuid::parse_str(s.trim()).ok().map(|u| u.to_string())
 }
