@@ -350,6 +350,53 @@ pub fn verify_against(
     Ok(())
 }
 
+/// A reader that computes SHA-1, SHA-256 and size of what passes through,
+/// to check a stored file while it is copied elsewhere.
+pub struct VerifyingReader<R> {
+    inner: R,
+    sha1: Sha1,
+    sha256: Sha256,
+    size: u64,
+}
+
+impl<R: Read> VerifyingReader<R> {
+    pub fn new(inner: R) -> Self {
+        VerifyingReader {
+            inner,
+            sha1: Sha1::new(),
+            sha256: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    /// Rule: the bytes read equal the recorded size and digests.
+    pub fn check(self, path: &Path, sha1: &[u8; 20], sha256: &[u8; 32], size: u64) -> Result<()> {
+        let got1: [u8; 20] = self.sha1.finalize().into();
+        let got256: [u8; 32] = self.sha256.finalize().into();
+        verify_against(
+            &path.display().to_string(),
+            &Expected {
+                sha1: *sha1,
+                sha256: Some(*sha256),
+                size: Some(size),
+            },
+            &got1,
+            &got256,
+            self.size,
+        )
+    }
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha1.update(&buf[..n]);
+        self.sha256.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,52 +489,5 @@ mod tests {
         assert_eq!(fs::read_dir(cs.staging()).unwrap().count(), 1);
         drop(staged);
         assert_eq!(fs::read_dir(cs.staging()).unwrap().count(), 0);
-    }
-}
-
-/// A reader that computes SHA-1, SHA-256 and size of what passes through,
-/// to check a stored file while it is copied elsewhere.
-pub struct VerifyingReader<R> {
-    inner: R,
-    sha1: Sha1,
-    sha256: Sha256,
-    size: u64,
-}
-
-impl<R: Read> VerifyingReader<R> {
-    pub fn new(inner: R) -> Self {
-        VerifyingReader {
-            inner,
-            sha1: Sha1::new(),
-            sha256: Sha256::new(),
-            size: 0,
-        }
-    }
-
-    /// Rule: the bytes read equal the recorded size and digests.
-    pub fn check(self, path: &Path, sha1: &[u8; 20], sha256: &[u8; 32], size: u64) -> Result<()> {
-        let got1: [u8; 20] = self.sha1.finalize().into();
-        let got256: [u8; 32] = self.sha256.finalize().into();
-        verify_against(
-            &path.display().to_string(),
-            &Expected {
-                sha1: *sha1,
-                sha256: Some(*sha256),
-                size: Some(size),
-            },
-            &got1,
-            &got256,
-            self.size,
-        )
-    }
-}
-
-impl<R: Read> Read for VerifyingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.sha1.update(&buf[..n]);
-        self.sha256.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
     }
 }

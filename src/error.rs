@@ -102,7 +102,10 @@ impl Error {
     /// True when the error is a failed verification (a digest, size or
     /// signature that does not match): the binary exits 3 for these.
     pub fn is_verification(&self) -> bool {
-        matches!(self, Error::DigestMismatch { .. } | Error::Verification { .. })
+        matches!(
+            self,
+            Error::DigestMismatch { .. } | Error::Verification { .. }
+        )
     }
 }
 
