@@ -67,6 +67,9 @@ pub struct Deployment {
     pub go_live: String,
     pub download_priority: i64,
     pub is_assigned: bool,
+    /// This server's anchor of the last change (server-local, so not in
+    /// the list JSON, which compares equal across replicated servers).
+    #[serde(skip_serializing)]
     pub last_changed_anchor: String,
 }
 

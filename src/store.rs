@@ -108,6 +108,9 @@ pub struct UpdateCounts {
 pub struct UpdateSummary {
     pub id: String,
     pub revision: i32,
+    /// Server-local compact id (see `updates show`); not in the list JSON,
+    /// which is meant to compare equal across replicated servers.
+    #[serde(skip_serializing)]
     pub revision_id: i64,
     pub kind: String,
     pub category_type: Option<String>,
@@ -277,12 +280,12 @@ impl Store {
         configure(&conn)?;
         let mut conn = conn;
         if version < SCHEMA_VERSION {
-            if !writer {
-                return Err(Error::Refused(format!(
-                    "{}: store schema {version} needs migration to {SCHEMA_VERSION}; run a writing command first",
-                    dir.display()
-                )));
-            }
+            // Migrations write: a reader takes the writer lock just for them.
+            let _migration_lock = if writer {
+                None
+            } else {
+                Some(acquire_lock(dir)?)
+            };
             let tx = conn.transaction()?;
             for m in &MIGRATIONS[version as usize..] {
                 tx.execute_batch(m)?;
@@ -897,4 +900,60 @@ pub(crate) fn record_content(tx: &Connection, now: &str, f: &ContentFile) -> Res
 /// A GUID in canonical lower-case form, or None when `s` is not a GUID.
 pub fn canonical_guid(s: &str) -> Option<String> {
     Uuid::parse_str(s.trim()).ok().map(|u| u.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store created at schema version 1 (as gapsync 0.1 made it).
+    fn v1_store(dir: &Path) {
+        fs::create_dir_all(dir.join(CONTENT_DIR)).unwrap();
+        fs::create_dir_all(dir.join(STAGING_DIR)).unwrap();
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO server VALUES (1, '5b5c0b4e-0000-4000-8000-000000000001', 'old', 'autonomous', '2026-01-01T00:00:00Z')",
+            [],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn old_schemas_are_migrated_on_open() {
+        for writer in [false, true] {
+            let tmp = tempfile::tempdir().unwrap();
+            v1_store(tmp.path());
+            let store = if writer {
+                Store::open_writer(tmp.path())
+            } else {
+                Store::open(tmp.path())
+            }
+            .unwrap();
+            let v: i64 = store
+                .conn()
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
+            assert_eq!(v, SCHEMA_VERSION);
+            // Tables of later versions exist, data of earlier ones is kept.
+            let n: i64 = store
+                .conn()
+                .query_row("SELECT COUNT(*) FROM trusted_keys", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 0);
+            assert_eq!(store.info().name, "old");
+        }
+    }
+
+    #[test]
+    fn canonical_guids() {
+        assert_eq!(
+            canonical_guid("A0A08746-4DBE-4A37-9ADF-9E7652C0B421").as_deref(),
+            Some(ALL_COMPUTERS.0)
+        );
+        assert_eq!(canonical_guid("nope"), None);
+    }
 }
