@@ -76,7 +76,13 @@ pub fn run(base: &Path, updates: u64, content_bytes: u64, progress: &dyn Progres
         ..Default::default()
     })?;
     let mut approved = 0;
-    for (i, u) in software.iter().take(20).enumerate() {
+    // Approve what an admin approves: the visible (bundle) updates, not the
+    // hidden leaves they bundle.
+    let visible: Vec<_> = software
+        .iter()
+        .filter(|u| !u.title.starts_with("HIDDEN"))
+        .collect();
+    for (i, u) in visible.iter().take(20).enumerate() {
         let (group, deadline) = match i % 3 {
             0 => ("Pilot", None),
             1 => ("Workstations", Some("2026-12-31T18:00:00Z")),
@@ -92,7 +98,7 @@ pub fn run(base: &Path, updates: u64, content_bytes: u64, progress: &dyn Progres
         approved += 1;
     }
     println!("5. approve: {approved} updates for Pilot, Workstations and Servers");
-    if let Some(u) = software.get(25) {
+    if let Some(u) = visible.get(25) {
         store.decline(&u.id)?;
         println!("6. decline: {} ({})", u.id, u.title);
     }
