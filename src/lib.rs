@@ -4,17 +4,22 @@
 //! over it. See docs/architecture.md for the modules, the data flow and the
 //! invariants.
 
+pub mod bundle;
 pub mod catalog;
 pub mod content;
 pub mod deployments;
 pub mod error;
+pub mod export;
 pub mod failpoint;
 pub mod generate;
 pub mod groups;
+pub mod import;
 pub mod journal;
 pub mod metadata;
 pub mod progress;
 pub mod store;
+pub mod trust;
 pub mod units;
+pub mod verify;
 
 pub use error::{Error, Result};

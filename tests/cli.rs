@@ -864,14 +864,28 @@ fn writers_are_exclusive() {
 fn demo_runs_in_a_fresh_folder() {
     let t = tempfile::tempdir().unwrap();
     let base = t.path().join("demo");
-    let r = gs_plain(&["demo", "--dir", base.to_str().unwrap(), "--updates", "300", "--content-bytes", "4M"]).ok();
+    let r = gs_plain(&[
+        "demo",
+        "--dir",
+        base.to_str().unwrap(),
+        "--updates",
+        "300",
+        "--content-bytes",
+        "4M",
+    ])
+    .ok();
     assert!(r.stdout.contains("approve: 20 updates"), "{}", r.stdout);
     let run = fs::read_dir(&base).unwrap().next().unwrap().unwrap().path();
-    let s = gs(&run.join("connected"), &["status", "--json"]).ok().json();
+    let s = gs(&run.join("connected"), &["status", "--json"])
+        .ok()
+        .json();
     assert_eq!(s["deployments"], 20);
     assert_eq!(s["declined"], 1);
     assert_eq!(s["content_bytes"], 4 << 20);
     // Progress is plain lines on stderr when it is not a terminal.
     assert!(r.stderr.contains("generate:"), "{}", r.stderr);
-    assert!(!r.stderr.contains('\u{1b}'), "no terminal escapes off a TTY");
+    assert!(
+        !r.stderr.contains('\u{1b}'),
+        "no terminal escapes off a TTY"
+    );
 }

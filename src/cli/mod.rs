@@ -1,8 +1,10 @@
 //! Command-line parsing and dispatch. Exit codes: 0 ok, 1 error, 2 usage,
 //! 3 verification failure.
 
+mod bundle;
 mod demo;
 mod progress;
+mod trust;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -101,6 +103,85 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Signing keys.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// The keys whose bundles this server accepts.
+    #[command(subcommand)]
+    Trust(TrustCmd),
+    /// Export the store (or what changed) as a signed bundle.
+    Export {
+        /// Secret key to sign with (PREFIX.key).
+        #[arg(long)]
+        key: PathBuf,
+        /// Bundle folder to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// Destination name: each destination has its own chain.
+        #[arg(long, default_value = "default")]
+        to: String,
+        /// A full bundle, even if the destination's chain could continue.
+        #[arg(long, conflicts_with = "since")]
+        full: bool,
+        /// Start from this anchor instead of the chain's last one.
+        #[arg(long)]
+        since: Option<String>,
+        /// Content to include: all, approved or none.
+        #[arg(long, default_value = "all")]
+        content: String,
+        /// Only updates of this product (repeatable).
+        #[arg(long = "product")]
+        products: Vec<String>,
+        /// Only updates of this classification (repeatable).
+        #[arg(long = "classification")]
+        classifications: Vec<String>,
+        /// Languages (repeatable; recorded in the manifest).
+        #[arg(long = "language")]
+        languages: Vec<String>,
+        /// Split into volumes of at most SIZE (e.g. 700M, 4G, 25G).
+        #[arg(long)]
+        volume_size: Option<String>,
+        /// Validity period, e.g. 30d, 12h.
+        #[arg(long, default_value = "30d")]
+        expires: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a bundle: signature, expiry, every hash, completeness (and,
+    /// with --server, its place in that server's chain).
+    Verify {
+        path: Option<PathBuf>,
+        /// Volume folders, in order, instead of PATH.
+        #[arg(long, num_args = 1..)]
+        volumes: Vec<PathBuf>,
+        /// Public keys to trust (PREFIX.pub), instead of --server.
+        #[arg(long, num_args = 1..)]
+        trust: Vec<PathBuf>,
+        /// Accept an expired bundle (loudly).
+        #[arg(long)]
+        allow_expired: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify and apply a bundle, all or nothing.
+    Import {
+        path: Option<PathBuf>,
+        /// Volume folders, in order (one folder may be given for all: the
+        /// next medium is asked for on a terminal).
+        #[arg(long, num_args = 1..)]
+        volumes: Vec<PathBuf>,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Accept a full bundle that replaces the chain from its source.
+        #[arg(long)]
+        rebase: bool,
+        /// Accept an expired bundle (loudly).
+        #[arg(long)]
+        allow_expired: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the demonstration in a fresh folder.
     Demo {
         /// Folder to create the demo servers in (a fresh one is made inside).
@@ -110,6 +191,52 @@ enum Command {
         updates: u64,
         #[arg(long, default_value = "128M")]
         content_bytes: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Write a new Ed25519 key pair: PREFIX.key (secret) and PREFIX.pub.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrustCmd {
+    /// Trust a public key (PREFIX.pub).
+    Add {
+        public_key: PathBuf,
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop trusting a key (by key id).
+    Remove { key_id: String },
+    /// Issue a signed statement (carried in the next bundles) that adds or
+    /// revokes a key on the importing servers.
+    Statement {
+        /// The currently trusted key that signs the statement.
+        #[arg(long)]
+        key: PathBuf,
+        /// Public key to introduce.
+        #[arg(long, conflicts_with = "revoke", required_unless_present = "revoke")]
+        add: Option<PathBuf>,
+        #[arg(long, requires = "add")]
+        label: Option<String>,
+        /// Key id to revoke.
+        #[arg(long)]
+        revoke: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -556,6 +683,102 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Key(KeyCmd::Generate { out, json }) => trust::key_generate(&out, json)?,
+        Command::Trust(TrustCmd::Add {
+            public_key,
+            label,
+            json,
+        }) => trust::trust_add(
+            server_dir(&cli.server)?,
+            &public_key,
+            label.as_deref(),
+            json,
+        )?,
+        Command::Trust(TrustCmd::List { json }) => {
+            trust::trust_list(server_dir(&cli.server)?, json)?
+        }
+        Command::Trust(TrustCmd::Remove { key_id }) => {
+            trust::trust_remove(server_dir(&cli.server)?, &key_id)?
+        }
+        Command::Trust(TrustCmd::Statement {
+            key,
+            add,
+            label,
+            revoke,
+            json,
+        }) => trust::trust_statement(
+            server_dir(&cli.server)?,
+            &key,
+            add.as_deref(),
+            label.as_deref(),
+            revoke.as_deref(),
+            json,
+        )?,
+        Command::Export {
+            key,
+            out,
+            to,
+            full,
+            since,
+            content,
+            products,
+            classifications,
+            languages,
+            volume_size,
+            expires,
+            json,
+        } => bundle::export(
+            server_dir(&cli.server)?,
+            bundle::ExportArgs {
+                key,
+                out,
+                to,
+                full,
+                since,
+                content,
+                products,
+                classifications,
+                languages,
+                volume_size,
+                expires,
+                json,
+            },
+            &progress,
+        )?,
+        Command::Verify {
+            path,
+            volumes,
+            trust,
+            allow_expired,
+            json,
+        } => bundle::verify(
+            cli.server.as_deref(),
+            path.as_deref(),
+            &volumes,
+            &trust,
+            allow_expired,
+            json,
+            &progress,
+        )?,
+        Command::Import {
+            path,
+            volumes,
+            dry_run,
+            rebase,
+            allow_expired,
+            json,
+        } => bundle::import(
+            server_dir(&cli.server)?,
+            bundle::ImportArgs {
+                path: path.as_deref(),
+                volumes: &volumes,
+                dry_run,
+                rebase,
+                allow_expired,
+                json,
+            },
+            &progress,
+        )?,
         Command::Demo {
             dir,
             updates,

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct TermProgress {
     tty: bool,
+    quiet: bool,
     state: Mutex<State>,
 }
 
@@ -25,6 +26,7 @@ impl TermProgress {
     pub fn new(quiet: bool) -> Self {
         TermProgress {
             tty: !quiet && std::io::stderr().is_terminal(),
+            quiet,
             state: Mutex::new(State {
                 bar: None,
                 name: String::new(),
@@ -91,7 +93,7 @@ impl Progress for TermProgress {
         if let Some(b) = st.bar.take() {
             b.finish_and_clear();
         }
-        if !st.name.is_empty() {
+        if !st.name.is_empty() && !self.quiet {
             let secs = st.started.elapsed().as_secs_f64();
             eprintln!("{}: {} in {:.1} s", st.name, amount(st.done, st.unit), secs);
             st.name.clear();

@@ -1,0 +1,838 @@
+//! The bundle format (docs/bundle-format.md, format version 1): manifest,
+//! SHA256SUMS, minisign signature, packs and volumes, and the verification
+//! rules every reader applies.
+//!
+//! Verification follows the style of awslabs/tough: each rule is one
+//! function, with the rule it enforces written beside it, returning
+//! `Error::Verification { rule, .. }` with a stable rule name.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+use crate::trust::{KeyId, Minisig, PublicKey};
+
+pub const FORMAT: &str = "gapsync-bundle";
+pub const VERSION: u32 = 1;
+pub const MANIFEST: &str = "manifest.json";
+pub const SUMS: &str = "SHA256SUMS";
+pub const SUMS_SIG: &str = "SHA256SUMS.minisig";
+pub const METADATA_PACK: &str = "metadata.tar.zst";
+pub const STATE_ENTRY: &str = "state.json";
+pub const CONTENT_ENTRY: &str = "content.json";
+pub const REVISIONS_DIR: &str = "revisions";
+pub const TRUST_DIR: &str = "trust";
+/// Upper bounds on the small files read whole into memory.
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+pub const MAX_SUMS_BYTES: u64 = 16 << 20;
+pub const MAX_SIG_BYTES: u64 = 4096;
+pub const MAX_STATEMENT_BYTES: u64 = 64 << 10;
+/// Tolerated clock difference between exporter and importer.
+pub const CLOCK_SKEW_SECS: i64 = 300;
+
+/// `vol-001`, `vol-002`, ...
+pub fn volume_dir_name(index: u32) -> String {
+    format!("vol-{index:03}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BundleKind {
+    Full,
+    Incremental,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentMode {
+    #[default]
+    All,
+    Approved,
+    None,
+}
+
+impl ContentMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "all" => Some(ContentMode::All),
+            "approved" => Some(ContentMode::Approved),
+            "none" => Some(ContentMode::None),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Filters {
+    pub content: ContentMode,
+    pub products: Vec<String>,
+    pub classifications: Vec<String>,
+    pub languages: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub server_id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Counts {
+    pub revisions: u64,
+    pub groups: u64,
+    pub removed_groups: u64,
+    pub deployments: u64,
+    pub dead_deployments: u64,
+    pub declined: u64,
+    pub content_files: u64,
+    pub content_bytes: u64,
+    /// Content the metadata references that the exporter does not hold.
+    pub content_missing: u64,
+    pub trust_statements: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackEntry {
+    pub volume: u32,
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub bundle_id: String,
+    pub source: Source,
+    pub destination: String,
+    pub seq: u64,
+    pub prev_manifest_sha256: Option<String>,
+    pub kind: BundleKind,
+    pub from_anchor: Option<String>,
+    pub to_anchor: String,
+    pub created: String,
+    pub expires: String,
+    /// Key id of the signing key (16 hex digits).
+    pub signer: String,
+    pub filters: Filters,
+    pub counts: Counts,
+    pub volumes: u32,
+    pub packs: Vec<PackEntry>,
+    /// Trust statement files, in the order they apply (`trust/NNNN.json`,
+    /// each with a `.minisig` beside it), all in volume 1.
+    pub trust_statements: Vec<String>,
+}
+
+/// `state.json` in the metadata pack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub groups: Vec<GroupRecord>,
+    pub removed_groups: Vec<String>,
+    pub deployments: Vec<DeploymentRecord>,
+    pub declined: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRecord {
+    pub id: String,
+    pub name: String,
+    pub parent_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentRecord {
+    pub deployment_id: String,
+    pub update_id: String,
+    pub revision: i32,
+    pub group_id: String,
+    pub action: String,
+    pub admin_name: String,
+    pub deadline: Option<String>,
+    pub go_live: String,
+    pub download_priority: i64,
+    pub is_assigned: bool,
+    pub removed: bool,
+}
+
+/// One entry of `content.json`: a content file and where its bytes are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentRecord {
+    pub sha1: String,
+    pub sha256: String,
+    pub size: u64,
+    /// WSUS path under content/: `XX/HEX.ext`.
+    pub path: String,
+    pub parts: Vec<PartRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartRecord {
+    pub pack: String,
+    pub entry: String,
+    pub size: u64,
+}
+
+/// The trusted comment of a volume's signature, binding it to one bundle,
+/// link of the chain, and volume.
+pub fn trusted_comment(m: &Manifest, volume: Option<u32>) -> String {
+    let vol = match volume {
+        Some(v) => format!("{v}/{}", m.volumes),
+        None => format!("top/{}", m.volumes),
+    };
+    format!(
+        "gapsync bundle {} seq {} volume {} source {}",
+        m.bundle_id, m.seq, vol, m.source.server_id
+    )
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+// ---------------------------------------------------------------- SHA256SUMS
+
+/// Formats SHA256SUMS (GNU coreutils format, sorted by path).
+pub fn format_sums(entries: &BTreeMap<String, String>) -> String {
+    let mut s = String::new();
+    for (path, hash) in entries {
+        s.push_str(hash);
+        s.push_str("  ");
+        s.push_str(path);
+        s.push('\n');
+    }
+    s
+}
+
+/// Rule: a path in a bundle is relative, uses `/`, has no empty, `.` or
+/// `..` component, and only the characters `A-Z a-z 0-9 . _ -`.
+pub fn check_safe_path(path: &str) -> Result<()> {
+    let ok = !path.is_empty()
+        && path.len() <= 200
+        && path.split('/').all(|c| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::verification(
+            "unsafe-path",
+            format!("{path:?} is not a safe bundle path"),
+        ))
+    }
+}
+
+/// Rule: SHA256SUMS is lines of `<64 lower-case hex>  <safe path>` (or
+/// `*<path>`), each path once, and never lists itself or its signature.
+pub fn parse_sums(text: &str, file: &str) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let bad = |why: &str| {
+            Error::verification("malformed-sums", format!("{file} line {}: {why}", n + 1))
+        };
+        if line.is_empty() {
+            continue;
+        }
+        let (hash, rest) = line.split_at_checked(64).ok_or_else(|| bad("too short"))?;
+        if !hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(bad("digest is not 64 lower-case hex digits"));
+        }
+        let path = rest
+            .strip_prefix("  ")
+            .or_else(|| rest.strip_prefix(" *"))
+            .ok_or_else(|| bad("expected two spaces after the digest"))?;
+        check_safe_path(path)?;
+        if path == SUMS || path == SUMS_SIG {
+            return Err(bad("lists SHA256SUMS or its signature"));
+        }
+        if out.insert(path.to_string(), hash.to_string()).is_some() {
+            return Err(bad(&format!("{path} listed twice")));
+        }
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------------- I/O helpers
+
+/// Reads a small file whole, refusing files over `limit` bytes.
+pub fn read_small(path: &Path, limit: u64, rule: &'static str) -> Result<Vec<u8>> {
+    let meta = fs::symlink_metadata(path).map_err(|_| {
+        Error::verification("missing-file", format!("{} is missing", path.display()))
+    })?;
+    if !meta.is_file() {
+        return Err(Error::verification(
+            "unexpected-file-type",
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    if meta.len() > limit {
+        return Err(Error::verification(
+            rule,
+            format!(
+                "{} is {} bytes, over the limit of {limit}",
+                path.display(),
+                meta.len()
+            ),
+        ));
+    }
+    fs::read(path).at(path)
+}
+
+/// A reader that hashes (SHA-256) and counts what passes through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+    /// Reads the rest of the stream (so the digest covers the whole file).
+    pub fn drain(&mut self) -> io::Result<()> {
+        io::copy(self, &mut io::sink()).map(|_| ())
+    }
+    pub fn finish(self) -> (String, u64) {
+        (hex::encode(self.hasher.finalize()), self.count)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// A writer that hashes (SHA-256) and counts what passes through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+    pub fn into_parts(self) -> (W, String, u64) {
+        (self.inner, hex::encode(self.hasher.finalize()), self.count)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Hashes a file (streamed).
+pub fn hash_file_sha256(path: &Path) -> Result<(String, u64)> {
+    let f = File::open(path).at(path)?;
+    let mut r = HashingReader::new(io::BufReader::with_capacity(1 << 20, f));
+    r.drain().at(path)?;
+    Ok(r.finish())
+}
+
+// ------------------------------------------------------------- volumes
+
+/// Where a bundle's volumes are.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The bundle directory (for a multi-volume bundle: the folder holding
+    /// `vol-NNN/`), when there is one.
+    pub top: Option<PathBuf>,
+    /// Volume directories in the order given/found (index 0 = first seen).
+    pub volumes: Vec<PathBuf>,
+}
+
+impl Layout {
+    /// A bundle directory: single-volume (files at its top) or multi-volume
+    /// (`vol-NNN/` folders; a top-level manifest too).
+    pub fn discover(path: &Path) -> Result<Layout> {
+        if !path.is_dir() {
+            return Err(Error::verification(
+                "missing-file",
+                format!("{}: no such bundle directory", path.display()),
+            ));
+        }
+        let mut vols: Vec<PathBuf> = Vec::new();
+        for e in fs::read_dir(path).at(path)? {
+            let e = e.at(path)?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("vol-") && e.path().is_dir() {
+                vols.push(e.path());
+            }
+        }
+        vols.sort();
+        if vols.is_empty() {
+            Ok(Layout {
+                top: None,
+                volumes: vec![path.to_path_buf()],
+            })
+        } else {
+            Ok(Layout {
+                top: Some(path.to_path_buf()),
+                volumes: vols,
+            })
+        }
+    }
+
+    /// Volumes given one by one (`--volumes DIR...`).
+    pub fn from_volumes(dirs: &[PathBuf]) -> Layout {
+        Layout {
+            top: None,
+            volumes: dirs.to_vec(),
+        }
+    }
+}
+
+/// What the signature and sums of one volume say, once checked.
+#[derive(Debug, Clone)]
+pub struct VolumeHeader {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub manifest_bytes: Vec<u8>,
+    pub manifest_sha256: String,
+    pub sums: BTreeMap<String, String>,
+    pub signer: KeyId,
+    /// Volume number (1-based), or None for the top level of a
+    /// multi-volume bundle.
+    pub volume: Option<u32>,
+}
+
+/// Signature check callback: given the key id named in a signature, return
+/// the trusted public key (or the rule that fails).
+pub trait KeyLookup {
+    fn trusted_key(&self, id: &KeyId) -> Result<PublicKey>;
+}
+
+/// Reads and checks one volume's signed header: signature (by a trusted
+/// key) over SHA256SUMS, the sums' format, the manifest's digest, the
+/// trusted comment, and that the folder holds exactly the listed files.
+/// Does not hash the packs (see `verify_files`).
+pub fn read_volume_header(dir: &Path, keys: &dyn KeyLookup, top: bool) -> Result<VolumeHeader> {
+    let sums_bytes = read_small(&dir.join(SUMS), MAX_SUMS_BYTES, "oversized-file")?;
+    let sig_bytes = read_small(&dir.join(SUMS_SIG), MAX_SIG_BYTES, "oversized-file")?;
+    let sig_text = std::str::from_utf8(&sig_bytes).map_err(|_| {
+        Error::verification(
+            "malformed-signature",
+            format!("{}/{SUMS_SIG} is not UTF-8", dir.display()),
+        )
+    })?;
+    let sig = Minisig::parse(sig_text)?;
+    let key = keys.trusted_key(&sig.key_id())?;
+    crate::trust::verify(&key, &sums_bytes, &sig).map_err(|e| match e {
+        Error::Verification { rule, detail } => Error::Verification {
+            rule,
+            detail: format!("{}/{SUMS_SIG}: {detail}", dir.display()),
+        },
+        other => other,
+    })?;
+    let sums_text = std::str::from_utf8(&sums_bytes).map_err(|_| {
+        Error::verification(
+            "malformed-sums",
+            format!("{}/{SUMS} is not UTF-8", dir.display()),
+        )
+    })?;
+    let sums = parse_sums(sums_text, &format!("{}/{SUMS}", dir.display()))?;
+    check_listed_files_exactly(dir, &sums, top)?;
+    let manifest_bytes = read_small(&dir.join(MANIFEST), MAX_MANIFEST_BYTES, "oversized-file")?;
+    let manifest_sha256 = sha256_hex(&manifest_bytes);
+    check_manifest_digest(dir, &sums, &manifest_sha256)?;
+    let manifest = parse_manifest(&manifest_bytes, dir)?;
+    let volume = check_trusted_comment(dir, &manifest, sig.trusted_comment(), top)?;
+    check_signer_matches_manifest(dir, &manifest, &sig.key_id())?;
+    Ok(VolumeHeader {
+        dir: dir.to_path_buf(),
+        manifest,
+        manifest_bytes,
+        manifest_sha256,
+        sums,
+        signer: sig.key_id(),
+        volume,
+    })
+}
+
+/// Rule: a volume holds exactly the files its SHA256SUMS lists (plus
+/// SHA256SUMS and its signature): nothing missing, nothing extra, only
+/// regular files and folders (no links, devices or FIFOs).
+fn check_listed_files_exactly(
+    dir: &Path,
+    sums: &BTreeMap<String, String>,
+    top: bool,
+) -> Result<()> {
+    let mut found: BTreeSet<String> = BTreeSet::new();
+    for e in walkdir::WalkDir::new(dir).follow_links(false).min_depth(1) {
+        let e = e.map_err(|e| Error::io(dir, io::Error::other(e.to_string())))?;
+        let rel = e
+            .path()
+            .strip_prefix(dir)
+            .map_err(|_| Error::invalid(dir.display().to_string(), "walk left the bundle"))?
+            .to_string_lossy()
+            .replace('\\', "/");
+        let ft = e.file_type();
+        if ft.is_dir() {
+            continue;
+        }
+        if !ft.is_file() {
+            return Err(Error::verification(
+                "unexpected-file-type",
+                format!("{}/{rel} is not a regular file", dir.display()),
+            ));
+        }
+        if rel == SUMS || rel == SUMS_SIG {
+            continue;
+        }
+        found.insert(rel);
+    }
+    for listed in sums.keys() {
+        if !found.contains(listed) {
+            return Err(Error::verification(
+                "missing-file",
+                format!("{}/{listed} is listed in {SUMS} but missing", dir.display()),
+            ));
+        }
+    }
+    for f in &found {
+        if !sums.contains_key(f) {
+            // The top level of a multi-volume bundle lists the volumes' files.
+            let _ = top;
+            return Err(Error::verification(
+                "extra-file",
+                format!("{}/{f} is not listed in {SUMS}", dir.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Rule: the manifest is covered by the signed SHA256SUMS.
+fn check_manifest_digest(dir: &Path, sums: &BTreeMap<String, String>, actual: &str) -> Result<()> {
+    match sums.get(MANIFEST) {
+        None => Err(Error::verification(
+            "missing-file",
+            format!("{}/{SUMS} does not list {MANIFEST}", dir.display()),
+        )),
+        Some(h) if h != actual => Err(Error::verification(
+            "hash-mismatch",
+            format!(
+                "{}/{MANIFEST}: SHA-256 {actual}, {SUMS} says {h}",
+                dir.display()
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Rule: the manifest is JSON of this format and a version this reader
+/// knows, with no unknown fields.
+pub fn parse_manifest(bytes: &[u8], dir: &Path) -> Result<Manifest> {
+    let m: Manifest = serde_json::from_slice(bytes).map_err(|e| {
+        Error::verification(
+            "malformed-manifest",
+            format!("{}/{MANIFEST}: {e}", dir.display()),
+        )
+    })?;
+    if m.format != FORMAT {
+        return Err(Error::verification(
+            "malformed-manifest",
+            format!(
+                "{}/{MANIFEST}: format {:?} is not {FORMAT}",
+                dir.display(),
+                m.format
+            ),
+        ));
+    }
+    if m.version != VERSION {
+        return Err(Error::verification(
+            "unsupported-version",
+            format!(
+                "{}/{MANIFEST}: bundle format version {} (this gapsync reads {VERSION})",
+                dir.display(),
+                m.version
+            ),
+        ));
+    }
+    if m.volumes == 0 || m.seq == 0 || (m.seq == 1) != m.prev_manifest_sha256.is_none() {
+        return Err(Error::verification(
+            "malformed-manifest",
+            format!(
+                "{}/{MANIFEST}: inconsistent volumes/seq/prev",
+                dir.display()
+            ),
+        ));
+    }
+    if (m.kind == BundleKind::Full) != m.from_anchor.is_none() {
+        return Err(Error::verification(
+            "malformed-manifest",
+            format!(
+                "{}/{MANIFEST}: a full bundle has no from-anchor and an incremental one has one",
+                dir.display()
+            ),
+        ));
+    }
+    for p in &m.packs {
+        check_safe_path(&p.name)?;
+        if p.volume == 0 || p.volume > m.volumes {
+            return Err(Error::verification(
+                "malformed-manifest",
+                format!("pack {} in volume {} of {}", p.name, p.volume, m.volumes),
+            ));
+        }
+    }
+    Ok(m)
+}
+
+/// Rule: the signature's trusted comment names this bundle, link and
+/// volume, so a signed volume cannot be passed off as part of another
+/// bundle or as another volume of this one.
+fn check_trusted_comment(
+    dir: &Path,
+    m: &Manifest,
+    comment: &str,
+    top: bool,
+) -> Result<Option<u32>> {
+    if top {
+        if comment == trusted_comment(m, None) {
+            return Ok(None);
+        }
+    } else {
+        for v in 1..=m.volumes {
+            if comment == trusted_comment(m, Some(v)) {
+                return Ok(Some(v));
+            }
+        }
+    }
+    Err(Error::verification(
+        "signature-comment-mismatch",
+        format!(
+            "{}/{SUMS_SIG}: trusted comment {comment:?} does not match the manifest",
+            dir.display()
+        ),
+    ))
+}
+
+/// Rule: the manifest names the key that signed it.
+fn check_signer_matches_manifest(dir: &Path, m: &Manifest, signer: &KeyId) -> Result<()> {
+    if m.signer != signer.to_string() {
+        return Err(Error::verification(
+            "signer-mismatch",
+            format!(
+                "{}/{MANIFEST}: signer {} but signed by {signer}",
+                dir.display(),
+                m.signer
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Rule: every pack the manifest puts in this volume is listed in the
+/// volume's SHA256SUMS with the same digest, and the volume holds no pack
+/// the manifest does not name.
+pub fn check_volume_packs(h: &VolumeHeader, volume: u32) -> Result<()> {
+    let mut expected: BTreeSet<&str> = BTreeSet::new();
+    for p in h.manifest.packs.iter().filter(|p| p.volume == volume) {
+        expected.insert(&p.name);
+        match h.sums.get(&p.name) {
+            None => {
+                return Err(Error::verification(
+                    "missing-file",
+                    format!(
+                        "{}/{} (volume {volume}) is not listed in {SUMS}",
+                        h.dir.display(),
+                        p.name
+                    ),
+                ));
+            }
+            Some(d) if *d != p.sha256 => {
+                return Err(Error::verification(
+                    "hash-mismatch",
+                    format!(
+                        "{}/{}: manifest and {SUMS} disagree",
+                        h.dir.display(),
+                        p.name
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for name in h.sums.keys() {
+        let is_trust = volume == 1 && name.starts_with("trust/");
+        if name != MANIFEST && !is_trust && !expected.contains(name.as_str()) {
+            return Err(Error::verification(
+                "extra-file",
+                format!(
+                    "{}/{name} is not a pack of volume {volume}",
+                    h.dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Rule: every file listed in a volume's SHA256SUMS has that digest (and
+/// packs the size the manifest gives).
+pub fn verify_files(h: &VolumeHeader, on_bytes: &dyn Fn(u64)) -> Result<()> {
+    let sizes: BTreeMap<&str, u64> = h
+        .manifest
+        .packs
+        .iter()
+        .map(|p| (p.name.as_str(), p.size))
+        .collect();
+    for (name, want) in &h.sums {
+        let path = h.dir.join(name);
+        let f = File::open(&path).at(&path)?;
+        let mut r = HashingReader::new(io::BufReader::with_capacity(1 << 20, f));
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = r.read(&mut buf).at(&path)?;
+            if n == 0 {
+                break;
+            }
+            on_bytes(n as u64);
+        }
+        let (got, size) = r.finish();
+        if &got != want {
+            return Err(Error::verification(
+                "hash-mismatch",
+                format!("{}: SHA-256 {got}, {SUMS} says {want}", path.display()),
+            ));
+        }
+        if let Some(s) = sizes.get(name.as_str())
+            && *s != size
+        {
+            return Err(Error::verification(
+                "size-mismatch",
+                format!("{}: {size} bytes, manifest says {s}", path.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Rule: a bundle is used only between its creation and its expiry, with
+/// `CLOCK_SKEW_SECS` of tolerance either side. `allow_expired` is the
+/// explicit, loudly reported opt-out for expiry only.
+pub fn check_validity_period(
+    m: &Manifest,
+    now: time::OffsetDateTime,
+    allow_expired: bool,
+) -> Result<bool> {
+    use time::format_description::well_known::Rfc3339;
+    let parse = |s: &str, what: &str| {
+        time::OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
+            Error::verification(
+                "malformed-manifest",
+                format!("{what} {s:?} is not RFC 3339"),
+            )
+        })
+    };
+    let created = parse(&m.created, "created")?;
+    let expires = parse(&m.expires, "expires")?;
+    let skew = time::Duration::seconds(CLOCK_SKEW_SECS);
+    if created > now + skew {
+        return Err(Error::verification(
+            "not-yet-valid",
+            format!(
+                "bundle {} was created {} (in the future)",
+                m.bundle_id, m.created
+            ),
+        ));
+    }
+    if now > expires + skew {
+        if allow_expired {
+            return Ok(true);
+        }
+        return Err(Error::verification(
+            "expired",
+            format!(
+                "bundle {} expired {} (re-export it, or pass --allow-expired to override)",
+                m.bundle_id, m.expires
+            ),
+        ));
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_round_trip_and_rules() {
+        let mut m = BTreeMap::new();
+        m.insert("manifest.json".to_string(), "a".repeat(64));
+        m.insert("content-001.tar".to_string(), "b".repeat(64));
+        let text = format_sums(&m);
+        assert_eq!(parse_sums(&text, "S").unwrap(), m);
+        for bad in [
+            format!("{}  ../x\n", "a".repeat(64)),
+            format!("{}  /etc/passwd\n", "a".repeat(64)),
+            format!("{}  a//b\n", "a".repeat(64)),
+            format!("{} x\n", "a".repeat(64)),
+            format!("{}  x\n", "A".repeat(64)),
+            format!("{}  SHA256SUMS\n", "a".repeat(64)),
+            format!("{}  x\n{}  x\n", "a".repeat(64), "b".repeat(64)),
+            "short\n".to_string(),
+        ] {
+            assert!(parse_sums(&bad, "S").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn safe_paths() {
+        for ok in ["manifest.json", "trust/0001.json", "content-001.tar"] {
+            check_safe_path(ok).unwrap();
+        }
+        for bad in ["", "..", "a/../b", "/a", "a\\b", "a b", "./a", "a/", "é"] {
+            assert!(check_safe_path(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! `export`, `verify` and `import`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use gapsync::bundle::{ContentMode, Filters, Layout};
+use gapsync::export::{self, ExportOptions};
+use gapsync::import::{self, ImportOptions};
+use gapsync::progress::Progress;
+use gapsync::store::Store;
+use gapsync::trust::{PublicKey, SecretKey};
+use gapsync::units::{human_bytes, parse_size};
+use gapsync::verify::{self, TrustView};
+
+use super::print_json;
+
+pub struct ExportArgs {
+    pub key: PathBuf,
+    pub out: PathBuf,
+    pub to: String,
+    pub full: bool,
+    pub since: Option<String>,
+    pub content: String,
+    pub products: Vec<String>,
+    pub classifications: Vec<String>,
+    pub languages: Vec<String>,
+    pub volume_size: Option<String>,
+    pub expires: String,
+    pub json: bool,
+}
+
+fn canonical_ids(what: &str, ids: &[String]) -> Result<Vec<String>> {
+    let mut out: Vec<String> = ids
+        .iter()
+        .map(|s| super::canonical_id(what, s))
+        .collect::<Result<_>>()?;
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+pub fn export(server: &Path, a: ExportArgs, progress: &dyn Progress) -> Result<()> {
+    let key = SecretKey::read_file(&a.key)?;
+    let content = ContentMode::parse(&a.content)
+        .ok_or_else(|| anyhow!("--content must be all, approved or none"))?;
+    let mut languages: Vec<String> = a.languages.iter().map(|l| l.to_ascii_lowercase()).collect();
+    languages.sort();
+    languages.dedup();
+    let filters = Filters {
+        content,
+        products: canonical_ids("product", &a.products)?,
+        classifications: canonical_ids("classification", &a.classifications)?,
+        languages,
+    };
+    let volume_size = a.volume_size.as_deref().map(parse_size).transpose()?;
+    let mut store = Store::open_writer(server)?;
+    let started = std::time::Instant::now();
+    let r = export::export(
+        &mut store,
+        &ExportOptions {
+            out: &a.out,
+            destination: &a.to,
+            full: a.full,
+            since: a.since.as_deref(),
+            filters,
+            volume_size,
+            expires: export::parse_duration(&a.expires)?,
+            key: &key,
+        },
+        progress,
+    )?;
+    let secs = started.elapsed().as_secs_f64();
+    if a.json {
+        print_json(&r)?;
+    } else {
+        println!(
+            "exported {:?} bundle {} seq {} to {:?}: {} revisions, {} groups, {} deployments ({} removed), {} declines, {} content files ({}), {} volume(s), {} written in {:.1} s",
+            r.kind,
+            r.bundle_id,
+            r.seq,
+            r.destination,
+            r.counts.revisions,
+            r.counts.groups,
+            r.counts.deployments,
+            r.counts.dead_deployments,
+            r.counts.declined,
+            r.counts.content_files,
+            human_bytes(r.counts.content_bytes),
+            r.volumes,
+            human_bytes(r.bytes_written),
+            secs
+        );
+        if r.counts.content_missing > 0 {
+            println!(
+                "note: {} content file(s) in scope are not in this store yet and were not sent",
+                r.counts.content_missing
+            );
+        }
+        println!(
+            "anchors: {} -> {}",
+            r.from_anchor.as_deref().unwrap_or("(full)"),
+            r.to_anchor
+        );
+        println!("bundle: {}", r.path.display());
+    }
+    Ok(())
+}
+
+fn layout(path: Option<&Path>, volumes: &[PathBuf]) -> Result<Layout> {
+    match (path, volumes.is_empty()) {
+        (Some(p), true) => Ok(Layout::discover(p)?),
+        (None, false) => Ok(Layout::from_volumes(volumes)),
+        (Some(_), false) => bail!("give either a bundle PATH or --volumes DIR..., not both"),
+        (None, true) => bail!("give a bundle PATH or --volumes DIR..."),
+    }
+}
+
+pub fn verify(
+    server: Option<&Path>,
+    path: Option<&Path>,
+    volumes: &[PathBuf],
+    trust: &[PathBuf],
+    allow_expired: bool,
+    json: bool,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let layout = layout(path, volumes)?;
+    let store = match server {
+        Some(s) if trust.is_empty() => Some(Store::open(s)?),
+        Some(_) => bail!("give either --trust PREFIX.pub... or --server DIR, not both"),
+        None => None,
+    };
+    let mut view = match &store {
+        Some(s) => TrustView::from_store(s.conn())?,
+        None => {
+            if trust.is_empty() {
+                bail!("verify needs the keys to trust: --trust PREFIX.pub... or --server DIR");
+            }
+            let keys: Vec<PublicKey> = trust
+                .iter()
+                .map(|p| PublicKey::read_file(p))
+                .collect::<Result<_, _>>()?;
+            TrustView::from_keys(&keys)?
+        }
+    };
+    if allow_expired {
+        eprintln!("gapsync: WARNING: --allow-expired: an expired bundle will be accepted");
+    }
+    let mut v = verify::verify_bundle(&layout, &mut view, allow_expired, progress)?;
+    if let Some(s) = &store {
+        let chain = verify::check_chain(
+            s.conn(),
+            &s.info().server_id.to_string(),
+            &v.manifest,
+            &v.manifest_sha256,
+            false,
+        )
+        .map(|c| format!("chain position for server {}: {c:?}", s.info().name))?;
+        v.checks.push(chain);
+    }
+    if v.expired_but_allowed {
+        eprintln!(
+            "gapsync: WARNING: bundle {} EXPIRED on {}; accepted because of --allow-expired",
+            v.bundle_id, v.expires
+        );
+    }
+    if json {
+        print_json(&v)?;
+    } else {
+        println!(
+            "bundle {} seq {} ({:?}) from {} ({}) to {:?}, signed by {}",
+            v.bundle_id, v.seq, v.kind, v.source_name, v.source_server_id, v.destination, v.signer
+        );
+        for c in &v.checks {
+            println!("  ok  {c}");
+        }
+        println!("verified");
+    }
+    Ok(())
+}
+
+/// Asks for the next medium on a terminal (stdin), refuses otherwise.
+fn prompt_for_volume(v: u32, mount: &Path) -> bool {
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!(
+        "Insert volume {v} at {} and press Enter (or type q to stop): ",
+        mount.display()
+    );
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(_) => !line.trim().eq_ignore_ascii_case("q"),
+        Err(_) => false,
+    }
+}
+
+pub struct ImportArgs<'a> {
+    pub path: Option<&'a Path>,
+    pub volumes: &'a [PathBuf],
+    pub dry_run: bool,
+    pub rebase: bool,
+    pub allow_expired: bool,
+    pub json: bool,
+}
+
+pub fn import(server: &Path, a: ImportArgs<'_>, progress: &dyn Progress) -> Result<()> {
+    let layout = layout(a.path, a.volumes)?;
+    if a.allow_expired {
+        eprintln!("gapsync: WARNING: --allow-expired: an expired bundle will be accepted");
+    }
+    let mut store = Store::open_writer(server)?;
+    let started = std::time::Instant::now();
+    let r = import::import(
+        &mut store,
+        &ImportOptions {
+            layout,
+            dry_run: a.dry_run,
+            allow_expired: a.allow_expired,
+            rebase: a.rebase,
+            prompt: Some(&prompt_for_volume),
+        },
+        progress,
+    )
+    .context("import failed; the store is unchanged")?;
+    if r.expired_but_allowed {
+        eprintln!(
+            "gapsync: WARNING: bundle {} had EXPIRED; imported because of --allow-expired",
+            r.bundle_id
+        );
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if a.json {
+        print_json(&r)?;
+        return Ok(());
+    }
+    let p = &r.plan;
+    match r.status {
+        "already-imported" => println!(
+            "bundle {} seq {} from {} was already imported; nothing to do",
+            r.bundle_id, r.seq, r.source_name
+        ),
+        status => {
+            println!(
+                "{} bundle {} seq {} ({:?}, {:?}) from {}:",
+                if status == "dry-run" {
+                    "dry run: would import"
+                } else {
+                    "imported"
+                },
+                r.bundle_id,
+                r.seq,
+                r.kind,
+                r.chain,
+                r.source_name
+            );
+            println!(
+                "  updates       {} new revisions ({} new updates, {} superseded), {} already present",
+                p.revisions_added,
+                p.updates_added,
+                p.updates_superseded,
+                p.revisions_already_present
+            );
+            println!(
+                "  groups        +{} ~{} -{}",
+                p.groups_added, p.groups_changed, p.groups_removed
+            );
+            println!(
+                "  deployments   +{} ~{} -{}",
+                p.deployments_created, p.deployments_changed, p.deployments_removed
+            );
+            println!("  declined      {}", p.updates_declined);
+            println!("  trust         {} statement(s)", p.trust_statements);
+            println!(
+                "  content       {} files, {} to write ({} already present); {} free",
+                p.content_files,
+                human_bytes(p.content_bytes),
+                p.content_already_present,
+                human_bytes(p.disk_free)
+            );
+            if status != "dry-run" {
+                println!("  anchor        {}  ({:.1} s)", r.anchor, secs);
+            } else {
+                println!("  (nothing was changed)");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,994 @@
+//! `export`: writes the store's replicated state (or what changed since an
+//! anchor) as a signed bundle, per docs/bundle-format.md.
+//!
+//! The export runs under the store's writer lock inside one read
+//! transaction, so the bundle is a consistent snapshot; it is written to a
+//! `.partial` folder beside `--out` and renamed into place only when
+//! complete and signed. The export ledger (per destination) is updated last:
+//! a failed export leaves no ledger trace, so the next one repeats it.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use crate::bundle::{
+    self, BundleKind, CONTENT_ENTRY, ContentMode, ContentRecord, Counts, DeploymentRecord, Filters,
+    GroupRecord, HashingWriter, MANIFEST, METADATA_PACK, Manifest, PackEntry, PartRecord,
+    REVISIONS_DIR, STATE_ENTRY, SUMS, SUMS_SIG, Source, State, TRUST_DIR,
+};
+use crate::content::sync_dir;
+use crate::error::{Error, IoContext, Result};
+use crate::journal::Anchor;
+use crate::progress::Progress;
+use crate::store::{Store, now_rfc3339};
+use crate::trust::SecretKey;
+
+/// Space kept free in every volume for manifest, SHA256SUMS and signature.
+pub const VOLUME_RESERVE: u64 = 1 << 20;
+/// Smallest part a content file is split into (except its last part).
+const MIN_PART: u64 = 1 << 20;
+const TAR_BLOCK: u64 = 512;
+const TAR_END: u64 = 1024;
+
+pub struct ExportOptions<'a> {
+    pub out: &'a Path,
+    pub destination: &'a str,
+    pub full: bool,
+    pub since: Option<&'a str>,
+    pub filters: Filters,
+    pub volume_size: Option<u64>,
+    pub expires: time::Duration,
+    pub key: &'a SecretKey,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub path: PathBuf,
+    pub bundle_id: String,
+    pub seq: u64,
+    pub kind: BundleKind,
+    pub from_anchor: Option<String>,
+    pub to_anchor: String,
+    pub destination: String,
+    pub volumes: u32,
+    pub counts: Counts,
+    pub bytes_written: u64,
+    pub manifest_sha256: String,
+}
+
+struct Ledger {
+    last_seq: u64,
+    last_manifest_sha256: String,
+    last_to_anchor: String,
+    last_stmt_seq: i64,
+    filters: String,
+}
+
+/// One content file to send.
+struct Planned {
+    sha1: [u8; 20],
+    rel_path: String,
+    size: u64,
+    sha256: [u8; 32],
+}
+
+/// Parses `30d`, `12h`, `90m`, `3600s` or a bare number of days.
+pub fn parse_duration(s: &str) -> Result<time::Duration> {
+    let t = s.trim();
+    let bad = || Error::invalid("duration", format!("{s:?}: use e.g. 30d, 12h, 90m"));
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "" | "d" => time::Duration::days(n),
+        "h" => time::Duration::hours(n),
+        "m" => time::Duration::minutes(n),
+        "s" => time::Duration::seconds(n),
+        "w" => time::Duration::weeks(n),
+        _ => return Err(bad()),
+    };
+    if n <= 0 {
+        return Err(Error::invalid(
+            "duration",
+            format!("{s:?} must be positive"),
+        ));
+    }
+    Ok(d)
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> Result<String> {
+    t.replace_nanosecond(0)
+        .map_err(|e| Error::invalid("time", e.to_string()))?
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| Error::invalid("time", e.to_string()))
+}
+
+fn read_ledger(conn: &rusqlite::Connection, destination: &str) -> Result<Option<Ledger>> {
+    Ok(conn
+        .query_row(
+            "SELECT last_seq, last_manifest_sha256, last_to_anchor, last_stmt_seq, filters FROM export_ledger WHERE destination = ?1",
+            [destination],
+            |r| {
+                Ok(Ledger {
+                    last_seq: r.get::<_, i64>(0)? as u64,
+                    last_manifest_sha256: r.get(1)?,
+                    last_to_anchor: r.get(2)?,
+                    last_stmt_seq: r.get(3)?,
+                    filters: r.get(4)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+fn check_destination_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control()) {
+        return Err(Error::invalid(
+            "destination",
+            format!("{name:?} must be 1-128 printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Fills the temp table `scope(update_id)` with the updates the filters
+/// select: every category and detectoid; software and drivers whose current
+/// revision names a selected product and classification (each filter only
+/// when given); and the updates those bundle.
+fn build_scope(conn: &rusqlite::Connection, f: &Filters) -> Result<()> {
+    conn.execute_batch("DROP TABLE IF EXISTS temp.scope; CREATE TEMP TABLE scope (update_id TEXT PRIMARY KEY) WITHOUT ROWID;")?;
+    if f.products.is_empty() && f.classifications.is_empty() {
+        conn.execute("INSERT INTO temp.scope SELECT update_id FROM updates", [])?;
+        return Ok(());
+    }
+    conn.execute("INSERT INTO temp.scope SELECT update_id FROM updates WHERE kind IN ('category', 'detectoid')", [])?;
+    conn.execute_batch("DROP TABLE IF EXISTS temp.wanted_cats; CREATE TEMP TABLE wanted_cats (kind TEXT, id TEXT);")?;
+    for p in &f.products {
+        conn.execute("INSERT INTO temp.wanted_cats VALUES ('product', ?1)", [p])?;
+    }
+    for c in &f.classifications {
+        conn.execute(
+            "INSERT INTO temp.wanted_cats VALUES ('classification', ?1)",
+            [c],
+        )?;
+    }
+    let mut sql = String::from(
+        "INSERT OR IGNORE INTO temp.scope SELECT u.update_id FROM updates u WHERE u.kind IN ('software', 'driver')",
+    );
+    for (kind, given) in [
+        ("product", !f.products.is_empty()),
+        ("classification", !f.classifications.is_empty()),
+    ] {
+        if given {
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM relationships x JOIN temp.wanted_cats w ON w.id = x.target_id AND w.kind = '{kind}' \
+                 WHERE x.rev_id = u.current_rev AND x.rel = 'prerequisite' AND x.is_category = 1)"
+            ));
+        }
+    }
+    conn.execute(&sql, [])?;
+    conn.execute(
+        "INSERT OR IGNORE INTO temp.scope SELECT DISTINCT x.target_id FROM relationships x \
+         JOIN updates u ON u.current_rev = x.rev_id JOIN temp.scope s ON s.update_id = u.update_id \
+         WHERE x.rel = 'bundled' AND x.target_id IN (SELECT update_id FROM updates)",
+        [],
+    )?;
+    Ok(())
+}
+
+/// The content files to send, in a stable order.
+fn plan_content(
+    conn: &rusqlite::Connection,
+    destination: &str,
+    mode: ContentMode,
+    since: Option<i64>,
+    to: i64,
+) -> Result<(Vec<Planned>, u64)> {
+    if mode == ContentMode::None {
+        return Ok((Vec::new(), 0));
+    }
+    // Updates whose files qualify.
+    conn.execute_batch("DROP TABLE IF EXISTS temp.content_updates; CREATE TEMP TABLE content_updates (update_id TEXT PRIMARY KEY) WITHOUT ROWID;")?;
+    match mode {
+        ContentMode::All => {
+            conn.execute(
+                "INSERT INTO temp.content_updates SELECT update_id FROM temp.scope",
+                [],
+            )?;
+        }
+        ContentMode::Approved => {
+            conn.execute(
+                "INSERT OR IGNORE INTO temp.content_updates SELECT DISTINCT d.update_id FROM deployments d \
+                 JOIN temp.scope s ON s.update_id = d.update_id WHERE d.removed = 0 AND d.action = 'install'",
+                [],
+            )?;
+            conn.execute(
+                "INSERT OR IGNORE INTO temp.content_updates SELECT DISTINCT x.target_id FROM relationships x \
+                 JOIN updates u ON u.current_rev = x.rev_id JOIN temp.content_updates c ON c.update_id = u.update_id \
+                 WHERE x.rel = 'bundled'",
+                [],
+            )?;
+        }
+        ContentMode::None => {}
+    }
+    // Candidate files: everything for a full bundle; for an incremental one,
+    // only what the change touches (content arrived, revisions added,
+    // approvals changed), so the work is proportional to the change.
+    conn.execute_batch("DROP TABLE IF EXISTS temp.cand; CREATE TEMP TABLE cand (sha1 BLOB PRIMARY KEY) WITHOUT ROWID;")?;
+    match since {
+        None => {
+            conn.execute(
+                "INSERT OR IGNORE INTO temp.cand SELECT f.sha1 FROM files f JOIN revisions r ON r.rev_id = f.rev_id \
+                 JOIN temp.content_updates c ON c.update_id = r.update_id",
+                [],
+            )?;
+        }
+        Some(from) => {
+            conn.execute("INSERT OR IGNORE INTO temp.cand SELECT sha1 FROM content WHERE seq > ?1 AND seq <= ?2", params![from, to])?;
+            conn.execute(
+                "INSERT OR IGNORE INTO temp.cand SELECT f.sha1 FROM files f JOIN revisions r ON r.rev_id = f.rev_id \
+                 WHERE r.seq > ?1 AND r.seq <= ?2",
+                params![from, to],
+            )?;
+            conn.execute(
+                "INSERT OR IGNORE INTO temp.cand SELECT f.sha1 FROM deployments d \
+                 JOIN temp.content_updates c ON c.update_id = d.update_id \
+                 JOIN revisions r ON r.update_id = d.update_id JOIN files f ON f.rev_id = r.rev_id \
+                 WHERE d.last_change_seq > ?1 AND d.last_change_seq <= ?2",
+                params![from, to],
+            )?;
+            conn.execute(
+                "INSERT OR IGNORE INTO temp.cand SELECT f.sha1 FROM deployments d \
+                 JOIN updates u ON u.update_id = d.update_id JOIN relationships x ON x.rev_id = u.current_rev AND x.rel = 'bundled' \
+                 JOIN revisions r ON r.update_id = x.target_id JOIN files f ON f.rev_id = r.rev_id \
+                 WHERE d.last_change_seq > ?1 AND d.last_change_seq <= ?2",
+                params![from, to],
+            )?;
+        }
+    }
+    // Keep candidates that qualify, are held, and were not sent before.
+    let mut st = conn.prepare(
+        "SELECT c.sha1, c.rel_path, c.size, c.sha256 FROM temp.cand k JOIN content c ON c.sha1 = k.sha1 \
+         WHERE c.seq <= ?2 \
+         AND EXISTS (SELECT 1 FROM files f JOIN revisions r ON r.rev_id = f.rev_id JOIN temp.content_updates u ON u.update_id = r.update_id WHERE f.sha1 = c.sha1) \
+         AND NOT EXISTS (SELECT 1 FROM export_sent_content s WHERE s.destination = ?1 AND s.sha1 = c.sha1) \
+         ORDER BY c.rel_path",
+    )?;
+    let rows = st.query_map(params![destination, to], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, Vec<u8>>(3)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (sha1, rel_path, size, sha256) = row?;
+        let bad = || Error::Refused(format!("store content row {rel_path} is corrupt"));
+        out.push(Planned {
+            sha1: sha1.try_into().map_err(|_| bad())?,
+            rel_path: rel_path.clone(),
+            size: u64::try_from(size).map_err(|_| bad())?,
+            sha256: sha256.try_into().map_err(|_| bad())?,
+        });
+    }
+    // Referenced by the scope but not held (not downloaded yet).
+    let missing: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM temp.cand k WHERE NOT EXISTS (SELECT 1 FROM content c WHERE c.sha1 = k.sha1 AND c.seq <= ?1) \
+         AND EXISTS (SELECT 1 FROM files f JOIN revisions r ON r.rev_id = f.rev_id JOIN temp.content_updates u ON u.update_id = r.update_id WHERE f.sha1 = k.sha1)",
+        [to],
+        |r| r.get(0),
+    )?;
+    Ok((out, missing.max(0) as u64))
+}
+
+/// Where each content part goes: volume, tar entry name, length.
+struct Placement {
+    volume: u32,
+    entry: String,
+    len: u64,
+}
+
+fn padded(n: u64) -> u64 {
+    n.div_ceil(TAR_BLOCK) * TAR_BLOCK
+}
+
+/// Splits content over volumes so that each volume stays within
+/// `volume_size` (tar headers, padding and end blocks included). Returns the
+/// placements per file and the number of volumes.
+fn place_content(
+    files: &[Planned],
+    volume_size: Option<u64>,
+    first_volume_used: u64,
+) -> Result<(Vec<Vec<Placement>>, u32)> {
+    let Some(cap) = volume_size else {
+        let all = files
+            .iter()
+            .map(|f| {
+                vec![Placement {
+                    volume: 1,
+                    entry: f.rel_path.clone(),
+                    len: f.size,
+                }]
+            })
+            .collect();
+        return Ok((all, 1));
+    };
+    let cap = cap.saturating_sub(VOLUME_RESERVE);
+    let mut volume = 1u32;
+    let mut used = first_volume_used;
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let mut parts = Vec::new();
+        let mut remaining = f.size;
+        loop {
+            let space = cap.saturating_sub(used + TAR_END + TAR_BLOCK) / TAR_BLOCK * TAR_BLOCK;
+            let fits_whole = remaining <= space;
+            if !fits_whole && (space < MIN_PART || space == 0) {
+                if used == 0 {
+                    return Err(Error::invalid(
+                        "volume size",
+                        format!("{} is too small to hold any content", cap + VOLUME_RESERVE),
+                    ));
+                }
+                volume += 1;
+                used = 0;
+                continue;
+            }
+            let len = remaining.min(space);
+            parts.push(Placement {
+                volume,
+                entry: String::new(),
+                len,
+            });
+            used += TAR_BLOCK + padded(len);
+            remaining -= len;
+            if remaining == 0 {
+                break;
+            }
+        }
+        let n = parts.len();
+        for (i, p) in parts.iter_mut().enumerate() {
+            p.entry = if n == 1 {
+                f.rel_path.clone()
+            } else {
+                format!("{}.part{:04}", f.rel_path, i + 1)
+            };
+        }
+        out.push(parts);
+    }
+    Ok((out, volume))
+}
+
+fn content_pack_name(volume: u32) -> String {
+    format!("content-{volume:03}.tar")
+}
+
+/// Appends a file (or a slice of it) to a tar as a regular entry.
+fn append_entry<W: Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    len: u64,
+    reader: &mut dyn io::Read,
+) -> Result<()> {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(len);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut h, name, io::Read::take(reader, len))
+        .map_err(|e| Error::io(name, e))
+}
+
+/// Writes a file durably (temp name, fsync, rename).
+fn write_file(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp-write");
+    {
+        let mut f = File::create(&tmp).at(&tmp)?;
+        f.write_all(data).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+    }
+    fs::rename(&tmp, path).at(path)
+}
+
+pub fn export(
+    store: &mut Store,
+    opts: &ExportOptions<'_>,
+    progress: &dyn Progress,
+) -> Result<ExportReport> {
+    check_destination_name(opts.destination)?;
+    if opts.out.exists() {
+        return Err(Error::invalid(
+            opts.out.display().to_string(),
+            "already exists; choose a new bundle path",
+        ));
+    }
+    let out_parent = opts
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let out_name = opts
+        .out
+        .file_name()
+        .ok_or_else(|| Error::invalid(opts.out.display().to_string(), "not a folder path"))?
+        .to_string_lossy()
+        .to_string();
+    fs::create_dir_all(out_parent).at(out_parent)?;
+    let partial = out_parent.join(format!(
+        ".{out_name}.partial-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let result = export_into(store, opts, &partial, progress);
+    match result {
+        Ok(mut report) => {
+            fs::rename(&partial, opts.out).at(opts.out)?;
+            sync_dir(out_parent)?;
+            report.path = opts.out.to_path_buf();
+            record_ledger(store, opts, &report)?;
+            Ok(report)
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&partial);
+            Err(e)
+        }
+    }
+}
+
+fn export_into(
+    store: &mut Store,
+    opts: &ExportOptions<'_>,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<ExportReport> {
+    let server_id = store.info().server_id;
+    let server_name = store.info().name.clone();
+    let ledger = read_ledger(store.conn(), opts.destination)?;
+    let filters_json = serde_json::to_string(&opts.filters)
+        .map_err(|e| Error::invalid("filters", e.to_string()))?;
+    // Which kind of bundle, from where.
+    let from: Option<Anchor> = if opts.full {
+        None
+    } else if let Some(s) = opts.since {
+        Some(store.own_anchor(s)?)
+    } else if let Some(l) = &ledger {
+        Some(store.own_anchor(&l.last_to_anchor)?)
+    } else {
+        None
+    };
+    if let (Some(_), Some(l)) = (&from, &ledger)
+        && l.filters != filters_json
+    {
+        return Err(Error::Refused(format!(
+            "the filters differ from those of the chain to {:?} ({}); export with --full to start over with the new filters",
+            opts.destination, l.filters
+        )));
+    }
+    let seq = ledger.as_ref().map(|l| l.last_seq + 1).unwrap_or(1);
+    let prev = ledger.as_ref().map(|l| l.last_manifest_sha256.clone());
+    let last_stmt = ledger.as_ref().map(|l| l.last_stmt_seq).unwrap_or(0);
+
+    let tx = store.conn_mut().transaction()?;
+    let to_seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM journal", [], |r| {
+        r.get(0)
+    })?;
+    let to = Anchor {
+        server_id,
+        seq: to_seq,
+    };
+    let from_seq = from.map(|a| a.seq);
+    build_scope(&tx, &opts.filters)?;
+    let mut counts = Counts::default();
+
+    // --- state
+    let mut state = State::default();
+    {
+        let (sql, args): (&str, Vec<i64>) = match from_seq {
+            None => (
+                "SELECT group_id, name, parent_id FROM groups WHERE builtin = 0 ORDER BY seq",
+                vec![],
+            ),
+            Some(f) => (
+                "SELECT group_id, name, parent_id FROM groups WHERE builtin = 0 AND seq > ?1 AND seq <= ?2 ORDER BY seq",
+                vec![f, to_seq],
+            ),
+        };
+        let mut st = tx.prepare(sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok(GroupRecord {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                parent_id: r.get(2)?,
+            })
+        })?;
+        for g in rows {
+            state.groups.push(g?);
+        }
+        if let Some(f) = from_seq {
+            let mut st = tx.prepare("SELECT subject FROM journal WHERE kind = 'group_removed' AND seq > ?1 AND seq <= ?2 ORDER BY seq")?;
+            for r in st.query_map(params![f, to_seq], |r| r.get(0))? {
+                state.removed_groups.push(r?);
+            }
+        }
+        let dsql = format!(
+            "SELECT d.deployment_id, d.update_id, d.revision, d.group_id, d.action, d.admin_name, d.deadline, d.go_live, \
+             d.download_priority, d.is_assigned, d.removed FROM deployments d JOIN temp.scope s ON s.update_id = d.update_id \
+             WHERE {} ORDER BY d.last_change_seq",
+            if from_seq.is_some() {
+                "d.last_change_seq > ?1 AND d.last_change_seq <= ?2"
+            } else {
+                "d.last_change_seq <= ?2 OR ?1 IS NULL"
+            }
+        );
+        let mut st = tx.prepare(&dsql)?;
+        let rows = st.query_map(params![from_seq, to_seq], |r| {
+            Ok(DeploymentRecord {
+                deployment_id: r.get(0)?,
+                update_id: r.get(1)?,
+                revision: r.get(2)?,
+                group_id: r.get(3)?,
+                action: r.get(4)?,
+                admin_name: r.get(5)?,
+                deadline: r.get(6)?,
+                go_live: r.get(7)?,
+                download_priority: r.get(8)?,
+                is_assigned: r.get::<_, i64>(9)? != 0,
+                removed: r.get::<_, i64>(10)? != 0,
+            })
+        })?;
+        for d in rows {
+            state.deployments.push(d?);
+        }
+        let decl_sql = match from_seq {
+            None => {
+                "SELECT u.update_id FROM updates u JOIN temp.scope s ON s.update_id = u.update_id WHERE u.declined = 1 AND (?1 IS NULL OR 1) ORDER BY u.update_id"
+            }
+            Some(_) => {
+                "SELECT j.subject FROM journal j JOIN temp.scope s ON s.update_id = j.subject WHERE j.kind = 'update_declined' AND j.seq > ?1 AND j.seq <= ?2 ORDER BY j.seq"
+            }
+        };
+        let mut st = tx.prepare(decl_sql)?;
+        let rows = match from_seq {
+            None => st
+                .query_map(params![from_seq], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?,
+            Some(f) => st
+                .query_map(params![f, to_seq], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?,
+        };
+        state.declined = rows;
+    }
+    counts.groups = state.groups.len() as u64;
+    counts.removed_groups = state.removed_groups.len() as u64;
+    counts.deployments = state.deployments.iter().filter(|d| !d.removed).count() as u64;
+    counts.dead_deployments = state.deployments.iter().filter(|d| d.removed).count() as u64;
+    counts.declined = state.declined.len() as u64;
+
+    // --- content plan
+    let (content, missing) = plan_content(
+        &tx,
+        opts.destination,
+        opts.filters.content,
+        from_seq,
+        to_seq,
+    )?;
+    counts.content_missing = missing;
+    counts.content_files = content.len() as u64;
+    counts.content_bytes = content.iter().map(|c| c.size).sum();
+
+    // --- trust statements
+    let statements = crate::trust::statements_after(&tx, last_stmt)?;
+    counts.trust_statements = statements.len() as u64;
+
+    let multi = opts.volume_size.is_some();
+    let vol_dir = |v: u32| {
+        if multi {
+            dir.join(bundle::volume_dir_name(v))
+        } else {
+            dir.to_path_buf()
+        }
+    };
+    fs::create_dir_all(vol_dir(1)).at(vol_dir(1))?;
+    let mut packs: Vec<PackEntry> = Vec::new();
+    let mut trust_files: Vec<String> = Vec::new();
+    let mut vol1_used = 0u64;
+
+    // --- trust statement files (volume 1)
+    if !statements.is_empty() {
+        fs::create_dir_all(vol_dir(1).join(TRUST_DIR)).at(vol_dir(1))?;
+        for (i, (_, body, sig)) in statements.iter().enumerate() {
+            let name = format!("{TRUST_DIR}/{:04}.json", i + 1);
+            write_file(&vol_dir(1).join(&name), body)?;
+            write_file(&vol_dir(1).join(format!("{name}.minisig")), sig.as_bytes())?;
+            vol1_used += body.len() as u64 + sig.len() as u64;
+            trust_files.push(name);
+        }
+    }
+
+    // --- metadata pack
+    let revision_count_sql = match from_seq {
+        None => {
+            "SELECT COUNT(*) FROM revisions r JOIN temp.scope s ON s.update_id = r.update_id WHERE r.seq <= ?2 OR ?1 IS NULL"
+        }
+        Some(_) => {
+            "SELECT COUNT(*) FROM revisions r JOIN temp.scope s ON s.update_id = r.update_id WHERE r.seq > ?1 AND r.seq <= ?2"
+        }
+    };
+    let n_revisions: i64 =
+        tx.query_row(revision_count_sql, params![from_seq, to_seq], |r| r.get(0))?;
+    progress.phase("metadata", Some(n_revisions.max(0) as u64), "revisions");
+    {
+        let path = vol_dir(1).join(METADATA_PACK);
+        let file = File::create(&path).at(&path)?;
+        let hw = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+        let enc = zstd::stream::write::Encoder::new(hw, 3).at(&path)?;
+        let mut tar = tar::Builder::new(enc);
+        let state_json =
+            serde_json::to_vec(&state).map_err(|e| Error::invalid("state", e.to_string()))?;
+        append_entry(
+            &mut tar,
+            STATE_ENTRY,
+            state_json.len() as u64,
+            &mut &state_json[..],
+        )?;
+        let rsql = match from_seq {
+            None => {
+                "SELECT r.update_id, r.revision, r.xml FROM revisions r JOIN temp.scope s ON s.update_id = r.update_id WHERE r.seq <= ?2 OR ?1 IS NULL ORDER BY r.rev_id"
+            }
+            Some(_) => {
+                "SELECT r.update_id, r.revision, r.xml FROM revisions r JOIN temp.scope s ON s.update_id = r.update_id WHERE r.seq > ?1 AND r.seq <= ?2 ORDER BY r.seq"
+            }
+        };
+        let mut st = tx.prepare(rsql)?;
+        let mut rows = st.query(params![from_seq, to_seq])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let rev: i32 = row.get(1)?;
+            let xml = row
+                .get_ref(2)?
+                .as_blob()
+                .map_err(|e| Error::Refused(format!("revision {id}/{rev}: {e}")))?;
+            append_entry(
+                &mut tar,
+                &format!("{REVISIONS_DIR}/{id}-r{rev}.xml"),
+                xml.len() as u64,
+                &mut &xml[..],
+            )?;
+            counts.revisions += 1;
+            progress.advance(1);
+        }
+        let enc = tar.into_inner().map_err(|e| Error::io(&path, e))?;
+        let hw = enc.finish().at(&path)?;
+        let (mut bw, sha, size) = hw.into_parts();
+        bw.flush().at(&path)?;
+        bw.get_ref().sync_all().at(&path)?;
+        packs.push(PackEntry {
+            volume: 1,
+            name: METADATA_PACK.to_string(),
+            size,
+            sha256: sha,
+        });
+        vol1_used += size;
+    }
+    progress.finish();
+
+    // --- content placement and content.json (volume 1)
+    let mut content_index: Vec<ContentRecord> = Vec::with_capacity(content.len());
+    // content.json's size is bounded before it is written so the placement
+    // can leave room for it in volume 1.
+    let cjson_reserve = 512 + content.len() as u64 * 400;
+    let (placements, volumes) =
+        place_content(&content, opts.volume_size, vol1_used + cjson_reserve)?;
+    if let Some(cap) = opts.volume_size
+        && vol1_used + cjson_reserve + VOLUME_RESERVE > cap
+    {
+        return Err(Error::invalid(
+            "volume size",
+            format!(
+                "{} cannot hold the metadata ({} bytes) in volume 1",
+                crate::units::human_bytes(cap),
+                vol1_used + cjson_reserve
+            ),
+        ));
+    }
+    for (f, parts) in content.iter().zip(&placements) {
+        content_index.push(ContentRecord {
+            sha1: hex::encode_upper(f.sha1),
+            sha256: hex::encode(f.sha256),
+            size: f.size,
+            path: f.rel_path.clone(),
+            parts: parts
+                .iter()
+                .map(|p| PartRecord {
+                    pack: content_pack_name(p.volume),
+                    entry: p.entry.clone(),
+                    size: p.len,
+                })
+                .collect(),
+        });
+    }
+    let cjson = serde_json::to_vec(&content_index)
+        .map_err(|e| Error::invalid("content index", e.to_string()))?;
+    if cjson.len() as u64 > cjson_reserve {
+        return Err(Error::Refused(
+            "content index larger than reserved; report this bug".into(),
+        ));
+    }
+    write_file(&vol_dir(1).join(CONTENT_ENTRY), &cjson)?;
+    packs.push(PackEntry {
+        volume: 1,
+        name: CONTENT_ENTRY.to_string(),
+        size: cjson.len() as u64,
+        sha256: bundle::sha256_hex(&cjson),
+    });
+
+    // --- content packs, one per volume, streamed from the store and
+    //     re-verified while copied.
+    progress.phase("content", Some(counts.content_bytes), "bytes");
+    let mut current: Option<(u32, tar::Builder<HashingWriter<BufWriter<File>>>)> = None;
+    let finish_pack = |v: u32,
+                       tar: tar::Builder<HashingWriter<BufWriter<File>>>,
+                       packs: &mut Vec<PackEntry>|
+     -> Result<()> {
+        let name = content_pack_name(v);
+        let hw = tar.into_inner().map_err(|e| Error::io(&name, e))?;
+        let (mut bw, sha, size) = hw.into_parts();
+        bw.flush().at(&name)?;
+        bw.get_ref().sync_all().at(&name)?;
+        packs.push(PackEntry {
+            volume: v,
+            name,
+            size,
+            sha256: sha,
+        });
+        Ok(())
+    };
+    for (f, parts) in content.iter().zip(&placements) {
+        let src = store_content_path(dir_of_store(&tx)?, &f.rel_path);
+        let file = File::open(&src).at(&src)?;
+        let mut reader =
+            crate::content::VerifyingReader::new(io::BufReader::with_capacity(1 << 20, file));
+        for p in parts {
+            if current.as_ref().map(|(v, _)| *v) != Some(p.volume) {
+                if let Some((v, tar)) = current.take() {
+                    finish_pack(v, tar, &mut packs)?;
+                }
+                let vd = vol_dir(p.volume);
+                fs::create_dir_all(&vd).at(&vd)?;
+                let path = vd.join(content_pack_name(p.volume));
+                let file = File::create(&path).at(&path)?;
+                current = Some((
+                    p.volume,
+                    tar::Builder::new(HashingWriter::new(BufWriter::with_capacity(1 << 20, file))),
+                ));
+            }
+            if let Some((_, tar)) = current.as_mut() {
+                append_entry(tar, &p.entry, p.len, &mut reader)?;
+            }
+            progress.advance(p.len);
+        }
+        // Rule: the exporter never sends bytes that differ from what its
+        // store recorded (a corrupted store file stops the export).
+        reader.check(&src, &f.sha1, &f.sha256, f.size)?;
+    }
+    if let Some((v, tar)) = current.take() {
+        finish_pack(v, tar, &mut packs)?;
+    }
+    progress.finish();
+
+    // --- manifest, sums and signatures
+    let now = time::OffsetDateTime::now_utc();
+    let manifest = Manifest {
+        format: bundle::FORMAT.to_string(),
+        version: bundle::VERSION,
+        bundle_id: uuid::Uuid::new_v4().to_string(),
+        source: Source {
+            server_id: server_id.to_string(),
+            name: server_name,
+        },
+        destination: opts.destination.to_string(),
+        seq,
+        prev_manifest_sha256: prev,
+        kind: if from.is_some() {
+            BundleKind::Incremental
+        } else {
+            BundleKind::Full
+        },
+        from_anchor: from.map(|a| a.to_string()),
+        to_anchor: to.to_string(),
+        created: rfc3339(now)?,
+        expires: rfc3339(now + opts.expires)?,
+        signer: opts.key.public().id.to_string(),
+        filters: opts.filters.clone(),
+        counts: counts.clone(),
+        volumes,
+        packs: packs.clone(),
+        trust_statements: trust_files.clone(),
+    };
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| Error::invalid("manifest", e.to_string()))?;
+    let manifest_sha256 = bundle::sha256_hex(&manifest_bytes);
+    let mut top_sums: BTreeMap<String, String> = BTreeMap::new();
+    let mut bytes_written = 0u64;
+    for v in 1..=volumes {
+        let vd = vol_dir(v);
+        fs::create_dir_all(&vd).at(&vd)?;
+        write_file(&vd.join(MANIFEST), &manifest_bytes)?;
+        let mut sums: BTreeMap<String, String> = BTreeMap::new();
+        sums.insert(MANIFEST.to_string(), manifest_sha256.clone());
+        for p in packs.iter().filter(|p| p.volume == v) {
+            sums.insert(p.name.clone(), p.sha256.clone());
+            bytes_written += p.size;
+        }
+        if v == 1 {
+            for t in &trust_files {
+                for name in [t.clone(), format!("{t}.minisig")] {
+                    let (h, n) = bundle::hash_file_sha256(&vd.join(&name))?;
+                    sums.insert(name, h);
+                    bytes_written += n;
+                }
+            }
+        }
+        let sums_text = bundle::format_sums(&sums);
+        write_file(&vd.join(SUMS), sums_text.as_bytes())?;
+        let comment = bundle::trusted_comment(&manifest, Some(v));
+        let sig = opts.key.sign(sums_text.as_bytes(), &comment)?;
+        write_file(&vd.join(SUMS_SIG), sig.as_bytes())?;
+        bytes_written += manifest_bytes.len() as u64 + sums_text.len() as u64 + sig.len() as u64;
+        sync_dir(&vd)?;
+        if multi {
+            let vname = bundle::volume_dir_name(v);
+            for (p, h) in sums {
+                top_sums.insert(format!("{vname}/{p}"), h);
+            }
+            top_sums.insert(
+                format!("{vname}/{SUMS}"),
+                bundle::sha256_hex(sums_text.as_bytes()),
+            );
+            top_sums.insert(
+                format!("{vname}/{SUMS_SIG}"),
+                bundle::sha256_hex(sig.as_bytes()),
+            );
+        }
+    }
+    if multi {
+        write_file(&dir.join(MANIFEST), &manifest_bytes)?;
+        top_sums.insert(MANIFEST.to_string(), manifest_sha256.clone());
+        let sums_text = bundle::format_sums(&top_sums);
+        write_file(&dir.join(SUMS), sums_text.as_bytes())?;
+        let sig = opts.key.sign(
+            sums_text.as_bytes(),
+            &bundle::trusted_comment(&manifest, None),
+        )?;
+        write_file(&dir.join(SUMS_SIG), sig.as_bytes())?;
+        sync_dir(dir)?;
+    }
+    drop(tx); // read-only: nothing to commit
+    Ok(ExportReport {
+        path: dir.to_path_buf(),
+        bundle_id: manifest.bundle_id,
+        seq,
+        kind: manifest.kind,
+        from_anchor: manifest.from_anchor,
+        to_anchor: manifest.to_anchor,
+        destination: opts.destination.to_string(),
+        volumes,
+        counts,
+        bytes_written,
+        manifest_sha256,
+    })
+}
+
+fn dir_of_store(tx: &rusqlite::Connection) -> Result<PathBuf> {
+    let path: Option<String> = tx.path().map(|p| p.to_string());
+    let db = path.ok_or_else(|| Error::Refused("store database has no path".into()))?;
+    Ok(Path::new(&db)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default())
+}
+
+fn store_content_path(root: PathBuf, rel: &str) -> PathBuf {
+    let mut p = root.join(crate::store::CONTENT_DIR);
+    for part in rel.split('/') {
+        p.push(part);
+    }
+    p
+}
+
+/// Records the bundle in the export ledger, with the content it sent and
+/// the trust statements it carried.
+fn record_ledger(store: &mut Store, opts: &ExportOptions<'_>, r: &ExportReport) -> Result<()> {
+    let filters = serde_json::to_string(&opts.filters)
+        .map_err(|e| Error::invalid("filters", e.to_string()))?;
+    let now = now_rfc3339();
+    let bundle_dir = r.path.clone();
+    let tx = store.conn_mut().transaction()?;
+    let max_stmt: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(stmt_seq), 0) FROM trust_statements",
+        [],
+        |row| row.get(0),
+    )?;
+    tx.execute(
+        "INSERT INTO export_ledger (destination, last_seq, last_bundle_id, last_manifest_sha256, last_to_anchor, last_stmt_seq, filters, updated) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (destination) DO UPDATE SET last_seq = excluded.last_seq, \
+         last_bundle_id = excluded.last_bundle_id, last_manifest_sha256 = excluded.last_manifest_sha256, \
+         last_to_anchor = excluded.last_to_anchor, last_stmt_seq = excluded.last_stmt_seq, filters = excluded.filters, updated = excluded.updated",
+        params![opts.destination, r.seq as i64, r.bundle_id, r.manifest_sha256, r.to_anchor, max_stmt, filters, now],
+    )?;
+    if r.kind == BundleKind::Full {
+        tx.execute(
+            "DELETE FROM export_sent_content WHERE destination = ?1",
+            [opts.destination],
+        )?;
+    }
+    // The content index lists what was sent.
+    let layout = bundle::Layout::discover(&bundle_dir)?;
+    let first = layout.volumes.first().cloned().unwrap_or(bundle_dir);
+    let cjson = bundle::read_small(&first.join(CONTENT_ENTRY), u64::MAX, "oversized-file")?;
+    let index: Vec<ContentRecord> = serde_json::from_slice(&cjson)
+        .map_err(|e| Error::invalid("content index", e.to_string()))?;
+    {
+        let mut st = tx.prepare(
+            "INSERT OR IGNORE INTO export_sent_content (destination, sha1) VALUES (?1, ?2)",
+        )?;
+        for c in &index {
+            let sha1 =
+                hex::decode(&c.sha1).map_err(|e| Error::invalid("content index", e.to_string()))?;
+            st.execute(params![opts.destination, sha1])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(size: u64) -> Planned {
+        Planned {
+            sha1: [1; 20],
+            rel_path: "01/X.cab".into(),
+            size,
+            sha256: [2; 32],
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30d").unwrap(), time::Duration::days(30));
+        assert_eq!(parse_duration("12h").unwrap(), time::Duration::hours(12));
+        assert!(parse_duration("0d").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn placement_respects_volume_size_and_splits_big_files() {
+        let vol = 8u64 << 20;
+        let files = vec![planned(3 << 20), planned(20 << 20), planned(100)];
+        let (pl, n) = place_content(&files, Some(vol), 0).unwrap();
+        let mut per_volume: BTreeMap<u32, u64> = BTreeMap::new();
+        for parts in &pl {
+            for p in parts {
+                *per_volume.entry(p.volume).or_default() += TAR_BLOCK + padded(p.len);
+            }
+        }
+        for used in per_volume.values() {
+            assert!(used + TAR_END + VOLUME_RESERVE <= vol, "{used}");
+        }
+        assert!(
+            pl[1].len() >= 3,
+            "a 20 MiB file is split over 8 MiB volumes"
+        );
+        assert_eq!(pl[1].iter().map(|p| p.len).sum::<u64>(), 20 << 20);
+        assert!(pl[1][0].entry.ends_with(".part0001"));
+        assert_eq!(pl[0][0].entry, "01/X.cab");
+        assert_eq!(n, per_volume.len() as u32);
+        assert!(place_content(&files, Some(VOLUME_RESERVE + 1000), 0).is_err());
+    }
+}

@@ -1,0 +1,1201 @@
+//! `import`: verifies a bundle against this server's trust store and chain,
+//! then applies it all or nothing.
+//!
+//! Order of work:
+//! 1. Volume 1's header (signature by a trusted key — after applying the
+//!    bundle's own signed trust statements to an in-memory view —, sums,
+//!    manifest), validity period and chain position. Exactly the same
+//!    bundle again is a no-op.
+//! 2. The metadata pack and content index, hashed before they are read.
+//! 3. One SQLite transaction: trust statements, revisions (each re-parsed;
+//!    identity must match its entry name), groups, deployments, declines.
+//! 4. Volume by volume (one at a time, so one mount point can be swapped
+//!    between media): each header checked, each content pack streamed once —
+//!    hashed as a whole while its entries are staged into `staging/` and each
+//!    content file is checked against the update metadata's SHA-1, SHA-256
+//!    and size (defence in depth: even a validly signed bundle cannot bring
+//!    content that its metadata does not vouch for).
+//! 5. Only when everything verified: staged content renamed into place,
+//!    ledger row written, COMMIT. Any failure before drops the transaction
+//!    and the staged files: the store is unchanged.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::bundle::{
+    self, BundleKind, CONTENT_ENTRY, ContentRecord, DeploymentRecord, HashingReader, Layout,
+    METADATA_PACK, Manifest, REVISIONS_DIR, STATE_ENTRY, State, VolumeHeader, read_volume_header,
+};
+use crate::content::{Expected, StageWriter, Staged};
+use crate::error::{Error, IoContext, Result};
+use crate::journal::{self, ChangeKind};
+use crate::metadata::{self, MAX_DOCUMENT_BYTES};
+use crate::progress::Progress;
+use crate::store::{
+    Added, Store, UNASSIGNED_COMPUTERS, insert_revision, now_rfc3339, record_content,
+};
+use crate::verify::{ChainStatus, TrustView, check_chain};
+
+/// Decompressed metadata may be at most this many times the compressed
+/// pack, and never more than `MAX_METADATA_BYTES` (decompression bombs).
+pub const MAX_METADATA_RATIO: u64 = 200;
+pub const MAX_METADATA_BYTES: u64 = 16 << 30;
+pub const MAX_STATE_BYTES: u64 = 512 << 20;
+
+/// Asks for the next medium when volumes share one mount point: called
+/// with the volume number and the folder it should appear at; returns false
+/// to give up.
+pub type MediaPrompt<'a> = &'a dyn Fn(u32, &Path) -> bool;
+
+pub struct ImportOptions<'a> {
+    /// Volume folders, in order (one folder for a single-volume bundle or a
+    /// bundle folder holding `vol-NNN/`).
+    pub layout: Layout,
+    pub dry_run: bool,
+    pub allow_expired: bool,
+    pub rebase: bool,
+    pub prompt: Option<MediaPrompt<'a>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plan {
+    pub revisions_added: u64,
+    pub revisions_already_present: u64,
+    pub updates_added: u64,
+    pub updates_superseded: u64,
+    pub groups_added: u64,
+    pub groups_changed: u64,
+    pub groups_removed: u64,
+    pub deployments_created: u64,
+    pub deployments_changed: u64,
+    pub deployments_removed: u64,
+    pub updates_declined: u64,
+    pub trust_statements: u64,
+    pub content_files: u64,
+    pub content_bytes: u64,
+    pub content_already_present: u64,
+    pub disk_needed: u64,
+    pub disk_free: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    /// "imported", "already-imported" or "dry-run".
+    pub status: &'static str,
+    pub bundle_id: String,
+    pub source_server_id: String,
+    pub source_name: String,
+    pub seq: u64,
+    pub kind: BundleKind,
+    pub chain: ChainStatus,
+    pub from_anchor: Option<String>,
+    pub to_anchor: String,
+    pub expired_but_allowed: bool,
+    pub plan: Plan,
+    pub anchor: String,
+    pub checks: Vec<String>,
+}
+
+fn fail(rule: &'static str, detail: impl Into<String>) -> Error {
+    Error::verification(rule, detail)
+}
+
+pub fn import(
+    store: &mut Store,
+    opts: &ImportOptions<'_>,
+    progress: &dyn Progress,
+) -> Result<ImportReport> {
+    let this_server = store.info().server_id.to_string();
+    let mut view = TrustView::from_store(store.conn())?;
+    let mut checks: Vec<String> = Vec::new();
+
+    // ---- 1. volume 1 header, validity, chain
+    let first_dir = volume_dir(&opts.layout, 1, None, opts.prompt)?;
+    let statements = preload_statements(&first_dir, &mut view, &mut checks)?;
+    let h1 = read_volume_header(&first_dir, &view, false)?;
+    if h1.volume != Some(1) {
+        return Err(fail(
+            "wrong-volume",
+            format!(
+                "{} holds volume {:?}, expected volume 1",
+                first_dir.display(),
+                h1.volume
+            ),
+        ));
+    }
+    bundle::check_volume_packs(&h1, 1)?;
+    checks.push(format!(
+        "volume 1: signature by trusted key {} valid; files listed exactly",
+        h1.signer
+    ));
+    let m = h1.manifest.clone();
+    let expired =
+        bundle::check_validity_period(&m, time::OffsetDateTime::now_utc(), opts.allow_expired)?;
+    checks.push(if expired {
+        format!("EXPIRED {} (allowed by --allow-expired)", m.expires)
+    } else {
+        "within validity period".into()
+    });
+    let chain = check_chain(
+        store.conn(),
+        &this_server,
+        &m,
+        &h1.manifest_sha256,
+        opts.rebase,
+    )?;
+    checks.push(format!(
+        "chain: {chain:?} (seq {} from {})",
+        m.seq, m.source.name
+    ));
+    let base = ImportReport {
+        status: "imported",
+        bundle_id: m.bundle_id.clone(),
+        source_server_id: m.source.server_id.clone(),
+        source_name: m.source.name.clone(),
+        seq: m.seq,
+        kind: m.kind,
+        chain,
+        from_anchor: m.from_anchor.clone(),
+        to_anchor: m.to_anchor.clone(),
+        expired_but_allowed: expired,
+        plan: Plan::default(),
+        anchor: store.anchor()?.to_string(),
+        checks: Vec::new(),
+    };
+    if chain == ChainStatus::AlreadyApplied {
+        return Ok(ImportReport {
+            status: "already-imported",
+            checks,
+            ..base
+        });
+    }
+
+    // ---- 2. metadata pack and content index, hashed before use
+    let meta_pack = pack_entry(&m, METADATA_PACK)?;
+    let cidx_pack = pack_entry(&m, CONTENT_ENTRY)?;
+    check_pack_digest(
+        &first_dir,
+        &meta_pack.name,
+        &meta_pack.sha256,
+        meta_pack.size,
+    )?;
+    let cidx_bytes = bundle::read_small(
+        &first_dir.join(CONTENT_ENTRY),
+        MAX_STATE_BYTES,
+        "oversized-file",
+    )?;
+    check_bytes_digest(&first_dir, CONTENT_ENTRY, &cidx_bytes, &cidx_pack.sha256)?;
+    let content_index: Vec<ContentRecord> = serde_json::from_slice(&cidx_bytes)
+        .map_err(|e| fail("malformed-content-index", format!("{CONTENT_ENTRY}: {e}")))?;
+    check_content_index(&m, &content_index)?;
+    checks.push("metadata pack and content index digests match".into());
+
+    // ---- 3. one transaction
+    let now = now_rfc3339();
+    let root = store.root().to_path_buf();
+    let content_store = crate::content::ContentStore::new(
+        root.join(crate::store::CONTENT_DIR),
+        root.join(crate::store::STAGING_DIR),
+    );
+    let tx = store.conn_mut().transaction()?;
+    let mut plan = Plan::default();
+    for (body, sig) in &statements {
+        if !matches!(
+            crate::trust::apply_statement(&tx, body, sig)?,
+            crate::trust::Applied::AlreadyApplied { .. }
+        ) {
+            plan.trust_statements += 1;
+        }
+    }
+    let pack_path = first_dir.join(METADATA_PACK);
+    let state = apply_metadata_pack(
+        &tx,
+        &now,
+        &pack_path,
+        meta_pack.size,
+        &mut plan,
+        progress,
+        m.counts.revisions,
+    )?;
+    apply_state(&tx, &now, &state, chain == ChainStatus::Rebase, &mut plan)?;
+    checks.push(format!(
+        "{} revisions re-parsed; identities match their entries",
+        plan.revisions_added + plan.revisions_already_present
+    ));
+
+    // ---- content: what is needed, disk space
+    let mut needed: Vec<&ContentRecord> = Vec::new();
+    for c in &content_index {
+        let sha1 = parse_hex::<20>(&c.sha1, "content sha1")?;
+        let present: bool = tx
+            .prepare_cached("SELECT 1 FROM content WHERE sha1 = ?1")?
+            .query_row([&sha1[..]], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if present {
+            plan.content_already_present += 1;
+        } else {
+            plan.content_files += 1;
+            plan.content_bytes += c.size;
+            needed.push(c);
+        }
+    }
+    plan.disk_needed = plan.content_bytes;
+    plan.disk_free = fs4::available_space(&root).unwrap_or(0);
+    if opts.dry_run {
+        drop(tx);
+        return Ok(ImportReport {
+            status: "dry-run",
+            plan,
+            checks,
+            ..base
+        });
+    }
+    if plan.disk_needed > plan.disk_free {
+        return Err(Error::Refused(format!(
+            "not enough space in {}: the bundle brings {} of content, {} free",
+            root.display(),
+            crate::units::human_bytes(plan.disk_needed),
+            crate::units::human_bytes(plan.disk_free)
+        )));
+    }
+
+    // ---- 4. volumes, one at a time
+    let mut staged: Vec<Staged> = Vec::new();
+    let needed_set: BTreeSet<&str> = needed.iter().map(|c| c.sha1.as_str()).collect();
+    let mut stream = ContentStream::new(&content_index, &needed_set);
+    progress.phase("content", Some(m.counts.content_bytes), "bytes");
+    for v in 1..=m.volumes {
+        let h = if v == 1 {
+            h1.clone()
+        } else {
+            let dir = volume_dir(&opts.layout, v, Some(&first_dir), opts.prompt)?;
+            let h = read_volume_header(&dir, &view, false)?;
+            check_volume_matches(&h, &h1, v)?;
+            bundle::check_volume_packs(&h, v)?;
+            checks.push(format!(
+                "volume {v}: signature valid; same bundle; files listed exactly"
+            ));
+            h
+        };
+        // Non-content files of this volume (trust statements) were read
+        // above; here: the content pack, if any.
+        for p in m
+            .packs
+            .iter()
+            .filter(|p| p.volume == v && p.name.starts_with("content-"))
+        {
+            let path = h.dir.join(&p.name);
+            stream.read_pack(&tx, &content_store, &path, p, &mut staged, progress)?;
+        }
+    }
+    stream.finish()?;
+    progress.finish();
+    checks.push(format!(
+        "{} content files verified against the update metadata",
+        staged.len()
+    ));
+
+    // ---- 5. apply
+    crate::failpoint::hit("import-before-content-rename");
+    for s in staged {
+        let f = content_store.commit(s)?;
+        record_content(&tx, &now, &f)?;
+    }
+    let local_anchor_seq: i64 =
+        tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM journal", [], |r| {
+            r.get(0)
+        })?;
+    let local_anchor = journal::Anchor {
+        server_id: base_server_id(&this_server)?,
+        seq: local_anchor_seq,
+    }
+    .to_string();
+    tx.execute(
+        "INSERT INTO import_ledger (source_server_id, seq, bundle_id, manifest_sha256, full, from_anchor, to_anchor, imported, local_anchor) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            m.source.server_id,
+            m.seq as i64,
+            m.bundle_id,
+            h1.manifest_sha256,
+            m.kind == BundleKind::Full,
+            m.from_anchor,
+            m.to_anchor,
+            now,
+            local_anchor
+        ],
+    )?;
+    crate::failpoint::hit("import-before-commit");
+    tx.commit()?;
+    Ok(ImportReport {
+        plan,
+        checks,
+        anchor: local_anchor,
+        ..base
+    })
+}
+
+fn base_server_id(s: &str) -> Result<uuid::Uuid> {
+    uuid::Uuid::parse_str(s).map_err(|_| Error::Refused("bad server id".into()))
+}
+
+/// The folder of volume `v`: from the layout (by position), or the same
+/// mount point again after asking for the next medium.
+fn volume_dir(
+    layout: &Layout,
+    v: u32,
+    first: Option<&Path>,
+    prompt: Option<MediaPrompt<'_>>,
+) -> Result<PathBuf> {
+    if let Some(d) = layout.volumes.get(v as usize - 1) {
+        return Ok(d.clone());
+    }
+    // Fewer folders than volumes: the last one is a mount point that is
+    // swapped between media.
+    let mount = layout
+        .volumes
+        .last()
+        .cloned()
+        .or_else(|| first.map(Path::to_path_buf));
+    let Some(mount) = mount else {
+        return Err(fail("missing-volume", format!("volume {v} was not given")));
+    };
+    match prompt {
+        Some(ask) if ask(v, &mount) => Ok(mount),
+        _ => Err(fail(
+            "missing-volume",
+            format!("volume {v} was not given (pass --volumes DIR for each volume)"),
+        )),
+    }
+}
+
+/// Reads the trust statements of volume 1 (signed on their own) into the
+/// in-memory view before the bundle signature is checked.
+fn preload_statements(
+    dir: &Path,
+    view: &mut TrustView,
+    checks: &mut Vec<String>,
+) -> Result<Vec<(Vec<u8>, String)>> {
+    let bytes = bundle::read_small(
+        &dir.join(bundle::MANIFEST),
+        bundle::MAX_MANIFEST_BYTES,
+        "oversized-file",
+    )?;
+    let m = bundle::parse_manifest(&bytes, dir)?;
+    let mut out = Vec::new();
+    for name in &m.trust_statements {
+        bundle::check_safe_path(name)?;
+        let body = bundle::read_small(
+            &dir.join(name),
+            bundle::MAX_STATEMENT_BYTES,
+            "oversized-file",
+        )?;
+        let sig_bytes = bundle::read_small(
+            &dir.join(format!("{name}.minisig")),
+            bundle::MAX_SIG_BYTES,
+            "oversized-file",
+        )?;
+        let sig_text = String::from_utf8(sig_bytes).map_err(|_| {
+            fail(
+                "malformed-signature",
+                format!("{name}.minisig is not UTF-8"),
+            )
+        })?;
+        view.apply_statement(&body, &sig_text, name)?;
+        checks.push(format!("trust statement {name} verified"));
+        out.push((body, sig_text));
+    }
+    Ok(out)
+}
+
+fn pack_entry<'m>(m: &'m Manifest, name: &str) -> Result<&'m bundle::PackEntry> {
+    m.packs
+        .iter()
+        .find(|p| p.name == name && p.volume == 1)
+        .ok_or_else(|| {
+            fail(
+                "missing-file",
+                format!("manifest lists no {name} in volume 1"),
+            )
+        })
+}
+
+/// Rule: a pack's bytes hash to the digest the signed manifest gives.
+fn check_pack_digest(dir: &Path, name: &str, want: &str, size: u64) -> Result<()> {
+    let (got, n) = bundle::hash_file_sha256(&dir.join(name))?;
+    if got != want || n != size {
+        return Err(fail(
+            "hash-mismatch",
+            format!(
+                "{}/{name}: SHA-256 {got} ({n} bytes), manifest says {want} ({size} bytes)",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_bytes_digest(dir: &Path, name: &str, bytes: &[u8], want: &str) -> Result<()> {
+    let got = bundle::sha256_hex(bytes);
+    if got != want {
+        return Err(fail(
+            "hash-mismatch",
+            format!(
+                "{}/{name}: SHA-256 {got}, manifest says {want}",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Rule: a later volume carries the same manifest as volume 1 and is the
+/// volume asked for.
+fn check_volume_matches(h: &VolumeHeader, h1: &VolumeHeader, v: u32) -> Result<()> {
+    if h.manifest_sha256 != h1.manifest_sha256 {
+        return Err(fail(
+            "mixed-volumes",
+            format!(
+                "{} belongs to bundle {} seq {}, not to bundle {}",
+                h.dir.display(),
+                h.manifest.bundle_id,
+                h.manifest.seq,
+                h1.manifest.bundle_id
+            ),
+        ));
+    }
+    if h.volume != Some(v) {
+        return Err(fail(
+            "wrong-volume",
+            format!(
+                "{} holds volume {:?}, expected volume {v}",
+                h.dir.display(),
+                h.volume
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Rule: the content index is consistent: safe WSUS paths matching the
+/// SHA-1, parts that add up, packs that exist, entries not repeated.
+fn check_content_index(m: &Manifest, index: &[ContentRecord]) -> Result<()> {
+    let packs: BTreeSet<&str> = m.packs.iter().map(|p| p.name.as_str()).collect();
+    let mut seen_entries: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut seen_sha1: BTreeSet<&str> = BTreeSet::new();
+    for c in index {
+        let bad = |why: String| fail("malformed-content-index", format!("{}: {why}", c.path));
+        let sha1 = parse_hex::<20>(&c.sha1, "content sha1")?;
+        parse_hex::<32>(&c.sha256, "content sha256")?;
+        bundle::check_safe_path(&c.path)?;
+        let ext = c.path.rsplit_once('/').map(|(_, n)| n).unwrap_or("");
+        let expected = crate::content::wsus_rel_path(&sha1, ext);
+        if expected != c.path {
+            return Err(bad(format!("path should be {expected}")));
+        }
+        if !seen_sha1.insert(c.sha1.as_str()) {
+            return Err(bad("listed twice".into()));
+        }
+        if c.parts.is_empty() || c.parts.iter().map(|p| p.size).sum::<u64>() != c.size {
+            return Err(bad("parts do not add up to the size".into()));
+        }
+        for p in &c.parts {
+            bundle::check_safe_path(&p.entry)?;
+            if !packs.contains(p.pack.as_str())
+                || !seen_entries.insert((p.pack.as_str(), p.entry.as_str()))
+            {
+                return Err(bad(format!(
+                    "part {} in {} is unknown or repeated",
+                    p.entry, p.pack
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_hex<const N: usize>(s: &str, what: &str) -> Result<[u8; N]> {
+    let v = hex::decode(s).map_err(|_| {
+        fail(
+            "malformed-content-index",
+            format!("{what} {s:?} is not hex"),
+        )
+    })?;
+    v.try_into().map_err(|_| {
+        fail(
+            "malformed-content-index",
+            format!("{what} {s:?} has the wrong length"),
+        )
+    })
+}
+
+/// Reads the metadata pack: state.json first, then revisions, each re-parsed
+/// and inserted into the transaction.
+fn apply_metadata_pack(
+    tx: &Connection,
+    now: &str,
+    path: &Path,
+    compressed: u64,
+    plan: &mut Plan,
+    progress: &dyn Progress,
+    expected_revisions: u64,
+) -> Result<State> {
+    let file = File::open(path).at(path)?;
+    let dec =
+        zstd::stream::read::Decoder::new(io::BufReader::with_capacity(1 << 20, file)).at(path)?;
+    let limit = (compressed.saturating_mul(MAX_METADATA_RATIO)).clamp(64 << 20, MAX_METADATA_BYTES);
+    let mut archive = tar::Archive::new(LimitedReader {
+        inner: dec,
+        left: limit,
+        path: path.to_path_buf(),
+    });
+    let mut state: Option<State> = None;
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    progress.phase("metadata", Some(expected_revisions), "revisions");
+    let mut revisions = 0u64;
+    for entry in archive.entries().at(path)? {
+        let mut entry = entry.at(path)?;
+        let name = entry_name(&entry, path)?;
+        if !names.insert(name.clone()) {
+            return Err(fail(
+                "duplicate-entry",
+                format!("{}: entry {name} appears twice", path.display()),
+            ));
+        }
+        let size = entry.header().size().at(path)?;
+        if state.is_none() {
+            if name != STATE_ENTRY {
+                return Err(fail(
+                    "unexpected-entry",
+                    format!(
+                        "{}: first entry is {name}, expected {STATE_ENTRY}",
+                        path.display()
+                    ),
+                ));
+            }
+            if size > MAX_STATE_BYTES {
+                return Err(fail(
+                    "oversized-file",
+                    format!("{}: {STATE_ENTRY} is {size} bytes", path.display()),
+                ));
+            }
+            let mut buf = Vec::with_capacity(size as usize);
+            entry.read_to_end(&mut buf).at(path)?;
+            state = Some(
+                serde_json::from_slice(&buf)
+                    .map_err(|e| fail("malformed-state", format!("{STATE_ENTRY}: {e}")))?,
+            );
+            continue;
+        }
+        let Some(stem) = name
+            .strip_prefix(&format!("{REVISIONS_DIR}/"))
+            .and_then(|n| n.strip_suffix(".xml"))
+        else {
+            return Err(fail(
+                "unexpected-entry",
+                format!("{}: unexpected entry {name}", path.display()),
+            ));
+        };
+        if size > MAX_DOCUMENT_BYTES as u64 {
+            return Err(fail(
+                "oversized-file",
+                format!("{}: {name} is {size} bytes", path.display()),
+            ));
+        }
+        let mut xml = Vec::with_capacity(size as usize);
+        entry.read_to_end(&mut xml).at(path)?;
+        let meta = metadata::parse(&xml).map_err(|source| Error::Metadata {
+            name: format!("{}: {name}", path.display()),
+            source,
+        })?;
+        check_entry_identity(stem, &meta, &name)?;
+        let before: Option<i32> = tx
+            .prepare_cached("SELECT r.revision FROM updates u JOIN revisions r ON r.rev_id = u.current_rev WHERE u.update_id = ?1")?
+            .query_row([meta.id.to_string()], |r| r.get(0))
+            .optional()?;
+        match insert_revision(tx, now, &name, &xml, &meta)? {
+            Added::New(_) => {
+                plan.revisions_added += 1;
+                if before.is_none() {
+                    plan.updates_added += 1;
+                }
+                for s in &meta.superseded {
+                    let exists: bool = tx
+                        .prepare_cached("SELECT 1 FROM updates WHERE update_id = ?1")?
+                        .query_row([s.to_string()], |_| Ok(()))
+                        .optional()?
+                        .is_some();
+                    if exists {
+                        plan.updates_superseded += 1;
+                    }
+                }
+            }
+            Added::AlreadyPresent(_) => plan.revisions_already_present += 1,
+        }
+        revisions += 1;
+        progress.advance(1);
+    }
+    progress.finish();
+    if revisions != expected_revisions {
+        return Err(fail(
+            "count-mismatch",
+            format!(
+                "{}: {revisions} revisions, manifest says {expected_revisions}",
+                path.display()
+            ),
+        ));
+    }
+    state.ok_or_else(|| {
+        fail(
+            "missing-file",
+            format!("{}: no {STATE_ENTRY}", path.display()),
+        )
+    })
+}
+
+/// Rule: a revision entry is named `<update id>-r<revision>.xml` after the
+/// identity inside it (lower-case id).
+fn check_entry_identity(stem: &str, meta: &metadata::UpdateMetadata, name: &str) -> Result<()> {
+    let expected = format!("{}-r{}", meta.id, meta.revision);
+    if stem != expected {
+        return Err(fail(
+            "entry-identity-mismatch",
+            format!("{name} holds update {} revision {}", meta.id, meta.revision),
+        ));
+    }
+    Ok(())
+}
+
+/// Rule: archive entries are regular files with safe relative names.
+fn entry_name<R: Read>(entry: &tar::Entry<'_, R>, pack: &Path) -> Result<String> {
+    let kind = entry.header().entry_type();
+    let raw = entry.path_bytes();
+    let name = String::from_utf8_lossy(&raw).into_owned();
+    if kind != tar::EntryType::Regular {
+        return Err(fail(
+            "unexpected-entry-type",
+            format!(
+                "{}: entry {name:?} is {kind:?}, not a regular file",
+                pack.display()
+            ),
+        ));
+    }
+    bundle::check_safe_path(&name).map_err(|_| {
+        fail(
+            "unsafe-path",
+            format!("{}: entry {name:?} has an unsafe name", pack.display()),
+        )
+    })?;
+    Ok(name)
+}
+
+/// A reader that fails after `left` bytes (decompression bombs).
+struct LimitedReader<R> {
+    inner: R,
+    left: u64,
+    path: PathBuf,
+}
+
+impl<R: Read> Read for LimitedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(io::Error::other(format!(
+                "{}: decompressed data exceeds the limit (decompression bomb?)",
+                self.path.display()
+            )));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn group_exists(tx: &Connection, id: &str) -> Result<Option<(String, Option<String>)>> {
+    Ok(tx
+        .query_row(
+            "SELECT name, parent_id FROM groups WHERE group_id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// Applies groups, removed groups, deployments and declines, journaling
+/// each change on this server.
+fn apply_state(
+    tx: &Connection,
+    now: &str,
+    state: &State,
+    rebase: bool,
+    plan: &mut Plan,
+) -> Result<()> {
+    for g in &state.groups {
+        let id = crate::store::canonical_guid(&g.id)
+            .ok_or_else(|| fail("malformed-state", format!("group id {:?}", g.id)))?;
+        let parent = match &g.parent_id {
+            Some(p) => Some(
+                crate::store::canonical_guid(p)
+                    .ok_or_else(|| fail("malformed-state", format!("group parent {p:?}")))?,
+            ),
+            None => None,
+        };
+        if let Some(p) = &parent
+            && group_exists(tx, p)?.is_none()
+        {
+            return Err(fail(
+                "malformed-state",
+                format!("group {:?} has unknown parent {p}", g.name),
+            ));
+        }
+        let clash: Option<String> = tx
+            .query_row(
+                "SELECT group_id FROM groups WHERE name = ?1 COLLATE NOCASE AND group_id <> ?2",
+                params![g.name, id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(other) = clash {
+            return Err(Error::Refused(format!(
+                "group {:?} in the bundle clashes with local group {other} of the same name",
+                g.name
+            )));
+        }
+        match group_exists(tx, &id)? {
+            Some((name, p)) if name == g.name && p == parent => {}
+            existing => {
+                let seq = journal::record(tx, ChangeKind::GroupAdded, &id, now)?;
+                if existing.is_some() {
+                    tx.execute(
+                        "UPDATE groups SET name = ?2, parent_id = ?3, seq = ?4 WHERE group_id = ?1",
+                        params![id, g.name, parent, seq],
+                    )?;
+                    plan.groups_changed += 1;
+                } else {
+                    tx.execute(
+                        "INSERT INTO groups (group_id, name, parent_id, builtin, seq) VALUES (?1, ?2, ?3, 0, ?4)",
+                        params![id, g.name, parent, seq],
+                    )?;
+                    plan.groups_added += 1;
+                }
+            }
+        }
+    }
+    let mut in_bundle: BTreeSet<String> = BTreeSet::new();
+    for d in &state.deployments {
+        in_bundle.insert(d.deployment_id.to_ascii_lowercase());
+        apply_deployment(tx, now, d, plan)?;
+    }
+    if rebase {
+        // A full bundle replaces the chain: live deployments it does not
+        // carry are removed.
+        let stale: Vec<String> = {
+            let mut st = tx.prepare("SELECT deployment_id FROM deployments WHERE removed = 0")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .filter(|d| !in_bundle.contains(d))
+                .collect()
+        };
+        for d in stale {
+            let seq = journal::record(tx, ChangeKind::DeploymentRemoved, &d, now)?;
+            tx.execute(
+                "UPDATE deployments SET removed = 1, last_change_seq = ?2 WHERE deployment_id = ?1",
+                params![d, seq],
+            )?;
+            plan.deployments_removed += 1;
+        }
+    }
+    for g in &state.removed_groups {
+        let Some(id) = crate::store::canonical_guid(g) else {
+            return Err(fail("malformed-state", format!("removed group id {g:?}")));
+        };
+        if id == crate::store::ALL_COMPUTERS.0 || id == UNASSIGNED_COMPUTERS.0 {
+            return Err(fail(
+                "malformed-state",
+                "a bundle cannot remove a built-in group",
+            ));
+        }
+        if group_exists(tx, &id)?.is_some() {
+            let live: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM deployments WHERE group_id = ?1 AND removed = 0",
+                [&id],
+                |r| r.get(0),
+            )?;
+            if live > 0 {
+                return Err(fail(
+                    "malformed-state",
+                    format!("bundle removes group {id} but keeps {live} deployment(s) to it"),
+                ));
+            }
+            tx.execute(
+                "UPDATE computers SET group_id = ?2 WHERE group_id = ?1",
+                params![id, UNASSIGNED_COMPUTERS.0],
+            )?;
+            tx.execute(
+                "UPDATE groups SET parent_id = NULL WHERE parent_id = ?1",
+                [&id],
+            )?;
+            journal::record(tx, ChangeKind::GroupRemoved, &id, now)?;
+            tx.execute("DELETE FROM groups WHERE group_id = ?1", [&id])?;
+            plan.groups_removed += 1;
+        }
+    }
+    for u in &state.declined {
+        let Some(id) = crate::store::canonical_guid(u) else {
+            return Err(fail("malformed-state", format!("declined update id {u:?}")));
+        };
+        let declined: Option<i64> = tx
+            .query_row(
+                "SELECT declined FROM updates WHERE update_id = ?1",
+                [&id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match declined {
+            None => {
+                return Err(fail(
+                    "malformed-state",
+                    format!("bundle declines unknown update {id}"),
+                ));
+            }
+            Some(1) => {}
+            Some(_) => {
+                journal::record(tx, ChangeKind::UpdateDeclined, &id, now)?;
+                tx.execute(
+                    "UPDATE updates SET declined = 1 WHERE update_id = ?1",
+                    [&id],
+                )?;
+                plan.updates_declined += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_deployment(
+    tx: &Connection,
+    now: &str,
+    d: &DeploymentRecord,
+    plan: &mut Plan,
+) -> Result<()> {
+    let bad = |why: String| {
+        fail(
+            "malformed-state",
+            format!("deployment {}: {why}", d.deployment_id),
+        )
+    };
+    let id = crate::store::canonical_guid(&d.deployment_id)
+        .ok_or_else(|| bad("id is not a GUID".into()))?;
+    let update_id = crate::store::canonical_guid(&d.update_id)
+        .ok_or_else(|| bad("update id is not a GUID".into()))?;
+    let group_id = crate::store::canonical_guid(&d.group_id)
+        .ok_or_else(|| bad("group id is not a GUID".into()))?;
+    if crate::deployments::Action::parse(&d.action).is_none() {
+        return Err(bad(format!("unknown action {:?}", d.action)));
+    }
+    if let Some(dl) = &d.deadline {
+        crate::deployments::normalise_deadline(dl).map_err(|_| bad(format!("deadline {dl:?}")))?;
+    }
+    let rev_known: bool = tx
+        .prepare_cached("SELECT 1 FROM revisions WHERE update_id = ?1 AND revision = ?2")?
+        .query_row(params![update_id, d.revision], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !rev_known {
+        return Err(bad(format!(
+            "references update {update_id} revision {} that neither the bundle nor this store holds",
+            d.revision
+        )));
+    }
+    if !d.removed && group_exists(tx, &group_id)?.is_none() {
+        return Err(bad(format!("targets unknown group {group_id}")));
+    }
+    type Row = (
+        i32,
+        String,
+        String,
+        String,
+        Option<String>,
+        String,
+        i64,
+        i64,
+        i64,
+    );
+    let existing: Option<Row> = tx
+        .query_row(
+            "SELECT revision, group_id, action, admin_name, deadline, go_live, download_priority, is_assigned, removed FROM deployments WHERE deployment_id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)),
+        )
+        .optional()?;
+    let new_row: Row = (
+        d.revision,
+        group_id.clone(),
+        d.action.clone(),
+        d.admin_name.clone(),
+        d.deadline.clone(),
+        d.go_live.clone(),
+        d.download_priority,
+        d.is_assigned as i64,
+        d.removed as i64,
+    );
+    if existing.as_ref() == Some(&new_row) {
+        return Ok(());
+    }
+    let kind = match (&existing, d.removed) {
+        (_, true) => ChangeKind::DeploymentRemoved,
+        (None, false) => ChangeKind::DeploymentCreated,
+        (Some(_), false) => ChangeKind::DeploymentChanged,
+    };
+    if !d.removed {
+        // Upstream wins: a different live deployment of this update to this
+        // group (made locally) is removed.
+        let other: Option<String> = tx
+            .query_row(
+                "SELECT deployment_id FROM deployments WHERE update_id = ?1 AND group_id = ?2 AND removed = 0 AND deployment_id <> ?3",
+                params![update_id, group_id, id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(o) = other {
+            let seq = journal::record(tx, ChangeKind::DeploymentRemoved, &o, now)?;
+            tx.execute(
+                "UPDATE deployments SET removed = 1, last_change_seq = ?2 WHERE deployment_id = ?1",
+                params![o, seq],
+            )?;
+            plan.deployments_removed += 1;
+        }
+    }
+    let seq = journal::record(tx, kind, &id, now)?;
+    tx.execute(
+        "INSERT INTO deployments (deployment_id, update_id, revision, group_id, action, admin_name, deadline, go_live, download_priority, is_assigned, last_change_seq, removed) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (deployment_id) DO UPDATE SET \
+         update_id = excluded.update_id, revision = excluded.revision, group_id = excluded.group_id, action = excluded.action, \
+         admin_name = excluded.admin_name, deadline = excluded.deadline, go_live = excluded.go_live, \
+         download_priority = excluded.download_priority, is_assigned = excluded.is_assigned, \
+         last_change_seq = excluded.last_change_seq, removed = excluded.removed",
+        params![id, update_id, d.revision, group_id, d.action, d.admin_name, d.deadline, d.go_live, d.download_priority, d.is_assigned, seq, d.removed],
+    )?;
+    match kind {
+        ChangeKind::DeploymentCreated => plan.deployments_created += 1,
+        ChangeKind::DeploymentChanged => plan.deployments_changed += 1,
+        _ => {
+            if existing.as_ref().is_some_and(|e| e.8 == 0) {
+                plan.deployments_removed += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Streams content packs in order, staging the files the store needs.
+struct ContentStream<'a> {
+    /// (pack, entry) -> (index into content records, part number).
+    parts: HashMap<(String, String), (usize, usize)>,
+    index: &'a [ContentRecord],
+    needed: &'a BTreeSet<&'a str>,
+    /// Next expected (record, part) in stream order.
+    order: Vec<(usize, usize)>,
+    pos: usize,
+    current: Option<(usize, Option<StageWriter>)>,
+}
+
+impl<'a> ContentStream<'a> {
+    fn new(index: &'a [ContentRecord], needed: &'a BTreeSet<&'a str>) -> Self {
+        let mut parts = HashMap::new();
+        let mut order = Vec::new();
+        for (i, c) in index.iter().enumerate() {
+            for (j, p) in c.parts.iter().enumerate() {
+                parts.insert((p.pack.clone(), p.entry.clone()), (i, j));
+                order.push((i, j));
+            }
+        }
+        ContentStream {
+            parts,
+            index,
+            needed,
+            order,
+            pos: 0,
+            current: None,
+        }
+    }
+
+    fn read_pack(
+        &mut self,
+        tx: &Connection,
+        store: &crate::content::ContentStore,
+        path: &Path,
+        pack: &bundle::PackEntry,
+        staged: &mut Vec<Staged>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let file = File::open(path).at(path)?;
+        let mut hashing = HashingReader::new(io::BufReader::with_capacity(1 << 20, file));
+        {
+            let mut archive = tar::Archive::new(&mut hashing);
+            for entry in archive.entries().at(path)? {
+                let mut entry = entry.at(path)?;
+                let name = entry_name(&entry, path)?;
+                let size = entry.header().size().at(path)?;
+                // Rule: entries come exactly in the order the index lists them.
+                let Some(&(i, j)) = self.parts.get(&(pack.name.clone(), name.clone())) else {
+                    return Err(fail(
+                        "unexpected-entry",
+                        format!(
+                            "{}: entry {name} is not in the content index",
+                            path.display()
+                        ),
+                    ));
+                };
+                if self.order.get(self.pos) != Some(&(i, j)) {
+                    return Err(fail(
+                        "unexpected-entry",
+                        format!("{}: entry {name} is out of order", path.display()),
+                    ));
+                }
+                self.pos += 1;
+                let rec = &self.index[i];
+                let part = &rec.parts[j];
+                if size != part.size {
+                    return Err(fail(
+                        "size-mismatch",
+                        format!(
+                            "{}: entry {name} is {size} bytes, index says {}",
+                            path.display(),
+                            part.size
+                        ),
+                    ));
+                }
+                if j == 0 {
+                    let writer = if self.needed.contains(rec.sha1.as_str()) {
+                        Some(store.begin_stage(&rec.path)?)
+                    } else {
+                        None
+                    };
+                    self.current = Some((i, writer));
+                }
+                match self.current.as_mut() {
+                    Some((ci, w)) if *ci == i => match w {
+                        Some(w) => {
+                            w.copy_from(&mut entry)?;
+                        }
+                        None => {
+                            io::copy(&mut entry, &mut io::sink()).at(path)?;
+                        }
+                    },
+                    _ => {
+                        return Err(fail(
+                            "unexpected-entry",
+                            format!("{}: part {name} without its first part", path.display()),
+                        ));
+                    }
+                }
+                progress.advance(size);
+                if j + 1 == rec.parts.len()
+                    && let Some((_, w)) = self.current.take()
+                    && let Some(w) = w
+                {
+                    let expected = expected_from_metadata(tx, rec)?;
+                    staged.push(
+                        w.finish(Some(&expected))
+                            .map_err(|e| content_error(e, rec))?,
+                    );
+                }
+            }
+        }
+        hashing.drain().at(path)?;
+        let (sha, n) = hashing.finish();
+        if sha != pack.sha256 || n != pack.size {
+            return Err(fail(
+                "hash-mismatch",
+                format!(
+                    "{}: SHA-256 {sha} ({n} bytes), manifest says {} ({} bytes)",
+                    path.display(),
+                    pack.sha256,
+                    pack.size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rule: every part the index lists arrived.
+    fn finish(&self) -> Result<()> {
+        if self.pos != self.order.len() {
+            return Err(fail(
+                "missing-entry",
+                format!("{} of {} content parts arrived", self.pos, self.order.len()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn content_error(e: Error, rec: &ContentRecord) -> Error {
+    match e {
+        Error::DigestMismatch {
+            what,
+            expected,
+            actual,
+            ..
+        } => fail(
+            "content-mismatch",
+            format!(
+                "content {}: {what} is {actual}, the update metadata says {expected}",
+                rec.path
+            ),
+        ),
+        other => other,
+    }
+}
+
+/// Rule (defence in depth): a content file is accepted only if update
+/// metadata (in this store, including what this bundle adds) lists a file
+/// with its SHA-1, and then it must have that metadata's size and SHA-256;
+/// the index's own digests must agree with the metadata too.
+fn expected_from_metadata(tx: &Connection, rec: &ContentRecord) -> Result<Expected> {
+    let sha1 = parse_hex::<20>(&rec.sha1, "content sha1")?;
+    let row: Option<(i64, Option<Vec<u8>>)> = tx
+        .prepare_cached(
+            "SELECT size, sha256 FROM files WHERE sha1 = ?1 ORDER BY sha256 IS NULL LIMIT 1",
+        )?
+        .query_row([&sha1[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((size, sha256)) = row else {
+        return Err(fail(
+            "content-not-in-metadata",
+            format!(
+                "content {} is not listed by any update's metadata",
+                rec.path
+            ),
+        ));
+    };
+    let sha256: Option<[u8; 32]> = match sha256 {
+        Some(v) => Some(
+            v.try_into()
+                .map_err(|_| Error::Refused("corrupt sha256 in store".into()))?,
+        ),
+        None => None,
+    };
+    let index_sha256 = parse_hex::<32>(&rec.sha256, "content sha256")?;
+    if sha256.is_some_and(|m| m != index_sha256) || size as u64 != rec.size {
+        return Err(fail(
+            "content-mismatch",
+            format!(
+                "content {}: the content index disagrees with the update metadata",
+                rec.path
+            ),
+        ));
+    }
+    Ok(Expected {
+        sha1,
+        sha256: Some(sha256.unwrap_or(index_sha256)),
+        size: Some(rec.size),
+    })
+}

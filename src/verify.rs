@@ -1,0 +1,522 @@
+//! Bundle verification: who signed it (trust), whether every byte is what
+//! was signed, whether it is within its validity period, and where it
+//! stands in a store's chain. Used by `verify` (no store needed) and by
+//! `import` (which then applies what it verified).
+//!
+//! Each rule is one function with the rule beside it; failures are
+//! `Error::Verification` with a stable rule name (exit code 3).
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::OptionalExtension;
+use serde::Serialize;
+
+use crate::bundle::{
+    self, BundleKind, KeyLookup, Layout, MAX_STATEMENT_BYTES, Manifest, VolumeHeader,
+    check_volume_packs, read_small, read_volume_header,
+};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::trust::{self, KeyId, PublicKey};
+
+/// The keys a verifier accepts: from a store's trust store or from
+/// `--trust` files, plus those that verified trust statements introduce.
+/// It is an in-memory copy of the trust tables, so statements are applied
+/// by exactly the code an import uses, without touching any store.
+pub struct TrustView {
+    conn: rusqlite::Connection,
+}
+
+impl TrustView {
+    fn empty() -> Result<Self> {
+        let conn = rusqlite::Connection::open_in_memory()?;
+        conn.execute_batch(crate::store::TRUST_SCHEMA)?;
+        Ok(TrustView { conn })
+    }
+
+    /// Trusts exactly these keys (`verify --trust`).
+    pub fn from_keys(keys: &[PublicKey]) -> Result<Self> {
+        let v = Self::empty()?;
+        for k in keys {
+            trust::trust_add(&v.conn, k, "--trust", "admin")?;
+        }
+        Ok(v)
+    }
+
+    /// A copy of a store's trust store.
+    pub fn from_store(conn: &rusqlite::Connection) -> Result<Self> {
+        let v = Self::empty()?;
+        let path = conn.path().unwrap_or("").to_string();
+        if path.is_empty() {
+            return Err(Error::Refused("store database has no path".into()));
+        }
+        v.conn.execute("ATTACH DATABASE ?1 AS src", [path])?;
+        v.conn.execute_batch(
+            "INSERT INTO main.trusted_keys SELECT * FROM src.trusted_keys; \
+             INSERT INTO main.applied_statements SELECT * FROM src.applied_statements; DETACH DATABASE src;",
+        )?;
+        Ok(v)
+    }
+
+    /// Applies a signed trust statement to this view (nothing is written
+    /// to any store).
+    pub fn apply_statement(&mut self, body: &[u8], minisig: &str, name: &str) -> Result<()> {
+        trust::apply_statement(&self.conn, body, minisig).map_err(|e| rename(e, name))?;
+        Ok(())
+    }
+}
+
+fn rename(e: Error, name: &str) -> Error {
+    match e {
+        Error::Verification { rule, detail } => Error::Verification {
+            rule,
+            detail: format!("{name}: {detail}"),
+        },
+        other => other,
+    }
+}
+
+impl KeyLookup for TrustView {
+    /// Rule: only signatures by a known, unrevoked key are accepted.
+    fn trusted_key(&self, id: &KeyId) -> Result<PublicKey> {
+        trust::require_trusted(&self.conn, id)
+    }
+}
+
+/// What a verification found, for `verify --json` and import's plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    pub bundle_id: String,
+    pub source_server_id: String,
+    pub source_name: String,
+    pub destination: String,
+    pub seq: u64,
+    pub kind: BundleKind,
+    pub from_anchor: Option<String>,
+    pub to_anchor: String,
+    pub created: String,
+    pub expires: String,
+    pub signer: String,
+    pub volumes: u32,
+    pub manifest_sha256: String,
+    pub expired_but_allowed: bool,
+    /// The checks that passed, in order.
+    pub checks: Vec<String>,
+    #[serde(skip)]
+    pub manifest: Manifest,
+    #[serde(skip)]
+    pub volume_dirs: Vec<PathBuf>,
+}
+
+/// Reads volume 1's trust statements (if any) into `view`, in order.
+fn apply_bundle_statements(
+    view: &mut TrustView,
+    vol1: &Path,
+    m: &Manifest,
+    checks: &mut Vec<String>,
+) -> Result<()> {
+    for name in &m.trust_statements {
+        bundle::check_safe_path(name)?;
+        let body = read_small(&vol1.join(name), MAX_STATEMENT_BYTES, "oversized-file")?;
+        let sig_bytes = read_small(
+            &vol1.join(format!("{name}.minisig")),
+            bundle::MAX_SIG_BYTES,
+            "oversized-file",
+        )?;
+        let sig_text = std::str::from_utf8(&sig_bytes).map_err(|_| {
+            Error::verification(
+                "malformed-signature",
+                format!("{name}.minisig is not UTF-8"),
+            )
+        })?;
+        view.apply_statement(&body, sig_text, name)?;
+        checks.push(format!(
+            "trust statement {name}: signed by a trusted key, applied"
+        ));
+    }
+    Ok(())
+}
+
+/// Finds the manifest of volume 1 without trusting it yet (to learn which
+/// trust statements to read); everything is verified afterwards.
+fn peek_manifest(dir: &Path) -> Result<Manifest> {
+    let bytes = read_small(
+        &dir.join(bundle::MANIFEST),
+        bundle::MAX_MANIFEST_BYTES,
+        "oversized-file",
+    )?;
+    bundle::parse_manifest(&bytes, dir)
+}
+
+/// Verifies volume headers (signature, sums, manifest, file lists) of all
+/// volumes and their consistency. Packs are not hashed here.
+pub fn verify_headers(
+    layout: &Layout,
+    view: &mut TrustView,
+    checks: &mut Vec<String>,
+) -> Result<Vec<VolumeHeader>> {
+    let first = layout
+        .volumes
+        .first()
+        .ok_or_else(|| Error::verification("missing-volume", "no volume given"))?;
+    // Trust statements ride in volume 1; they are signed on their own, so
+    // they can be checked (against keys already trusted) before the bundle.
+    let peek = peek_manifest(first)?;
+    if !peek.trust_statements.is_empty() {
+        // Volume 1 is the one holding the statements.
+        let vol1 = layout
+            .volumes
+            .iter()
+            .find(|d| d.join(peek.trust_statements[0].as_str()).exists())
+            .unwrap_or(first);
+        apply_bundle_statements(view, vol1, &peek, checks)?;
+    }
+    let mut headers: Vec<VolumeHeader> = Vec::new();
+    if let Some(top) = &layout.top
+        && top.join(bundle::SUMS).exists()
+    {
+        let h = read_volume_header(top, view, true)?;
+        checks.push(format!(
+            "{}: signature by {} valid; SHA256SUMS lists exactly the files present",
+            top.display(),
+            h.signer
+        ));
+        headers.push(h);
+    }
+    for dir in &layout.volumes {
+        let h = read_volume_header(dir, view, false)?;
+        let v = h.volume.unwrap_or(0);
+        check_volume_packs(&h, v)?;
+        checks.push(format!(
+            "{} (volume {v}/{}): signature by {} valid; SHA256SUMS lists exactly the files present",
+            dir.display(),
+            h.manifest.volumes,
+            h.signer
+        ));
+        headers.push(h);
+    }
+    check_same_bundle(&headers)?;
+    check_all_volumes_present(&headers)?;
+    checks.push("all volumes belong to the same bundle and none is missing".into());
+    Ok(headers)
+}
+
+/// Rule: every volume (and the top level) carries the same manifest: no
+/// volume of another bundle, even of the same exporter, is mixed in.
+fn check_same_bundle(headers: &[VolumeHeader]) -> Result<()> {
+    if let Some(first) = headers.first() {
+        for h in headers {
+            if h.manifest_sha256 != first.manifest_sha256 {
+                return Err(Error::verification(
+                    "mixed-volumes",
+                    format!(
+                        "{} belongs to bundle {} seq {}, not to bundle {} seq {}",
+                        h.dir.display(),
+                        h.manifest.bundle_id,
+                        h.manifest.seq,
+                        first.manifest.bundle_id,
+                        first.manifest.seq
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rule: each volume 1..=n is present exactly once.
+fn check_all_volumes_present(headers: &[VolumeHeader]) -> Result<()> {
+    let Some(first) = headers.first() else {
+        return Err(Error::verification("missing-volume", "no volume"));
+    };
+    let n = first.manifest.volumes;
+    let mut seen = vec![false; n as usize + 1];
+    for h in headers {
+        if let Some(v) = h.volume {
+            let slot = seen
+                .get_mut(v as usize)
+                .ok_or_else(|| Error::verification("missing-volume", "volume out of range"))?;
+            if *slot {
+                return Err(Error::verification(
+                    "duplicate-volume",
+                    format!("volume {v} given twice ({})", h.dir.display()),
+                ));
+            }
+            *slot = true;
+        }
+    }
+    for (v, present) in seen.iter().enumerate().skip(1) {
+        if !present {
+            return Err(Error::verification(
+                "missing-volume",
+                format!(
+                    "volume {v} of {n} of bundle {} is missing",
+                    first.manifest.bundle_id
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Full verification of a bundle: headers, validity period, every file's
+/// digest. Needs no store.
+pub fn verify_bundle(
+    layout: &Layout,
+    view: &mut TrustView,
+    allow_expired: bool,
+    progress: &dyn Progress,
+) -> Result<Verified> {
+    let mut checks = Vec::new();
+    let headers = verify_headers(layout, view, &mut checks)?;
+    let h0 = headers
+        .first()
+        .ok_or_else(|| Error::verification("missing-volume", "no volume"))?;
+    let m = h0.manifest.clone();
+    let expired =
+        bundle::check_validity_period(&m, time::OffsetDateTime::now_utc(), allow_expired)?;
+    checks.push(if expired {
+        format!(
+            "EXPIRED on {} — accepted only because --allow-expired was given",
+            m.expires
+        )
+    } else {
+        format!(
+            "within its validity period (created {}, expires {})",
+            m.created, m.expires
+        )
+    });
+    let total: u64 = headers
+        .iter()
+        .filter(|h| h.volume.is_some())
+        .flat_map(|h| {
+            let v = h.volume;
+            m.packs
+                .iter()
+                .filter(move |p| Some(p.volume) == v)
+                .map(|p| p.size)
+        })
+        .sum();
+    progress.phase("verify", Some(total), "bytes");
+    for h in headers.iter().filter(|h| h.volume.is_some()) {
+        bundle::verify_files(h, &|n| progress.advance(n))?;
+        checks.push(format!(
+            "{}: every file's SHA-256 and size match",
+            h.dir.display()
+        ));
+    }
+    progress.finish();
+    Ok(Verified {
+        bundle_id: m.bundle_id.clone(),
+        source_server_id: m.source.server_id.clone(),
+        source_name: m.source.name.clone(),
+        destination: m.destination.clone(),
+        seq: m.seq,
+        kind: m.kind,
+        from_anchor: m.from_anchor.clone(),
+        to_anchor: m.to_anchor.clone(),
+        created: m.created.clone(),
+        expires: m.expires.clone(),
+        signer: m.signer.clone(),
+        volumes: m.volumes,
+        manifest_sha256: h0.manifest_sha256.clone(),
+        expired_but_allowed: expired,
+        checks,
+        manifest: m,
+        volume_dirs: headers
+            .iter()
+            .filter(|h| h.volume.is_some())
+            .map(|h| h.dir.clone())
+            .collect(),
+    })
+}
+
+// ------------------------------------------------------------- the chain
+
+/// Where a bundle stands in a store's import chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChainStatus {
+    /// First bundle from this source (a full one).
+    First,
+    /// The next link of the chain.
+    Next,
+    /// A full bundle replacing the chain (`--rebase`).
+    Rebase,
+    /// Exactly this bundle was imported before: nothing to do.
+    AlreadyApplied,
+}
+
+struct LastLink {
+    seq: u64,
+    manifest_sha256: String,
+    to_anchor: String,
+}
+
+fn last_link(conn: &rusqlite::Connection, source: &str) -> Result<Option<LastLink>> {
+    Ok(conn
+        .query_row(
+            "SELECT seq, manifest_sha256, to_anchor FROM import_ledger WHERE source_server_id = ?1 ORDER BY seq DESC LIMIT 1",
+            [source],
+            |r| Ok(LastLink { seq: r.get::<_, i64>(0)? as u64, manifest_sha256: r.get(1)?, to_anchor: r.get(2)? }),
+        )
+        .optional()?)
+}
+
+/// Applies the chain rules in order; the first that fails names itself.
+pub fn check_chain(
+    conn: &rusqlite::Connection,
+    this_server: &str,
+    m: &Manifest,
+    manifest_sha256: &str,
+    rebase: bool,
+) -> Result<ChainStatus> {
+    rule_not_own_bundle(this_server, m)?;
+    if rule_already_applied(conn, m, manifest_sha256)? {
+        return Ok(ChainStatus::AlreadyApplied);
+    }
+    let last = last_link(conn, &m.source.server_id)?;
+    rule_no_fork(conn, m, manifest_sha256)?;
+    rule_no_replay(m, last.as_ref())?;
+    match last {
+        None => {
+            rule_first_is_full(m)?;
+            Ok(ChainStatus::First)
+        }
+        Some(l) => {
+            if m.kind == BundleKind::Full {
+                rule_rebase_is_explicit(m, rebase)?;
+                return Ok(ChainStatus::Rebase);
+            }
+            rule_no_gap(m, &l)?;
+            rule_links_to_previous(m, &l)?;
+            Ok(ChainStatus::Next)
+        }
+    }
+}
+
+/// Rule: a server does not import its own bundles.
+fn rule_not_own_bundle(this_server: &str, m: &Manifest) -> Result<()> {
+    if m.source.server_id == this_server {
+        return Err(Error::verification(
+            "own-bundle",
+            format!("bundle {} was exported by this server", m.bundle_id),
+        ));
+    }
+    Ok(())
+}
+
+/// Rule: importing exactly the same bundle again is a no-op.
+fn rule_already_applied(conn: &rusqlite::Connection, m: &Manifest, sha: &str) -> Result<bool> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM import_ledger WHERE source_server_id = ?1 AND seq = ?2 AND manifest_sha256 = ?3",
+        rusqlite::params![m.source.server_id, m.seq as i64, sha],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
+
+/// Rule (fork): a bundle with the sequence number of an applied bundle but
+/// a different manifest is a fork of the chain.
+fn rule_no_fork(conn: &rusqlite::Connection, m: &Manifest, sha: &str) -> Result<()> {
+    let other: Option<String> = conn
+        .query_row(
+            "SELECT manifest_sha256 FROM import_ledger WHERE source_server_id = ?1 AND seq = ?2",
+            rusqlite::params![m.source.server_id, m.seq as i64],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(other) = other
+        && other != sha
+    {
+        return Err(Error::verification(
+            "fork",
+            format!(
+                "bundle {} claims seq {} from {}, but a different bundle with that seq was applied (manifest {other})",
+                m.bundle_id, m.seq, m.source.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Rule (replay): a bundle at or below the last applied sequence from its
+/// source is refused.
+fn rule_no_replay(m: &Manifest, last: Option<&LastLink>) -> Result<()> {
+    if let Some(l) = last
+        && m.seq <= l.seq
+    {
+        return Err(Error::verification(
+            "replay",
+            format!(
+                "bundle {} has seq {}, but seq {} from {} is already applied",
+                m.bundle_id, m.seq, l.seq, m.source.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Rule: the first bundle from a source is a full one.
+fn rule_first_is_full(m: &Manifest) -> Result<()> {
+    if m.kind != BundleKind::Full {
+        return Err(Error::verification(
+            "gap",
+            format!(
+                "bundle {} continues from anchor {} but nothing from {} has been imported yet; import its full bundle first",
+                m.bundle_id,
+                m.from_anchor.as_deref().unwrap_or("-"),
+                m.source.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Rule: a full bundle onto a store that already follows a chain from the
+/// same source needs an explicit `--rebase`.
+fn rule_rebase_is_explicit(m: &Manifest, rebase: bool) -> Result<()> {
+    if !rebase {
+        return Err(Error::verification(
+            "rebase-required",
+            format!(
+                "bundle {} is a full bundle but this store already follows a chain from {}; pass --rebase to replace it",
+                m.bundle_id, m.source.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Rule (gap): an incremental bundle is the very next link (seq + 1) and
+/// starts where the last applied one ended (its from-anchor).
+fn rule_no_gap(m: &Manifest, l: &LastLink) -> Result<()> {
+    if m.seq != l.seq + 1 || m.from_anchor.as_deref() != Some(l.to_anchor.as_str()) {
+        return Err(Error::verification(
+            "gap",
+            format!(
+                "bundle {} (seq {}, from {}) does not follow the last applied link (seq {}, to {}); import the missing bundles first",
+                m.bundle_id,
+                m.seq,
+                m.from_anchor.as_deref().unwrap_or("-"),
+                l.seq,
+                l.to_anchor
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Rule: an incremental bundle names the manifest of the link before it.
+fn rule_links_to_previous(m: &Manifest, l: &LastLink) -> Result<()> {
+    if m.prev_manifest_sha256.as_deref() != Some(l.manifest_sha256.as_str()) {
+        return Err(Error::verification(
+            "fork",
+            format!(
+                "bundle {} names previous manifest {:?}, but the applied one is {}",
+                m.bundle_id, m.prev_manifest_sha256, l.manifest_sha256
+            ),
+        ));
+    }
+    Ok(())
+}
