@@ -254,10 +254,12 @@ fn plan_content(
         "SELECT c.sha1, c.rel_path, c.size, c.sha256 FROM temp.cand k JOIN content c ON c.sha1 = k.sha1 \
          WHERE c.seq <= ?2 \
          AND EXISTS (SELECT 1 FROM files f JOIN revisions r ON r.rev_id = f.rev_id JOIN temp.content_updates u ON u.update_id = r.update_id WHERE f.sha1 = c.sha1) \
-         AND NOT EXISTS (SELECT 1 FROM export_sent_content s WHERE s.destination = ?1 AND s.sha1 = c.sha1) \
+         AND (?3 OR NOT EXISTS (SELECT 1 FROM export_sent_content s WHERE s.destination = ?1 AND s.sha1 = c.sha1)) \
          ORDER BY c.rel_path",
     )?;
-    let rows = st.query_map(params![destination, to], |r| {
+    // A full bundle starts a new chain: it carries all content again.
+    let full = since.is_none();
+    let rows = st.query_map(params![destination, to, full], |r| {
         Ok((
             r.get::<_, Vec<u8>>(0)?,
             r.get::<_, String>(1)?,

@@ -116,7 +116,7 @@ pub fn import(
 
     // ---- 1. volume 1 header, validity, chain
     let first_dir = volume_dir(&opts.layout, 1, None, opts.prompt)?;
-    let statements = preload_statements(&first_dir, &mut view, &mut checks)?;
+    let statements = crate::verify::preload_statements(&first_dir, &mut view, &mut checks)?;
     let h1 = read_volume_header(&first_dir, &view, false)?;
     if h1.volume != Some(1) {
         return Err(fail(
@@ -129,6 +129,7 @@ pub fn import(
         ));
     }
     bundle::check_volume_packs(&h1, 1)?;
+    crate::verify::check_statements_listed(&h1.manifest, &statements)?;
     checks.push(format!(
         "volume 1: signature by trusted key {} valid; files listed exactly",
         h1.signer
@@ -204,7 +205,7 @@ pub fn import(
     );
     let tx = store.conn_mut().transaction()?;
     let mut plan = Plan::default();
-    for (body, sig) in &statements {
+    for (_, body, sig) in &statements {
         if !matches!(
             crate::trust::apply_statement(&tx, body, sig)?,
             crate::trust::Applied::AlreadyApplied { .. }
@@ -303,8 +304,12 @@ pub fn import(
 
     // ---- 5. apply
     crate::failpoint::hit("import-before-content-rename");
+    // Files placed by this import are removed again if it fails from here
+    // on (a crash leaves them as verified orphans that a re-run adopts).
+    let mut placed = PlacedFiles { paths: Vec::new() };
     for s in staged {
         let f = content_store.commit(s)?;
+        placed.paths.push(content_store.path_of(&f.rel_path));
         record_content(&tx, &now, &f)?;
     }
     let local_anchor_seq: i64 =
@@ -333,12 +338,26 @@ pub fn import(
     )?;
     crate::failpoint::hit("import-before-commit");
     tx.commit()?;
+    placed.paths.clear();
     Ok(ImportReport {
         plan,
         checks,
         anchor: local_anchor,
         ..base
     })
+}
+
+/// Content files moved into place by an import that has not committed yet.
+struct PlacedFiles {
+    paths: Vec<PathBuf>,
+}
+
+impl Drop for PlacedFiles {
+    fn drop(&mut self) {
+        for p in &self.paths {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 fn base_server_id(s: &str) -> Result<uuid::Uuid> {
@@ -373,45 +392,6 @@ fn volume_dir(
             format!("volume {v} was not given (pass --volumes DIR for each volume)"),
         )),
     }
-}
-
-/// Reads the trust statements of volume 1 (signed on their own) into the
-/// in-memory view before the bundle signature is checked.
-fn preload_statements(
-    dir: &Path,
-    view: &mut TrustView,
-    checks: &mut Vec<String>,
-) -> Result<Vec<(Vec<u8>, String)>> {
-    let bytes = bundle::read_small(
-        &dir.join(bundle::MANIFEST),
-        bundle::MAX_MANIFEST_BYTES,
-        "oversized-file",
-    )?;
-    let m = bundle::parse_manifest(&bytes, dir)?;
-    let mut out = Vec::new();
-    for name in &m.trust_statements {
-        bundle::check_safe_path(name)?;
-        let body = bundle::read_small(
-            &dir.join(name),
-            bundle::MAX_STATEMENT_BYTES,
-            "oversized-file",
-        )?;
-        let sig_bytes = bundle::read_small(
-            &dir.join(format!("{name}.minisig")),
-            bundle::MAX_SIG_BYTES,
-            "oversized-file",
-        )?;
-        let sig_text = String::from_utf8(sig_bytes).map_err(|_| {
-            fail(
-                "malformed-signature",
-                format!("{name}.minisig is not UTF-8"),
-            )
-        })?;
-        view.apply_statement(&body, &sig_text, name)?;
-        checks.push(format!("trust statement {name} verified"));
-        out.push((body, sig_text));
-    }
-    Ok(out)
 }
 
 fn pack_entry<'m>(m: &'m Manifest, name: &str) -> Result<&'m bundle::PackEntry> {
@@ -1037,7 +1017,7 @@ impl<'a> ContentStream<'a> {
     ) -> Result<()> {
         let file = File::open(path).at(path)?;
         let mut hashing = HashingReader::new(io::BufReader::with_capacity(1 << 20, file));
-        {
+        let entries_result: Result<()> = (|| {
             let mut archive = tar::Archive::new(&mut hashing);
             for entry in archive.entries().at(path)? {
                 let mut entry = entry.at(path)?;
@@ -1108,8 +1088,11 @@ impl<'a> ContentStream<'a> {
                     );
                 }
             }
-        }
-        hashing.drain().at(path)?;
+            Ok(())
+        })();
+        // The pack's own digest is checked first: a pack damaged on the way
+        // is reported as such, whatever its damaged bytes made the reader do.
+        let drained = hashing.drain();
         let (sha, n) = hashing.finish();
         if sha != pack.sha256 || n != pack.size {
             return Err(fail(
@@ -1122,7 +1105,8 @@ impl<'a> ContentStream<'a> {
                 ),
             ));
         }
-        Ok(())
+        drained.at(path)?;
+        entries_result
     }
 
     /// Rule: every part the index lists arrived.

@@ -96,6 +96,9 @@ pub struct Status {
     pub content_files: i64,
     pub content_bytes: i64,
     pub anchor: String,
+    pub trusted_keys: i64,
+    pub bundles_imported: i64,
+    pub export_destinations: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -439,6 +442,9 @@ impl Store {
             content_files: one("SELECT COUNT(*) FROM content")?,
             content_bytes: one("SELECT COALESCE(SUM(size), 0) FROM content")?,
             anchor: self.anchor()?.to_string(),
+            trusted_keys: one("SELECT COUNT(*) FROM trusted_keys WHERE revoked = 0")?,
+            bundles_imported: one("SELECT COUNT(*) FROM import_ledger")?,
+            export_destinations: one("SELECT COUNT(*) FROM export_ledger")?,
         })
     }
 

@@ -108,44 +108,70 @@ pub struct Verified {
     pub volume_dirs: Vec<PathBuf>,
 }
 
-/// Reads volume 1's trust statements (if any) into `view`, in order.
-fn apply_bundle_statements(
+/// Reads the trust statements that ride in a volume (`trust/NNNN.json`
+/// with `.minisig` beside each, in name order) into `view`. They are signed
+/// on their own by keys already trusted, so they are checked before the
+/// bundle's signature (which may be by the key they introduce); the signed
+/// manifest must then list exactly these (`check_statements_listed`).
+pub fn preload_statements(
+    dir: &Path,
     view: &mut TrustView,
-    vol1: &Path,
-    m: &Manifest,
     checks: &mut Vec<String>,
-) -> Result<()> {
-    for name in &m.trust_statements {
-        bundle::check_safe_path(name)?;
-        let body = read_small(&vol1.join(name), MAX_STATEMENT_BYTES, "oversized-file")?;
+) -> Result<Vec<(String, Vec<u8>, String)>> {
+    let tdir = dir.join(bundle::TRUST_DIR);
+    let mut names: Vec<String> = Vec::new();
+    if tdir.is_dir() {
+        for e in std::fs::read_dir(&tdir).map_err(|e| Error::io(&tdir, e))? {
+            let e = e.map_err(|e| Error::io(&tdir, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".json") {
+                names.push(format!("{}/{name}", bundle::TRUST_DIR));
+            }
+        }
+    }
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        bundle::check_safe_path(&name)?;
+        let body = read_small(&dir.join(&name), MAX_STATEMENT_BYTES, "oversized-file")?;
         let sig_bytes = read_small(
-            &vol1.join(format!("{name}.minisig")),
+            &dir.join(format!("{name}.minisig")),
             bundle::MAX_SIG_BYTES,
             "oversized-file",
         )?;
-        let sig_text = std::str::from_utf8(&sig_bytes).map_err(|_| {
+        let sig_text = String::from_utf8(sig_bytes).map_err(|_| {
             Error::verification(
                 "malformed-signature",
                 format!("{name}.minisig is not UTF-8"),
             )
         })?;
-        view.apply_statement(&body, sig_text, name)?;
+        view.apply_statement(&body, &sig_text, &name)?;
         checks.push(format!(
             "trust statement {name}: signed by a trusted key, applied"
         ));
+        out.push((name, body, sig_text));
     }
-    Ok(())
+    Ok(out)
 }
 
-/// Finds the manifest of volume 1 without trusting it yet (to learn which
-/// trust statements to read); everything is verified afterwards.
-fn peek_manifest(dir: &Path) -> Result<Manifest> {
-    let bytes = read_small(
-        &dir.join(bundle::MANIFEST),
-        bundle::MAX_MANIFEST_BYTES,
-        "oversized-file",
-    )?;
-    bundle::parse_manifest(&bytes, dir)
+/// Rule: the signed manifest lists exactly the trust statements found.
+pub fn check_statements_listed(m: &Manifest, found: &[(String, Vec<u8>, String)]) -> Result<()> {
+    let names: Vec<&str> = found.iter().map(|(n, _, _)| n.as_str()).collect();
+    if names
+        != m.trust_statements
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    {
+        return Err(Error::verification(
+            "trust-statements-mismatch",
+            format!(
+                "volume holds trust statements {names:?}, the manifest lists {:?}",
+                m.trust_statements
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Verifies volume headers (signature, sums, manifest, file lists) of all
@@ -159,18 +185,9 @@ pub fn verify_headers(
         .volumes
         .first()
         .ok_or_else(|| Error::verification("missing-volume", "no volume given"))?;
-    // Trust statements ride in volume 1; they are signed on their own, so
-    // they can be checked (against keys already trusted) before the bundle.
-    let peek = peek_manifest(first)?;
-    if !peek.trust_statements.is_empty() {
-        // Volume 1 is the one holding the statements.
-        let vol1 = layout
-            .volumes
-            .iter()
-            .find(|d| d.join(peek.trust_statements[0].as_str()).exists())
-            .unwrap_or(first);
-        apply_bundle_statements(view, vol1, &peek, checks)?;
-    }
+    // Trust statements ride in volume 1 (checked against the manifest once
+    // its signature is verified).
+    let statements = preload_statements(first, view, checks)?;
     let mut headers: Vec<VolumeHeader> = Vec::new();
     if let Some(top) = &layout.top
         && top.join(bundle::SUMS).exists()
@@ -197,6 +214,9 @@ pub fn verify_headers(
     }
     check_same_bundle(&headers)?;
     check_all_volumes_present(&headers)?;
+    if let Some(h) = headers.iter().find(|h| h.volume == Some(1)) {
+        check_statements_listed(&h.manifest, &statements)?;
+    }
     checks.push("all volumes belong to the same bundle and none is missing".into());
     Ok(headers)
 }

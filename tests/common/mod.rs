@@ -142,6 +142,17 @@ pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
 /// updates, deployments, groups and the journal. Used to prove a failed
 /// command changed nothing.
 pub fn snapshot(server: &Path) -> String {
+    let mut s = snapshot_db(server);
+    let content: Vec<String> = tree(&server.join("content"))
+        .into_iter()
+        .map(|(p, b)| format!("{p}:{}", b.len()))
+        .collect();
+    s.push_str(&content.join("\n"));
+    s
+}
+
+/// The replicated state as the CLI reports it, without the content tree.
+pub fn snapshot_db(server: &Path) -> String {
     let mut s = String::new();
     for args in [
         &["status", "--json"][..],
@@ -150,15 +161,22 @@ pub fn snapshot(server: &Path) -> String {
         &["deployments", "list", "--removed", "--json"],
         &["groups", "list", "--json"],
         &["journal", "--json"],
+        &["trust", "list", "--json"],
     ] {
         s.push_str(&gs(server, args).ok().stdout);
     }
-    let content: Vec<String> = tree(&server.join("content"))
-        .into_iter()
-        .map(|(p, b)| format!("{p}:{}", b.len()))
-        .collect();
-    s.push_str(&content.join("\n"));
     s
+}
+
+/// Every file under content/ is complete: its name is the SHA-1 of its bytes.
+pub fn content_files_are_whole(server: &Path) {
+    for (rel, data) in tree(&server.join("content")) {
+        let name = rel.rsplit('/').next().unwrap();
+        assert!(
+            name.starts_with(&sha1_hex_upper(&data)),
+            "{rel} is not whole"
+        );
+    }
 }
 
 pub struct FileSpec<'a> {
@@ -218,4 +236,56 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
             (s >> 24) as u8
         })
         .collect()
+}
+
+/// Re-signs a single-volume bundle after a test changed it, as a trusted
+/// but misbehaving exporter would: `edit` may change the manifest; pack
+/// digests, SHA256SUMS and the signature are recomputed with `key`.
+pub fn resign(dir: &Path, key: &Path, edit: impl FnOnce(&mut gapsync::bundle::Manifest)) {
+    use gapsync::bundle;
+    let key = gapsync::trust::SecretKey::read_file(key).expect("key");
+    let mut m: bundle::Manifest =
+        serde_json::from_slice(&std::fs::read(dir.join(bundle::MANIFEST)).unwrap()).unwrap();
+    edit(&mut m);
+    for p in &mut m.packs {
+        let data = std::fs::read(dir.join(&p.name)).unwrap();
+        p.size = data.len() as u64;
+        p.sha256 = hex::encode(Sha256::digest(&data));
+    }
+    let mbytes = serde_json::to_vec_pretty(&m).unwrap();
+    std::fs::write(dir.join(bundle::MANIFEST), &mbytes).unwrap();
+    let mut sums = std::collections::BTreeMap::new();
+    for (rel, data) in tree(dir) {
+        if rel != bundle::SUMS && rel != bundle::SUMS_SIG {
+            sums.insert(rel, hex::encode(Sha256::digest(&data)));
+        }
+    }
+    let text = bundle::format_sums(&sums);
+    std::fs::write(dir.join(bundle::SUMS), &text).unwrap();
+    let sig = key
+        .sign(text.as_bytes(), &bundle::trusted_comment(&m, Some(1)))
+        .unwrap();
+    std::fs::write(dir.join(bundle::SUMS_SIG), sig).unwrap();
+}
+
+/// Flips one byte of a file.
+pub fn flip_byte(path: &Path, offset: usize) {
+    let mut data = std::fs::read(path).unwrap();
+    let i = offset.min(data.len() - 1);
+    data[i] ^= 0x01;
+    std::fs::write(path, data).unwrap();
+}
+
+/// Copies a folder tree (a store or a bundle).
+pub fn copy_tree(from: &Path, to: &Path) {
+    for e in walkdir::WalkDir::new(from) {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(from).unwrap();
+        let dest = to.join(rel);
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else if e.file_type().is_file() {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
 }

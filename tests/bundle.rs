@@ -1,0 +1,889 @@
+//! Export, verify and import across the air gap, through the real binary:
+//! equality after a full bundle and a chain of incremental links, every
+//! import rule (each proving the store did not change), stock tools,
+//! volumes and key rotation.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+struct Lab {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    up: PathBuf,
+    down: PathBuf,
+    key: PathBuf,
+    pubkey: PathBuf,
+    n: u32,
+    /// (update id, group) approved by `new`.
+    approved: Vec<(String, String)>,
+}
+
+impl Lab {
+    /// A connected server with a small generated catalog, groups and
+    /// approvals, and a disconnected replica that trusts its key.
+    fn new(content: &str) -> Lab {
+        let mut lab = Lab::setup(content);
+        for (i, id) in lab.visible_updates().iter().take(4).enumerate() {
+            let group = if i % 2 == 0 { "Servers" } else { "Pilot" };
+            gs(
+                &lab.up,
+                &[
+                    "approve",
+                    id,
+                    "--group",
+                    group,
+                    "--deadline",
+                    "2027-01-01T00:00:00Z",
+                ],
+            )
+            .ok();
+            lab.approved.push((id.clone(), group.to_string()));
+        }
+        lab
+    }
+
+    fn setup(content: &str) -> Lab {
+        let (tmp, up) = new_store("hq", "autonomous");
+        let root = tmp.path().to_path_buf();
+        let down = root.join("plant");
+        gs_plain(&[
+            "init",
+            down.to_str().unwrap(),
+            "--name",
+            "plant",
+            "--mode",
+            "replica",
+        ])
+        .ok();
+        gs(
+            &up,
+            &[
+                "catalog",
+                "generate",
+                "--updates",
+                "120",
+                "--content-bytes",
+                content,
+                "--seed",
+                "1",
+            ],
+        )
+        .ok();
+        gs(&up, &["groups", "add", "Servers"]).ok();
+        gs(&up, &["groups", "add", "Pilot", "--parent", "Servers"]).ok();
+        let prefix = root.join("signing");
+        gs_plain(&["key", "generate", "--out", prefix.to_str().unwrap()]).ok();
+        let lab = Lab {
+            _tmp: tmp,
+            key: prefix.with_extension("key"),
+            pubkey: prefix.with_extension("pub"),
+            root,
+            up,
+            down,
+            n: 0,
+            approved: Vec::new(),
+        };
+        gs(
+            &lab.down,
+            &[
+                "trust",
+                "add",
+                lab.pubkey.to_str().unwrap(),
+                "--label",
+                "hq",
+            ],
+        )
+        .ok();
+        lab
+    }
+
+    fn visible_updates(&self) -> Vec<String> {
+        let list = gs(
+            &self.up,
+            &["updates", "list", "--json", "--kind", "software"],
+        )
+        .ok()
+        .json();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| {
+                !u["title"].as_str().unwrap().starts_with("HIDDEN") && u["declined"] == false
+            })
+            .map(|u| u["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn export(&mut self, extra: &[&str]) -> PathBuf {
+        self.n += 1;
+        let out = self.root.join(format!("bundle-{}", self.n));
+        let mut args = vec![
+            "export",
+            "--key",
+            self.key.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--to",
+            "plant",
+        ];
+        args.extend_from_slice(extra);
+        gs(&self.up, &args).ok();
+        out
+    }
+
+    fn import(&self, bundle: &Path) -> Run {
+        gs(&self.down, &["import", bundle.to_str().unwrap(), "--json"])
+    }
+
+    /// The downstream refuses `bundle` with exit 3 naming `rule`, and is
+    /// unchanged.
+    fn refused(&self, bundle: &Path, rule: &str) {
+        let before = snapshot(&self.down);
+        let content_before = tree(&self.down.join("content"));
+        self.import(bundle).fails(3, &format!("[{rule}]"));
+        assert_eq!(snapshot(&self.down), before, "{rule}: store changed");
+        assert_eq!(
+            tree(&self.down.join("content")),
+            content_before,
+            "{rule}: content changed"
+        );
+        assert_eq!(
+            fs::read_dir(self.down.join("staging")).unwrap().count(),
+            0,
+            "{rule}: staging debris"
+        );
+    }
+
+    fn assert_equal(&self) {
+        for args in [
+            &["updates", "list", "--json"][..],
+            &["deployments", "list", "--json"],
+            &["deployments", "list", "--removed", "--json"],
+        ] {
+            assert_eq!(
+                gs(&self.up, args).ok().stdout,
+                gs(&self.down, args).ok().stdout,
+                "{args:?} differ"
+            );
+        }
+        let groups = |dir: &Path| -> Vec<(String, String, String)> {
+            let g = gs(dir, &["groups", "list", "--json"]).ok().json();
+            g.as_array()
+                .unwrap()
+                .iter()
+                .map(|g| {
+                    (
+                        g["id"].to_string(),
+                        g["name"].to_string(),
+                        g["parent"].to_string(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(groups(&self.up), groups(&self.down));
+        assert_eq!(
+            tree(&self.up.join("content")),
+            tree(&self.down.join("content")),
+            "content trees differ"
+        );
+        // Byte-identical XML for every update.
+        let list = gs(&self.up, &["updates", "list", "--json"]).ok().json();
+        for u in list.as_array().unwrap().iter().step_by(7) {
+            let id = u["id"].as_str().unwrap();
+            assert_eq!(
+                gs(&self.up, &["updates", "show", id, "--xml"]).ok().stdout,
+                gs(&self.down, &["updates", "show", id, "--xml"])
+                    .ok()
+                    .stdout
+            );
+        }
+    }
+}
+
+#[test]
+fn full_bundle_and_three_incremental_links_make_the_stores_equal() {
+    let mut lab = Lab::new("6M");
+    let b1 = lab.export(&["--json"]);
+    let r = lab.import(&b1).ok().json();
+    assert_eq!(r["status"], "imported");
+    assert_eq!(r["chain"], "first");
+    lab.assert_equal();
+
+    // Link 2: new updates (another seed) with content, new approvals.
+    gs(
+        &lab.up,
+        &[
+            "catalog",
+            "generate",
+            "--updates",
+            "40",
+            "--content-bytes",
+            "2M",
+            "--seed",
+            "2",
+        ],
+    )
+    .ok();
+    let visible = lab.visible_updates();
+    gs(
+        &lab.up,
+        &[
+            "approve",
+            &visible[10],
+            "--group",
+            "Pilot",
+            "--action",
+            "install",
+        ],
+    )
+    .ok();
+    let b2 = lab.export(&[]);
+    let m2: serde_json::Value =
+        serde_json::from_slice(&fs::read(b2.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m2["kind"], "incremental");
+    assert_eq!(m2["seq"], 2);
+    assert_eq!(
+        m2["counts"]["content_bytes"],
+        2 << 20,
+        "only the new content travels"
+    );
+    assert_eq!(
+        m2["counts"]["revisions"], 42,
+        "40 new updates + 2 second revisions"
+    );
+    lab.import(&b2).ok();
+    lab.assert_equal();
+
+    // Link 3: approval changed, one removed, an update declined, a group removed.
+    let (a0, g0) = lab.approved[0].clone();
+    let (a1, g1) = lab.approved[1].clone();
+    let (a2, _) = lab.approved[2].clone();
+    gs(
+        &lab.up,
+        &["approve", &a0, "--group", &g0, "--action", "block"],
+    )
+    .ok();
+    gs(&lab.up, &["unapprove", &a1, "--group", &g1]).ok();
+    gs(&lab.up, &["decline", &a2]).ok();
+    gs(&lab.up, &["groups", "add", "Temporary"]).ok();
+    let b3 = lab.export(&[]);
+    let r3 = lab.import(&b3).ok().json();
+    assert_eq!(r3["plan"]["deployments_changed"], 1);
+    assert!(
+        r3["plan"]["deployments_removed"].as_u64().unwrap() >= 2,
+        "{r3}"
+    );
+    assert_eq!(r3["plan"]["updates_declined"], 1);
+    lab.assert_equal();
+
+    // Link 4: a group removed, nothing else.
+    gs(&lab.up, &["groups", "remove", "Temporary"]).ok();
+    let b4 = lab.export(&[]);
+    let m4: serde_json::Value =
+        serde_json::from_slice(&fs::read(b4.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m4["counts"]["revisions"], 0);
+    assert_eq!(m4["counts"]["content_files"], 0);
+    assert_eq!(m4["counts"]["removed_groups"], 1);
+    lab.import(&b4).ok();
+    lab.assert_equal();
+    assert_eq!(
+        gs(&lab.down, &["status", "--json"]).ok().json()["bundles_imported"],
+        4
+    );
+
+    // An export with nothing changed is an empty link that still chains.
+    let b5 = lab.export(&[]);
+    let r5 = lab.import(&b5).ok().json();
+    assert_eq!(r5["plan"]["revisions_added"], 0);
+    lab.assert_equal();
+}
+
+#[test]
+fn the_same_bundle_again_is_a_no_op() {
+    let mut lab = Lab::new("1M");
+    let b1 = lab.export(&[]);
+    lab.import(&b1).ok();
+    let before = snapshot(&lab.down);
+    let r = lab.import(&b1).ok().json();
+    assert_eq!(r["status"], "already-imported");
+    assert_eq!(snapshot(&lab.down), before);
+    let text = gs(&lab.down, &["import", b1.to_str().unwrap()]).ok().stdout;
+    assert!(text.contains("already imported"), "{text}");
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing() {
+    let mut lab = Lab::new("2M");
+    let b1 = lab.export(&[]);
+    let before = snapshot(&lab.down);
+    let r = gs(
+        &lab.down,
+        &["import", b1.to_str().unwrap(), "--dry-run", "--json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(r["status"], "dry-run");
+    assert_eq!(
+        r["plan"]["revisions_added"], 152,
+        "26 categories and detectoids, 120 updates, 6 second revisions"
+    );
+    assert_eq!(r["plan"]["deployments_created"], 4);
+    assert_eq!(r["plan"]["groups_added"], 2);
+    assert_eq!(r["plan"]["content_bytes"], 2 << 20);
+    assert!(r["plan"]["disk_free"].as_u64().unwrap() > 0);
+    assert_eq!(snapshot(&lab.down), before);
+    assert!(tree(&lab.down.join("content")).is_empty());
+}
+
+#[test]
+fn stock_tools_verify_a_bundle() {
+    let mut lab = Lab::new("3M");
+    let b = lab.export(&[]);
+    let run = |cmd: &mut Command| {
+        let out = cmd
+            .current_dir(&b)
+            .output()
+            .unwrap_or_else(|e| panic!("{cmd:?}: {e} (install minisign and zstd)"));
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let m = run(Command::new("minisign")
+        .args(["-V", "-p"])
+        .arg(&lab.pubkey)
+        .args(["-m", "SHA256SUMS"]));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(b.join("manifest.json")).unwrap()).unwrap();
+    assert!(
+        m.contains(&format!(
+            "gapsync bundle {} seq 1",
+            manifest["bundle_id"].as_str().unwrap()
+        )),
+        "{m}"
+    );
+    let sums = run(Command::new("sha256sum").args(["-c", "SHA256SUMS"]));
+    assert_eq!(
+        sums.matches(": OK").count(),
+        fs::read_to_string(b.join("SHA256SUMS"))
+            .unwrap()
+            .lines()
+            .count()
+    );
+    let listing = run(Command::new("tar").args(["--zstd", "-tf", "metadata.tar.zst"]));
+    assert!(listing.starts_with("state.json\n"));
+    let extract = lab.root.join("extracted");
+    fs::create_dir_all(&extract).unwrap();
+    run(Command::new("tar")
+        .args(["--zstd", "-xf", "metadata.tar.zst", "-C"])
+        .arg(&extract));
+    let first_xml = listing
+        .lines()
+        .find(|l| l.starts_with("revisions/"))
+        .unwrap();
+    let id = first_xml
+        .trim_start_matches("revisions/")
+        .split("-r")
+        .next()
+        .unwrap();
+    assert_eq!(
+        fs::read(extract.join(first_xml)).unwrap(),
+        gs(&lab.up, &["updates", "show", id, "--xml"])
+            .ok()
+            .stdout
+            .into_bytes()
+    );
+    let content = run(Command::new("tar").args(["-tf", "content-001.tar"]));
+    assert!(content.lines().count() > 0);
+    // Tampering makes the stock tools fail too.
+    flip_byte(&b.join("content-001.tar"), 1000);
+    let out = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&b)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn verify_needs_no_store_and_names_failures() {
+    let mut lab = Lab::new("1M");
+    let b = lab.export(&[]);
+    let r = gs_plain(&[
+        "verify",
+        b.to_str().unwrap(),
+        "--trust",
+        lab.pubkey.to_str().unwrap(),
+        "--json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(r["seq"], 1);
+    assert!(r["checks"].as_array().unwrap().len() >= 4);
+    // With --server: its chain position is checked too.
+    let r = gs(&lab.down, &["verify", b.to_str().unwrap()]).ok().stdout;
+    assert!(r.contains("chain position") && r.contains("First"), "{r}");
+    // An untrusted key.
+    let other = lab.root.join("other");
+    gs_plain(&["key", "generate", "--out", other.to_str().unwrap()]).ok();
+    gs_plain(&[
+        "verify",
+        b.to_str().unwrap(),
+        "--trust",
+        other.with_extension("pub").to_str().unwrap(),
+    ])
+    .fails(3, "[unknown-key]");
+    flip_byte(&b.join("metadata.tar.zst"), 100);
+    gs_plain(&[
+        "verify",
+        b.to_str().unwrap(),
+        "--trust",
+        lab.pubkey.to_str().unwrap(),
+    ])
+    .fails(3, "metadata.tar.zst");
+    gs_plain(&["verify", b.to_str().unwrap()]).fails(1, "--trust");
+}
+
+#[test]
+fn rule_unknown_key() {
+    let mut lab = Lab::new("1M");
+    let other = lab.root.join("stranger");
+    gs_plain(&["key", "generate", "--out", other.to_str().unwrap()]).ok();
+    lab.key = other.with_extension("key");
+    let b = lab.export(&[]);
+    lab.refused(&b, "unknown-key");
+}
+
+#[test]
+fn rule_bad_signature() {
+    let mut lab = Lab::new("1M");
+    let b = lab.export(&[]);
+    // Change SHA256SUMS (re-point one digest) without re-signing.
+    let sums = fs::read_to_string(b.join("SHA256SUMS")).unwrap();
+    let first = sums.chars().next().unwrap();
+    let swapped = if first == '0' { '1' } else { '0' };
+    fs::write(b.join("SHA256SUMS"), format!("{swapped}{}", &sums[1..])).unwrap();
+    lab.refused(&b, "bad-signature");
+}
+
+#[test]
+fn rule_hash_mismatch_in_every_file() {
+    let mut lab = Lab::new("2M");
+    let b = lab.export(&[]);
+    for name in [
+        "content-001.tar",
+        "metadata.tar.zst",
+        "content.json",
+        "manifest.json",
+    ] {
+        let copy = lab.root.join(format!("tampered-{name}"));
+        copy_tree(&b, &copy);
+        let len = fs::metadata(copy.join(name)).unwrap().len() as usize;
+        flip_byte(&copy.join(name), len / 2);
+        lab.refused(&copy, "hash-mismatch");
+    }
+    // Truncated and appended.
+    let copy = lab.root.join("truncated");
+    copy_tree(&b, &copy);
+    let data = fs::read(copy.join("content-001.tar")).unwrap();
+    fs::write(copy.join("content-001.tar"), &data[..data.len() - 512]).unwrap();
+    lab.refused(&copy, "hash-mismatch");
+    let copy = lab.root.join("appended");
+    copy_tree(&b, &copy);
+    let mut data = fs::read(copy.join("content-001.tar")).unwrap();
+    data.extend_from_slice(&[0u8; 512]);
+    fs::write(copy.join("content-001.tar"), data).unwrap();
+    lab.refused(&copy, "hash-mismatch");
+    lab.import(&b).ok();
+}
+
+#[test]
+fn rule_missing_and_extra_files() {
+    let mut lab = Lab::new("1M");
+    let b = lab.export(&[]);
+    let missing = lab.root.join("missing");
+    copy_tree(&b, &missing);
+    fs::remove_file(missing.join("content.json")).unwrap();
+    lab.refused(&missing, "missing-file");
+    let extra = lab.root.join("extra");
+    copy_tree(&b, &extra);
+    fs::write(extra.join("readme.txt"), "hello").unwrap();
+    lab.refused(&extra, "extra-file");
+    let nosig = lab.root.join("nosig");
+    copy_tree(&b, &nosig);
+    fs::remove_file(nosig.join("SHA256SUMS.minisig")).unwrap();
+    lab.refused(&nosig, "missing-file");
+}
+
+#[test]
+fn rule_expired_and_the_loud_override() {
+    let mut lab = Lab::new("1M");
+    let b = lab.export(&[]);
+    resign(&b, &lab.key, |m| {
+        m.created = "2026-01-01T00:00:00Z".into();
+        m.expires = "2026-01-31T00:00:00Z".into();
+    });
+    lab.refused(&b, "expired");
+    let r = gs(
+        &lab.down,
+        &["import", b.to_str().unwrap(), "--allow-expired"],
+    )
+    .ok();
+    assert!(
+        r.stderr.contains("WARNING") && r.stderr.contains("EXPIRED"),
+        "{}",
+        r.stderr
+    );
+    // Created in the future is refused as well.
+    let b2 = lab.export(&["--full"]);
+    resign(&b2, &lab.key, |m| m.created = "2099-01-01T00:00:00Z".into());
+    lab.refused(&b2, "not-yet-valid");
+}
+
+#[test]
+fn rules_replay_gap_fork_and_rebase() {
+    let mut lab = Lab::new("1M");
+    let b1 = lab.export(&[]);
+    gs(&lab.up, &["groups", "add", "G2"]).ok();
+    // Keep a copy of the connected store as it is now, to fork the chain.
+    let fork_store = lab.root.join("hq-copy");
+    copy_tree(&lab.up, &fork_store);
+    let b2 = lab.export(&[]);
+    gs(&lab.up, &["groups", "add", "G3"]).ok();
+    let b3 = lab.export(&[]);
+
+    // Gap: an incremental bundle first, or a link skipped.
+    lab.refused(&b2, "gap");
+    lab.import(&b1).ok();
+    lab.refused(&b3, "gap");
+    lab.import(&b2).ok();
+
+    // Fork: another bundle with seq 2 (exported from the copy).
+    let b2x = lab.root.join("bundle-2x");
+    gs(&fork_store, &["groups", "add", "Other"]).ok();
+    gs(
+        &fork_store,
+        &[
+            "export",
+            "--key",
+            lab.key.to_str().unwrap(),
+            "--out",
+            b2x.to_str().unwrap(),
+            "--to",
+            "plant",
+        ],
+    )
+    .ok();
+    lab.refused(&b2x, "fork");
+    lab.import(&b3).ok();
+
+    // Rebase: a full bundle onto a store that follows the chain.
+    let b4 = lab.export(&["--full"]);
+    lab.refused(&b4, "rebase-required");
+    let r = gs(
+        &lab.down,
+        &["import", b4.to_str().unwrap(), "--rebase", "--json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(r["chain"], "rebase");
+    lab.assert_equal();
+
+    // Replay: older links after the rebase.
+    let fresh_down = lab.root.join("plant2");
+    gs_plain(&[
+        "init",
+        fresh_down.to_str().unwrap(),
+        "--name",
+        "plant2",
+        "--mode",
+        "replica",
+    ])
+    .ok();
+    gs(&fresh_down, &["trust", "add", lab.pubkey.to_str().unwrap()]).ok();
+    gs(&fresh_down, &["import", b4.to_str().unwrap()]).ok();
+    let before = snapshot(&fresh_down);
+    gs(&fresh_down, &["import", b2.to_str().unwrap()]).fails(3, "[replay]");
+    gs(&fresh_down, &["import", b1.to_str().unwrap()]).fails(3, "[replay]");
+    assert_eq!(snapshot(&fresh_down), before);
+}
+
+#[test]
+fn rule_content_must_match_update_metadata_even_when_signed() {
+    let mut lab = Lab::new("2M");
+    let b = lab.export(&[]);
+    // A trusted exporter gone wrong: content bytes changed, bundle re-signed.
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(b.join("content.json")).unwrap()).unwrap();
+    let size = index[0]["size"].as_u64().unwrap() as usize;
+    // The first entry's data starts after its 512-byte tar header.
+    flip_byte(&b.join("content-001.tar"), 512 + size / 2);
+    resign(&b, &lab.key, |_| {});
+    gs_plain(&[
+        "verify",
+        b.to_str().unwrap(),
+        "--trust",
+        lab.pubkey.to_str().unwrap(),
+    ])
+    .ok();
+    lab.refused(&b, "content-mismatch");
+}
+
+#[test]
+fn imports_are_exclusive_and_interrupted_imports_complete_on_rerun() {
+    let mut lab = Lab::new("2M");
+    let b = lab.export(&[]);
+    {
+        let _held = gapsync::store::Store::open_writer(&lab.down).unwrap();
+        lab.import(&b).fails(1, "locked");
+    }
+    for point in ["import-before-content-rename", "import-before-commit"] {
+        let before = snapshot_db(&lab.down);
+        let r = gs_env(
+            &lab.down,
+            &["import", b.to_str().unwrap()],
+            &[("GAPSYNC_FAILPOINT", point)],
+        );
+        assert_ne!(r.code, 0, "{point}");
+        assert!(r.stderr.contains(point), "{}", r.stderr);
+        assert_eq!(snapshot_db(&lab.down), before, "{point}: the old state");
+        // At most complete, verified files without a database row (a crash
+        // after they were moved in), which the re-run adopts.
+        content_files_are_whole(&lab.down);
+    }
+    lab.import(&b).ok();
+    lab.assert_equal();
+}
+
+#[test]
+fn volumes_split_big_files_verify_alone_and_import_in_sequence() {
+    let mut lab = Lab::new("24M");
+    let b = lab.export(&["--volume-size", "5M"]);
+    let vols: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = fs::read_dir(&b)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(vols.len() >= 5, "24 MiB in 5 MiB volumes: {}", vols.len());
+    for v in &vols {
+        let size: u64 = tree(v).iter().map(|(_, d)| d.len() as u64).sum();
+        assert!(size <= 5 << 20, "{} is {size} bytes", v.display());
+        // Each volume verifies alone with stock minisign.
+        let out = Command::new("minisign")
+            .arg("-V")
+            .arg("-p")
+            .arg(&lab.pubkey)
+            .args(["-m", "SHA256SUMS"])
+            .current_dir(v)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(vols[0].join("content.json")).unwrap()).unwrap();
+    assert!(
+        index
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["parts"].as_array().unwrap().len() > 1),
+        "a file larger than a volume is split"
+    );
+    gs_plain(&[
+        "verify",
+        b.to_str().unwrap(),
+        "--trust",
+        lab.pubkey.to_str().unwrap(),
+    ])
+    .ok();
+
+    // A missing volume is named.
+    let some: Vec<&str> = vols[..vols.len() - 1]
+        .iter()
+        .map(|p| p.to_str().unwrap())
+        .collect();
+    let mut args = vec!["import", "--volumes"];
+    args.extend(&some);
+    gs(&lab.down, &args).fails(3, &format!("volume {}", vols.len()));
+
+    // A damaged volume is named.
+    let damaged = lab.root.join("damaged");
+    copy_tree(&b, &damaged);
+    let vol2 = damaged.join("vol-002");
+    let pack = fs::read_dir(&vol2)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".tar"))
+        .unwrap();
+    flip_byte(&pack, 4096);
+    gs_plain(&[
+        "verify",
+        damaged.to_str().unwrap(),
+        "--trust",
+        lab.pubkey.to_str().unwrap(),
+    ])
+    .fails(3, "vol-002");
+    lab.refused(&damaged, "hash-mismatch");
+
+    // Import from the volumes one after another.
+    let all: Vec<&str> = vols.iter().map(|p| p.to_str().unwrap()).collect();
+    let mut args = vec!["import", "--volumes"];
+    args.extend(&all);
+    gs(&lab.down, &args).ok();
+    lab.assert_equal();
+
+    // Volumes of another bundle mixed in are refused.
+    gs(&lab.up, &["groups", "add", "X"]).ok();
+    let other = lab.export(&["--full", "--volume-size", "5M"]);
+    let mixed = lab.root.join("mixed");
+    copy_tree(&b, &mixed);
+    fs::remove_dir_all(mixed.join("vol-002")).unwrap();
+    copy_tree(&other.join("vol-002"), &mixed.join("vol-002"));
+    gs_plain(&[
+        "verify",
+        mixed.to_str().unwrap(),
+        "--trust",
+        lab.pubkey.to_str().unwrap(),
+    ])
+    .fails(3, "[mixed-volumes]");
+}
+
+#[test]
+fn key_rotation_and_revocation_travel_in_bundles() {
+    let mut lab = Lab::new("1M");
+    let b1 = lab.export(&[]);
+    lab.import(&b1).ok();
+    // Introduce k2, signed by the trusted k1; the next bundle carries it.
+    let k2 = lab.root.join("k2");
+    gs_plain(&["key", "generate", "--out", k2.to_str().unwrap()]).ok();
+    gs(
+        &lab.up,
+        &[
+            "trust",
+            "statement",
+            "--key",
+            lab.key.to_str().unwrap(),
+            "--add",
+            k2.with_extension("pub").to_str().unwrap(),
+            "--label",
+            "k2",
+        ],
+    )
+    .ok();
+    // Sign that bundle already with the new key: the statement vouches for it.
+    let k1 = lab.key.clone();
+    lab.key = k2.with_extension("key");
+    let b2 = lab.export(&[]);
+    assert!(b2.join("trust/0001.json").is_file());
+    // A verifier that trusts only k1 accepts it through the statement.
+    gs_plain(&[
+        "verify",
+        b2.to_str().unwrap(),
+        "--trust",
+        lab.pubkey.to_str().unwrap(),
+    ])
+    .ok();
+    lab.import(&b2).ok();
+    let keys = gs(&lab.down, &["trust", "list", "--json"]).ok().json();
+    assert_eq!(keys.as_array().unwrap().len(), 2);
+    // k2 revokes k1; bundles signed by k1 are refused from then on.
+    let k1_id = gs_plain(&[
+        "verify",
+        b1.to_str().unwrap(),
+        "--trust",
+        lab.pubkey.to_str().unwrap(),
+        "--json",
+    ])
+    .ok()
+    .json()["signer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    gs(
+        &lab.up,
+        &[
+            "trust",
+            "statement",
+            "--key",
+            lab.key.to_str().unwrap(),
+            "--revoke",
+            &k1_id,
+        ],
+    )
+    .ok();
+    let b3 = lab.export(&[]);
+    lab.import(&b3).ok();
+    let keys = gs(&lab.down, &["trust", "list", "--json"]).ok().json();
+    assert!(
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["key_id"] == k1_id.as_str() && k["revoked"] == true),
+        "{keys}"
+    );
+    lab.key = k1;
+    gs(&lab.up, &["groups", "add", "After"]).ok();
+    let b4 = lab.export(&[]);
+    lab.refused(&b4, "revoked-key");
+}
+
+#[test]
+fn filters_and_content_modes() {
+    let mut lab = Lab::new("4M");
+    // Content only for approved updates; metadata only for one classification.
+    let b = lab.export(&[
+        "--content",
+        "approved",
+        "--classification",
+        "0fa1201d-4330-4fa8-8ae9-b877473b6441",
+    ]);
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(b.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["filters"]["content"], "approved");
+    assert_eq!(
+        m["filters"]["classifications"][0],
+        "0fa1201d-4330-4fa8-8ae9-b877473b6441"
+    );
+    let total = gs(&lab.up, &["status", "--json"]).ok().json()["revisions"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        m["counts"]["revisions"].as_u64().unwrap() < total,
+        "the filter narrows the metadata"
+    );
+    lab.import(&b).ok();
+    // A later export with other filters must start a new chain explicitly.
+    gs(
+        &lab.up,
+        &[
+            "export",
+            "--key",
+            lab.key.to_str().unwrap(),
+            "--out",
+            lab.root.join("x").to_str().unwrap(),
+            "--to",
+            "plant",
+        ],
+    )
+    .fails(1, "filters differ");
+    let none = lab.export(&["--full", "--content", "none"]);
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(none.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["counts"]["content_files"], 0);
+}
