@@ -861,7 +861,7 @@ fn writers_are_exclusive() {
 }
 
 #[test]
-fn demo_runs_in_a_fresh_folder() {
+fn demo_runs_the_whole_air_gap_loop_in_a_fresh_folder() {
     let t = tempfile::tempdir().unwrap();
     let base = t.path().join("demo");
     let r = gs_plain(&[
@@ -874,14 +874,42 @@ fn demo_runs_in_a_fresh_folder() {
         "4M",
     ])
     .ok();
-    assert!(r.stdout.contains("approve: 20 updates"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("the disconnected server now equals the connected one"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("minisign -V -p"), "{}", r.stdout);
     let run = fs::read_dir(&base).unwrap().next().unwrap().unwrap().path();
-    let s = gs(&run.join("connected"), &["status", "--json"])
+    let up = gs(&run.join("connected"), &["status", "--json"])
         .ok()
         .json();
-    assert_eq!(s["deployments"], 20);
-    assert_eq!(s["declined"], 1);
-    assert_eq!(s["content_bytes"], 4 << 20);
+    let down = gs(&run.join("disconnected"), &["status", "--json"])
+        .ok()
+        .json();
+    assert_eq!(up["deployments"], 25);
+    assert_eq!(up["declined"], 1);
+    assert_eq!(down["bundles_imported"], 2);
+    for k in [
+        "revisions",
+        "deployments",
+        "declined",
+        "content_files",
+        "content_bytes",
+    ] {
+        assert_eq!(up[k], down[k], "{k}");
+    }
+    // The printed stock-tool commands work.
+    let bundle = run.join("media/bundle-0001");
+    let out = std::process::Command::new("minisign")
+        .args(["-V", "-p"])
+        .arg(run.join("hq-signing.pub"))
+        .args(["-m", "SHA256SUMS"])
+        .current_dir(&bundle)
+        .output()
+        .expect("minisign is installed (apt-get install minisign)");
+    assert!(out.status.success());
     // Progress is plain lines on stderr when it is not a terminal.
     assert!(r.stderr.contains("generate:"), "{}", r.stderr);
     assert!(
