@@ -708,7 +708,7 @@ fn group_exists(tx: &Connection, id: &str) -> Result<Option<(String, Option<Stri
 
 /// Applies groups, removed groups, deployments and declines, journaling
 /// each change on this server.
-fn apply_state(
+pub(crate) fn apply_state(
     tx: &Connection,
     now: &str,
     state: &State,

@@ -33,7 +33,11 @@ pub const STAGING_DIR: &str = "staging";
 pub const APPLICATION_ID: i64 = 0x4741_5053;
 
 /// Schema migrations; index + 1 is the version each one produces.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema_v2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("schema_v2.sql"),
+    include_str!("schema_v3.sql"),
+];
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// The trust tables alone (for in-memory trust views).
 pub const TRUST_SCHEMA: &str = "CREATE TABLE trusted_keys (key_id TEXT PRIMARY KEY, public_key BLOB NOT NULL, label TEXT NOT NULL, \
