@@ -16,7 +16,10 @@ fn bench_harness_smoke_run_prints_the_table() {
         .expect("run bench/run.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bench/run.sh --smoke failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "bench/run.sh --smoke failed:\n{stdout}\n{stderr}"
+    );
     for needle in [
         "export --full / cp -r content",
         "export --full / tar|zstd|sha256sum|minisign",

@@ -887,3 +887,45 @@ fn filters_and_content_modes() {
         serde_json::from_slice(&fs::read(none.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["counts"]["content_files"], 0);
 }
+
+#[test]
+fn volumes_can_arrive_one_at_a_time_at_one_mount_point() {
+    use gapsync::bundle::Layout;
+    use gapsync::import::{ImportOptions, import};
+    let mut lab = Lab::new("12M");
+    let b = lab.export(&["--volume-size", "5M"]);
+    let mut vols: Vec<PathBuf> = fs::read_dir(&b)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    vols.sort();
+    assert!(vols.len() >= 3);
+    // The "drive": volume 1 is inserted; each prompt swaps in the volume asked for.
+    let mount = lab.root.join("mnt");
+    copy_tree(&vols[0], &mount);
+    let asked = std::cell::RefCell::new(Vec::new());
+    let swap = |v: u32, at: &Path| -> bool {
+        asked.borrow_mut().push(v);
+        fs::remove_dir_all(at).unwrap();
+        copy_tree(&vols[v as usize - 1], at);
+        true
+    };
+    let mut store = gapsync::store::Store::open_writer(&lab.down).unwrap();
+    let r = import(
+        &mut store,
+        &ImportOptions {
+            layout: Layout::from_volumes(std::slice::from_ref(&mount)),
+            dry_run: false,
+            allow_expired: false,
+            rebase: false,
+            prompt: Some(&swap),
+        },
+        &gapsync::progress::Silent,
+    )
+    .unwrap();
+    drop(store);
+    assert_eq!(r.status, "imported");
+    assert_eq!(*asked.borrow(), (2..=vols.len() as u32).collect::<Vec<_>>());
+    lab.assert_equal();
+}
