@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod catalog;
+pub mod check;
 pub mod content;
 pub mod deployments;
 pub mod error;

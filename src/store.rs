@@ -144,6 +144,8 @@ pub struct Store {
     info: ServerInfo,
     content: ContentStore,
     _lock: Option<File>,
+    /// Staging leftovers a writer removed when it opened the store.
+    staging_cleaned: Vec<PathBuf>,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -234,6 +236,7 @@ impl Store {
             conn,
             info,
             _lock: Some(lock),
+            staging_cleaned: Vec::new(),
         })
     }
 
@@ -325,17 +328,31 @@ impl Store {
             mode: Mode::parse(&info.2).ok_or_else(|| not_a_store("bad mode"))?,
             created: info.3,
         };
+        // A writer holds the lock, so nothing else is staging: whatever is
+        // in staging/ was left by an interrupted writer and is removed.
+        let mut staging_cleaned = Vec::new();
+        if lock.is_some() {
+            for p in crate::check::staging_files(&dir.join(STAGING_DIR))? {
+                fs::remove_file(&p).at(&p)?;
+                staging_cleaned.push(p);
+            }
+        }
         Ok(Store {
             root: dir.to_path_buf(),
             content: ContentStore::new(dir.join(CONTENT_DIR), dir.join(STAGING_DIR)),
             conn,
             info,
             _lock: lock,
+            staging_cleaned,
         })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+    /// Staging leftovers removed when this writer opened the store.
+    pub fn staging_cleaned(&self) -> &[PathBuf] {
+        &self.staging_cleaned
     }
     pub fn info(&self) -> &ServerInfo {
         &self.info

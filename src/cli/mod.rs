@@ -103,6 +103,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the store: database integrity, journal, every content file's
+    /// digests, staging leftovers, the import ledger. Exit 3 if a problem is
+    /// found.
+    Check {
+        /// Fix what is safe to fix (staging leftovers), and say so.
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Signing keys.
     #[command(subcommand)]
     Key(KeyCmd),
@@ -681,6 +691,46 @@ fn run(cli: Cli) -> Result<()> {
                         c.at
                     );
                 }
+            }
+        }
+        Command::Check { repair, json } => {
+            let dir = server_dir(&cli.server)?;
+            let store = if repair {
+                Store::open_writer(dir)?
+            } else {
+                Store::open(dir)?
+            };
+            let r = gapsync::check::check(&store, repair, &progress)?;
+            if json {
+                print_json(&r)?;
+            } else {
+                for f in &r.repaired {
+                    println!("repaired: {f}");
+                }
+                for f in &r.notes {
+                    println!("note [{}]: {}", f.rule, f.detail);
+                }
+                for f in &r.problems {
+                    println!("PROBLEM [{}]: {}", f.rule, f.detail);
+                }
+                println!(
+                    "checked {} revisions and {} content files ({}): {}",
+                    r.revisions_checked,
+                    r.content_files_checked,
+                    human_bytes(r.content_bytes_checked),
+                    if r.clean() {
+                        "clean".to_string()
+                    } else {
+                        format!("{} problem(s)", r.problems.len())
+                    }
+                );
+            }
+            if !r.clean() {
+                return Err(gapsync::Error::verification(
+                    "check",
+                    format!("{} problem(s) found", r.problems.len()),
+                )
+                .into());
             }
         }
         Command::Key(KeyCmd::Generate { out, json }) => trust::key_generate(&out, json)?,
