@@ -421,6 +421,20 @@ impl Layout {
         }
     }
 
+    /// The top-level folder of a multi-volume bundle when it holds any file
+    /// of its own (then its manifest, SHA256SUMS and signature must all be
+    /// present and valid).
+    pub fn top_with_files(&self) -> Option<&Path> {
+        let top = self.top.as_deref()?;
+        let has_files = fs::read_dir(top)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .any(|e| e.file_type().map(|t| !t.is_dir()).unwrap_or(true))
+            })
+            .unwrap_or(false);
+        has_files.then_some(top)
+    }
+
     /// Volumes given one by one (`--volumes DIR...`).
     pub fn from_volumes(dirs: &[PathBuf]) -> Layout {
         Layout {
@@ -464,6 +478,7 @@ pub fn read_volume_header(dir: &Path, keys: &dyn KeyLookup, top: bool) -> Result
         )
     })?;
     let sig = Minisig::parse(sig_text)?;
+    check_signature_file_canonical(dir, sig_text, &sig)?;
     let key = keys.trusted_key(&sig.key_id())?;
     crate::trust::verify(&key, &sums_bytes, &sig).map_err(|e| match e {
         Error::Verification { rule, detail } => Error::Verification {
@@ -495,6 +510,28 @@ pub fn read_volume_header(dir: &Path, keys: &dyn KeyLookup, top: bool) -> Result
         signer: sig.key_id(),
         volume,
     })
+}
+
+/// Rule: the signature file is exactly what gapsync writes — four lines,
+/// the untrusted comment naming the signing key — so that no byte of a
+/// bundle, not even the unsigned comment line, can change unnoticed.
+fn check_signature_file_canonical(dir: &Path, text: &str, sig: &Minisig) -> Result<()> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let expected_comment = format!(
+        "untrusted comment: signature from gapsync secret key {}",
+        sig.key_id()
+    );
+    let ok = lines.len() == 5 && lines[4].is_empty() && lines[0] == expected_comment;
+    if !ok {
+        return Err(Error::verification(
+            "malformed-signature",
+            format!(
+                "{}/{SUMS_SIG} is not a gapsync signature file (4 lines, untrusted comment {expected_comment:?})",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Rule: a volume holds exactly the files its SHA256SUMS lists (plus

@@ -134,6 +134,18 @@ pub fn import(
         "volume 1: signature by trusted key {} valid; files listed exactly",
         h1.signer
     ));
+    // The top level of a multi-volume bundle (for stock tools) must be as
+    // signed too, and name the same bundle.
+    if let Some(top) = opts.layout.top_with_files() {
+        let ht = read_volume_header(top, &view, true)?;
+        if ht.manifest_sha256 != h1.manifest_sha256 {
+            return Err(fail(
+                "mixed-volumes",
+                format!("{} names another bundle than volume 1", top.display()),
+            ));
+        }
+        checks.push(format!("{}: top-level signature valid", top.display()));
+    }
     let m = h1.manifest.clone();
     let expired =
         bundle::check_validity_period(&m, time::OffsetDateTime::now_utc(), opts.allow_expired)?;

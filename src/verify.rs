@@ -189,9 +189,7 @@ pub fn verify_headers(
     // its signature is verified).
     let statements = preload_statements(first, view, checks)?;
     let mut headers: Vec<VolumeHeader> = Vec::new();
-    if let Some(top) = &layout.top
-        && top.join(bundle::SUMS).exists()
-    {
+    if let Some(top) = layout.top_with_files() {
         let h = read_volume_header(top, view, true)?;
         checks.push(format!(
             "{}: signature by {} valid; SHA256SUMS lists exactly the files present",
@@ -200,9 +198,10 @@ pub fn verify_headers(
         ));
         headers.push(h);
     }
-    for dir in &layout.volumes {
+    for (i, dir) in layout.volumes.iter().enumerate() {
         let h = read_volume_header(dir, view, false)?;
         let v = h.volume.unwrap_or(0);
+        check_volume_position(dir, v, i as u32 + 1)?;
         check_volume_packs(&h, v)?;
         checks.push(format!(
             "{} (volume {v}/{}): signature by {} valid; SHA256SUMS lists exactly the files present",
@@ -219,6 +218,21 @@ pub fn verify_headers(
     }
     checks.push("all volumes belong to the same bundle and none is missing".into());
     Ok(headers)
+}
+
+/// Rule: volumes are given (or named `vol-NNN`) in their order: the i-th
+/// folder holds volume i.
+fn check_volume_position(dir: &Path, holds: u32, position: u32) -> Result<()> {
+    if holds != position {
+        return Err(Error::verification(
+            "wrong-volume",
+            format!(
+                "{} holds volume {holds} but is in position {position}",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Rule: every volume (and the top level) carries the same manifest: no

@@ -1,0 +1,350 @@
+//! Tamper suite: for generated bundles (full, incremental, multi-volume),
+//! every kind of change — bytes flipped at many offsets of every file,
+//! truncation, appended bytes, a file deleted or added, volumes swapped,
+//! entries reordered, packs or volumes substituted from another bundle of
+//! the same exporter, a signature by an untrusted key — is rejected by
+//! `verify` and by `import`, and the importing store stays byte-for-byte
+//! unchanged (its replicated state and its content tree).
+//!
+//! Runs in-process through the library for speed (hundreds of variants);
+//! tests/bundle.rs covers the same rules through the binary.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use gapsync::bundle::Layout;
+use gapsync::import::{ImportOptions, import};
+use gapsync::progress::Silent;
+use gapsync::store::Store;
+use gapsync::trust::PublicKey;
+use gapsync::verify::{TrustView, verify_bundle};
+use sha2::{Digest, Sha256};
+
+/// A digest of everything replicated in a store: every table's rows in
+/// key order, plus the content tree.
+fn state_digest(dir: &Path) -> String {
+    let conn = rusqlite::Connection::open_with_flags(
+        dir.join("gapsync.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut h = Sha256::new();
+    let tables: Vec<String> = {
+        let mut st = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    for t in tables {
+        h.update(t.as_bytes());
+        let mut st = conn
+            .prepare(&format!("SELECT * FROM \"{t}\" ORDER BY 1, 2"))
+            .unwrap();
+        let n = st.column_count();
+        let mut rows = st.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            for i in 0..n {
+                h.update(format!("{:?}|", row.get_ref(i).unwrap()).as_bytes());
+            }
+        }
+    }
+    for (rel, data) in tree(&dir.join("content")) {
+        h.update(rel.as_bytes());
+        h.update(&data);
+    }
+    h.update(
+        format!(
+            "staging:{}",
+            fs::read_dir(dir.join("staging")).unwrap().count()
+        )
+        .as_bytes(),
+    );
+    hex::encode(h.finalize())
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    down: PathBuf,
+    pubkey: PublicKey,
+    /// Bundles: full (single volume), incremental, full multi-volume, and a
+    /// second multi-volume bundle for substitutions.
+    full: PathBuf,
+    incr: PathBuf,
+    multi: PathBuf,
+    multi2: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let (tmp, up) = new_store("hq", "autonomous");
+    let root = tmp.path().to_path_buf();
+    gs(
+        &up,
+        &[
+            "catalog",
+            "generate",
+            "--updates",
+            "60",
+            "--content-bytes",
+            "6M",
+        ],
+    )
+    .ok();
+    gs(&up, &["groups", "add", "Pilot"]).ok();
+    let key = root.join("k");
+    gs_plain(&["key", "generate", "--out", key.to_str().unwrap()]).ok();
+    let k = key.with_extension("key");
+    let ex = |out: &str, extra: &[&str]| {
+        let p = root.join(out);
+        let mut args = vec![
+            "export",
+            "--key",
+            k.to_str().unwrap(),
+            "--out",
+            p.to_str().unwrap(),
+            "--to",
+        ];
+        args.extend_from_slice(extra);
+        gs(&up, &args).ok();
+        p
+    };
+    let full = ex("full", &["a"]);
+    gs(
+        &up,
+        &[
+            "catalog",
+            "generate",
+            "--updates",
+            "10",
+            "--content-bytes",
+            "1M",
+            "--seed",
+            "2",
+        ],
+    )
+    .ok();
+    let incr = ex("incr", &["a"]);
+    let multi = ex("multi", &["b", "--volume-size", "3M"]);
+    gs(&up, &["groups", "add", "Other"]).ok();
+    let multi2 = ex("multi2", &["b", "--full", "--volume-size", "3M"]);
+    let down = root.join("down");
+    gs_plain(&["init", down.to_str().unwrap(), "--mode", "replica"]).ok();
+    gs(
+        &down,
+        &["trust", "add", key.with_extension("pub").to_str().unwrap()],
+    )
+    .ok();
+    let pubkey = PublicKey::read_file(&key.with_extension("pub")).unwrap();
+    Fixture {
+        _tmp: tmp,
+        root,
+        down,
+        pubkey,
+        full,
+        incr,
+        multi,
+        multi2,
+    }
+}
+
+impl Fixture {
+    /// Both verify and import must reject `bundle`; the store must not change.
+    fn rejected(&self, bundle: &Path, what: &str) {
+        let before = state_digest(&self.down);
+        let layout = Layout::discover(bundle);
+        let v = layout.as_ref().ok().map(|l| {
+            verify_bundle(
+                l,
+                &mut TrustView::from_keys(&[self.pubkey.clone()]).unwrap(),
+                false,
+                &Silent,
+            )
+        });
+        assert!(!matches!(v, Some(Ok(_))), "{what}: verify accepted it");
+        if let Ok(layout) = layout {
+            let mut store = Store::open_writer(&self.down).unwrap();
+            let r = import(
+                &mut store,
+                &ImportOptions {
+                    layout,
+                    dry_run: false,
+                    allow_expired: false,
+                    rebase: false,
+                    prompt: None,
+                },
+                &Silent,
+            );
+            assert!(r.is_err(), "{what}: import accepted it");
+        }
+        assert_eq!(
+            state_digest(&self.down),
+            before,
+            "{what}: the store changed"
+        );
+    }
+
+    fn variant(&self, from: &Path, name: &str) -> PathBuf {
+        let p = self.root.join("variants").join(name);
+        let _ = fs::remove_dir_all(&p);
+        copy_tree(from, &p);
+        p
+    }
+}
+
+fn files_of(bundle: &Path) -> Vec<String> {
+    tree(bundle).into_iter().map(|(p, _)| p).collect()
+}
+
+#[test]
+fn every_tampering_is_rejected_and_changes_nothing() {
+    let fx = fixture();
+    let mut count = std::collections::BTreeMap::<&str, usize>::new();
+    // The incremental bundle needs the full one applied first; tamper with
+    // the full one against a fresh store, then apply it and tamper with the
+    // incremental one.
+    for (label, bundle) in [("full", fx.full.clone()), ("multi", fx.multi.clone())] {
+        for rel in files_of(&bundle) {
+            let len = fs::metadata(bundle.join(&rel)).unwrap().len() as usize;
+            let mut offsets: Vec<usize> = vec![0, len / 2, len.saturating_sub(1)];
+            for i in 1..8 {
+                offsets.push(len * i / 8 + i * 7 % len.max(1));
+            }
+            offsets.sort();
+            offsets.dedup();
+            for off in offsets.into_iter().filter(|o| *o < len) {
+                let v = fx.variant(&bundle, "flip");
+                flip_byte(&v.join(&rel), off);
+                fx.rejected(&v, &format!("{label}: {rel} byte {off} flipped"));
+                *count.entry("byte flipped").or_default() += 1;
+            }
+            let v = fx.variant(&bundle, "trunc");
+            let data = fs::read(v.join(&rel)).unwrap();
+            fs::write(v.join(&rel), &data[..len / 2]).unwrap();
+            fx.rejected(&v, &format!("{label}: {rel} truncated"));
+            *count.entry("truncated").or_default() += 1;
+            let v = fx.variant(&bundle, "append");
+            let mut data = fs::read(v.join(&rel)).unwrap();
+            data.extend_from_slice(b"\n");
+            fs::write(v.join(&rel), data).unwrap();
+            fx.rejected(&v, &format!("{label}: {rel} appended"));
+            *count.entry("appended").or_default() += 1;
+            let v = fx.variant(&bundle, "delete");
+            fs::remove_file(v.join(&rel)).unwrap();
+            fx.rejected(&v, &format!("{label}: {rel} deleted"));
+            *count.entry("deleted").or_default() += 1;
+        }
+        for extra in ["extra.txt", "trust/0001.json", "content-009.tar"] {
+            let v = fx.variant(&bundle, "add");
+            let target = if label == "multi" {
+                v.join("vol-001").join(extra)
+            } else {
+                v.join(extra)
+            };
+            fs::create_dir_all(target.parent().unwrap()).unwrap();
+            fs::write(&target, b"{}").unwrap();
+            fx.rejected(&v, &format!("{label}: {extra} added"));
+            *count.entry("file added").or_default() += 1;
+        }
+    }
+    // Volumes swapped, substituted, missing.
+    let vols: Vec<String> = {
+        let mut v: Vec<String> = fs::read_dir(&fx.multi)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("vol-"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(vols.len() >= 3);
+    let v = fx.variant(&fx.multi, "swap");
+    fs::rename(v.join(&vols[1]), v.join("tmp")).unwrap();
+    fs::rename(v.join(&vols[2]), v.join(&vols[1])).unwrap();
+    fs::rename(v.join("tmp"), v.join(&vols[2])).unwrap();
+    fx.rejected(&v, "two volumes swapped");
+    *count.entry("volumes swapped").or_default() += 1;
+    for vol in &vols {
+        let v = fx.variant(&fx.multi, "subst-vol");
+        fs::remove_dir_all(v.join(vol)).unwrap();
+        if fx.multi2.join(vol).exists() {
+            copy_tree(&fx.multi2.join(vol), &v.join(vol));
+        }
+        fx.rejected(&v, &format!("{vol} from another bundle"));
+        *count.entry("volume substituted or missing").or_default() += 1;
+        // A single pack from the other bundle.
+        for (rel, _) in tree(&fx.multi.join(vol)) {
+            if rel.ends_with(".tar") || rel.ends_with(".zst") || rel == "content.json" {
+                let other = fx.multi2.join(vol).join(&rel);
+                if other.exists()
+                    && fs::read(&other).unwrap() != fs::read(fx.multi.join(vol).join(&rel)).unwrap()
+                {
+                    let v = fx.variant(&fx.multi, "subst-pack");
+                    fs::copy(&other, v.join(vol).join(&rel)).unwrap();
+                    fx.rejected(&v, &format!("{vol}/{rel} from another bundle"));
+                    *count.entry("pack substituted").or_default() += 1;
+                }
+            }
+        }
+    }
+    // Entries reordered inside a pack (tar rebuilt by an attacker).
+    let v = fx.variant(&fx.full, "reorder");
+    let pack = v.join("content-001.tar");
+    let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+    {
+        let mut ar = tar::Archive::new(fs::File::open(&pack).unwrap());
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            entries.push((name, data));
+        }
+    }
+    assert!(entries.len() >= 2);
+    entries.reverse();
+    {
+        let mut b = tar::Builder::new(fs::File::create(&pack).unwrap());
+        for (name, data) in &entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, &data[..]).unwrap();
+        }
+        b.finish().unwrap();
+    }
+    fx.rejected(&v, "content entries reordered");
+    *count.entry("entries reordered").or_default() += 1;
+    // Signed by an untrusted key.
+    let other = fx.root.join("other");
+    gs_plain(&["key", "generate", "--out", other.to_str().unwrap()]).ok();
+    let v = fx.variant(&fx.full, "untrusted");
+    resign(&v, &other.with_extension("key"), |m| {
+        m.signer = gapsync::trust::SecretKey::read_file(&other.with_extension("key"))
+            .unwrap()
+            .id()
+            .to_string()
+    });
+    fx.rejected(&v, "signed by an untrusted key");
+    *count.entry("untrusted key").or_default() += 1;
+
+    // The genuine bundles still import, in order; the incremental one is
+    // then tampered with against the store that follows the chain.
+    gs(&fx.down, &["import", fx.full.to_str().unwrap()]).ok();
+    for rel in files_of(&fx.incr) {
+        let len = fs::metadata(fx.incr.join(&rel)).unwrap().len() as usize;
+        for off in [0, len / 3, len / 2, len.saturating_sub(1)] {
+            let v = fx.variant(&fx.incr, "incr-flip");
+            flip_byte(&v.join(&rel), off);
+            fx.rejected(&v, &format!("incremental: {rel} byte {off} flipped"));
+            *count.entry("byte flipped").or_default() += 1;
+        }
+    }
+    gs(&fx.down, &["import", fx.incr.to_str().unwrap()]).ok();
+    gs(&fx.down, &["check"]).ok();
+    eprintln!("tamper variants rejected: {count:?}");
+    assert!(count.values().sum::<usize>() > 150);
+}
