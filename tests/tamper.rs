@@ -159,7 +159,7 @@ impl Fixture {
         let v = layout.as_ref().ok().map(|l| {
             verify_bundle(
                 l,
-                &mut TrustView::from_keys(&[self.pubkey.clone()]).unwrap(),
+                &mut TrustView::from_keys(std::slice::from_ref(&self.pubkey)).unwrap(),
                 false,
                 &Silent,
             )
