@@ -12,7 +12,8 @@ pub enum Error {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
-        #[source]
+        // Not marked #[source]: the message already includes it, and
+        // anyhow's `{:#}` would print it twice.
         source: std::io::Error,
     },
     #[error("store database: {0}")]
@@ -32,11 +33,7 @@ pub enum Error {
     #[error("{path}: the store is locked by another gapsync process (writers are exclusive)")]
     Locked { path: PathBuf },
     #[error("{name}: {source}")]
-    Metadata {
-        name: String,
-        #[source]
-        source: MetadataError,
-    },
+    Metadata { name: String, source: MetadataError },
     #[error(
         "{name}: update {id} revision {revision} is already stored with different XML; a revision never changes"
     )]

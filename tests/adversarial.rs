@@ -1,0 +1,316 @@
+//! Adversarial archives from a trusted-but-hostile exporter: the bundle is
+//! validly signed, but its packs hold entries with `..`, absolute paths,
+//! links, devices, FIFOs, duplicate or case-variant names, enormous sizes,
+//! decompression bombs, oversized manifests, XML with DTDs or deep nesting.
+//! Each gets a clear error naming the problem, the store is unchanged, and
+//! nothing is written outside the staging area.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+struct Case {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    down: PathBuf,
+    key: PathBuf,
+    bundle: PathBuf,
+}
+
+fn setup() -> Case {
+    let (tmp, up) = new_store("hq", "autonomous");
+    let root = tmp.path().to_path_buf();
+    gs(
+        &up,
+        &[
+            "catalog",
+            "generate",
+            "--updates",
+            "20",
+            "--content-bytes",
+            "1M",
+        ],
+    )
+    .ok();
+    let key = root.join("k");
+    gs_plain(&["key", "generate", "--out", key.to_str().unwrap()]).ok();
+    let bundle = root.join("genuine");
+    gs(
+        &up,
+        &[
+            "export",
+            "--key",
+            key.with_extension("key").to_str().unwrap(),
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let down = root.join("down");
+    gs_plain(&["init", down.to_str().unwrap(), "--mode", "replica"]).ok();
+    gs(
+        &down,
+        &["trust", "add", key.with_extension("pub").to_str().unwrap()],
+    )
+    .ok();
+    Case {
+        _tmp: tmp,
+        root,
+        down,
+        key: key.with_extension("key"),
+        bundle,
+    }
+}
+
+/// The entries of the genuine metadata pack.
+fn metadata_entries(bundle: &Path) -> Vec<(String, Vec<u8>)> {
+    let f = fs::File::open(bundle.join("metadata.tar.zst")).unwrap();
+    let mut ar = tar::Archive::new(zstd::stream::read::Decoder::new(f).unwrap());
+    let mut out = Vec::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.push((name, data));
+    }
+    out
+}
+
+/// A raw tar header: any name bytes, any type, any declared size.
+fn raw_header(name: &[u8], kind: tar::EntryType, size: u64, link: Option<&[u8]>) -> tar::Header {
+    let mut h = tar::Header::new_old();
+    {
+        let old = h.as_old_mut();
+        old.name[..name.len()].copy_from_slice(name);
+        if let Some(l) = link {
+            old.linkname[..l.len()].copy_from_slice(l);
+        }
+    }
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_cksum();
+    h
+}
+
+/// Writes a metadata pack from (header, data) pairs, zstd-compressed.
+fn write_metadata(bundle: &Path, entries: &[(tar::Header, Vec<u8>)]) {
+    let f = fs::File::create(bundle.join("metadata.tar.zst")).unwrap();
+    let enc = zstd::stream::write::Encoder::new(f, 3).unwrap();
+    let mut b = tar::Builder::new(enc);
+    for (h, data) in entries {
+        b.append(h, &data[..]).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap().flush().unwrap();
+}
+
+fn regular(name: &str, data: &[u8]) -> (tar::Header, Vec<u8>) {
+    (
+        raw_header(
+            name.as_bytes(),
+            tar::EntryType::Regular,
+            data.len() as u64,
+            None,
+        ),
+        data.to_vec(),
+    )
+}
+
+impl Case {
+    fn variant(&self, name: &str) -> PathBuf {
+        let p = self.root.join(name);
+        copy_tree(&self.bundle, &p);
+        p
+    }
+
+    /// Import must fail mentioning `needle`; nothing changes; nothing is
+    /// written outside the store's staging area.
+    fn refused(&self, bundle: &Path, needle: &str) {
+        let before = snapshot(&self.down);
+        let outside_before = tree(&self.root).len();
+        let r = gs(&self.down, &["import", bundle.to_str().unwrap()]);
+        assert_ne!(r.code, 0, "{needle}: accepted");
+        assert!(
+            r.stderr.contains(needle),
+            "expected {needle:?} in: {}",
+            r.stderr
+        );
+        assert_eq!(snapshot(&self.down), before, "{needle}: store changed");
+        assert_eq!(
+            tree(&self.root).len(),
+            outside_before,
+            "{needle}: files appeared"
+        );
+        assert!(!self.root.join("evil").exists() && !Path::new("/tmp/gapsync-evil").exists());
+    }
+}
+
+#[test]
+fn hostile_metadata_entries_are_refused() {
+    let c = setup();
+    let genuine = metadata_entries(&c.bundle);
+    let state = genuine[0].1.clone();
+    let xml = genuine[1].1.clone();
+    let xml_name = genuine[1].0.clone();
+    let cases: Vec<(&str, Vec<(tar::Header, Vec<u8>)>, &str)> = vec![
+        ("dotdot", vec![regular("state.json", &state), regular("../../evil", &xml)], "unsafe"),
+        ("absolute", vec![regular("state.json", &state), regular("/tmp/gapsync-evil", &xml)], "unsafe"),
+        ("symlink", vec![regular("state.json", &state), (raw_header(b"revisions/x-r1.xml", tar::EntryType::Symlink, 0, Some(b"/etc/passwd")), vec![])], "not a regular file"),
+        ("hardlink", vec![regular("state.json", &state), (raw_header(b"revisions/x-r1.xml", tar::EntryType::Link, 0, Some(b"state.json")), vec![])], "not a regular file"),
+        ("device", vec![regular("state.json", &state), (raw_header(b"revisions/x-r1.xml", tar::EntryType::Char, 0, None), vec![])], "not a regular file"),
+        ("fifo", vec![regular("state.json", &state), (raw_header(b"revisions/x-r1.xml", tar::EntryType::Fifo, 0, None), vec![])], "not a regular file"),
+        ("duplicate", vec![regular("state.json", &state), regular(&xml_name, &xml), regular(&xml_name, &xml)], "appears twice"),
+        ("case-variant", vec![regular("state.json", &state), regular(&xml_name.to_uppercase().replace("REVISIONS/", "revisions/").replace(".XML", ".xml"), &xml)], "entry-identity-mismatch"),
+        ("unicode-variant", vec![regular("state.json", &state), regular("revisions/\u{0065}\u{0301}-r1.xml", &xml)], "unsafe"),
+        ("state-not-first", vec![regular(&xml_name, &xml), regular("state.json", &state)], "expected state.json"),
+        ("huge-size", vec![regular("state.json", &state), (raw_header(xml_name.as_bytes(), tar::EntryType::Regular, 1 << 40, None), vec![])], "oversized"),
+        ("dtd", vec![regular("state.json", &state), regular(&xml_name, format!("<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY a \"aaaa\"><!ENTITY b \"&a;&a;&a;\">]>{}", String::from_utf8_lossy(&xml)).as_bytes())], "DTD"),
+        ("deep", vec![regular("state.json", &state), regular(&xml_name, format!("<upd:Update xmlns:upd=\"http://schemas.microsoft.com/msus/2002/12/Update\">{}{}</upd:Update>", "<a>".repeat(100_000), "</a>".repeat(100_000)).as_bytes())], "deeper"),
+        ("bad-state", vec![regular("state.json", b"{\"groups\": 5}")], "malformed-state"),
+    ];
+    for (name, entries, needle) in cases {
+        let v = c.variant(name);
+        write_metadata(&v, &entries);
+        resign(&v, &c.key, |m| {
+            m.counts.revisions = (entries.len() as u64).saturating_sub(1)
+        });
+        c.refused(&v, needle);
+    }
+}
+
+#[test]
+fn decompression_bombs_and_oversized_files_are_refused() {
+    let c = setup();
+    // 600 MiB of zeros as state.json: compresses to a few KiB.
+    let v = c.variant("bomb");
+    {
+        let f = fs::File::create(v.join("metadata.tar.zst")).unwrap();
+        let enc = zstd::stream::write::Encoder::new(f, 19).unwrap();
+        let mut b = tar::Builder::new(enc);
+        let size = 600u64 << 20;
+        let h = raw_header(b"state.json", tar::EntryType::Regular, size, None);
+        b.append(&h, std::io::repeat(0).take(size)).unwrap();
+        b.into_inner().unwrap().finish().unwrap();
+    }
+    assert!(fs::metadata(v.join("metadata.tar.zst")).unwrap().len() < 1 << 20);
+    resign(&v, &c.key, |_| {});
+    c.refused(&v, "oversized");
+    // Many 10 MiB zero revisions: each under the per-document limit, together
+    // over the decompression ratio limit.
+    let v = c.variant("bomb2");
+    {
+        let genuine = metadata_entries(&c.bundle);
+        let f = fs::File::create(v.join("metadata.tar.zst")).unwrap();
+        let enc = zstd::stream::write::Encoder::new(f, 19).unwrap();
+        let mut b = tar::Builder::new(enc);
+        b.append(
+            &raw_header(
+                b"state.json",
+                tar::EntryType::Regular,
+                genuine[0].1.len() as u64,
+                None,
+            ),
+            &genuine[0].1[..],
+        )
+        .unwrap();
+        for i in 0..12 {
+            let size = 10u64 << 20;
+            let name = format!("revisions/{i:08}-0000-0000-0000-000000000000-r1.xml");
+            b.append(
+                &raw_header(name.as_bytes(), tar::EntryType::Regular, size, None),
+                std::io::repeat(b' ').take(size),
+            )
+            .unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap();
+    }
+    resign(&v, &c.key, |m| m.counts.revisions = 12);
+    let r = gs(&c.down, &["import", v.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("limit")
+            || r.stderr.contains("malformed XML")
+            || r.stderr.contains("Update"),
+        "{}",
+        r.stderr
+    );
+    // An oversized manifest.
+    let v = c.variant("big-manifest");
+    let mut m = fs::read(v.join("manifest.json")).unwrap();
+    m.extend(std::iter::repeat_n(b' ', 17 << 20));
+    fs::write(v.join("manifest.json"), m).unwrap();
+    c.refused(&v, "oversized");
+}
+
+#[test]
+fn hostile_content_entries_are_refused() {
+    let c = setup();
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(c.bundle.join("content.json")).unwrap()).unwrap();
+    let first = index[0]["path"].as_str().unwrap().to_string();
+    let mut genuine: Vec<(String, Vec<u8>)> = Vec::new();
+    {
+        let mut ar = tar::Archive::new(fs::File::open(c.bundle.join("content-001.tar")).unwrap());
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let mut d = Vec::new();
+            e.read_to_end(&mut d).unwrap();
+            genuine.push((name, d));
+        }
+    }
+    let write = |v: &Path, entries: &[(tar::Header, Vec<u8>)]| {
+        let mut b = tar::Builder::new(fs::File::create(v.join("content-001.tar")).unwrap());
+        for (h, d) in entries {
+            b.append(h, &d[..]).unwrap();
+        }
+        b.finish().unwrap();
+    };
+    let data0 = genuine[0].1.clone();
+    let cases: Vec<(&str, Vec<(tar::Header, Vec<u8>)>, &str)> = vec![
+        (
+            "c-dotdot",
+            vec![regular(&format!("../{first}"), &data0)],
+            "unsafe",
+        ),
+        (
+            "c-symlink",
+            vec![(
+                raw_header(
+                    first.as_bytes(),
+                    tar::EntryType::Symlink,
+                    0,
+                    Some(b"/etc/shadow"),
+                ),
+                vec![],
+            )],
+            "not a regular file",
+        ),
+        (
+            "c-unknown",
+            vec![regular(
+                "00/0000000000000000000000000000000000000000.cab",
+                &data0,
+            )],
+            "not in the content index",
+        ),
+        (
+            "c-size",
+            vec![regular(&first, &data0[..data0.len() / 2])],
+            "size-mismatch",
+        ),
+    ];
+    for (name, entries, needle) in cases {
+        let v = c.variant(name);
+        write(&v, &entries);
+        resign(&v, &c.key, |_| {});
+        c.refused(&v, needle);
+    }
+    // The genuine bundle still imports.
+    gs(&c.down, &["import", c.bundle.to_str().unwrap()]).ok();
+}
