@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
+/// Tar entries as (raw header, data).
+type Entries = Vec<(tar::Header, Vec<u8>)>;
+
 struct Case {
     _tmp: tempfile::TempDir,
     root: PathBuf,
@@ -157,7 +160,7 @@ fn hostile_metadata_entries_are_refused() {
     let state = genuine[0].1.clone();
     let xml = genuine[1].1.clone();
     let xml_name = genuine[1].0.clone();
-    let cases: Vec<(&str, Vec<(tar::Header, Vec<u8>)>, &str)> = vec![
+    let cases: Vec<(&str, Entries, &str)> = vec![
         ("dotdot", vec![regular("state.json", &state), regular("../../evil", &xml)], "unsafe"),
         ("absolute", vec![regular("state.json", &state), regular("/tmp/gapsync-evil", &xml)], "unsafe"),
         ("symlink", vec![regular("state.json", &state), (raw_header(b"revisions/x-r1.xml", tar::EntryType::Symlink, 0, Some(b"/etc/passwd")), vec![])], "not a regular file"),
@@ -272,7 +275,7 @@ fn hostile_content_entries_are_refused() {
         b.finish().unwrap();
     };
     let data0 = genuine[0].1.clone();
-    let cases: Vec<(&str, Vec<(tar::Header, Vec<u8>)>, &str)> = vec![
+    let cases: Vec<(&str, Entries, &str)> = vec![
         (
             "c-dotdot",
             vec![regular(&format!("../{first}"), &data0)],
