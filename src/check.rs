@@ -278,7 +278,7 @@ fn rule_content_files_intact(
     Ok(())
 }
 
-/// Rule: no leftovers in staging/ while no writer is working. (Writers
+/// Rule: leftovers in staging/ are noted (and removed with `--repair`). (Writers
 /// hold the lock; a reader cannot tell live staging from leftovers, so
 /// this runs only when the lock is free, which `check` ensures by taking
 /// it for `--repair`.)
@@ -295,11 +295,13 @@ fn rule_no_staging_leftovers(store: &Store, r: &mut CheckReport, repair: bool) -
                 .push(format!("removed staging leftover {}", p.display()));
         }
     } else {
+        // Leftovers of an interrupted writer are not corruption: nothing
+        // refers to them, and the next writer (or --repair) removes them.
         for p in leftovers {
-            r.problem(
-                "staging-leftover",
-                format!("{} (run check --repair to remove)", p.display()),
-            );
+            r.notes.push(Finding {
+                rule: "staging-leftover",
+                detail: format!("{} (left by an interrupted writer; the next writer or check --repair removes it)", p.display()),
+            });
         }
     }
     Ok(())

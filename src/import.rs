@@ -236,6 +236,7 @@ pub fn import(
         m.counts.revisions,
     )?;
     apply_state(&tx, &now, &state, chain == ChainStatus::Rebase, &mut plan)?;
+    crate::failpoint::hit("import-after-metadata");
     checks.push(format!(
         "{} revisions re-parsed; identities match their entries",
         plan.revisions_added + plan.revisions_already_present
