@@ -17,7 +17,7 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("store database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(rusqlite::Error),
     #[error("{path}: not a gapsync server store ({why})")]
     NotAStore { path: PathBuf, why: String },
     #[error(
@@ -103,6 +103,14 @@ impl Error {
             self,
             Error::DigestMismatch { .. } | Error::Verification { .. }
         )
+    }
+}
+
+// Not `#[from]` (which would also make it the error's source and have
+// anyhow print the message twice).
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Db(e)
     }
 }
 

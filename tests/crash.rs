@@ -245,6 +245,7 @@ fn disk_full_fails_cleanly() {
     let before = snapshot(&dir);
     let r = gs(&dir, &["import", s.bundle.to_str().unwrap()]);
     assert_ne!(r.code, 0, "the import cannot fit");
+    eprintln!("disk full: {}", r.stderr.trim());
     assert!(
         r.stderr.contains("space") || r.stderr.contains("full") || r.stderr.contains("No space"),
         "{}",
