@@ -540,8 +540,64 @@ fn apply_metadata_pack(
     expected_revisions: u64,
 ) -> Result<State> {
     let file = File::open(path).at(path)?;
+    progress.phase("metadata", Some(expected_revisions), "revisions");
+    let (state, revisions) = read_metadata_pack(file, compressed, path, &mut |name, xml, meta| {
+        let before: Option<i32> = tx
+            .prepare_cached("SELECT r.revision FROM updates u JOIN revisions r ON r.rev_id = u.current_rev WHERE u.update_id = ?1")?
+            .query_row([meta.id.to_string()], |r| r.get(0))
+            .optional()?;
+        match insert_revision(tx, now, name, xml, meta)? {
+            Added::New(_) => {
+                plan.revisions_added += 1;
+                if before.is_none() {
+                    plan.updates_added += 1;
+                }
+                for s in &meta.superseded {
+                    let exists: bool = tx
+                        .prepare_cached("SELECT 1 FROM updates WHERE update_id = ?1")?
+                        .query_row([s.to_string()], |_| Ok(()))
+                        .optional()?
+                        .is_some();
+                    if exists {
+                        plan.updates_superseded += 1;
+                    }
+                }
+            }
+            Added::AlreadyPresent(_) => plan.revisions_already_present += 1,
+        }
+        progress.advance(1);
+        Ok(())
+    })?;
+    progress.finish();
+    if revisions != expected_revisions {
+        return Err(fail(
+            "count-mismatch",
+            format!(
+                "{}: {revisions} revisions, manifest says {expected_revisions}",
+                path.display()
+            ),
+        ));
+    }
+    Ok(state)
+}
+
+/// What the revision callback of `read_metadata_pack` receives: the entry
+/// name, the verbatim XML and its parsed metadata.
+pub type RevisionSink<'a> = dyn FnMut(&str, &[u8], &metadata::UpdateMetadata) -> Result<()> + 'a;
+
+/// Streams a metadata pack (zstd-compressed tar) with every rule applied:
+/// regular files with safe, unique names; `state.json` first and bounded;
+/// then `revisions/<id>-r<rev>.xml`, each bounded, parsed, and named after
+/// its identity; decompressed size bounded by ratio and absolute limit.
+/// Returns the state and the number of revisions passed to `sink`.
+pub fn read_metadata_pack(
+    reader: impl Read,
+    compressed: u64,
+    path: &Path,
+    sink: &mut RevisionSink<'_>,
+) -> Result<(State, u64)> {
     let dec =
-        zstd::stream::read::Decoder::new(io::BufReader::with_capacity(1 << 20, file)).at(path)?;
+        zstd::stream::read::Decoder::new(io::BufReader::with_capacity(1 << 20, reader)).at(path)?;
     let limit = (compressed.saturating_mul(MAX_METADATA_RATIO)).clamp(64 << 20, MAX_METADATA_BYTES);
     let mut archive = tar::Archive::new(LimitedReader {
         inner: dec,
@@ -550,7 +606,6 @@ fn apply_metadata_pack(
     });
     let mut state: Option<State> = None;
     let mut names: BTreeSet<String> = BTreeSet::new();
-    progress.phase("metadata", Some(expected_revisions), "revisions");
     let mut revisions = 0u64;
     for entry in archive.entries().at(path)? {
         let mut entry = entry.at(path)?;
@@ -608,48 +663,29 @@ fn apply_metadata_pack(
             source,
         })?;
         check_entry_identity(stem, &meta, &name)?;
-        let before: Option<i32> = tx
-            .prepare_cached("SELECT r.revision FROM updates u JOIN revisions r ON r.rev_id = u.current_rev WHERE u.update_id = ?1")?
-            .query_row([meta.id.to_string()], |r| r.get(0))
-            .optional()?;
-        match insert_revision(tx, now, &name, &xml, &meta)? {
-            Added::New(_) => {
-                plan.revisions_added += 1;
-                if before.is_none() {
-                    plan.updates_added += 1;
-                }
-                for s in &meta.superseded {
-                    let exists: bool = tx
-                        .prepare_cached("SELECT 1 FROM updates WHERE update_id = ?1")?
-                        .query_row([s.to_string()], |_| Ok(()))
-                        .optional()?
-                        .is_some();
-                    if exists {
-                        plan.updates_superseded += 1;
-                    }
-                }
-            }
-            Added::AlreadyPresent(_) => plan.revisions_already_present += 1,
-        }
+        sink(&name, &xml, &meta)?;
         revisions += 1;
-        progress.advance(1);
     }
-    progress.finish();
-    if revisions != expected_revisions {
-        return Err(fail(
-            "count-mismatch",
-            format!(
-                "{}: {revisions} revisions, manifest says {expected_revisions}",
-                path.display()
-            ),
-        ));
-    }
-    state.ok_or_else(|| {
+    let state = state.ok_or_else(|| {
         fail(
             "missing-file",
             format!("{}: no {STATE_ENTRY}", path.display()),
         )
-    })
+    })?;
+    Ok((state, revisions))
+}
+
+/// For the fuzz target: reads a metadata pack from bytes, discarding what
+/// it yields. Returns the number of revisions.
+#[doc(hidden)]
+pub fn fuzz_read_metadata_pack(data: &[u8]) -> Result<u64> {
+    read_metadata_pack(
+        data,
+        data.len() as u64,
+        Path::new("fuzz"),
+        &mut |_, _, _| Ok(()),
+    )
+    .map(|(_, n)| n)
 }
 
 /// Rule: a revision entry is named `<update id>-r<revision>.xml` after the
