@@ -863,6 +863,46 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn sums_round_trip_any_safe_paths(
+            entries in proptest::collection::btree_map("[a-z0-9]{1,8}(/[a-z0-9._-]{1,12}){0,2}", "[0-9a-f]{64}", 0..20)
+        ) {
+            let entries: BTreeMap<String, String> = entries
+                .into_iter()
+                .filter(|(p, _)| check_safe_path(p).is_ok() && p != SUMS && p != SUMS_SIG)
+                .collect();
+            let text = format_sums(&entries);
+            proptest::prop_assert_eq!(parse_sums(&text, "S").unwrap(), entries);
+        }
+
+        #[test]
+        fn manifest_json_round_trips(seq in 1u64..1000, volumes in 1u32..50, revisions in 0u64..1_000_000, name in "[ -~]{0,40}") {
+            let m = Manifest {
+                format: FORMAT.into(),
+                version: VERSION,
+                bundle_id: "b".into(),
+                source: Source { server_id: "s".into(), name },
+                destination: "d".into(),
+                seq,
+                prev_manifest_sha256: (seq > 1).then(|| "0".repeat(64)),
+                kind: if seq > 1 { BundleKind::Incremental } else { BundleKind::Full },
+                from_anchor: (seq > 1).then(|| "a".into()),
+                to_anchor: "t".into(),
+                created: "2026-01-01T00:00:00Z".into(),
+                expires: "2026-02-01T00:00:00Z".into(),
+                signer: "0000000000000000".into(),
+                filters: Filters::default(),
+                counts: Counts { revisions, ..Counts::default() },
+                volumes,
+                packs: vec![PackEntry { volume: volumes, name: "content-001.tar".into(), size: 1, sha256: "0".repeat(64) }],
+                trust_statements: vec![],
+            };
+            let bytes = serde_json::to_vec_pretty(&m).unwrap();
+            proptest::prop_assert_eq!(parse_manifest(&bytes, Path::new(".")).unwrap(), m);
+        }
+    }
+
     #[test]
     fn safe_paths() {
         for ok in ["manifest.json", "trust/0001.json", "content-001.tar"] {

@@ -149,6 +149,19 @@ mod tests {
         assert_eq!(s.parse::<Anchor>().unwrap(), a);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn anchors_round_trip(id in proptest::array::uniform16(0u8..), seq in 0i64..i64::MAX) {
+            let a = Anchor { server_id: Uuid::from_bytes(id), seq };
+            proptest::prop_assert_eq!(a.to_string().parse::<Anchor>().unwrap(), a);
+        }
+
+        #[test]
+        fn anchor_parser_never_panics(s in "\\PC{0,80}") {
+            let _ = s.parse::<Anchor>();
+        }
+    }
+
     #[test]
     fn bad_anchors_are_named() {
         for s in [
