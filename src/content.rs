@@ -63,8 +63,7 @@ pub struct StageWriter {
     name: String,
     out: Option<io::BufWriter<File>>,
     temp: PathBuf,
-    sha1: Sha1,
-    sha256: Sha256,
+    hasher: Option<ParallelHasher>,
     size: u64,
     buf: Vec<u8>,
 }
@@ -84,8 +83,9 @@ impl StageWriter {
                 Err(e) => return Err(Error::io(&self.name, e)),
             };
             let chunk = &self.buf[..k];
-            self.sha1.update(chunk);
-            self.sha256.update(chunk);
+            if let Some(h) = self.hasher.as_mut() {
+                h.update(chunk);
+            }
             out.write_all(chunk).at(&self.temp)?;
             n += k as u64;
         }
@@ -107,8 +107,11 @@ impl StageWriter {
         let file = out
             .into_inner()
             .map_err(|e| Error::io(&self.temp, e.into_error()))?;
-        let sha1: [u8; 20] = std::mem::take(&mut self.sha1).finalize().into();
-        let sha256: [u8; 32] = std::mem::take(&mut self.sha256).finalize().into();
+        let hasher = self
+            .hasher
+            .take()
+            .ok_or_else(|| Error::invalid(&self.name, "staged file already finished"))?;
+        let (sha1, sha256, _) = hasher.finish().at(&self.temp)?;
         // From here on the temp file belongs to `staged` (removed on drop).
         let staged = Staged {
             file: ContentFile {
@@ -271,8 +274,7 @@ impl ContentStore {
             name: name.to_string(),
             out: Some(io::BufWriter::with_capacity(BUF_SIZE, out)),
             temp,
-            sha1: Sha1::new(),
-            sha256: Sha256::new(),
+            hasher: Some(ParallelHasher::new()),
             size: 0,
             buf: vec![0u8; BUF_SIZE],
         })
@@ -350,29 +352,128 @@ pub fn verify_against(
     Ok(())
 }
 
-/// A reader that computes SHA-1, SHA-256 and size of what passes through,
-/// to check a stored file while it is copied elsewhere.
+/// Computes SHA-1 and SHA-256 on a second thread while the caller moves
+/// the bytes (read, write, other hashes) on its own: on two cores this
+/// halves the CPU time on the copy path. Bytes are gathered into 1 MiB
+/// chunks; at most a handful of chunks exist at once (bounded channel,
+/// recycled buffers), so memory stays flat.
+pub struct ParallelHasher {
+    current: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+    worker: Option<std::thread::JoinHandle<([u8; 20], [u8; 32])>>,
+    size: u64,
+}
+
+const HASH_CHUNK: usize = 1 << 20;
+
+impl Default for ParallelHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ParallelHasher {
+    pub fn new() -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
+        let (back_tx, back) = std::sync::mpsc::channel::<Vec<u8>>();
+        let worker = std::thread::spawn(move || {
+            let mut s1 = Sha1::new();
+            let mut s256 = Sha256::new();
+            for buf in rx {
+                s1.update(&buf);
+                s256.update(&buf);
+                let _ = back_tx.send(buf);
+            }
+            (s1.finalize().into(), s256.finalize().into())
+        });
+        ParallelHasher {
+            current: Vec::with_capacity(HASH_CHUNK),
+            tx: Some(tx),
+            back,
+            worker: Some(worker),
+            size: 0,
+        }
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.size += data.len() as u64;
+        while !data.is_empty() {
+            let room = HASH_CHUNK - self.current.len();
+            let take = room.min(data.len());
+            self.current.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.current.len() == HASH_CHUNK {
+                self.flush_chunk();
+            }
+        }
+    }
+
+    fn flush_chunk(&mut self) {
+        let next = match self.back.try_recv() {
+            Ok(mut b) => {
+                b.clear();
+                b
+            }
+            Err(_) => Vec::with_capacity(HASH_CHUNK),
+        };
+        let full = std::mem::replace(&mut self.current, next);
+        if let Some(tx) = &self.tx {
+            // The worker only stops when `tx` is dropped, so this cannot fail
+            // unless it panicked; `finish` reports that.
+            let _ = tx.send(full);
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Waits for the worker and returns (SHA-1, SHA-256, size).
+    pub fn finish(mut self) -> io::Result<([u8; 20], [u8; 32], u64)> {
+        if !self.current.is_empty() {
+            self.flush_chunk();
+        }
+        self.tx.take();
+        let worker = self
+            .worker
+            .take()
+            .ok_or_else(|| io::Error::other("hasher already finished"))?;
+        let (a, b) = worker
+            .join()
+            .map_err(|_| io::Error::other("hashing thread failed"))?;
+        Ok((a, b, self.size))
+    }
+}
+
+impl Drop for ParallelHasher {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// A reader that computes SHA-1, SHA-256 and size of what passes through
+/// (on a second thread), to check a stored file while it is copied
+/// elsewhere.
 pub struct VerifyingReader<R> {
     inner: R,
-    sha1: Sha1,
-    sha256: Sha256,
-    size: u64,
+    hasher: ParallelHasher,
 }
 
 impl<R: Read> VerifyingReader<R> {
     pub fn new(inner: R) -> Self {
         VerifyingReader {
             inner,
-            sha1: Sha1::new(),
-            sha256: Sha256::new(),
-            size: 0,
+            hasher: ParallelHasher::new(),
         }
     }
 
     /// Rule: the bytes read equal the recorded size and digests.
     pub fn check(self, path: &Path, sha1: &[u8; 20], sha256: &[u8; 32], size: u64) -> Result<()> {
-        let got1: [u8; 20] = self.sha1.finalize().into();
-        let got256: [u8; 32] = self.sha256.finalize().into();
+        let (got1, got256, n) = self.hasher.finish().at(path)?;
         verify_against(
             &path.display().to_string(),
             &Expected {
@@ -382,7 +483,7 @@ impl<R: Read> VerifyingReader<R> {
             },
             &got1,
             &got256,
-            self.size,
+            n,
         )
     }
 }
@@ -390,9 +491,7 @@ impl<R: Read> VerifyingReader<R> {
 impl<R: Read> Read for VerifyingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.sha1.update(&buf[..n]);
-        self.sha256.update(&buf[..n]);
-        self.size += n as u64;
+        self.hasher.update(&buf[..n]);
         Ok(n)
     }
 }
