@@ -494,7 +494,7 @@ pub fn read_volume_header(dir: &Path, keys: &dyn KeyLookup, top: bool) -> Result
         )
     })?;
     let sums = parse_sums(sums_text, &format!("{}/{SUMS}", dir.display()))?;
-    check_listed_files_exactly(dir, &sums, top)?;
+    check_listed_files_exactly(dir, &sums)?;
     let manifest_bytes = read_small(&dir.join(MANIFEST), MAX_MANIFEST_BYTES, "oversized-file")?;
     let manifest_sha256 = sha256_hex(&manifest_bytes);
     check_manifest_digest(dir, &sums, &manifest_sha256)?;
@@ -537,11 +537,7 @@ fn check_signature_file_canonical(dir: &Path, text: &str, sig: &Minisig) -> Resu
 /// Rule: a volume holds exactly the files its SHA256SUMS lists (plus
 /// SHA256SUMS and its signature): nothing missing, nothing extra, only
 /// regular files and folders (no links, devices or FIFOs).
-fn check_listed_files_exactly(
-    dir: &Path,
-    sums: &BTreeMap<String, String>,
-    top: bool,
-) -> Result<()> {
+fn check_listed_files_exactly(dir: &Path, sums: &BTreeMap<String, String>) -> Result<()> {
     let mut found: BTreeSet<String> = BTreeSet::new();
     for e in walkdir::WalkDir::new(dir).follow_links(false).min_depth(1) {
         let e = e.map_err(|e| Error::io(dir, io::Error::other(e.to_string())))?;
@@ -576,8 +572,6 @@ fn check_listed_files_exactly(
     }
     for f in &found {
         if !sums.contains_key(f) {
-            // The top level of a multi-volume bundle lists the volumes' files.
-            let _ = top;
             return Err(Error::verification(
                 "extra-file",
                 format!("{}/{f} is not listed in {SUMS}", dir.display()),
@@ -605,9 +599,35 @@ fn check_manifest_digest(dir: &Path, sums: &BTreeMap<String, String>, actual: &s
     }
 }
 
+/// Rule: the format and version are read first and leniently, so that a
+/// manifest of a later version (with fields this reader does not know) is
+/// reported as such.
+fn check_manifest_version(bytes: &[u8], dir: &Path) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Head {
+        format: Option<String>,
+        version: Option<u32>,
+    }
+    if let Ok(h) = serde_json::from_slice::<Head>(bytes)
+        && h.format.as_deref() == Some(FORMAT)
+        && let Some(v) = h.version
+        && v != VERSION
+    {
+        return Err(Error::verification(
+            "unsupported-version",
+            format!(
+                "{}/{MANIFEST}: bundle format version {v} (this gapsync reads {VERSION})",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Rule: the manifest is JSON of this format and a version this reader
 /// knows, with no unknown fields.
 pub fn parse_manifest(bytes: &[u8], dir: &Path) -> Result<Manifest> {
+    check_manifest_version(bytes, dir)?;
     let m: Manifest = serde_json::from_slice(bytes).map_err(|e| {
         Error::verification(
             "malformed-manifest",

@@ -4,8 +4,12 @@
 //! The export runs under the store's writer lock inside one read
 //! transaction, so the bundle is a consistent snapshot; it is written to a
 //! `.partial` folder beside `--out` and renamed into place only when
-//! complete and signed. The export ledger (per destination) is updated last:
-//! a failed export leaves no ledger trace, so the next one repeats it.
+//! complete and signed, inside the transaction that records it in the
+//! export ledger (per destination): a failed export leaves neither the
+//! bundle nor a ledger trace, so the next one repeats it. (A crash between
+//! the rename and the commit can leave a complete bundle the ledger does not
+//! know; exporting again makes another bundle with the same seq, and the
+//! importer takes whichever arrives first and refuses the other as a fork.)
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -428,10 +432,27 @@ pub fn export(
     let result = export_into(store, opts, &partial, progress);
     match result {
         Ok(mut report) => {
-            fs::rename(&partial, opts.out).at(opts.out)?;
+            // The ledger rows and the bundle appear together: the rows are
+            // written, the folder renamed into place, then the transaction
+            // commits; if the commit fails the folder is taken back.
+            let tx = match record_ledger(store, opts, &report, &partial) {
+                Ok(tx) => tx,
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&partial);
+                    return Err(e);
+                }
+            };
+            if let Err(e) = fs::rename(&partial, opts.out) {
+                let _ = fs::remove_dir_all(&partial);
+                return Err(Error::io(opts.out, e));
+            }
+            crate::failpoint::hit("export-before-ledger-commit");
+            if let Err(e) = tx.commit() {
+                let _ = fs::remove_dir_all(opts.out);
+                return Err(e.into());
+            }
             sync_dir(out_parent)?;
             report.path = opts.out.to_path_buf();
-            record_ledger(store, opts, &report)?;
             Ok(report)
         }
         Err(e) => {
@@ -904,11 +925,15 @@ fn store_content_path(root: PathBuf, rel: &str) -> PathBuf {
 
 /// Records the bundle in the export ledger, with the content it sent and
 /// the trust statements it carried.
-fn record_ledger(store: &mut Store, opts: &ExportOptions<'_>, r: &ExportReport) -> Result<()> {
+fn record_ledger<'s>(
+    store: &'s mut Store,
+    opts: &ExportOptions<'_>,
+    r: &ExportReport,
+    bundle_dir: &Path,
+) -> Result<rusqlite::Transaction<'s>> {
     let filters = serde_json::to_string(&opts.filters)
         .map_err(|e| Error::invalid("filters", e.to_string()))?;
     let now = now_rfc3339();
-    let bundle_dir = r.path.clone();
     let tx = store.conn_mut().transaction()?;
     let max_stmt: i64 = tx.query_row(
         "SELECT COALESCE(MAX(stmt_seq), 0) FROM trust_statements",
@@ -929,8 +954,12 @@ fn record_ledger(store: &mut Store, opts: &ExportOptions<'_>, r: &ExportReport) 
         )?;
     }
     // The content index lists what was sent.
-    let layout = bundle::Layout::discover(&bundle_dir)?;
-    let first = layout.volumes.first().cloned().unwrap_or(bundle_dir);
+    let layout = bundle::Layout::discover(bundle_dir)?;
+    let first = layout
+        .volumes
+        .first()
+        .cloned()
+        .unwrap_or(bundle_dir.to_path_buf());
     let cjson = bundle::read_small(&first.join(CONTENT_ENTRY), u64::MAX, "oversized-file")?;
     let index: Vec<ContentRecord> = serde_json::from_slice(&cjson)
         .map_err(|e| Error::invalid("content index", e.to_string()))?;
@@ -944,8 +973,7 @@ fn record_ledger(store: &mut Store, opts: &ExportOptions<'_>, r: &ExportReport) 
             st.execute(params![opts.destination, sha1])?;
         }
     }
-    tx.commit()?;
-    Ok(())
+    Ok(tx)
 }
 
 #[cfg(test)]

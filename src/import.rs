@@ -111,6 +111,7 @@ pub fn import(
     progress: &dyn Progress,
 ) -> Result<ImportReport> {
     let this_server = store.info().server_id.to_string();
+    let store_mode = store.info().mode;
     let mut view = TrustView::from_store(store.conn())?;
     let mut checks: Vec<String> = Vec::new();
 
@@ -130,6 +131,7 @@ pub fn import(
     }
     bundle::check_volume_packs(&h1, 1)?;
     crate::verify::check_statements_listed(&h1.manifest, &statements)?;
+    crate::verify::check_statements_signed(&h1, &statements)?;
     checks.push(format!(
         "volume 1: signature by trusted key {} valid; files listed exactly",
         h1.signer
@@ -191,12 +193,6 @@ pub fn import(
     // ---- 2. metadata pack and content index, hashed before use
     let meta_pack = pack_entry(&m, METADATA_PACK)?;
     let cidx_pack = pack_entry(&m, CONTENT_ENTRY)?;
-    check_pack_digest(
-        &first_dir,
-        &meta_pack.name,
-        &meta_pack.sha256,
-        meta_pack.size,
-    )?;
     let cidx_bytes = bundle::read_small(
         &first_dir.join(CONTENT_ENTRY),
         MAX_STATE_BYTES,
@@ -234,8 +230,13 @@ pub fn import(
         &mut plan,
         progress,
         m.counts.revisions,
+        &meta_pack.sha256,
     )?;
-    apply_state(&tx, &now, &state, chain == ChainStatus::Rebase, &mut plan)?;
+    // A rebase replaces the chain: on a replica (whose deployments all come
+    // from upstream) deployments the full bundle does not carry are removed;
+    // an autonomous server keeps its own approvals.
+    let replace = chain == ChainStatus::Rebase && store_mode == crate::store::Mode::Replica;
+    apply_state(&tx, &now, &state, replace, &mut plan)?;
     crate::failpoint::hit("import-after-metadata");
     checks.push(format!(
         "{} revisions re-parsed; identities match their entries",
@@ -419,21 +420,6 @@ fn pack_entry<'m>(m: &'m Manifest, name: &str) -> Result<&'m bundle::PackEntry> 
         })
 }
 
-/// Rule: a pack's bytes hash to the digest the signed manifest gives.
-fn check_pack_digest(dir: &Path, name: &str, want: &str, size: u64) -> Result<()> {
-    let (got, n) = bundle::hash_file_sha256(&dir.join(name))?;
-    if got != want || n != size {
-        return Err(fail(
-            "hash-mismatch",
-            format!(
-                "{}/{name}: SHA-256 {got} ({n} bytes), manifest says {want} ({size} bytes)",
-                dir.display()
-            ),
-        ));
-    }
-    Ok(())
-}
-
 fn check_bytes_digest(dir: &Path, name: &str, bytes: &[u8], want: &str) -> Result<()> {
     let got = bundle::sha256_hex(bytes);
     if got != want {
@@ -538,10 +524,15 @@ fn apply_metadata_pack(
     plan: &mut Plan,
     progress: &dyn Progress,
     expected_revisions: u64,
+    want_sha256: &str,
 ) -> Result<State> {
+    // Read once: hashed while it is decompressed (a medium cannot serve
+    // different bytes to a check and to the use). What is inserted before
+    // the digest is known stays inside the uncommitted transaction.
     let file = File::open(path).at(path)?;
+    let mut hashing = HashingReader::new(io::BufReader::with_capacity(1 << 20, file));
     progress.phase("metadata", Some(expected_revisions), "revisions");
-    let (state, revisions) = read_metadata_pack(file, compressed, path, &mut |name, xml, meta| {
+    let result = read_metadata_pack(&mut hashing, compressed, path, &mut |name, xml, meta| {
         let before: Option<i32> = tx
             .prepare_cached("SELECT r.revision FROM updates u JOIN revisions r ON r.rev_id = u.current_rev WHERE u.update_id = ?1")?
             .query_row([meta.id.to_string()], |r| r.get(0))
@@ -567,8 +558,23 @@ fn apply_metadata_pack(
         }
         progress.advance(1);
         Ok(())
-    })?;
+    });
     progress.finish();
+    // Rule: the pack's bytes hash to the manifest's digest (checked before
+    // any other finding about its content is reported).
+    let drained = hashing.drain();
+    let (sha, n) = hashing.finish();
+    if sha != want_sha256 || n != compressed {
+        return Err(fail(
+            "hash-mismatch",
+            format!(
+                "{}: SHA-256 {sha} ({n} bytes), manifest says {want_sha256} ({compressed} bytes)",
+                path.display()
+            ),
+        ));
+    }
+    drained.at(path)?;
+    let (state, revisions) = result?;
     if revisions != expected_revisions {
         return Err(fail(
             "count-mismatch",
@@ -599,11 +605,27 @@ pub fn read_metadata_pack(
     let dec =
         zstd::stream::read::Decoder::new(io::BufReader::with_capacity(1 << 20, reader)).at(path)?;
     let limit = (compressed.saturating_mul(MAX_METADATA_RATIO)).clamp(64 << 20, MAX_METADATA_BYTES);
-    let mut archive = tar::Archive::new(LimitedReader {
+    let hit = std::rc::Rc::new(std::cell::Cell::new(false));
+    let limited = LimitedReader {
         inner: dec,
         left: limit,
         path: path.to_path_buf(),
-    });
+        hit: hit.clone(),
+    };
+    read_entries(tar::Archive::new(limited), path, sink).map_err(|e| {
+        if hit.get() {
+            fail("decompression-limit", format!("{}: decompresses to more than {limit} bytes (ratio {MAX_METADATA_RATIO}, cap {MAX_METADATA_BYTES})", path.display()))
+        } else {
+            e
+        }
+    })
+}
+
+fn read_entries<R: Read>(
+    mut archive: tar::Archive<R>,
+    path: &Path,
+    sink: &mut RevisionSink<'_>,
+) -> Result<(State, u64)> {
     let mut state: Option<State> = None;
     let mut names: BTreeSet<String> = BTreeSet::new();
     let mut revisions = 0u64;
@@ -724,17 +746,20 @@ fn entry_name<R: Read>(entry: &tar::Entry<'_, R>, pack: &Path) -> Result<String>
     Ok(name)
 }
 
-/// A reader that fails after `left` bytes (decompression bombs).
+/// A reader that fails after `left` bytes (decompression bombs); `hit`
+/// tells afterwards that the limit, not the data, ended the read.
 struct LimitedReader<R> {
     inner: R,
     left: u64,
     path: PathBuf,
+    hit: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 impl<R: Read> Read for LimitedReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n as u64 > self.left {
+            self.hit.set(true);
             return Err(io::Error::other(format!(
                 "{}: decompressed data exceeds the limit (decompression bomb?)",
                 self.path.display()
@@ -774,6 +799,30 @@ pub(crate) fn apply_state(
             ),
             None => None,
         };
+        // Rule: the built-in groups are the same on every server; a bundle
+        // cannot redefine them.
+        if id == crate::store::ALL_COMPUTERS.0 || id == UNASSIGNED_COMPUTERS.0 {
+            return Err(fail(
+                "malformed-state",
+                format!("a bundle cannot redefine the built-in group {id}"),
+            ));
+        }
+        // Rule: groups form a tree: the new parent is not the group itself
+        // nor one of its descendants.
+        if let Some(p) = &parent {
+            let mut cur = Some(p.clone());
+            let mut steps = 0;
+            while let Some(c) = cur {
+                if c == id || steps > 10_000 {
+                    return Err(fail(
+                        "malformed-state",
+                        format!("group {:?} would become its own ancestor", g.name),
+                    ));
+                }
+                cur = group_exists(tx, &c)?.and_then(|(_, p)| p);
+                steps += 1;
+            }
+        }
         if let Some(p) = &parent
             && group_exists(tx, p)?.is_none()
         {
@@ -817,7 +866,7 @@ pub(crate) fn apply_state(
     }
     let mut in_bundle: BTreeSet<String> = BTreeSet::new();
     for d in &state.deployments {
-        in_bundle.insert(d.deployment_id.to_ascii_lowercase());
+        in_bundle.insert(crate::store::canonical_guid(&d.deployment_id).unwrap_or_default());
         apply_deployment(tx, now, d, plan)?;
     }
     if rebase {

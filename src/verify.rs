@@ -154,6 +154,42 @@ pub fn preload_statements(
     Ok(out)
 }
 
+/// Rule: the trust statement files are the ones the signed SHA256SUMS of
+/// volume 1 lists, byte for byte (a statement signed by a trusted key but
+/// swapped in on the media — say, an old one — is refused).
+pub fn check_statements_signed(
+    h: &VolumeHeader,
+    found: &[(String, Vec<u8>, String)],
+) -> Result<()> {
+    for (name, body, sig) in found {
+        for (file, bytes) in [
+            (name.clone(), body.as_slice()),
+            (format!("{name}.minisig"), sig.as_bytes()),
+        ] {
+            let got = bundle::sha256_hex(bytes);
+            match h.sums.get(&file) {
+                Some(want) if *want == got => {}
+                Some(want) => {
+                    return Err(Error::verification(
+                        "hash-mismatch",
+                        format!(
+                            "{}/{file}: SHA-256 {got}, SHA256SUMS says {want}",
+                            h.dir.display()
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(Error::verification(
+                        "extra-file",
+                        format!("{}/{file} is not listed in SHA256SUMS", h.dir.display()),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Rule: the signed manifest lists exactly the trust statements found.
 pub fn check_statements_listed(m: &Manifest, found: &[(String, Vec<u8>, String)]) -> Result<()> {
     let names: Vec<&str> = found.iter().map(|(n, _, _)| n.as_str()).collect();

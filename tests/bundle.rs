@@ -463,6 +463,18 @@ fn rule_unknown_key() {
 }
 
 #[test]
+fn rule_unsupported_version() {
+    let mut lab = Lab::new("1M");
+    let b = lab.export(&[]);
+    // A later version may add fields; it is still named as a version problem.
+    resign_json(&b, &lab.key, |m| {
+        m["version"] = serde_json::json!(2);
+        m["new_field"] = serde_json::json!(1);
+    });
+    lab.refused(&b, "unsupported-version");
+}
+
+#[test]
 fn rule_bad_signature() {
     let mut lab = Lab::new("1M");
     let b = lab.export(&[]);
@@ -791,6 +803,41 @@ fn key_rotation_and_revocation_travel_in_bundles() {
     lab.key = k2.with_extension("key");
     let b2 = lab.export(&[]);
     assert!(b2.join("trust/0001.json").is_file());
+    // A statement swapped on the media (here: another one, validly signed by
+    // the trusted k1) is refused: the bundle's SHA256SUMS fixes the bytes.
+    let side = lab.root.join("side-store");
+    gs_plain(&["init", side.to_str().unwrap()]).ok();
+    gs(
+        &side,
+        &[
+            "trust",
+            "statement",
+            "--key",
+            k1.to_str().unwrap(),
+            "--add",
+            k2.with_extension("pub").to_str().unwrap(),
+            "--label",
+            "other",
+        ],
+    )
+    .ok();
+    gs(
+        &side,
+        &[
+            "export",
+            "--key",
+            k1.to_str().unwrap(),
+            "--out",
+            lab.root.join("side-bundle").to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let swapped = lab.root.join("swapped-statement");
+    copy_tree(&b2, &swapped);
+    for f in ["trust/0001.json", "trust/0001.json.minisig"] {
+        fs::copy(lab.root.join("side-bundle").join(f), swapped.join(f)).unwrap();
+    }
+    lab.refused(&swapped, "hash-mismatch");
     // A verifier that trusts only k1 accepts it through the statement.
     gs_plain(&[
         "verify",

@@ -242,15 +242,27 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// but misbehaving exporter would: `edit` may change the manifest; pack
 /// digests, SHA256SUMS and the signature are recomputed with `key`.
 pub fn resign(dir: &Path, key: &Path, edit: impl FnOnce(&mut gapsync::bundle::Manifest)) {
+    resign_json(dir, key, |v| {
+        let mut m: gapsync::bundle::Manifest = serde_json::from_value(v.clone()).expect("manifest");
+        edit(&mut m);
+        *v = serde_json::to_value(&m).unwrap();
+    });
+}
+
+/// Like `resign`, editing the manifest as JSON (for fields or versions
+/// this gapsync does not know).
+pub fn resign_json(dir: &Path, key: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     use gapsync::bundle;
     let key = gapsync::trust::SecretKey::read_file(key).expect("key");
-    let mut m: bundle::Manifest =
+    let mut m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join(bundle::MANIFEST)).unwrap()).unwrap();
     edit(&mut m);
-    for p in &mut m.packs {
-        let data = std::fs::read(dir.join(&p.name)).unwrap();
-        p.size = data.len() as u64;
-        p.sha256 = hex::encode(Sha256::digest(&data));
+    if let Some(packs) = m["packs"].as_array_mut() {
+        for p in packs {
+            let data = std::fs::read(dir.join(p["name"].as_str().unwrap())).unwrap();
+            p["size"] = serde_json::json!(data.len());
+            p["sha256"] = serde_json::json!(hex::encode(Sha256::digest(&data)));
+        }
     }
     let mbytes = serde_json::to_vec_pretty(&m).unwrap();
     std::fs::write(dir.join(bundle::MANIFEST), &mbytes).unwrap();
@@ -262,9 +274,14 @@ pub fn resign(dir: &Path, key: &Path, edit: impl FnOnce(&mut gapsync::bundle::Ma
     }
     let text = bundle::format_sums(&sums);
     std::fs::write(dir.join(bundle::SUMS), &text).unwrap();
-    let sig = key
-        .sign(text.as_bytes(), &bundle::trusted_comment(&m, Some(1)))
-        .unwrap();
+    let comment = format!(
+        "gapsync bundle {} seq {} volume 1/{} source {}",
+        m["bundle_id"].as_str().unwrap(),
+        m["seq"],
+        m["volumes"],
+        m["source"]["server_id"].as_str().unwrap()
+    );
+    let sig = key.sign(text.as_bytes(), &comment).unwrap();
     std::fs::write(dir.join(bundle::SUMS_SIG), sig).unwrap();
 }
 
