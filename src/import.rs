@@ -221,16 +221,14 @@ pub fn import(
             plan.trust_statements += 1;
         }
     }
-    let pack_path = first_dir.join(METADATA_PACK);
     let state = apply_metadata_pack(
         &tx,
         &now,
-        &pack_path,
-        meta_pack.size,
+        &first_dir,
+        meta_pack,
         &mut plan,
         progress,
         m.counts.revisions,
-        &meta_pack.sha256,
     )?;
     // A rebase replaces the chain: on a replica (whose deployments all come
     // from upstream) deployments the full bundle does not carry are removed;
@@ -519,13 +517,15 @@ fn parse_hex<const N: usize>(s: &str, what: &str) -> Result<[u8; N]> {
 fn apply_metadata_pack(
     tx: &Connection,
     now: &str,
-    path: &Path,
-    compressed: u64,
+    dir: &Path,
+    pack: &bundle::PackEntry,
     plan: &mut Plan,
     progress: &dyn Progress,
     expected_revisions: u64,
-    want_sha256: &str,
 ) -> Result<State> {
+    let path = &dir.join(&pack.name);
+    let compressed = pack.size;
+    let want_sha256 = pack.sha256.as_str();
     // Read once: hashed while it is decompressed (a medium cannot serve
     // different bytes to a check and to the use). What is inserted before
     // the digest is known stays inside the uncommitted transaction.
