@@ -18,9 +18,12 @@ pub mod import;
 pub mod journal;
 pub mod metadata;
 pub mod progress;
+pub mod serve;
 pub mod store;
+pub mod sync;
 pub mod trust;
 pub mod units;
 pub mod verify;
+pub mod wsusss;
 
 pub use error::{Error, Result};

@@ -4,6 +4,8 @@
 mod bundle;
 mod demo;
 mod progress;
+mod serve;
+mod sync;
 mod trust;
 
 use std::path::{Path, PathBuf};
@@ -110,6 +112,38 @@ enum Command {
         /// Fix what is safe to fix (staging leftovers), and say so.
         #[arg(long)]
         repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve downstream servers (MS-WSUSSS upstream role) and content.
+    Serve {
+        /// Address and port to listen on.
+        #[arg(long, default_value = "0.0.0.0:8530")]
+        listen: String,
+        /// TLS certificate (PEM); with --tls-key, serve HTTPS.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+    /// Synchronize from an upstream WSUS or gapsync server (MS-WSUSSS).
+    Sync {
+        /// The upstream server, e.g. http://wsus.example:8530.
+        #[arg(long)]
+        upstream: String,
+        /// Take groups and approvals from the upstream (replica stores).
+        #[arg(long)]
+        replica: bool,
+        /// Only updates of this product (repeatable; remembered).
+        #[arg(long = "product")]
+        products: Vec<String>,
+        /// Only updates of this classification (repeatable; remembered).
+        #[arg(long = "classification")]
+        classifications: Vec<String>,
+        /// Content to download: all, approved or none.
+        #[arg(long, default_value = "all")]
+        content: String,
         #[arg(long)]
         json: bool,
     },
@@ -733,6 +767,33 @@ fn run(cli: Cli) -> Result<()> {
                 .into());
             }
         }
+        Command::Serve {
+            listen,
+            tls_cert,
+            tls_key,
+        } => serve::serve(
+            server_dir(&cli.server)?,
+            &listen,
+            tls_cert.as_deref(),
+            tls_key.as_deref(),
+        )?,
+        Command::Sync {
+            upstream,
+            replica,
+            products,
+            classifications,
+            content,
+            json,
+        } => sync::sync_with_progress(
+            server_dir(&cli.server)?,
+            &upstream,
+            replica,
+            &products,
+            &classifications,
+            &content,
+            json,
+            &progress,
+        )?,
         Command::Key(KeyCmd::Generate { out, json }) => trust::key_generate(&out, json)?,
         Command::Trust(TrustCmd::Add {
             public_key,

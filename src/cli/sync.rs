@@ -1,0 +1,109 @@
+//! `gapsync sync`: synchronize this store from an upstream WSUS or gapsync
+//! server over MS-WSUSSS (this server as the downstream server).
+
+use std::path::Path;
+
+use anyhow::{Result, anyhow};
+use gapsync::bundle::ContentMode;
+use gapsync::progress::Progress;
+use gapsync::store::Store;
+use gapsync::sync::SyncOptions;
+use gapsync::units::human_bytes;
+
+use super::print_json;
+use super::progress::TermProgress;
+
+/// `gapsync --server DIR sync --upstream URL [--replica] [--product ID]...
+/// [--classification ID]... [--content all|approved|none] [--json]`, with
+/// progress bars or lines on stderr. `GAPSYNC_UPSTREAM_CA` names a PEM file
+/// of the certificate authorities an https upstream must chain to.
+#[allow(dead_code)] // the CLI passes its own progress (`--quiet`) to `sync_with_progress`
+pub fn sync(
+    server: &Path,
+    upstream: &str,
+    replica: bool,
+    products: &[String],
+    classifications: &[String],
+    content: &str,
+    json: bool,
+) -> Result<()> {
+    sync_with_progress(
+        server,
+        upstream,
+        replica,
+        products,
+        classifications,
+        content,
+        json,
+        &TermProgress::new(false),
+    )
+}
+
+/// [`sync`] reporting progress to `progress` (e.g. a quiet one).
+#[allow(clippy::too_many_arguments)]
+pub fn sync_with_progress(
+    server: &Path,
+    upstream: &str,
+    replica: bool,
+    products: &[String],
+    classifications: &[String],
+    content: &str,
+    json: bool,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let content = ContentMode::parse(content)
+        .ok_or_else(|| anyhow!("--content {content:?}: expected all, approved or none"))?;
+    let mut store = Store::open_writer(server)?;
+    let mut opts = SyncOptions::new(upstream);
+    opts.replica = replica;
+    opts.products = products.to_vec();
+    opts.classifications = classifications.to_vec();
+    opts.content = content;
+    // An https upstream with its own certificate authority (e.g. `gapsync
+    // serve --tls-cert`): its PEM certificate(s).
+    opts.client.ca_file = std::env::var_os("GAPSYNC_UPSTREAM_CA")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from);
+    let r = gapsync::sync::sync(&mut store, &opts, progress)?;
+    if json {
+        print_json(&r)?;
+        return Ok(());
+    }
+    println!(
+        "synced from {} ({}{}): {} revisions added, {} already present ({} GetUpdateData requests)",
+        r.upstream,
+        if r.full { "full" } else { "incremental" },
+        if r.replica { ", replica" } else { "" },
+        r.revisions_added,
+        r.revisions_already_present,
+        r.update_data_requests
+    );
+    if r.replica {
+        println!(
+            "groups      +{} ~{} -{}; deployments +{} ~{} -{} ({} skipped); {} updates declined",
+            r.groups_added,
+            r.groups_changed,
+            r.groups_removed,
+            r.deployments_created,
+            r.deployments_changed,
+            r.deployments_removed,
+            r.deployments_skipped,
+            r.updates_declined
+        );
+    }
+    println!(
+        "content     {} files, {} ({} resumed); {} not on the upstream yet",
+        r.content_files,
+        human_bytes(r.content_bytes),
+        r.content_resumed,
+        r.content_missing
+    );
+    if r.restarts > 0 || r.anchors_reset > 0 {
+        println!(
+            "protocol    {} restart(s), {} anchor reset(s)",
+            r.restarts, r.anchors_reset
+        );
+    }
+    println!("anchor      {}", r.anchor);
+    Ok(())
+}

@@ -1,0 +1,2079 @@
+//! The downstream (DSS) side of MS-WSUSSS: request bodies, response parsers
+//! and an HTTP client with timeouts, bounded bodies, retries with
+//! exponential backoff (MS-WSUSOD 2.7.1.1) and restartable content
+//! downloads (HTTP Range, MS-WSUSOD 2.3.2.5).
+//!
+//! The parsers are plain functions over response bytes, so they can be fed
+//! the captured answers of a real Windows Server WSUS directly; the
+//! [`Client`] adds the transport. The sequence itself (authorization,
+//! metadata, deployments, content) lives in `crate::sync`.
+//!
+//! Wire facts this module relies on (MS-WSUSSS 2.2, 3.1.4; checked against
+//! real Windows Server 2025 WSUS answers):
+//! - SOAP 1.1 document/literal; the operation element is in
+//!   `http://www.microsoft.com/SoftwareDistribution` (the DSS authorization
+//!   service in `.../Server/DssAuthWebService`); SOAP 1.2 answers are read
+//!   too.
+//! - Faults carry `ErrorCode`, `Message` and `ID` in the (unqualified)
+//!   `detail`/`Detail` element (2.2.9).
+//! - `XmlUpdateBlob` is the update XML as text; `XmlUpdateBlobCompressed`
+//!   is base64 of a Cabinet holding one member (`blob`), LZX-compressed,
+//!   whose bytes are the update XML in UTF-16LE.
+//! - Cookies and authorization cookies are opaque and echoed back exactly.
+//!
+//! Hostile input: bodies are size-bounded, DTDs are refused, nesting depth
+//! is bounded, the Cabinet decoder runs under `catch_unwind` with a bounded
+//! output, and every malformed answer is an error naming the operation.
+//!
+//! The namespaces, paths and protocol constants are the ones the USS side
+//! (`super`) uses. Answers are read with this module's own tree reader,
+//! bounded by bytes rather than by element count: a real upstream's
+//! revision list holds hundreds of thousands of elements.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, Read};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine as _;
+use quick_xml::events::Event;
+use quick_xml::name::{Namespace, ResolveResult};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::content::StageWriter;
+use crate::metadata::MAX_DOCUMENT_BYTES;
+
+/// Namespace of the Server Sync Web Service messages.
+pub const NS_SYNC: &str = super::SSS_NS;
+/// Namespace of the DSS Authorization Web Service messages.
+pub const NS_DSS_AUTH: &str = super::DSSAUTH_NS;
+pub const NS_SOAP11: &str = super::SOAP11_ENV;
+pub const NS_SOAP12: &str = super::SOAP12_ENV;
+/// Where the Server Sync Web Service lives on an upstream server.
+pub const SERVER_SYNC_PATH: &str = super::SERVER_SYNC_PATH;
+/// Where the DSS Authorization Web Service lives (used when GetAuthConfig
+/// names no service URL).
+pub const DSS_AUTH_PATH: &str = super::DSS_AUTH_PATH;
+/// The protocol version this DSS announces in GetCookie (MS-WSUSSS 1.7).
+pub const PROTOCOL_VERSION: &str = super::PROTOCOL_VERSION;
+/// The one authorization plug-in MS-WSUSSS defines.
+pub const DSS_PLUGIN_ID: &str = super::PLUGIN_ID;
+/// Largest SOAP answer read (a GetUpdateData batch of 100 large documents
+/// stays well below).
+pub const MAX_SOAP_RESPONSE_BYTES: u64 = 128 << 20;
+/// Deepest element nesting accepted in a SOAP answer.
+pub const MAX_SOAP_DEPTH: usize = 64;
+/// At most this many file digests per DownloadFiles request (3.1.4.11).
+pub const MAX_DOWNLOAD_FILES_DIGESTS: usize = 100;
+/// `Deadline` values on this date mean "no deadline" (3.1.4.10.3.5:
+/// `9999-12-31T23:59:59.9999999`, written with varying precision).
+pub const NO_DEADLINE_DATE: &str = "9999-12-31";
+
+/// The web methods the DSS calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Operation {
+    GetAuthConfig,
+    GetAuthorizationCookie,
+    GetCookie,
+    GetConfigData,
+    GetRevisionIdList,
+    GetUpdateData,
+    GetUpdateDecryptionData,
+    GetDeployments,
+    DownloadFiles,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 9] = [
+        Operation::GetAuthConfig,
+        Operation::GetAuthorizationCookie,
+        Operation::GetCookie,
+        Operation::GetConfigData,
+        Operation::GetRevisionIdList,
+        Operation::GetUpdateData,
+        Operation::GetUpdateDecryptionData,
+        Operation::GetDeployments,
+        Operation::DownloadFiles,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::GetAuthConfig => "GetAuthConfig",
+            Operation::GetAuthorizationCookie => "GetAuthorizationCookie",
+            Operation::GetCookie => "GetCookie",
+            Operation::GetConfigData => "GetConfigData",
+            Operation::GetRevisionIdList => "GetRevisionIdList",
+            Operation::GetUpdateData => "GetUpdateData",
+            Operation::GetUpdateDecryptionData => "GetUpdateDecryptionData",
+            Operation::GetDeployments => "GetDeployments",
+            Operation::DownloadFiles => "DownloadFiles",
+        }
+    }
+
+    /// The namespace of the operation's request and response elements.
+    pub fn namespace(self) -> &'static str {
+        match self {
+            Operation::GetAuthorizationCookie => NS_DSS_AUTH,
+            _ => NS_SYNC,
+        }
+    }
+
+    /// The `SOAPAction` header value.
+    pub fn soap_action(self) -> String {
+        format!("{}/{}", self.namespace(), self.name())
+    }
+
+    /// Recognises an operation from a `SOAPAction` value (quotes allowed).
+    pub fn from_soap_action(action: &str) -> Option<Operation> {
+        let a = action.trim().trim_matches('"');
+        Operation::ALL.into_iter().find(|op| a == op.soap_action())
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// A SOAP fault (MS-WSUSSS 2.2.9).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fault {
+    /// `ErrorCode` when present (InvalidCookie, ServerChanged, ...).
+    pub error_code: Option<String>,
+    pub message: String,
+    /// The fault instance id (`ID`).
+    pub id: Option<String>,
+    /// `faultcode` (SOAP 1.1) or `Code/Value` (SOAP 1.2).
+    pub fault_code: String,
+    /// `faultstring` (SOAP 1.1) or `Reason/Text` (SOAP 1.2).
+    pub fault_string: String,
+}
+
+/// How the DSS must react to a fault (MS-WSUSSS 2.2.9.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAction {
+    /// InvalidCookie, InvalidAuthorizationCookie, FileDigestsMissing:
+    /// restart the protocol from the beginning.
+    Restart,
+    /// ServerChanged: reset the config, sync and deployment anchors and
+    /// continue.
+    ResetAnchors,
+    /// ServerBusy: back off and try again.
+    Retry,
+    /// InvalidParameters: retry with other (valid) parameters if there are
+    /// any, else stop.
+    InvalidParameters,
+    /// InternalServerError, IncompatibleProtocolVersion, no or an unknown
+    /// ErrorCode: stop.
+    Stop,
+}
+
+impl Fault {
+    pub fn action(&self) -> FaultAction {
+        match self.error_code.as_deref() {
+            Some("InvalidCookie" | "InvalidAuthorizationCookie" | "FileDigestsMissing") => {
+                FaultAction::Restart
+            }
+            Some("ServerChanged") => FaultAction::ResetAnchors,
+            Some("ServerBusy") => FaultAction::Retry,
+            Some("InvalidParameters") => FaultAction::InvalidParameters,
+            _ => FaultAction::Stop,
+        }
+    }
+
+    pub fn code(&self) -> &str {
+        self.error_code.as_deref().unwrap_or("(no ErrorCode)")
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SOAP fault {}", self.code())?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        } else if !self.fault_string.is_empty() {
+            write!(f, " ({})", self.fault_string)?;
+        }
+        if let Some(id) = &self.id {
+            write!(f, " [fault id {id}]")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The upstream answered with a SOAP fault.
+    #[error("{op}: {fault}")]
+    Fault { op: Operation, fault: Fault },
+    /// The answer could not be read as the operation's response.
+    #[error("{op}: malformed answer: {why}")]
+    Malformed { op: Operation, why: String },
+    /// A transport failure that persisted through every retry.
+    #[error("{what} {url}: {why} (after {attempts} attempt(s))")]
+    Network {
+        what: String,
+        url: String,
+        why: String,
+        attempts: u32,
+    },
+    /// An HTTP status the operation cannot use.
+    #[error("{what} {url}: HTTP {status}{hint}")]
+    Http {
+        what: String,
+        url: String,
+        status: u16,
+        hint: String,
+    },
+    /// An answer larger than the bound.
+    #[error("{what} {url}: answer exceeds {limit} bytes")]
+    TooLarge {
+        what: String,
+        url: String,
+        limit: u64,
+    },
+    #[error("upstream URL {url:?}: {why}")]
+    BadUrl { url: String, why: String },
+    /// A content download failed locally (disk).
+    #[error("{0}")]
+    Local(#[from] crate::Error),
+}
+
+impl ClientError {
+    pub fn fault(&self) -> Option<&Fault> {
+        match self {
+            ClientError::Fault { fault, .. } => Some(fault),
+            _ => None,
+        }
+    }
+}
+
+fn malformed(op: Operation, why: impl Into<String>) -> ClientError {
+    ClientError::Malformed {
+        op,
+        why: why.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Message types
+// ---------------------------------------------------------------------------
+
+/// `UpdateIdentity` (2.2.4.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct UpdateIdentity {
+    pub id: Uuid,
+    pub revision: i32,
+}
+
+impl fmt::Display for UpdateIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} revision {}", self.id, self.revision)
+    }
+}
+
+/// One `AuthPlugInInfo` of GetAuthConfig.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthPlugIn {
+    pub plugin_id: String,
+    pub service_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthConfig {
+    pub last_change: Option<String>,
+    pub plugins: Vec<AuthPlugIn>,
+}
+
+/// `AuthorizationCookie` (2.2.4.7); `cookie_data` is the base64 text as
+/// received (opaque).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationCookie {
+    pub plugin_id: String,
+    pub cookie_data: String,
+}
+
+/// `Cookie` (2.2.4.8), kept exactly as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cookie {
+    pub expiration: String,
+    pub encrypted_data: String,
+}
+
+impl Cookie {
+    /// The expiration as a time, when it parses.
+    pub fn expires_at(&self) -> Option<time::OffsetDateTime> {
+        parse_datetime(&self.expiration)
+    }
+}
+
+/// One `ServerSyncLanguageData`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Language {
+    pub id: i32,
+    pub short: String,
+    pub long: String,
+    pub enabled: bool,
+}
+
+/// `ServerSyncConfigData` (3.1.4.4.3.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigData {
+    pub catalog_only_sync: bool,
+    pub lazy_sync: bool,
+    pub server_hosts_psf_files: bool,
+    pub max_updates_per_request: i32,
+    pub max_decryption_updates_per_request: i32,
+    pub new_config_anchor: Option<String>,
+    pub protocol_version: Option<String>,
+    pub languages: Vec<Language>,
+}
+
+/// One `IdAndDelta` of a revision filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdAndDelta {
+    pub id: Uuid,
+    pub delta: bool,
+}
+
+/// `ServerSyncFilter` (3.1.4.5.3.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevisionFilter {
+    pub anchor: Option<String>,
+    pub get_config: bool,
+    pub categories: Vec<IdAndDelta>,
+    pub classifications: Vec<IdAndDelta>,
+}
+
+/// `RevisionIdList` (3.1.4.5.3.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevisionIdList {
+    pub anchor: Option<String>,
+    pub revisions: Vec<UpdateIdentity>,
+}
+
+/// How an update's XML came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum BlobForm {
+    /// `XmlUpdateBlob`: text, kept as its UTF-8 bytes.
+    Text,
+    /// `XmlUpdateBlobCompressed`: the Cabinet member's bytes, verbatim.
+    Compressed,
+}
+
+/// One `ServerSyncUpdateData`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateData {
+    pub id: UpdateIdentity,
+    /// The update XML: the UTF-8 bytes of `XmlUpdateBlob`, or the
+    /// decompressed member of `XmlUpdateBlobCompressed` exactly as it was
+    /// (UTF-16LE for Windows WSUS).
+    pub xml: Vec<u8>,
+    pub form: BlobForm,
+    /// `FileDigestList`: SHA-1 of each content file.
+    pub file_digests: Vec<[u8; 20]>,
+}
+
+/// One `ServerSyncUrlData`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileUrl {
+    pub digest: [u8; 20],
+    pub mu_url: Option<String>,
+    /// Unused by the protocol (3.1.4.6.3.5) and ignored by the DSS.
+    pub uss_url: Option<String>,
+}
+
+/// `ServerUpdateData`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpdateDataBatch {
+    pub updates: Vec<UpdateData>,
+    pub file_urls: Vec<FileUrl>,
+}
+
+/// One `ServerSyncFileDecryption`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDecryption {
+    pub update: UpdateIdentity,
+    pub digest: [u8; 20],
+    pub key: Option<Vec<u8>>,
+}
+
+/// One `ServerSyncTargetGroup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetGroup {
+    pub id: Uuid,
+    /// `None` for the nil GUID (the top of the hierarchy).
+    pub parent_id: Option<Uuid>,
+    pub name: String,
+    pub builtin: bool,
+}
+
+/// One `ServerSyncDeployment`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncDeployment {
+    pub update: UpdateIdentity,
+    /// 0 install, 1 uninstall, 2 scan, 3 block.
+    pub action: i32,
+    pub admin_name: String,
+    /// As sent (`9999-12-31T23:59:59.9999999` means none).
+    pub deadline: String,
+    pub is_assigned: bool,
+    pub go_live: String,
+    pub deployment_id: Uuid,
+    pub group_id: Uuid,
+    pub download_priority: i64,
+}
+
+/// `ServerSyncDeploymentResult` (3.1.4.10.3.1).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeploymentResult {
+    pub anchor: Option<String>,
+    pub groups: Vec<TargetGroup>,
+    pub deployments: Vec<SyncDeployment>,
+    pub dead_deployments: Vec<Uuid>,
+    pub hidden_updates: Vec<Uuid>,
+    pub accepted_eulas: Vec<Uuid>,
+}
+
+// ---------------------------------------------------------------------------
+// Request bodies
+// ---------------------------------------------------------------------------
+
+/// Escapes text for element content and attribute values. Carriage returns
+/// are escaped too, so that they survive XML end-of-line normalisation.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\r' => out.push_str("&#13;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn envelope(op: Operation, inner: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><soap:Envelope xmlns:soap=\"{NS_SOAP11}\" \
+         xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\">\
+         <soap:Body><{name} xmlns=\"{ns}\">{inner}</{name}></soap:Body></soap:Envelope>",
+        name = op.name(),
+        ns = op.namespace()
+    )
+}
+
+fn elem(out: &mut String, name: &str, text: &str) {
+    out.push('<');
+    out.push_str(name);
+    out.push('>');
+    out.push_str(&escape(text));
+    out.push_str("</");
+    out.push_str(name);
+    out.push('>');
+}
+
+fn cookie_xml(out: &mut String, name: &str, c: &Cookie) {
+    out.push_str(&format!("<{name}>"));
+    elem(out, "Expiration", &c.expiration);
+    elem(out, "EncryptedData", &c.encrypted_data);
+    out.push_str(&format!("</{name}>"));
+}
+
+fn identities_xml(out: &mut String, name: &str, ids: &[UpdateIdentity]) {
+    out.push_str(&format!("<{name}>"));
+    for u in ids {
+        out.push_str("<UpdateIdentity>");
+        elem(out, "UpdateID", &u.id.to_string());
+        elem(out, "RevisionNumber", &u.revision.to_string());
+        out.push_str("</UpdateIdentity>");
+    }
+    out.push_str(&format!("</{name}>"));
+}
+
+pub fn get_auth_config_request() -> String {
+    envelope(Operation::GetAuthConfig, "")
+}
+
+/// `programKeys` is reserved and left out.
+pub fn get_authorization_cookie_request(account_name: &str, account_guid: &Uuid) -> String {
+    let mut s = String::new();
+    elem(&mut s, "accountName", account_name);
+    elem(&mut s, "accountGuid", &account_guid.to_string());
+    envelope(Operation::GetAuthorizationCookie, &s)
+}
+
+pub fn get_cookie_request(
+    auth: &AuthorizationCookie,
+    old_cookie: Option<&Cookie>,
+    protocol_version: &str,
+) -> String {
+    let mut s = String::from("<authCookies><AuthorizationCookie>");
+    elem(&mut s, "PlugInId", &auth.plugin_id);
+    elem(&mut s, "CookieData", &auth.cookie_data);
+    s.push_str("</AuthorizationCookie></authCookies>");
+    if let Some(c) = old_cookie {
+        cookie_xml(&mut s, "oldCookie", c);
+    }
+    elem(&mut s, "protocolVersion", protocol_version);
+    envelope(Operation::GetCookie, &s)
+}
+
+pub fn get_config_data_request(cookie: &Cookie, config_anchor: Option<&str>) -> String {
+    let mut s = String::new();
+    cookie_xml(&mut s, "cookie", cookie);
+    if let Some(a) = config_anchor {
+        elem(&mut s, "configAnchor", a);
+    }
+    envelope(Operation::GetConfigData, &s)
+}
+
+fn id_and_delta_xml(out: &mut String, name: &str, list: &[IdAndDelta]) {
+    if list.is_empty() {
+        return;
+    }
+    out.push_str(&format!("<{name}>"));
+    for i in list {
+        out.push_str("<IdAndDelta>");
+        elem(out, "Id", &i.id.to_string());
+        elem(out, "Delta", if i.delta { "true" } else { "false" });
+        out.push_str("</IdAndDelta>");
+    }
+    out.push_str(&format!("</{name}>"));
+}
+
+pub fn get_revision_id_list_request(cookie: &Cookie, filter: &RevisionFilter) -> String {
+    let mut s = String::new();
+    cookie_xml(&mut s, "cookie", cookie);
+    s.push_str("<filter>");
+    if let Some(a) = &filter.anchor {
+        elem(&mut s, "Anchor", a);
+    }
+    elem(
+        &mut s,
+        "GetConfig",
+        if filter.get_config { "true" } else { "false" },
+    );
+    elem(&mut s, "Get63LanguageOnly", "false");
+    if !filter.get_config {
+        id_and_delta_xml(&mut s, "Categories", &filter.categories);
+        id_and_delta_xml(&mut s, "Classifications", &filter.classifications);
+    }
+    s.push_str("</filter>");
+    envelope(Operation::GetRevisionIdList, &s)
+}
+
+pub fn get_update_data_request(cookie: &Cookie, ids: &[UpdateIdentity]) -> String {
+    let mut s = String::new();
+    cookie_xml(&mut s, "cookie", cookie);
+    identities_xml(&mut s, "updateIds", ids);
+    envelope(Operation::GetUpdateData, &s)
+}
+
+pub fn get_update_decryption_data_request(cookie: &Cookie, ids: &[UpdateIdentity]) -> String {
+    let mut s = String::new();
+    cookie_xml(&mut s, "cookie", cookie);
+    identities_xml(&mut s, "updateIds", ids);
+    envelope(Operation::GetUpdateDecryptionData, &s)
+}
+
+pub fn get_deployments_request(
+    cookie: &Cookie,
+    deployment_anchor: Option<&str>,
+    sync_anchor: &str,
+) -> String {
+    let mut s = String::new();
+    cookie_xml(&mut s, "cookie", cookie);
+    if let Some(a) = deployment_anchor {
+        elem(&mut s, "deploymentAnchor", a);
+    }
+    elem(&mut s, "syncAnchor", sync_anchor);
+    envelope(Operation::GetDeployments, &s)
+}
+
+pub fn download_files_request(cookie: &Cookie, digests: &[[u8; 20]]) -> String {
+    let mut s = String::new();
+    cookie_xml(&mut s, "cookie", cookie);
+    s.push_str("<fileDigestList>");
+    for d in digests {
+        elem(
+            &mut s,
+            "base64Binary",
+            &base64::engine::general_purpose::STANDARD.encode(d),
+        );
+    }
+    s.push_str("</fileDigestList>");
+    envelope(Operation::DownloadFiles, &s)
+}
+
+// ---------------------------------------------------------------------------
+// A small element tree for SOAP answers
+// ---------------------------------------------------------------------------
+
+/// An element of a parsed SOAP answer: namespace, local name, the text
+/// directly inside it and its child elements.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Node {
+    pub ns: Option<String>,
+    pub name: String,
+    pub text: String,
+    pub children: Vec<Node>,
+}
+
+impl Node {
+    /// The first child with this local name.
+    pub fn child(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+    /// Every child with this local name.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+    /// The text of the first child with this local name.
+    pub fn text_of(&self, name: &str) -> Option<&str> {
+        self.child(name).map(|c| c.text.as_str())
+    }
+    /// A descendant (depth first) with this local name.
+    pub fn find(&self, name: &str) -> Option<&Node> {
+        for c in &self.children {
+            if c.name == name {
+                return Some(c);
+            }
+            if let Some(f) = c.find(name) {
+                return Some(f);
+            }
+        }
+        None
+    }
+    fn is_nil(&self) -> bool {
+        self.children.is_empty() && self.text.trim().is_empty()
+    }
+}
+
+/// Parses XML text into a [`Node`] tree (document element returned).
+pub fn parse_tree(bytes: &[u8]) -> Result<Node, String> {
+    let text = crate::metadata::decode_text(bytes).map_err(|e| e.to_string())?;
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
+    let mut reader = quick_xml::NsReader::from_str(text);
+    let mut stack: Vec<Node> = Vec::new();
+    let mut root: Option<Node> = None;
+    loop {
+        let event = reader
+            .read_event()
+            .map_err(|e| format!("XML at byte {}: {e}", reader.buffer_position()))?;
+        match event {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                if root.is_some() {
+                    return Err("content after the document element".into());
+                }
+                if stack.len() >= MAX_SOAP_DEPTH {
+                    return Err(format!("elements nest deeper than {MAX_SOAP_DEPTH}"));
+                }
+                let (ns, local) = reader.resolver().resolve_element(e.name());
+                let ns = match ns {
+                    ResolveResult::Bound(Namespace(n)) => Some(n.to_string()),
+                    ResolveResult::Unbound => None,
+                    ResolveResult::Unknown(p) => {
+                        return Err(format!("undeclared namespace prefix {p:?}"));
+                    }
+                };
+                let node = Node {
+                    ns,
+                    name: local.into_inner().to_string(),
+                    text: String::new(),
+                    children: Vec::new(),
+                };
+                if matches!(event, Event::Empty(_)) {
+                    match stack.last_mut() {
+                        Some(parent) => parent.children.push(node),
+                        None => root = Some(node),
+                    }
+                } else {
+                    stack.push(node);
+                }
+            }
+            Event::End(_) => {
+                let node = stack.pop().ok_or("end tag without a start tag")?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(node),
+                    None => root = Some(node),
+                }
+            }
+            Event::Text(ref t) => {
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&t.xml10_content());
+                } else if !t.xml10_content().trim().is_empty() {
+                    return Err("text outside the document element".into());
+                }
+            }
+            Event::CData(ref t) => {
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&t.xml10_content());
+                }
+            }
+            Event::GeneralRef(ref r) => {
+                let Some(top) = stack.last_mut() else {
+                    return Err("entity reference outside the document element".into());
+                };
+                if r.is_char_ref() {
+                    match r.resolve_char_ref() {
+                        Ok(Some(c)) => top.text.push(c),
+                        _ => return Err(format!("bad character reference &{};", &**r)),
+                    }
+                } else {
+                    let Some(v) = quick_xml::escape::resolve_xml_entity(r) else {
+                        return Err(format!("undefined entity &{};", &**r));
+                    };
+                    top.text.push_str(v);
+                }
+            }
+            Event::DocType(_) => return Err("DTDs are refused".into()),
+            Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
+            Event::Eof => break,
+        }
+    }
+    if !stack.is_empty() {
+        return Err("the answer ends before its elements are closed (truncated?)".into());
+    }
+    root.ok_or_else(|| "no document element".into())
+}
+
+/// Reads a SOAP envelope: `Ok(Ok(response element))` for an answer,
+/// `Ok(Err(fault))` for a fault.
+pub fn read_envelope(op: Operation, body: &[u8]) -> Result<Result<Node, Fault>, ClientError> {
+    let root = parse_tree(body).map_err(|e| malformed(op, e))?;
+    let soap_ns = match root.ns.as_deref() {
+        Some(n @ (NS_SOAP11 | NS_SOAP12)) if root.name == "Envelope" => n,
+        _ => {
+            return Err(malformed(
+                op,
+                format!(
+                    "document element is {{{}}}{}, not a SOAP Envelope",
+                    root.ns.as_deref().unwrap_or(""),
+                    root.name
+                ),
+            ));
+        }
+    };
+    let body = root
+        .children
+        .into_iter()
+        .find(|c| c.name == "Body" && c.ns.as_deref() == Some(soap_ns))
+        .ok_or_else(|| malformed(op, "no SOAP Body"))?;
+    let first = body
+        .children
+        .into_iter()
+        .next()
+        .ok_or_else(|| malformed(op, "empty SOAP Body"))?;
+    if first.name == "Fault" && first.ns.as_deref() == Some(soap_ns) {
+        return Ok(Err(read_fault(&first)));
+    }
+    let want = format!("{}Response", op.name());
+    if first.name != want || first.ns.as_deref() != Some(op.namespace()) {
+        return Err(malformed(
+            op,
+            format!(
+                "answer element is {{{}}}{}, expected {{{}}}{want}",
+                first.ns.as_deref().unwrap_or(""),
+                first.name,
+                op.namespace()
+            ),
+        ));
+    }
+    Ok(Ok(first))
+}
+
+fn read_fault(f: &Node) -> Fault {
+    // SOAP 1.1: faultcode, faultstring, detail; SOAP 1.2: Code/Value,
+    // Reason/Text, Detail. ErrorCode/Message/ID are unqualified children of
+    // the detail element (2.2.9); any descendant is accepted.
+    let fault_code = f
+        .text_of("faultcode")
+        .map(str::to_string)
+        .or_else(|| {
+            f.child("Code")
+                .and_then(|c| c.text_of("Value"))
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let fault_string = f
+        .text_of("faultstring")
+        .map(str::to_string)
+        .or_else(|| {
+            f.child("Reason")
+                .and_then(|c| c.text_of("Text"))
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let text = |n: &str| f.find(n).map(|c| c.text.trim().to_string());
+    Fault {
+        error_code: text("ErrorCode").filter(|s| !s.is_empty()),
+        message: text("Message").unwrap_or_default(),
+        id: text("ID").filter(|s| !s.is_empty()),
+        fault_code: fault_code.trim().to_string(),
+        fault_string: fault_string.trim().to_string(),
+    }
+}
+
+/// The `<Op>Result` element inside an answer.
+fn result_of(op: Operation, body: &[u8]) -> Result<Node, ClientError> {
+    match read_envelope(op, body)? {
+        Err(fault) => Err(ClientError::Fault { op, fault }),
+        Ok(resp) => {
+            let want = format!("{}Result", op.name());
+            resp.children
+                .into_iter()
+                .find(|c| c.name == want)
+                .ok_or_else(|| malformed(op, format!("no {want}")))
+        }
+    }
+}
+
+fn req<'a>(op: Operation, n: &'a Node, name: &str) -> Result<&'a str, ClientError> {
+    n.text_of(name)
+        .map(str::trim)
+        .ok_or_else(|| malformed(op, format!("{} has no {name}", n.name)))
+}
+
+fn parse_bool(op: Operation, what: &str, s: &str) -> Result<bool, ClientError> {
+    match s.trim() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(malformed(op, format!("{what} {other:?} is not a boolean"))),
+    }
+}
+
+fn parse_int(op: Operation, what: &str, s: &str) -> Result<i32, ClientError> {
+    s.trim()
+        .parse()
+        .map_err(|_| malformed(op, format!("{what} {s:?} is not an integer")))
+}
+
+fn parse_guid(op: Operation, what: &str, s: &str) -> Result<Uuid, ClientError> {
+    Uuid::parse_str(s.trim()).map_err(|_| malformed(op, format!("{what} {s:?} is not a GUID")))
+}
+
+fn parse_b64(op: Operation, what: &str, s: &str) -> Result<Vec<u8>, ClientError> {
+    let clean: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(&clean)
+        .map_err(|e| malformed(op, format!("{what} is not base64: {e}")))
+}
+
+fn parse_sha1(op: Operation, what: &str, s: &str) -> Result<[u8; 20], ClientError> {
+    let v = parse_b64(op, what, s)?;
+    v.try_into()
+        .map_err(|_| malformed(op, format!("{what} is not a 20-byte SHA-1")))
+}
+
+fn parse_identity(op: Operation, n: &Node) -> Result<UpdateIdentity, ClientError> {
+    Ok(UpdateIdentity {
+        id: parse_guid(op, "UpdateID", req(op, n, "UpdateID")?)?,
+        revision: parse_int(op, "RevisionNumber", req(op, n, "RevisionNumber")?)?,
+    })
+}
+
+fn opt_text(n: &Node, name: &str) -> Option<String> {
+    n.text_of(name)
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn guid_array(op: Operation, n: Option<&Node>, what: &str) -> Result<Vec<Uuid>, ClientError> {
+    let mut out = Vec::new();
+    if let Some(n) = n {
+        for g in n.all("guid") {
+            out.push(parse_guid(op, what, &g.text)?);
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Response parsers
+// ---------------------------------------------------------------------------
+
+pub fn parse_auth_config(body: &[u8]) -> Result<AuthConfig, ClientError> {
+    let op = Operation::GetAuthConfig;
+    let r = result_of(op, body)?;
+    let mut plugins = Vec::new();
+    if let Some(info) = r.child("AuthInfo") {
+        for p in info.all("AuthPlugInInfo") {
+            plugins.push(AuthPlugIn {
+                plugin_id: req(op, p, "PlugInID")?.to_string(),
+                service_url: p.text_of("ServiceUrl").unwrap_or("").trim().to_string(),
+            });
+        }
+    }
+    Ok(AuthConfig {
+        last_change: opt_text(&r, "LastChange"),
+        plugins,
+    })
+}
+
+pub fn parse_authorization_cookie(body: &[u8]) -> Result<AuthorizationCookie, ClientError> {
+    let op = Operation::GetAuthorizationCookie;
+    let r = result_of(op, body)?;
+    let data = req(op, &r, "CookieData")?;
+    parse_b64(op, "CookieData", data)?;
+    Ok(AuthorizationCookie {
+        plugin_id: req(op, &r, "PlugInId")?.to_string(),
+        cookie_data: data.to_string(),
+    })
+}
+
+pub fn parse_cookie(body: &[u8]) -> Result<Cookie, ClientError> {
+    let op = Operation::GetCookie;
+    let r = result_of(op, body)?;
+    let data = r.text_of("EncryptedData").unwrap_or("").trim();
+    parse_b64(op, "EncryptedData", data)?;
+    Ok(Cookie {
+        expiration: req(op, &r, "Expiration")?.to_string(),
+        encrypted_data: data.to_string(),
+    })
+}
+
+pub fn parse_config_data(body: &[u8]) -> Result<ConfigData, ClientError> {
+    let op = Operation::GetConfigData;
+    let r = result_of(op, body)?;
+    let b = |name: &str| -> Result<bool, ClientError> { parse_bool(op, name, req(op, &r, name)?) };
+    let i = |name: &str| -> Result<i32, ClientError> { parse_int(op, name, req(op, &r, name)?) };
+    let mut languages = Vec::new();
+    if let Some(list) = r.child("LanguageUpdateList") {
+        for l in list.all("ServerSyncLanguageData") {
+            languages.push(Language {
+                id: parse_int(op, "LanguageID", req(op, l, "LanguageID")?)?,
+                short: l.text_of("ShortLanguage").unwrap_or("").trim().to_string(),
+                long: l.text_of("LongLanguage").unwrap_or("").trim().to_string(),
+                enabled: parse_bool(op, "Enabled", req(op, l, "Enabled")?)?,
+            });
+        }
+    }
+    let max_updates = i("MaxNumberOfUpdatesPerRequest")?;
+    if max_updates < 1 {
+        return Err(malformed(
+            op,
+            format!("MaxNumberOfUpdatesPerRequest is {max_updates}"),
+        ));
+    }
+    Ok(ConfigData {
+        catalog_only_sync: b("CatalogOnlySync")?,
+        lazy_sync: b("LazySync")?,
+        server_hosts_psf_files: b("ServerHostsPsfFiles")?,
+        max_updates_per_request: max_updates,
+        max_decryption_updates_per_request: match r
+            .text_of("MaxUpdatesPerRequestInGetUpdateDecryptionData")
+        {
+            Some(s) => parse_int(op, "MaxUpdatesPerRequestInGetUpdateDecryptionData", s)?,
+            None => max_updates,
+        },
+        new_config_anchor: opt_text(&r, "NewConfigAnchor"),
+        protocol_version: opt_text(&r, "ProtocolVersion"),
+        languages,
+    })
+}
+
+pub fn parse_revision_id_list(body: &[u8]) -> Result<RevisionIdList, ClientError> {
+    let op = Operation::GetRevisionIdList;
+    let r = result_of(op, body)?;
+    let mut revisions = Vec::new();
+    if let Some(list) = r.child("NewRevisions") {
+        for u in list.all("UpdateIdentity") {
+            if u.is_nil() {
+                continue;
+            }
+            revisions.push(parse_identity(op, u)?);
+        }
+    }
+    Ok(RevisionIdList {
+        anchor: opt_text(&r, "Anchor"),
+        revisions,
+    })
+}
+
+pub fn parse_update_data(body: &[u8]) -> Result<UpdateDataBatch, ClientError> {
+    let op = Operation::GetUpdateData;
+    let r = result_of(op, body)?;
+    let mut out = UpdateDataBatch::default();
+    if let Some(list) = r.child("updates") {
+        for u in list.all("ServerSyncUpdateData") {
+            if u.is_nil() {
+                continue;
+            }
+            let id_node = u
+                .child("Id")
+                .ok_or_else(|| malformed(op, "ServerSyncUpdateData has no Id"))?;
+            let id = parse_identity(op, id_node)?;
+            let (xml, form) = match (u.child("XmlUpdateBlob"), u.child("XmlUpdateBlobCompressed")) {
+                (Some(t), None) => (t.text.clone().into_bytes(), BlobForm::Text),
+                (None, Some(c)) => {
+                    let cab = parse_b64(op, "XmlUpdateBlobCompressed", &c.text)?;
+                    let xml = decompress_blob(&cab).map_err(|e| {
+                        malformed(op, format!("{id}: XmlUpdateBlobCompressed: {e}"))
+                    })?;
+                    (xml, BlobForm::Compressed)
+                }
+                (Some(_), Some(_)) => {
+                    return Err(malformed(
+                        op,
+                        format!("{id}: both XmlUpdateBlob and XmlUpdateBlobCompressed"),
+                    ));
+                }
+                (None, None) => {
+                    return Err(malformed(op, format!("{id}: no update XML")));
+                }
+            };
+            if xml.len() > MAX_DOCUMENT_BYTES {
+                return Err(malformed(op, format!("{id}: update XML is too large")));
+            }
+            let mut file_digests = Vec::new();
+            if let Some(list) = u.child("FileDigestList") {
+                for d in list.all("base64Binary") {
+                    file_digests.push(parse_sha1(op, "FileDigest", &d.text)?);
+                }
+            }
+            out.updates.push(UpdateData {
+                id,
+                xml,
+                form,
+                file_digests,
+            });
+        }
+    }
+    if let Some(list) = r.child("fileUrls") {
+        for f in list.all("ServerSyncUrlData") {
+            if f.is_nil() {
+                continue;
+            }
+            out.file_urls.push(FileUrl {
+                digest: parse_sha1(op, "FileDigest", req(op, f, "FileDigest")?)?,
+                mu_url: opt_text(f, "MUUrl"),
+                uss_url: opt_text(f, "UssUrl"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+pub fn parse_update_decryption_data(body: &[u8]) -> Result<Vec<FileDecryption>, ClientError> {
+    let op = Operation::GetUpdateDecryptionData;
+    let r = result_of(op, body)?;
+    let mut out = Vec::new();
+    if let Some(list) = r.child("UpdateFileDecryptionData") {
+        for u in list.all("ServerSyncUpdateFileDecryption") {
+            if u.is_nil() {
+                continue;
+            }
+            let id_node = u
+                .child("UpdateId")
+                .ok_or_else(|| malformed(op, "ServerSyncUpdateFileDecryption has no UpdateId"))?;
+            let update = parse_identity(op, id_node)?;
+            if let Some(files) = u.child("FileDecryptionData") {
+                for f in files.all("ServerSyncFileDecryption") {
+                    if f.is_nil() {
+                        continue;
+                    }
+                    out.push(FileDecryption {
+                        update,
+                        digest: parse_sha1(op, "FileDigest", req(op, f, "FileDigest")?)?,
+                        key: match opt_text(f, "DecryptionKey") {
+                            Some(k) => Some(parse_b64(op, "DecryptionKey", &k)?),
+                            None => None,
+                        },
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn parse_deployments(body: &[u8]) -> Result<DeploymentResult, ClientError> {
+    let op = Operation::GetDeployments;
+    let r = result_of(op, body)?;
+    let mut out = DeploymentResult {
+        anchor: opt_text(&r, "Anchor"),
+        ..Default::default()
+    };
+    if let Some(list) = r.child("Groups") {
+        for g in list.all("ServerSyncTargetGroup") {
+            if g.is_nil() {
+                continue;
+            }
+            let parent = parse_guid(op, "ParentGroupId", req(op, g, "ParentGroupId")?)?;
+            out.groups.push(TargetGroup {
+                id: parse_guid(op, "TargetGroupID", req(op, g, "TargetGroupID")?)?,
+                parent_id: (!parent.is_nil()).then_some(parent),
+                name: g.text_of("Name").unwrap_or("").to_string(),
+                builtin: parse_bool(op, "IsBuiltin", req(op, g, "IsBuiltin")?)?,
+            });
+        }
+    }
+    if let Some(list) = r.child("Deployments") {
+        for d in list.all("ServerSyncDeployment") {
+            if d.is_nil() {
+                continue;
+            }
+            let priority = req(op, d, "DownloadPriority")?;
+            out.deployments.push(SyncDeployment {
+                update: UpdateIdentity {
+                    id: parse_guid(op, "UpdateId", req(op, d, "UpdateId")?)?,
+                    revision: parse_int(op, "RevisionNumber", req(op, d, "RevisionNumber")?)?,
+                },
+                action: parse_int(op, "Action", req(op, d, "Action")?)?,
+                admin_name: d.text_of("AdminName").unwrap_or("").to_string(),
+                deadline: req(op, d, "Deadline")?.to_string(),
+                is_assigned: parse_bool(op, "IsAssigned", req(op, d, "IsAssigned")?)?,
+                go_live: req(op, d, "GoLiveTime")?.to_string(),
+                deployment_id: parse_guid(op, "DeploymentGuid", req(op, d, "DeploymentGuid")?)?,
+                group_id: parse_guid(op, "TargetGroupId", req(op, d, "TargetGroupId")?)?,
+                download_priority: priority.parse::<u8>().map(i64::from).map_err(|_| {
+                    malformed(op, format!("DownloadPriority {priority:?} is not a byte"))
+                })?,
+            });
+        }
+    }
+    out.dead_deployments = guid_array(op, r.child("DeadDeployments"), "dead deployment")?;
+    out.hidden_updates = guid_array(op, r.child("HiddenUpdates"), "hidden update")?;
+    out.accepted_eulas = guid_array(op, r.child("AcceptedEulas"), "accepted EULA")?;
+    Ok(out)
+}
+
+pub fn parse_download_files(body: &[u8]) -> Result<(), ClientError> {
+    let op = Operation::DownloadFiles;
+    match read_envelope(op, body)? {
+        Err(fault) => Err(ClientError::Fault { op, fault }),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Extracts the one member of a Cabinet (`XmlUpdateBlobCompressed`),
+/// bounded to [`MAX_DOCUMENT_BYTES`]. A malformed Cabinet is an error, never
+/// a panic.
+pub fn decompress_blob(cab_bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let run = || -> Result<Vec<u8>, String> {
+        let mut cab = cab::Cabinet::new(io::Cursor::new(cab_bytes))
+            .map_err(|e| format!("not a Cabinet: {e}"))?;
+        let members: Vec<(String, u32)> = cab
+            .folder_entries()
+            .flat_map(|f| f.file_entries())
+            .map(|f| (f.name().to_string(), f.uncompressed_size()))
+            .collect();
+        let [(name, size)] = members.as_slice() else {
+            return Err(format!(
+                "the Cabinet holds {} members, expected 1",
+                members.len()
+            ));
+        };
+        let size = *size as usize;
+        if size > MAX_DOCUMENT_BYTES {
+            return Err(format!("member {name:?} is {size} bytes, too large"));
+        }
+        let reader = cab
+            .read_file(name)
+            .map_err(|e| format!("member {name:?}: {e}"))?;
+        let mut out = Vec::with_capacity(size);
+        reader
+            .take(MAX_DOCUMENT_BYTES as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("member {name:?}: {e}"))?;
+        if out.len() != size {
+            return Err(format!(
+                "member {name:?} decompressed to {} bytes, its header says {size}",
+                out.len()
+            ));
+        }
+        Ok(out)
+    };
+    std::panic::catch_unwind(run)
+        .unwrap_or_else(|_| Err("the Cabinet decoder failed on malformed data".into()))
+}
+
+/// Parses an `xsd:dateTime` as WSUS writes it (`2026-10-04T20:33:26.65455Z`,
+/// up to 7 fraction digits, offset or `Z`; no offset is read as UTC).
+pub fn parse_datetime(s: &str) -> Option<time::OffsetDateTime> {
+    use time::format_description::well_known::Rfc3339;
+    let s = s.trim();
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Some(t);
+    }
+    let with_z = format!("{s}Z");
+    time::OffsetDateTime::parse(&with_z, &Rfc3339).ok()
+}
+
+// ---------------------------------------------------------------------------
+// Transport
+// ---------------------------------------------------------------------------
+
+/// Timeouts, retries and bounds of the client.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub connect_timeout: Duration,
+    /// Longest wait for an answer to start, and for any single read or
+    /// write after that (a stalled upstream).
+    pub read_timeout: Duration,
+    /// Attempts per request on network failure (1 = no retry).
+    pub attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub max_response_bytes: u64,
+    /// PEM file of the certificate authorities an `https` upstream's
+    /// certificate must chain to (instead of the public web PKI roots), e.g.
+    /// the certificate of a `gapsync serve --tls-cert` upstream.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(120),
+            attempts: 5,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            max_response_bytes: MAX_SOAP_RESPONSE_BYTES,
+            ca_file: None,
+        }
+    }
+}
+
+/// What a content download did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Download {
+    /// All bytes arrived; `resumed` counts Range restarts.
+    Complete { resumed: u32 },
+    /// The server has no such file (HTTP 404/410).
+    NotFound,
+}
+
+/// The HTTP client of one upstream server.
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+    opts: ClientOptions,
+    calls: Mutex<BTreeMap<Operation, u64>>,
+}
+
+/// Normalises an upstream URL: `http(s)://host[:port][/prefix]`, no
+/// trailing slash, no query or fragment.
+pub fn normalise_base_url(url: &str) -> Result<String, ClientError> {
+    let bad = |why: &str| ClientError::BadUrl {
+        url: url.to_string(),
+        why: why.to_string(),
+    };
+    let u = url.trim();
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or_else(|| bad("must start with http:// or https://"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(bad("has no host"));
+    }
+    if u.contains(['?', '#']) || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("must not hold a query, fragment or spaces"));
+    }
+    Ok(u.trim_end_matches('/').to_string())
+}
+
+enum Attempt<T> {
+    Done(T),
+    Retry(String),
+}
+
+impl Client {
+    pub fn new(upstream: &str, opts: ClientOptions) -> Result<Client, ClientError> {
+        let base = normalise_base_url(upstream)?;
+        let mut builder = ureq::Agent::config_builder();
+        if let Some(path) = &opts.ca_file {
+            builder = builder.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(read_ca_file(path)?)
+                    .build(),
+            );
+        }
+        let config = builder
+            .http_status_as_error(false)
+            .timeout_connect(Some(opts.connect_timeout))
+            .timeout_recv_response(Some(opts.read_timeout))
+            .timeout_per_read(Some(opts.read_timeout))
+            .timeout_per_write(Some(opts.read_timeout))
+            .timeout_recv_body(None)
+            .timeout_per_call(None)
+            .user_agent(format!(
+                "gapsync/{} (MS-WSUSSS DSS)",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .max_redirects(5)
+            .build();
+        let agent: ureq::Agent = config.into();
+        Ok(Client {
+            base,
+            agent,
+            opts,
+            calls: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The normalised upstream URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.opts
+    }
+
+    /// The Server Sync Web Service URL.
+    pub fn sync_url(&self) -> String {
+        format!("{}{SERVER_SYNC_PATH}", self.base)
+    }
+
+    /// Resolves a `ServiceUrl` from GetAuthConfig: absolute http(s) URLs as
+    /// given, relative ones against the upstream's root.
+    pub fn resolve(&self, service_url: &str) -> String {
+        let s = service_url.trim();
+        if s.starts_with("http://") || s.starts_with("https://") {
+            return s.to_string();
+        }
+        if s.is_empty() {
+            return format!("{}{DSS_AUTH_PATH}", self.base);
+        }
+        format!("{}/{}", self.base, s.trim_start_matches('/'))
+    }
+
+    /// How many times each operation was sent (retries included).
+    pub fn calls(&self) -> BTreeMap<Operation, u64> {
+        self.calls.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    fn count(&self, op: Operation) {
+        if let Ok(mut m) = self.calls.lock() {
+            *m.entry(op).or_insert(0) += 1;
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.opts
+            .backoff_initial
+            .saturating_mul(factor)
+            .min(self.opts.backoff_max)
+    }
+
+    fn with_retries<T>(
+        &self,
+        what: &str,
+        url: &str,
+        mut f: impl FnMut() -> Result<Attempt<T>, ClientError>,
+    ) -> Result<T, ClientError> {
+        let attempts = self.opts.attempts.max(1);
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            match f()? {
+                Attempt::Done(v) => return Ok(v),
+                Attempt::Retry(why) => {
+                    last = why;
+                    if attempt < attempts {
+                        std::thread::sleep(self.backoff(attempt));
+                    }
+                }
+            }
+        }
+        Err(ClientError::Network {
+            what: what.to_string(),
+            url: url.to_string(),
+            why: last,
+            attempts,
+        })
+    }
+
+    /// POSTs a SOAP request and returns the answer body of a 200 or of a
+    /// fault; network failures, truncated bodies, 502/503/504 and
+    /// ServerBusy faults are retried with exponential backoff.
+    pub fn post(&self, op: Operation, url: &str, body: &str) -> Result<Vec<u8>, ClientError> {
+        let what = format!("{op} at");
+        self.with_retries(&what, url, || {
+            self.count(op);
+            let sent = self
+                .agent
+                .post(url)
+                .header("Content-Type", "text/xml; charset=utf-8")
+                .header("SOAPAction", format!("\"{}\"", op.soap_action()))
+                .send(body.as_bytes());
+            let mut resp = match sent {
+                Ok(r) => r,
+                Err(e) => return classify(e, &what, url, self.opts.max_response_bytes),
+            };
+            let status = resp.status().as_u16();
+            let bytes = match resp
+                .body_mut()
+                .with_config()
+                .limit(self.opts.max_response_bytes)
+                .read_to_vec()
+            {
+                Ok(b) => b,
+                Err(e) => return classify(e, &what, url, self.opts.max_response_bytes),
+            };
+            match status {
+                200 => {
+                    // A truncated answer (no Content-Length, connection
+                    // closed early) is malformed XML: retried.
+                    if let Err(e) = read_envelope(op, &bytes) {
+                        return Ok(Attempt::Retry(e.to_string()));
+                    }
+                    Ok(Attempt::Done(bytes))
+                }
+                500 | 503 => match read_envelope(op, &bytes) {
+                    Ok(Err(fault)) if fault.action() == FaultAction::Retry => {
+                        Ok(Attempt::Retry(fault.to_string()))
+                    }
+                    Ok(Err(_)) => Ok(Attempt::Done(bytes)),
+                    _ if status == 503 => Ok(Attempt::Retry("HTTP 503".into())),
+                    _ => Err(ClientError::Http {
+                        what: what.clone(),
+                        url: url.to_string(),
+                        status,
+                        hint: " without a SOAP fault".into(),
+                    }),
+                },
+                502 | 504 => Ok(Attempt::Retry(format!("HTTP {status}"))),
+                _ => Err(ClientError::Http {
+                    what: what.clone(),
+                    url: url.to_string(),
+                    status,
+                    hint: match status {
+                        404 => " (is this a WSUS or gapsync upstream server?)".into(),
+                        401 | 403 => " (the upstream refuses this server)".into(),
+                        _ => String::new(),
+                    },
+                }),
+            }
+        })
+    }
+
+    pub fn get_auth_config(&self) -> Result<AuthConfig, ClientError> {
+        let b = self.post(
+            Operation::GetAuthConfig,
+            &self.sync_url(),
+            &get_auth_config_request(),
+        )?;
+        parse_auth_config(&b)
+    }
+
+    pub fn get_authorization_cookie(
+        &self,
+        service_url: &str,
+        account_name: &str,
+        account_guid: &Uuid,
+    ) -> Result<AuthorizationCookie, ClientError> {
+        let b = self.post(
+            Operation::GetAuthorizationCookie,
+            &self.resolve(service_url),
+            &get_authorization_cookie_request(account_name, account_guid),
+        )?;
+        parse_authorization_cookie(&b)
+    }
+
+    pub fn get_cookie(
+        &self,
+        auth: &AuthorizationCookie,
+        old: Option<&Cookie>,
+    ) -> Result<Cookie, ClientError> {
+        let b = self.post(
+            Operation::GetCookie,
+            &self.sync_url(),
+            &get_cookie_request(auth, old, PROTOCOL_VERSION),
+        )?;
+        parse_cookie(&b)
+    }
+
+    pub fn get_config_data(
+        &self,
+        cookie: &Cookie,
+        anchor: Option<&str>,
+    ) -> Result<ConfigData, ClientError> {
+        let b = self.post(
+            Operation::GetConfigData,
+            &self.sync_url(),
+            &get_config_data_request(cookie, anchor),
+        )?;
+        parse_config_data(&b)
+    }
+
+    pub fn get_revision_id_list(
+        &self,
+        cookie: &Cookie,
+        filter: &RevisionFilter,
+    ) -> Result<RevisionIdList, ClientError> {
+        let b = self.post(
+            Operation::GetRevisionIdList,
+            &self.sync_url(),
+            &get_revision_id_list_request(cookie, filter),
+        )?;
+        parse_revision_id_list(&b)
+    }
+
+    pub fn get_update_data(
+        &self,
+        cookie: &Cookie,
+        ids: &[UpdateIdentity],
+    ) -> Result<UpdateDataBatch, ClientError> {
+        let b = self.post(
+            Operation::GetUpdateData,
+            &self.sync_url(),
+            &get_update_data_request(cookie, ids),
+        )?;
+        parse_update_data(&b)
+    }
+
+    pub fn get_update_decryption_data(
+        &self,
+        cookie: &Cookie,
+        ids: &[UpdateIdentity],
+    ) -> Result<Vec<FileDecryption>, ClientError> {
+        let b = self.post(
+            Operation::GetUpdateDecryptionData,
+            &self.sync_url(),
+            &get_update_decryption_data_request(cookie, ids),
+        )?;
+        parse_update_decryption_data(&b)
+    }
+
+    pub fn get_deployments(
+        &self,
+        cookie: &Cookie,
+        deployment_anchor: Option<&str>,
+        sync_anchor: &str,
+    ) -> Result<DeploymentResult, ClientError> {
+        let b = self.post(
+            Operation::GetDeployments,
+            &self.sync_url(),
+            &get_deployments_request(cookie, deployment_anchor, sync_anchor),
+        )?;
+        parse_deployments(&b)
+    }
+
+    pub fn download_files(&self, cookie: &Cookie, digests: &[[u8; 20]]) -> Result<(), ClientError> {
+        let b = self.post(
+            Operation::DownloadFiles,
+            &self.sync_url(),
+            &download_files_request(cookie, digests),
+        )?;
+        parse_download_files(&b)
+    }
+
+    /// The USS Content Download URL of a stored file (`XX/HEX.ext`).
+    pub fn content_url(&self, rel_path: &str) -> String {
+        format!("{}/Content/{rel_path}", self.base)
+    }
+
+    /// Downloads `url` into `out`, resuming with HTTP Range after a dropped
+    /// connection or a short body, at most `expected_size` bytes (a longer
+    /// answer is cut there; the caller's digest check then fails). Retries
+    /// with backoff while the server fails; each attempt that brought new
+    /// bytes resets the retry budget (bounded overall).
+    pub fn download(
+        &self,
+        url: &str,
+        out: &mut StageWriter,
+        expected_size: u64,
+        on_bytes: &dyn Fn(u64),
+    ) -> Result<Download, ClientError> {
+        let what = "download";
+        let attempts = self.opts.attempts.max(1);
+        let mut failures = 0u32;
+        let mut total_tries = 0u32;
+        let mut resumed = 0u32;
+        let mut last;
+        loop {
+            total_tries += 1;
+            let offset = out.size();
+            if offset >= expected_size && total_tries > 1 {
+                return Ok(Download::Complete { resumed });
+            }
+            let mut rq = self.agent.get(url).header("Accept-Encoding", "identity");
+            if offset > 0 {
+                rq = rq.header("Range", format!("bytes={offset}-"));
+                resumed += 1;
+            }
+            let outcome: Result<Option<String>, ClientError> = match rq.call() {
+                Err(e) => match classify::<()>(e, what, url, expected_size) {
+                    Ok(Attempt::Retry(why)) => Ok(Some(why)),
+                    Ok(Attempt::Done(())) => Ok(None),
+                    Err(e) => Err(e),
+                },
+                Ok(mut resp) => {
+                    let status = resp.status().as_u16();
+                    let start = match status {
+                        200 => Some(0u64),
+                        206 => {
+                            let cr = resp
+                                .headers()
+                                .get("content-range")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("");
+                            parse_content_range_start(cr)
+                        }
+                        _ => None,
+                    };
+                    match (status, start) {
+                        (404 | 410, _) => return Ok(Download::NotFound),
+                        (200 | 206, Some(start)) if start <= offset => {
+                            let mut body = resp.body_mut().as_reader();
+                            // Skip what we already hold (a server that
+                            // ignores Range starts again at 0).
+                            let skip = offset - start;
+                            let skipped =
+                                io::copy(&mut (&mut body).take(skip), &mut io::sink()).unwrap_or(0);
+                            if skipped < skip {
+                                Ok(Some("the connection dropped".into()))
+                            } else {
+                                let want = expected_size.saturating_sub(offset);
+                                let mut guard = CatchingReader {
+                                    inner: (&mut body).take(want),
+                                    error: None,
+                                    on_bytes,
+                                };
+                                out.copy_from(&mut guard)?;
+                                match guard.error {
+                                    Some(e) => Ok(Some(e.to_string())),
+                                    None if out.size() < expected_size => Ok(Some(format!(
+                                        "the body ended after {} of {expected_size} bytes",
+                                        out.size()
+                                    ))),
+                                    None => return Ok(Download::Complete { resumed }),
+                                }
+                            }
+                        }
+                        (200 | 206, _) => Err(ClientError::Http {
+                            what: what.into(),
+                            url: url.to_string(),
+                            status,
+                            hint: format!(" with an unusable Content-Range for offset {offset}"),
+                        }),
+                        (500 | 502 | 503 | 504, _) => Ok(Some(format!("HTTP {status}"))),
+                        _ => Err(ClientError::Http {
+                            what: what.into(),
+                            url: url.to_string(),
+                            status,
+                            hint: String::new(),
+                        }),
+                    }
+                }
+            };
+            let why = match outcome? {
+                None => continue,
+                Some(why) => why,
+            };
+            last = why;
+            if out.size() > offset {
+                failures = 0; // progress: the budget starts again
+            } else {
+                failures += 1;
+            }
+            if failures >= attempts || total_tries >= attempts.saturating_mul(8) {
+                return Err(ClientError::Network {
+                    what: what.into(),
+                    url: url.to_string(),
+                    why: last,
+                    attempts: total_tries,
+                });
+            }
+            std::thread::sleep(self.backoff(failures.max(1)));
+        }
+    }
+}
+
+/// The certificates of a PEM file, as the only trusted roots.
+fn read_ca_file(path: &std::path::Path) -> Result<ureq::tls::RootCerts, ClientError> {
+    let pem = std::fs::read(path).map_err(|e| ClientError::Local(crate::Error::io(path, e)))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(ClientError::Local(crate::Error::invalid(
+                    format!("CA file {}", path.display()),
+                    e.to_string(),
+                )));
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(ClientError::Local(crate::Error::invalid(
+            format!("CA file {}", path.display()),
+            "holds no PEM certificate",
+        )));
+    }
+    Ok(ureq::tls::RootCerts::from(certs))
+}
+
+/// `bytes START-END/TOTAL` -> START.
+fn parse_content_range_start(v: &str) -> Option<u64> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, _) = rest.split_once('/')?;
+    let (start, _) = range.split_once('-')?;
+    start.trim().parse().ok()
+}
+
+/// Passes reads through; an error is kept and reported as end of data, so
+/// the staged writer's byte count stays exact for a Range resume.
+struct CatchingReader<'a, R> {
+    inner: R,
+    error: Option<io::Error>,
+    on_bytes: &'a dyn Fn(u64),
+}
+
+impl<R: Read> Read for CatchingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.error.is_some() {
+            return Ok(0);
+        }
+        loop {
+            match self.inner.read(buf) {
+                Ok(n) => {
+                    (self.on_bytes)(n as u64);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.error = Some(e);
+                    return Ok(0);
+                }
+            }
+        }
+    }
+}
+
+const TLS_HINT: &str = " (an upstream with its own certificate authority: give its PEM certificate in GAPSYNC_UPSTREAM_CA)";
+
+/// Sorts a ureq error into "retry" (network, timeouts, broken HTTP) or a
+/// final error.
+fn classify<T>(
+    e: ureq::Error,
+    what: &str,
+    url: &str,
+    limit: u64,
+) -> Result<Attempt<T>, ClientError> {
+    match e {
+        ureq::Error::BodyExceedsLimit(_) => Err(ClientError::TooLarge {
+            what: what.to_string(),
+            url: url.to_string(),
+            limit,
+        }),
+        ureq::Error::BadUri(why) => Err(ClientError::BadUrl {
+            url: url.to_string(),
+            why,
+        }),
+        ureq::Error::Io(ref io) if io.kind() == io::ErrorKind::InvalidInput => {
+            Err(ClientError::BadUrl {
+                url: url.to_string(),
+                why: e.to_string(),
+            })
+        }
+        // TLS failures (an untrusted certificate, a refused handshake)
+        // surface as InvalidData: not transient, not retried.
+        ureq::Error::Io(ref io) if io.kind() == io::ErrorKind::InvalidData => {
+            let mut why = e.to_string();
+            if url.starts_with("https://") {
+                why.push_str(TLS_HINT);
+            }
+            Err(ClientError::Network {
+                what: what.to_string(),
+                url: url.to_string(),
+                why,
+                attempts: 1,
+            })
+        }
+        e @ (ureq::Error::Io(_)
+        | ureq::Error::Timeout(_)
+        | ureq::Error::ConnectionFailed
+        | ureq::Error::HostNotFound
+        | ureq::Error::Protocol(_)) => Ok(Attempt::Retry(e.to_string())),
+        other => {
+            let mut why = other.to_string();
+            if matches!(other, ureq::Error::Tls(_) | ureq::Error::Rustls(_)) {
+                why.push_str(TLS_HINT);
+            }
+            Err(ClientError::Network {
+                what: what.to_string(),
+                url: url.to_string(),
+                why,
+                attempts: 1,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capture(n: u32) -> Vec<u8> {
+        let p = format!(
+            "{}/../shared/reference/wsus-captures/wsus-m0-wsusss/exchanges/{n:06}/response.body",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&p).unwrap_or_else(|e| panic!("capture {p} missing: {e}"))
+    }
+
+    #[test]
+    fn operations_round_trip_soap_actions() {
+        for op in Operation::ALL {
+            assert_eq!(Operation::from_soap_action(&op.soap_action()), Some(op));
+            assert_eq!(
+                Operation::from_soap_action(&format!("\"{}\"", op.soap_action())),
+                Some(op)
+            );
+        }
+        assert_eq!(
+            Operation::GetAuthorizationCookie.soap_action(),
+            "http://www.microsoft.com/SoftwareDistribution/Server/DssAuthWebService/GetAuthorizationCookie"
+        );
+    }
+
+    #[test]
+    fn captured_handshake_parses() {
+        let a = parse_auth_config(&capture(1)).unwrap();
+        assert_eq!(a.plugins.len(), 1);
+        assert_eq!(a.plugins[0].plugin_id, DSS_PLUGIN_ID);
+        assert_eq!(
+            a.plugins[0].service_url,
+            "DssAuthWebService/DssAuthWebService.asmx"
+        );
+        let c = parse_authorization_cookie(&capture(2)).unwrap();
+        assert_eq!(c.plugin_id, DSS_PLUGIN_ID);
+        assert!(c.cookie_data.len() > 100);
+        let k = parse_cookie(&capture(3)).unwrap();
+        assert_eq!(k.expiration, "2026-10-04T20:33:26.65455Z");
+        assert!(k.expires_at().is_some());
+    }
+
+    #[test]
+    fn captured_config_data_parses() {
+        let short = parse_config_data(&capture(4)).unwrap();
+        assert!(short.languages.is_empty());
+        assert_eq!(short.max_updates_per_request, 100);
+        let full = parse_config_data(&capture(5)).unwrap();
+        assert!(full.lazy_sync && !full.catalog_only_sync);
+        assert_eq!(full.protocol_version.as_deref(), Some("1.20"));
+        assert_eq!(
+            full.new_config_anchor.as_deref(),
+            Some("9438,2026-10-04 16:33:26.670")
+        );
+        assert!(full.languages.iter().any(|l| l.short == "en" && l.enabled));
+        assert_eq!(full.languages[0].id, 0);
+    }
+
+    #[test]
+    fn captured_revision_lists_parse() {
+        let config = parse_revision_id_list(&capture(6)).unwrap();
+        assert_eq!(config.revisions.len(), 30);
+        for n in [7, 8, 11, 12] {
+            let l = parse_revision_id_list(&capture(n)).unwrap();
+            assert!(l.revisions.is_empty(), "{n}");
+            assert!(l.anchor.is_some());
+        }
+        for n in [9, 10] {
+            assert_eq!(
+                parse_revision_id_list(&capture(n)).unwrap().revisions.len(),
+                30
+            );
+        }
+    }
+
+    #[test]
+    fn captured_update_data_parses_both_blob_forms() {
+        let b = parse_update_data(&capture(13)).unwrap();
+        assert_eq!(b.updates.len(), 1);
+        assert_eq!(b.updates[0].form, BlobForm::Compressed);
+        let text = crate::metadata::decode_text(&b.updates[0].xml).unwrap();
+        assert!(text.starts_with("<upd:Update"), "{}", &text[..40]);
+        let m = crate::metadata::parse(&b.updates[0].xml).unwrap();
+        assert_eq!(m.id, b.updates[0].id.id);
+        let leaf = parse_update_data(&capture(14)).unwrap();
+        assert_eq!(leaf.updates[0].file_digests.len(), 1);
+        assert_eq!(leaf.file_urls.len(), 1);
+        assert_eq!(leaf.file_urls[0].digest, leaf.updates[0].file_digests[0]);
+        assert!(leaf.file_urls[0].mu_url.is_some());
+        assert_eq!(leaf.file_urls[0].uss_url, None);
+        let plain = parse_update_data(&capture(15)).unwrap();
+        assert_eq!(plain.updates[0].form, BlobForm::Text);
+        crate::metadata::parse(&plain.updates[0].xml).unwrap();
+    }
+
+    #[test]
+    fn captured_faults_parse_with_their_actions() {
+        for (n, op, code, action) in [
+            (
+                17,
+                Operation::GetUpdateData,
+                "InternalServerError",
+                FaultAction::Stop,
+            ),
+            (
+                18,
+                Operation::GetRevisionIdList,
+                "InvalidParameters",
+                FaultAction::InvalidParameters,
+            ),
+            (
+                19,
+                Operation::GetRevisionIdList,
+                "InvalidCookie",
+                FaultAction::Restart,
+            ),
+        ] {
+            let f = read_envelope(op, &capture(n)).unwrap().unwrap_err();
+            assert_eq!(f.error_code.as_deref(), Some(code));
+            assert_eq!(f.action(), action);
+            assert!(f.id.is_some());
+            assert_eq!(f.fault_string, "Fault occurred");
+        }
+        let f = read_envelope(Operation::GetRevisionIdList, &capture(18))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(f.message, "filter");
+    }
+
+    #[test]
+    fn soap12_faults_and_wrong_answers() {
+        let body = format!(
+            "<e:Envelope xmlns:e=\"{NS_SOAP12}\"><e:Body><e:Fault><e:Code><e:Value>e:Receiver</e:Value></e:Code>\
+             <e:Reason><e:Text>busy</e:Text></e:Reason><Detail><ErrorCode>ServerBusy</ErrorCode><Message/><ID>x</ID></Detail>\
+             </e:Fault></e:Body></e:Envelope>"
+        );
+        let f = read_envelope(Operation::GetCookie, body.as_bytes())
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(f.action(), FaultAction::Retry);
+        assert_eq!(f.fault_string, "busy");
+        // The answer of another operation is refused.
+        let e = parse_cookie(&capture(1)).unwrap_err();
+        assert!(e.to_string().contains("expected"), "{e}");
+    }
+
+    #[test]
+    fn hostile_answers_are_errors_not_panics() {
+        let truncated = &capture(6)[..2000];
+        assert!(parse_revision_id_list(truncated).is_err());
+        let dtd = b"<!DOCTYPE x [<!ENTITY a 'b'>]><x>&a;</x>";
+        assert!(parse_tree(dtd).is_err());
+        let deep = "<a>".repeat(MAX_SOAP_DEPTH + 1);
+        assert!(parse_tree(deep.as_bytes()).is_err());
+        for junk in [
+            &b""[..],
+            b"MSCF",
+            b"MSCF\0\0\0\0\xff\xff\xff\xff\0\0\0\0",
+            &[0u8; 64],
+        ] {
+            assert!(decompress_blob(junk).is_err());
+        }
+        // A damaged Cabinet from a real answer.
+        let b = parse_tree(&capture(13)).unwrap();
+        let blob = b.find("XmlUpdateBlobCompressed").unwrap().text.clone();
+        let mut cab = base64::engine::general_purpose::STANDARD
+            .decode(blob.trim())
+            .unwrap();
+        let mid = cab.len() / 2;
+        for byte in &mut cab[mid..mid + 64] {
+            *byte ^= 0x5a;
+        }
+        let _ = decompress_blob(&cab); // error or garbage, never a panic
+        cab.truncate(mid);
+        assert!(decompress_blob(&cab).is_err());
+    }
+
+    #[test]
+    fn request_bodies_escape_and_follow_the_schema_order() {
+        let c = Cookie {
+            expiration: "2026-01-01T00:00:00Z".into(),
+            encrypted_data: "QUJD".into(),
+        };
+        let f = RevisionFilter {
+            anchor: Some("a<b&\"c\"".into()),
+            get_config: false,
+            categories: vec![IdAndDelta {
+                id: Uuid::nil(),
+                delta: true,
+            }],
+            classifications: vec![],
+        };
+        let s = get_revision_id_list_request(&c, &f);
+        assert!(s.contains("<Anchor>a&lt;b&amp;&quot;c&quot;</Anchor><GetConfig>false</GetConfig><Get63LanguageOnly>false</Get63LanguageOnly><Categories>"));
+        let tree = parse_tree(s.as_bytes()).unwrap();
+        let anchor = tree.find("Anchor").unwrap();
+        assert_eq!(anchor.text, "a<b&\"c\"");
+    }
+
+    #[test]
+    fn decryption_data_and_deployments_parse() {
+        let env = |inner: &str| {
+            format!(
+                "<soap:Envelope xmlns:soap=\"{NS_SOAP11}\"><soap:Body>{inner}</soap:Body></soap:Envelope>"
+            )
+        };
+        let body = env(&format!(
+            "<GetUpdateDecryptionDataResponse xmlns=\"{NS_SYNC}\"><GetUpdateDecryptionDataResult><UpdateFileDecryptionData>\
+             <ServerSyncUpdateFileDecryption><UpdateId><UpdateID>A2FEF9B0-7951-4C2C-A42B-9E351DD1C1FE</UpdateID><RevisionNumber>200</RevisionNumber></UpdateId>\
+             <FileDecryptionData><ServerSyncFileDecryption><FileDigest>h/W9BGlYUAaqXTp30cZi/SiV3c0=</FileDigest><DecryptionKey>AAEC</DecryptionKey></ServerSyncFileDecryption>\
+             <ServerSyncFileDecryption><FileDigest>h/W9BGlYUAaqXTp30cZi/SiV3c0=</FileDigest></ServerSyncFileDecryption></FileDecryptionData>\
+             </ServerSyncUpdateFileDecryption></UpdateFileDecryptionData></GetUpdateDecryptionDataResult></GetUpdateDecryptionDataResponse>"
+        ));
+        let d = parse_update_decryption_data(body.as_bytes()).unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!(
+            d[0].update.id.to_string(),
+            "a2fef9b0-7951-4c2c-a42b-9e351dd1c1fe"
+        );
+        assert_eq!(d[0].key.as_deref(), Some(&[0u8, 1, 2][..]));
+        assert_eq!(d[1].key, None);
+        let body = env(&format!(
+            "<GetDeploymentsResponse xmlns=\"{NS_SYNC}\"><GetDeploymentsResult><Anchor>a</Anchor><Groups>\
+             <ServerSyncTargetGroup><TargetGroupID>a0a08746-4dbe-4a37-9adf-9e7652c0b421</TargetGroupID><ParentGroupId>00000000-0000-0000-0000-000000000000</ParentGroupId><Name>All Computers</Name><IsBuiltin>true</IsBuiltin></ServerSyncTargetGroup>\
+             </Groups><Deployments><ServerSyncDeployment><UpdateId>a2fef9b0-7951-4c2c-a42b-9e351dd1c1fe</UpdateId><RevisionNumber>200</RevisionNumber><Action>3</Action>\
+             <AdminName>WSUS Administrator</AdminName><Deadline>9999-12-31T23:59:59.9999999</Deadline><IsAssigned>true</IsAssigned><GoLiveTime>2026-10-04T13:00:00.123Z</GoLiveTime>\
+             <DeploymentGuid>11111111-1111-1111-1111-111111111111</DeploymentGuid><TargetGroupId>a0a08746-4dbe-4a37-9adf-9e7652c0b421</TargetGroupId><DownloadPriority>1</DownloadPriority></ServerSyncDeployment></Deployments>\
+             <DeadDeployments><guid>22222222-2222-2222-2222-222222222222</guid></DeadDeployments><HiddenUpdates /><AcceptedEulas /></GetDeploymentsResult></GetDeploymentsResponse>"
+        ));
+        let r = parse_deployments(body.as_bytes()).unwrap();
+        assert_eq!(r.groups[0].parent_id, None);
+        assert!(r.groups[0].builtin);
+        assert_eq!(r.deployments[0].action, 3);
+        assert_eq!(r.dead_deployments.len(), 1);
+        assert!(r.hidden_updates.is_empty());
+        let bad = body.replace("<DownloadPriority>1<", "<DownloadPriority>x<");
+        assert!(parse_deployments(bad.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn content_range_starts() {
+        assert_eq!(parse_content_range_start("bytes 100-199/200"), Some(100));
+        assert_eq!(parse_content_range_start("bytes 0-0/*"), Some(0));
+        assert_eq!(parse_content_range_start("items 1-2/3"), None);
+    }
+
+    #[test]
+    fn base_urls_are_checked() {
+        assert_eq!(
+            normalise_base_url("http://127.0.0.1:8530/").unwrap(),
+            "http://127.0.0.1:8530"
+        );
+        assert!(normalise_base_url("ftp://x").is_err());
+        assert!(normalise_base_url("http:///x").is_err());
+        assert!(normalise_base_url("http://x/?a").is_err());
+    }
+}

@@ -1,0 +1,1579 @@
+//! The upstream (USS) side of MS-WSUSSS: one SOAP call in, one SOAP
+//! message out. The HTTP server (`crate::serve`) routes POSTs of the two
+//! web services here; everything a downstream server (DSS) sees comes from
+//! the store, read in one SQLite snapshot per call.
+//!
+//! Rules (each a function or a match arm below):
+//! - Cookies are opaque to the DSS and authenticated with HMAC-SHA256 under
+//!   a random per-server secret (`config` key [`COOKIE_SECRET_KEY`]), carry
+//!   the DSS id, this server's id, an expiry and the protocol version; a
+//!   cookie that fails any check is `InvalidCookie` (`InvalidAuthorizationCookie`
+//!   for the authorization cookie of GetCookie).
+//! - Anchors are this server's journal anchors (`gapsync1:<id>:<seq>`). A
+//!   malformed one is `InvalidParameters` (the parameter's name as Message,
+//!   as Windows WSUS answers); one of another server, or ahead of the
+//!   journal, is `ServerChanged`: the DSS resets its anchors.
+//! - Revisions are listed as `UpdateIdentity` (UpdateID + RevisionNumber),
+//!   every stored revision added after the anchor, oldest first.
+//! - Metadata is sent verbatim (decoded to text): `XmlUpdateBlob` up to
+//!   5,120 bytes of UTF-16, else `XmlUpdateBlobCompressed` (a cabinet with
+//!   one member `blob`, UTF-16LE, LZX with a 2 MB window), as Windows does.
+//! - Nothing a DSS sends changes replicated state; only the DSS table
+//!   (`downstream_servers`) is written, best effort.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use hmac::{KeyInit, Mac};
+use rusqlite::{OptionalExtension, params};
+use sha2::Sha256;
+use uuid::Uuid;
+
+use super::{
+    DSS_AUTH_SERVICE_URL, Element, ErrorCode, FaultInfo, NIL_GUID, NO_DEADLINE, Operation,
+    PLUGIN_ID, PROTOCOL_VERSION, Service, SoapVersion, XmlWriter, envelope, fault_envelope,
+    parse_bool, parse_envelope,
+};
+use crate::content::wsus_rel_path;
+use crate::error::{Error, Result};
+use crate::journal::Anchor;
+use crate::store::{Store, canonical_guid};
+
+/// `config` key of the cookie secret (64 hex digits).
+pub const COOKIE_SECRET_KEY: &str = "uss.cookie_secret";
+/// Default cookie lifetime: 240 minutes, as Windows WSUS.
+pub const DEFAULT_COOKIE_LIFETIME: Duration = Duration::from_secs(240 * 60);
+/// `MaxNumberOfUpdatesPerRequest` (as Windows WSUS).
+pub const MAX_UPDATES_PER_REQUEST: usize = 100;
+/// `MaxUpdatesPerRequestInGetUpdateDecryptionData` (as Windows WSUS).
+pub const MAX_DECRYPTION_PER_REQUEST: usize = 100;
+/// Most digests one DownloadFiles may name (MS-WSUSSS 3.1.4.11).
+pub const MAX_DOWNLOAD_DIGESTS: usize = 100;
+/// Metadata longer than this many bytes of UTF-16 goes compressed
+/// (MS-WSUSSS 3.1.4.6, Windows behavior note 36).
+pub const COMPRESS_ABOVE: usize = 5120;
+/// Most category or classification ids one filter may carry.
+pub const MAX_FILTER_IDS: usize = 10_000;
+
+const AUTH_MAGIC: &[u8; 4] = b"GSA1";
+const SYNC_MAGIC: &[u8; 4] = b"GSC1";
+const MAC_LEN: usize = 32;
+const AUTH_LEN: usize = 4 + 16 + 16 + 8 + MAC_LEN;
+const SYNC_LEN: usize = 4 + 16 + 16 + 8 + 2 + 2 + MAC_LEN;
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// Settings of the upstream role.
+#[derive(Debug, Clone)]
+pub struct UssOptions {
+    /// How long authorization cookies and cookies stay valid.
+    pub cookie_lifetime: Duration,
+    pub max_updates_per_request: usize,
+}
+
+impl Default for UssOptions {
+    fn default() -> Self {
+        UssOptions {
+            cookie_lifetime: DEFAULT_COOKIE_LIFETIME,
+            max_updates_per_request: MAX_UPDATES_PER_REQUEST,
+        }
+    }
+}
+
+/// The upstream role of one store.
+pub struct Uss {
+    server_id: Uuid,
+    secret: [u8; 32],
+    opts: UssOptions,
+}
+
+/// One SOAP call as the HTTP layer received it.
+#[derive(Debug, Clone, Copy)]
+pub struct SoapCall<'a> {
+    /// The service the request was posted to.
+    pub service: Service,
+    pub body: &'a [u8],
+    /// SOAPAction (SOAP 1.1 header or SOAP 1.2 `action` parameter),
+    /// without quotes; `None` or empty when the client sent none.
+    pub action: Option<&'a str>,
+    /// Scheme and authority the client used (`http://host:port`), for
+    /// content URLs and fault actors.
+    pub base_url: &'a str,
+}
+
+/// The answer to a SOAP call.
+#[derive(Debug, Clone)]
+pub struct SoapReply {
+    /// 200, or 500 for faults (SOAP over HTTP).
+    pub status: u16,
+    pub version: SoapVersion,
+    pub body: String,
+    /// One line for the server log: operation, outcome, detail.
+    pub summary: String,
+}
+
+/// A failed call: the fault sent and what the log says.
+#[derive(Debug)]
+struct Fail {
+    code: ErrorCode,
+    /// Sent as `Message`: for InvalidParameters the parameter's name.
+    message: String,
+    /// Why, for the server log.
+    why: String,
+}
+
+impl Fail {
+    fn new(code: ErrorCode, message: &str, why: impl Into<String>) -> Fail {
+        Fail {
+            code,
+            message: message.to_string(),
+            why: why.into(),
+        }
+    }
+    fn invalid(param: &str, why: impl Into<String>) -> Fail {
+        Fail::new(ErrorCode::InvalidParameters, param, why)
+    }
+    fn cookie(why: impl Into<String>) -> Fail {
+        Fail::new(ErrorCode::InvalidCookie, "", why)
+    }
+    fn auth_cookie(why: impl Into<String>) -> Fail {
+        Fail::new(ErrorCode::InvalidAuthorizationCookie, "", why)
+    }
+    fn internal(why: impl Into<String>) -> Fail {
+        Fail::new(ErrorCode::InternalServerError, "", why)
+    }
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Fail {
+        Fail::internal(e.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for Fail {
+    fn from(e: rusqlite::Error) -> Fail {
+        Fail::internal(format!("store database: {e}"))
+    }
+}
+
+type CallResult = std::result::Result<(String, String), Fail>;
+
+/// What a valid cookie says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SyncCookie {
+    dss: Uuid,
+    expires: i64,
+    major: u16,
+    minor: u16,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// xsd:dateTime (UTC) of a unix time.
+fn xsd_datetime(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+impl Uss {
+    /// The upstream role of `store`: loads its cookie secret, creating it
+    /// (32 random bytes) the first time.
+    pub fn open(store: &Store, opts: UssOptions) -> Result<Uss> {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh)
+            .map_err(|e| Error::invalid("random number generator", e.to_string()))?;
+        store.conn().execute(
+            "INSERT OR IGNORE INTO config (key, value) VALUES (?1, ?2)",
+            params![COOKIE_SECRET_KEY, hex::encode(fresh)],
+        )?;
+        let stored: String = store.conn().query_row(
+            "SELECT value FROM config WHERE key = ?1",
+            [COOKIE_SECRET_KEY],
+            |r| r.get(0),
+        )?;
+        let secret: [u8; 32] = hex::decode(stored.trim())
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| {
+                Error::invalid(
+                    format!("config {COOKIE_SECRET_KEY}"),
+                    "is not 64 hex digits",
+                )
+            })?;
+        Ok(Uss {
+            server_id: store.info().server_id,
+            secret,
+            opts,
+        })
+    }
+
+    /// Answers one SOAP call. Never panics on hostile input: every failure
+    /// is a SOAP fault.
+    pub fn handle(&self, store: &Store, call: &SoapCall<'_>) -> SoapReply {
+        let actor = format!("{}{}", call.base_url, call.service.path());
+        let env = match parse_envelope(call.body) {
+            Ok(e) => e,
+            Err(e) => {
+                let fail = Fail::invalid("request", format!("unreadable SOAP message: {e}"));
+                return self.fault_reply(SoapVersion::V11, None, &actor, fail);
+            }
+        };
+        let version = env.version;
+        let body = &env.body;
+        let Some(op) = Operation::from_element(body.ns.as_deref(), &body.name) else {
+            let fail = Fail::invalid(
+                "operation",
+                format!(
+                    "unknown operation {{{}}}{}",
+                    body.ns.as_deref().unwrap_or(""),
+                    body.name
+                ),
+            );
+            return self.fault_reply(version, None, &actor, fail);
+        };
+        if op.service() != call.service {
+            let fail = Fail::invalid(
+                "operation",
+                format!(
+                    "{} is not an operation of {}",
+                    op.name(),
+                    call.service.path()
+                ),
+            );
+            return self.fault_reply(version, Some(op), &actor, fail);
+        }
+        if let Some(action) = call.action.map(str::trim).filter(|a| !a.is_empty())
+            && action != op.soap_action()
+        {
+            let fail = Fail::invalid(
+                "SOAPAction",
+                format!(
+                    "SOAPAction {action:?} does not match the body's {}",
+                    op.name()
+                ),
+            );
+            return self.fault_reply(version, Some(op), &actor, fail);
+        }
+        let result = match op {
+            Operation::GetAuthConfig => Ok(self.get_auth_config()),
+            Operation::GetAuthorizationCookie => self.get_authorization_cookie(store, body),
+            Operation::GetCookie => self.get_cookie(body),
+            Operation::GetConfigData => self.get_config_data(store, body),
+            Operation::GetRevisionIdList => self.get_revision_id_list(store, body),
+            Operation::GetUpdateData => self.get_update_data(store, body, call.base_url),
+            Operation::GetUpdateDecryptionData => self.get_update_decryption_data(store, body),
+            Operation::GetDeployments => self.get_deployments(store, body),
+            Operation::DownloadFiles => self.download_files(store, body),
+            Operation::GetRelatedRevisionsForUpdates => self.get_related_revisions(body),
+        };
+        match result {
+            Ok((xml, summary)) => SoapReply {
+                status: 200,
+                version,
+                body: envelope(version, &xml),
+                summary: format!("{} ok {summary}", op.name()),
+            },
+            Err(fail) => self.fault_reply(version, Some(op), &actor, fail),
+        }
+    }
+
+    fn fault_reply(
+        &self,
+        version: SoapVersion,
+        op: Option<Operation>,
+        actor: &str,
+        fail: Fail,
+    ) -> SoapReply {
+        let id = Uuid::new_v4();
+        let method = op.map(Operation::soap_action);
+        let body = fault_envelope(
+            version,
+            &FaultInfo {
+                code: fail.code,
+                message: &fail.message,
+                id,
+                actor,
+                method: method.as_deref(),
+            },
+        );
+        SoapReply {
+            status: 500,
+            version,
+            body,
+            summary: format!(
+                "{} fault {} {id}: {}",
+                op.map(Operation::name).unwrap_or("-"),
+                fail.code.as_str(),
+                fail.why
+            ),
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Cookies
+    // -----------------------------------------------------------------------
+
+    fn mac(&self, data: &[u8]) -> [u8; MAC_LEN] {
+        let mut m = <HmacSha256 as KeyInit>::new_from_slice(&self.secret)
+            .expect("HMAC takes keys of any length");
+        m.update(data);
+        m.finalize().into_bytes().into()
+    }
+
+    /// Rule: a cookie's MAC is HMAC-SHA256 under this server's secret over
+    /// everything before it (compared in constant time).
+    fn mac_ok(&self, data: &[u8], mac: &[u8]) -> bool {
+        let mut m = <HmacSha256 as KeyInit>::new_from_slice(&self.secret)
+            .expect("HMAC takes keys of any length");
+        m.update(data);
+        m.verify_slice(mac).is_ok()
+    }
+
+    fn auth_cookie_bytes(&self, dss: Uuid, expires: i64) -> Vec<u8> {
+        let mut v = Vec::with_capacity(AUTH_LEN);
+        v.extend_from_slice(AUTH_MAGIC);
+        v.extend_from_slice(dss.as_bytes());
+        v.extend_from_slice(self.server_id.as_bytes());
+        v.extend_from_slice(&expires.to_be_bytes());
+        let mac = self.mac(&v);
+        v.extend_from_slice(&mac);
+        v
+    }
+
+    fn sync_cookie_bytes(&self, c: &SyncCookie) -> Vec<u8> {
+        let mut v = Vec::with_capacity(SYNC_LEN);
+        v.extend_from_slice(SYNC_MAGIC);
+        v.extend_from_slice(c.dss.as_bytes());
+        v.extend_from_slice(self.server_id.as_bytes());
+        v.extend_from_slice(&c.expires.to_be_bytes());
+        v.extend_from_slice(&c.major.to_be_bytes());
+        v.extend_from_slice(&c.minor.to_be_bytes());
+        let mac = self.mac(&v);
+        v.extend_from_slice(&mac);
+        v
+    }
+
+    /// Rule: an authorization cookie is ours (magic, length, MAC, this
+    /// server's id) and not expired; returns the DSS id and expiry.
+    fn read_auth_cookie(&self, data: &[u8]) -> std::result::Result<(Uuid, i64), String> {
+        if data.len() != AUTH_LEN || &data[..4] != AUTH_MAGIC {
+            return Err("not an authorization cookie of gapsync".into());
+        }
+        let (body, mac) = data.split_at(AUTH_LEN - MAC_LEN);
+        if !self.mac_ok(body, mac) {
+            return Err("authorization cookie fails its MAC (forged, or of another server)".into());
+        }
+        let dss = Uuid::from_slice(&body[4..20]).map_err(|e| e.to_string())?;
+        let uss = Uuid::from_slice(&body[20..36]).map_err(|e| e.to_string())?;
+        if uss != self.server_id {
+            return Err(format!("authorization cookie of server {uss}"));
+        }
+        let expires = i64::from_be_bytes(body[36..44].try_into().map_err(|_| "length")?);
+        if expires <= unix_now() {
+            return Err(format!(
+                "authorization cookie expired at {}",
+                xsd_datetime(expires)
+            ));
+        }
+        Ok((dss, expires))
+    }
+
+    /// Rule: a cookie is present, ours (magic, length, MAC, this server's
+    /// id) and not expired, and names protocol major version 1.
+    fn check_cookie(&self, body: &Element) -> std::result::Result<SyncCookie, Fail> {
+        let cookie = body
+            .child("cookie")
+            .filter(|c| !c.nil)
+            .ok_or_else(|| Fail::cookie("no cookie"))?;
+        let data = cookie
+            .child_text("EncryptedData")
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| Fail::cookie("cookie without EncryptedData"))?;
+        let data = b64()
+            .decode(data)
+            .map_err(|e| Fail::cookie(format!("EncryptedData is not base64: {e}")))?;
+        if data.len() != SYNC_LEN || &data[..4] != SYNC_MAGIC {
+            return Err(Fail::cookie("EncryptedData is not a cookie of gapsync"));
+        }
+        let (signed, mac) = data.split_at(SYNC_LEN - MAC_LEN);
+        if !self.mac_ok(signed, mac) {
+            return Err(Fail::cookie(
+                "cookie fails its MAC (forged, or of another server)",
+            ));
+        }
+        let field = |r: std::ops::Range<usize>| signed.get(r).unwrap_or(&[]);
+        let dss = Uuid::from_slice(field(4..20)).map_err(|e| Fail::cookie(e.to_string()))?;
+        let uss = Uuid::from_slice(field(20..36)).map_err(|e| Fail::cookie(e.to_string()))?;
+        if uss != self.server_id {
+            return Err(Fail::cookie(format!("cookie of server {uss}")));
+        }
+        let num = |r: std::ops::Range<usize>| -> u64 {
+            field(r)
+                .iter()
+                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+        };
+        let c = SyncCookie {
+            dss,
+            expires: num(36..44) as i64,
+            major: num(44..46) as u16,
+            minor: num(46..48) as u16,
+        };
+        if c.expires <= unix_now() {
+            return Err(Fail::cookie(format!(
+                "cookie of {dss} expired at {}",
+                xsd_datetime(c.expires)
+            )));
+        }
+        if c.major != 1 {
+            return Err(Fail::new(
+                ErrorCode::IncompatibleProtocolVersion,
+                "",
+                format!("protocol version {}.{}", c.major, c.minor),
+            ));
+        }
+        Ok(c)
+    }
+
+    // -----------------------------------------------------------------------
+    // Operations
+    // -----------------------------------------------------------------------
+
+    /// GetAuthConfig (3.1.4.1): one plug-in, DssTargeting, at the relative
+    /// DSS authorization URL.
+    fn get_auth_config(&self) -> (String, String) {
+        let mut w = XmlWriter::new();
+        w.start_ns("GetAuthConfigResponse", super::SSS_NS)
+            .start("GetAuthConfigResult")
+            .elem("LastChange", &xsd_datetime(unix_now()))
+            .start("AuthInfo")
+            .start("AuthPlugInInfo")
+            .elem("PlugInID", PLUGIN_ID)
+            .elem("ServiceUrl", DSS_AUTH_SERVICE_URL)
+            .empty("Parameter")
+            .end("AuthPlugInInfo")
+            .end("AuthInfo")
+            .end("GetAuthConfigResult")
+            .end("GetAuthConfigResponse");
+        (w.into_string(), String::new())
+    }
+
+    /// GetAuthorizationCookie (3.1.4.2): checks accountName (an FQDN) and
+    /// accountGuid (a GUID), records the DSS, returns an authorization
+    /// cookie bound to it.
+    fn get_authorization_cookie(&self, store: &Store, body: &Element) -> CallResult {
+        let name = body
+            .child_text("accountName")
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Fail::invalid("accountName", "missing or empty"))?;
+        if !is_fqdn(name) {
+            return Err(Fail::invalid(
+                "accountName",
+                format!("{:?} is not an FQDN", truncate(name)),
+            ));
+        }
+        let guid = body
+            .child_text("accountGuid")
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Fail::invalid("accountGuid", "missing or empty"))?;
+        let dss = parse_guid(guid).ok_or_else(|| {
+            Fail::invalid("accountGuid", format!("{:?} is not a GUID", truncate(guid)))
+        })?;
+        record_dss(store, dss, name);
+        let expires = unix_now().saturating_add(self.lifetime_secs());
+        let data = b64().encode(self.auth_cookie_bytes(dss, expires));
+        let mut w = XmlWriter::new();
+        w.start_ns("GetAuthorizationCookieResponse", super::DSSAUTH_NS)
+            .start("GetAuthorizationCookieResult")
+            .elem("PlugInId", PLUGIN_ID)
+            .elem("CookieData", &data)
+            .end("GetAuthorizationCookieResult")
+            .end("GetAuthorizationCookieResponse");
+        Ok((w.into_string(), format!("dss {dss} ({name})")))
+    }
+
+    fn lifetime_secs(&self) -> i64 {
+        i64::try_from(self.opts.cookie_lifetime.as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1)
+    }
+
+    /// GetCookie (3.1.4.3): exactly one authorization cookie of ours, a
+    /// protocol version `x.y` with major 1; the cookie expires after the
+    /// lifetime or with the authorization cookie, whichever is sooner.
+    fn get_cookie(&self, body: &Element) -> CallResult {
+        let cookies: Vec<&Element> = body
+            .child("authCookies")
+            .map(|a| {
+                a.children_named("AuthorizationCookie")
+                    .filter(|c| !c.nil)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let [auth] = cookies.as_slice() else {
+            return Err(Fail::invalid(
+                "authCookies",
+                format!(
+                    "{} authorization cookies, expected exactly one",
+                    cookies.len()
+                ),
+            ));
+        };
+        if auth.child_text("PlugInId") != Some(PLUGIN_ID) {
+            return Err(Fail::auth_cookie(format!(
+                "PlugInId {:?}, expected {PLUGIN_ID}",
+                auth.child_text("PlugInId").map(truncate)
+            )));
+        }
+        let data = auth
+            .child_text("CookieData")
+            .ok_or_else(|| Fail::auth_cookie("no CookieData"))?;
+        let data = b64()
+            .decode(data)
+            .map_err(|e| Fail::auth_cookie(format!("CookieData is not base64: {e}")))?;
+        let (dss, auth_expires) = self.read_auth_cookie(&data).map_err(Fail::auth_cookie)?;
+        let version = body.child_text("protocolVersion").unwrap_or("");
+        let (major, minor) = parse_protocol_version(version).ok_or_else(|| {
+            Fail::invalid(
+                "protocolVersion",
+                format!("{:?} is not of the form x.y", truncate(version)),
+            )
+        })?;
+        if major != 1 {
+            return Err(Fail::new(
+                ErrorCode::IncompatibleProtocolVersion,
+                "",
+                format!("protocol version {version}"),
+            ));
+        }
+        let expires = unix_now()
+            .saturating_add(self.lifetime_secs())
+            .min(auth_expires);
+        let cookie = SyncCookie {
+            dss,
+            expires,
+            major,
+            minor,
+        };
+        let data = b64().encode(self.sync_cookie_bytes(&cookie));
+        let mut w = XmlWriter::new();
+        w.start_ns("GetCookieResponse", super::SSS_NS)
+            .start("GetCookieResult")
+            .elem("Expiration", &xsd_datetime(expires))
+            .elem("EncryptedData", &data)
+            .end("GetCookieResult")
+            .end("GetCookieResponse");
+        Ok((
+            w.into_string(),
+            format!("dss {dss} protocol {major}.{minor}"),
+        ))
+    }
+
+    /// GetConfigData (3.1.4.4): fixed limits, content served (not catalog
+    /// only), lazy sync, and the language list; with a config anchor of
+    /// this server the list is empty (gapsync's language settings never
+    /// change).
+    fn get_config_data(&self, store: &Store, body: &Element) -> CallResult {
+        let cookie = self.check_cookie(body)?;
+        let known_anchor = body
+            .child_text("configAnchor")
+            .and_then(|a| a.parse::<Anchor>().ok())
+            .is_some_and(|a| a.server_id == self.server_id);
+        let anchor = store.anchor()?;
+        let n = self.opts.max_updates_per_request.to_string();
+        let mut w = XmlWriter::new();
+        w.start_ns("GetConfigDataResponse", super::SSS_NS)
+            .start("GetConfigDataResult")
+            .elem("CatalogOnlySync", "false")
+            .elem("LazySync", "true")
+            .elem("ServerHostsPsfFiles", "false")
+            .elem("MaxNumberOfComputerIdsInRequest", "0")
+            .elem("MaxNumberOfDriverSetsPerRequest", "0")
+            .elem("MaxNumberOfPnpHardwareIdsInRequest", "0")
+            .elem("MaxNumberOfUpdatesPerRequest", &n)
+            .elem("NewConfigAnchor", &anchor.to_string())
+            .elem("ProtocolVersion", PROTOCOL_VERSION);
+        let languages: &[(u32, &str, &str)] = if known_anchor { &[] } else { LANGUAGES };
+        w.list("LanguageUpdateList", languages, |w, (id, short, long)| {
+            w.start("ServerSyncLanguageData")
+                .elem("LanguageID", &id.to_string())
+                .elem("ShortLanguage", short)
+                .elem("LongLanguage", long)
+                .elem("Enabled", "true")
+                .end("ServerSyncLanguageData");
+        })
+        .elem(
+            "MaxUpdatesPerRequestInGetUpdateDecryptionData",
+            &MAX_DECRYPTION_PER_REQUEST.to_string(),
+        )
+        .end("GetConfigDataResult")
+        .end("GetConfigDataResponse");
+        Ok((
+            w.into_string(),
+            format!("dss {} languages {}", cookie.dss, languages.len()),
+        ))
+    }
+
+    /// Rule: an anchor a DSS passes back is empty/absent (from the start),
+    /// or this server's anchor not ahead of its journal. Malformed:
+    /// InvalidParameters naming `param`; another server's or ahead:
+    /// ServerChanged.
+    fn own_anchor(
+        &self,
+        store: &Store,
+        param: &str,
+        text: Option<&str>,
+    ) -> std::result::Result<i64, Fail> {
+        let Some(text) = text.filter(|t| !t.is_empty()) else {
+            return Ok(0);
+        };
+        let a: Anchor = text
+            .parse()
+            .map_err(|e: Error| Fail::invalid(param, e.to_string()))?;
+        match store.own_anchor(text) {
+            Ok(a) => Ok(a.seq),
+            Err(e @ (Error::ForeignAnchor { .. } | Error::BadAnchor { .. })) => Err(Fail::new(
+                ErrorCode::ServerChanged,
+                "",
+                format!("{param} {}: {e}", a),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// GetRevisionIdList (3.1.4.5): see [`select_revisions`].
+    fn get_revision_id_list(&self, store: &Store, body: &Element) -> CallResult {
+        let cookie = self.check_cookie(body)?;
+        let filter = body
+            .child("filter")
+            .filter(|f| !f.nil)
+            .ok_or_else(|| Fail::invalid("filter", "missing"))?;
+        let get_config = filter
+            .child_text("GetConfig")
+            .and_then(parse_bool)
+            .ok_or_else(|| Fail::invalid("filter", "GetConfig missing or not a boolean"))?;
+        let categories = parse_id_and_delta(filter.child("Categories"))?;
+        let classifications = parse_id_and_delta(filter.child("Classifications"))?;
+        ensure_tables(store)?;
+        let tx = store.conn().unchecked_transaction()?;
+        let since = self.own_anchor(store, "filter", filter.child_text("Anchor"))?;
+        let head = store.anchor()?;
+        let revs = select_revisions(
+            &tx,
+            get_config,
+            &categories,
+            &classifications,
+            since,
+            head.seq,
+        )?;
+        drop(tx);
+        let mut w = XmlWriter::new();
+        w.start_ns("GetRevisionIdListResponse", super::SSS_NS)
+            .start("GetRevisionIdListResult")
+            .elem("Anchor", &head.to_string())
+            .list("NewRevisions", &revs, |w, (id, rev)| {
+                w.start("UpdateIdentity")
+                    .elem("UpdateID", id)
+                    .elem("RevisionNumber", &rev.to_string())
+                    .end("UpdateIdentity");
+            })
+            .end("GetRevisionIdListResult")
+            .end("GetRevisionIdListResponse");
+        record_sync(store, cookie.dss, &head);
+        Ok((
+            w.into_string(),
+            format!(
+                "dss {} config {get_config} since {since}: {} revisions, anchor {head}",
+                cookie.dss,
+                revs.len()
+            ),
+        ))
+    }
+
+    /// GetUpdateData (3.1.4.6): up to MaxNumberOfUpdatesPerRequest
+    /// revisions, each with its verbatim metadata and file digests; one
+    /// ServerSyncUrlData per distinct file, its MUUrl the file's URL on this
+    /// server's content service. An unknown revision is an
+    /// InternalServerError, as Windows WSUS answers.
+    fn get_update_data(&self, store: &Store, body: &Element, base_url: &str) -> CallResult {
+        let cookie = self.check_cookie(body)?;
+        let ids = parse_update_ids(
+            body.child("updateIds"),
+            "updateIds",
+            self.opts.max_updates_per_request,
+        )?;
+        let tx = store.conn().unchecked_transaction()?;
+        let mut w = XmlWriter::new();
+        w.start_ns("GetUpdateDataResponse", super::SSS_NS)
+            .start("GetUpdateDataResult")
+            .start("updates");
+        let mut urls: Vec<([u8; 20], String)> = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut compressed = 0usize;
+        for (id, rev) in &ids {
+            let found: Option<(i64, Vec<u8>)> = tx
+                .prepare_cached(
+                    "SELECT rev_id, xml FROM revisions WHERE update_id = ?1 AND revision = ?2",
+                )?
+                .query_row(params![id, rev], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((rev_id, xml)) = found else {
+                return Err(Fail::internal(format!("updateIds: no revision {id}/{rev}")));
+            };
+            let text = crate::metadata::decode_text(&xml)
+                .map_err(|e| Fail::internal(format!("stored revision {id}/{rev}: {e}")))?;
+            let files = revision_files(&tx, rev_id)?;
+            w.start("ServerSyncUpdateData")
+                .start("Id")
+                .elem("UpdateID", id)
+                .elem("RevisionNumber", &rev.to_string())
+                .end("Id");
+            let utf16_len = text.encode_utf16().count().saturating_mul(2);
+            if utf16_len <= COMPRESS_ABOVE {
+                w.elem("XmlUpdateBlob", &text);
+            }
+            if !files.is_empty() {
+                w.start("FileDigestList");
+                for (name, sha1) in &files {
+                    w.elem("base64Binary", &b64().encode(sha1));
+                    if seen.insert(*sha1) {
+                        urls.push((*sha1, name.clone()));
+                    }
+                }
+                w.end("FileDigestList");
+            }
+            if utf16_len > COMPRESS_ABOVE {
+                let utf16: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+                w.elem(
+                    "XmlUpdateBlobCompressed",
+                    &b64().encode(cab_lzx_stored("blob", &utf16)),
+                );
+                compressed += 1;
+            }
+            w.end("ServerSyncUpdateData");
+        }
+        w.end("updates");
+        w.list("fileUrls", &urls, |w, (sha1, name)| {
+            w.start("ServerSyncUrlData")
+                .elem("FileDigest", &b64().encode(sha1))
+                .elem(
+                    "MUUrl",
+                    &format!("{base_url}/Content/{}", wsus_rel_path(sha1, name)),
+                )
+                .empty("UssUrl")
+                .end("ServerSyncUrlData");
+        });
+        w.end("GetUpdateDataResult").end("GetUpdateDataResponse");
+        Ok((
+            w.into_string(),
+            format!(
+                "dss {}: {} revisions ({compressed} compressed), {} files",
+                cookie.dss,
+                ids.len(),
+                urls.len()
+            ),
+        ))
+    }
+
+    /// GetUpdateDecryptionData (3.1.4.18): the file digests of each
+    /// revision; gapsync keeps no decryption keys, so DecryptionKey is
+    /// absent (the spec allows NULL).
+    fn get_update_decryption_data(&self, store: &Store, body: &Element) -> CallResult {
+        let cookie = self.check_cookie(body)?;
+        let ids = parse_update_ids(
+            body.child("updateIds"),
+            "updateIds",
+            MAX_DECRYPTION_PER_REQUEST,
+        )?;
+        let tx = store.conn().unchecked_transaction()?;
+        let mut entries = Vec::new();
+        for (id, rev) in &ids {
+            let rev_id: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT rev_id FROM revisions WHERE update_id = ?1 AND revision = ?2",
+                )?
+                .query_row(params![id, rev], |r| r.get(0))
+                .optional()?;
+            let Some(rev_id) = rev_id else {
+                return Err(Fail::internal(format!("updateIds: no revision {id}/{rev}")));
+            };
+            let files = revision_files(&tx, rev_id)?;
+            if !files.is_empty() {
+                entries.push((id.clone(), *rev, files));
+            }
+        }
+        let mut w = XmlWriter::new();
+        w.start_ns("GetUpdateDecryptionDataResponse", super::SSS_NS)
+            .start("GetUpdateDecryptionDataResult")
+            .list(
+                "UpdateFileDecryptionData",
+                &entries,
+                |w, (id, rev, files)| {
+                    w.start("ServerSyncUpdateFileDecryption")
+                        .start("UpdateId")
+                        .elem("UpdateID", id)
+                        .elem("RevisionNumber", &rev.to_string())
+                        .end("UpdateId")
+                        .list("FileDecryptionData", files, |w, (_, sha1)| {
+                            w.start("ServerSyncFileDecryption")
+                                .elem("FileDigest", &b64().encode(sha1))
+                                .end("ServerSyncFileDecryption");
+                        })
+                        .end("ServerSyncUpdateFileDecryption");
+                },
+            )
+            .end("GetUpdateDecryptionDataResult")
+            .end("GetUpdateDecryptionDataResponse");
+        Ok((
+            w.into_string(),
+            format!("dss {}: {} revisions", cookie.dss, ids.len()),
+        ))
+    }
+
+    /// GetDeployments (3.1.4.10): every target group; the deployments
+    /// changed and removed after `deploymentAnchor` up to `syncAnchor`;
+    /// every declined update (hidden); the EULAs of approved revisions
+    /// (approving accepts them). The returned anchor is the sync anchor,
+    /// so nothing after it is skipped next time. Marks the DSS a replica.
+    fn get_deployments(&self, store: &Store, body: &Element) -> CallResult {
+        let cookie = self.check_cookie(body)?;
+        let sync_text = body
+            .child_text("syncAnchor")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Fail::invalid("syncAnchor", "missing or empty"))?;
+        let tx = store.conn().unchecked_transaction()?;
+        let from = self.own_anchor(
+            store,
+            "deploymentAnchor",
+            body.child_text("deploymentAnchor"),
+        )?;
+        let to = self.own_anchor(store, "syncAnchor", Some(sync_text))?;
+        let anchor = Anchor {
+            server_id: self.server_id,
+            seq: from.max(to),
+        };
+        let groups = ordered_groups(&tx)?;
+        let deployments = deployments_in(&tx, from, to, false)?;
+        let dead: Vec<String> = deployments_in(&tx, from, to, true)?
+            .into_iter()
+            .map(|d| d.deployment_id)
+            .collect();
+        let hidden: Vec<String> = {
+            let mut st =
+                tx.prepare("SELECT update_id FROM updates WHERE declined = 1 ORDER BY update_id")?;
+            st.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?
+        };
+        let eulas: Vec<String> = {
+            let mut st = tx.prepare(
+                "SELECT DISTINCT r.eula_id FROM deployments d JOIN revisions r \
+                 ON r.update_id = d.update_id AND r.revision = d.revision \
+                 WHERE d.removed = 0 AND r.eula_id IS NOT NULL ORDER BY r.eula_id",
+            )?;
+            st.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?
+        };
+        drop(tx);
+        let mut w = XmlWriter::new();
+        w.start_ns("GetDeploymentsResponse", super::SSS_NS)
+            .start("GetDeploymentsResult")
+            .elem("Anchor", &anchor.to_string())
+            .list("Groups", &groups, |w, g| {
+                w.start("ServerSyncTargetGroup")
+                    .elem("TargetGroupID", &g.id)
+                    .elem("ParentGroupId", g.parent.as_deref().unwrap_or(NIL_GUID))
+                    .elem("Name", &g.name)
+                    .elem("IsBuiltin", if g.builtin { "true" } else { "false" })
+                    .end("ServerSyncTargetGroup");
+            })
+            .list("Deployments", &deployments, |w, d| {
+                w.start("ServerSyncDeployment")
+                    .elem("UpdateId", &d.update_id)
+                    .elem("RevisionNumber", &d.revision.to_string())
+                    .elem("Action", &d.action.to_string())
+                    .elem("AdminName", &d.admin_name)
+                    .elem("Deadline", d.deadline.as_deref().unwrap_or(NO_DEADLINE))
+                    .elem("IsAssigned", if d.is_assigned { "true" } else { "false" })
+                    .elem("GoLiveTime", &d.go_live)
+                    .elem("DeploymentGuid", &d.deployment_id)
+                    .elem("TargetGroupId", &d.group_id)
+                    .elem("DownloadPriority", &d.download_priority.to_string())
+                    .end("ServerSyncDeployment");
+            });
+        for (name, ids) in [
+            ("DeadDeployments", &dead),
+            ("HiddenUpdates", &hidden),
+            ("AcceptedEulas", &eulas),
+        ] {
+            w.list(name, ids, |w, id| {
+                w.elem("guid", id);
+            });
+        }
+        w.end("GetDeploymentsResult").end("GetDeploymentsResponse");
+        record_replica(store, cookie.dss);
+        Ok((
+            w.into_string(),
+            format!(
+                "dss {} ({from}, {to}]: {} groups, {} deployments, {} dead, {} hidden, {} eulas",
+                cookie.dss,
+                groups.len(),
+                deployments.len(),
+                dead.len(),
+                hidden.len(),
+                eulas.len()
+            ),
+        ))
+    }
+
+    /// DownloadFiles (3.1.4.11): at most 100 digests, each known to the
+    /// metadata (else FileDigestsMissing listing them, `|`-separated); then
+    /// nothing to do: gapsync's content comes from its own store (bundles
+    /// or sync), never fetched on demand.
+    fn download_files(&self, store: &Store, body: &Element) -> CallResult {
+        let cookie = self.check_cookie(body)?;
+        let list = body
+            .child("fileDigestList")
+            .filter(|l| !l.nil)
+            .ok_or_else(|| Fail::invalid("fileDigestList", "missing"))?;
+        let digests: Vec<&str> = list
+            .children_named("base64Binary")
+            .map(|d| d.text.trim())
+            .collect();
+        if digests.len() > MAX_DOWNLOAD_DIGESTS {
+            return Err(Fail::invalid(
+                "fileDigestList",
+                format!("{} digests, at most {MAX_DOWNLOAD_DIGESTS}", digests.len()),
+            ));
+        }
+        let mut missing = Vec::new();
+        for d in &digests {
+            let sha1: [u8; 20] = b64()
+                .decode(d)
+                .ok()
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(|| {
+                    Fail::invalid(
+                        "fileDigestList",
+                        format!("{:?} is not a SHA-1 digest", truncate(d)),
+                    )
+                })?;
+            let known = store
+                .conn()
+                .prepare_cached("SELECT 1 FROM files WHERE sha1 = ?1 LIMIT 1")?
+                .query_row([&sha1[..]], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !known {
+                missing.push(d.to_string());
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Fail::new(
+                ErrorCode::FileDigestsMissing,
+                &missing.join("|"),
+                format!("{} unknown digests", missing.len()),
+            ));
+        }
+        let mut w = XmlWriter::new();
+        w.start_ns("DownloadFilesResponse", super::SSS_NS)
+            .end("DownloadFilesResponse");
+        Ok((
+            w.into_string(),
+            format!(
+                "dss {}: {} digests (content is local)",
+                cookie.dss,
+                digests.len()
+            ),
+        ))
+    }
+
+    /// GetRelatedRevisionsForUpdates (3.1.4.9): unused by the protocol;
+    /// answered with an empty list.
+    fn get_related_revisions(&self, body: &Element) -> CallResult {
+        let cookie = self.check_cookie(body)?;
+        let mut w = XmlWriter::new();
+        w.start_ns("GetRelatedRevisionsForUpdatesResponse", super::SSS_NS)
+            .empty("GetRelatedRevisionsForUpdatesResult")
+            .end("GetRelatedRevisionsForUpdatesResponse");
+        Ok((
+            w.into_string(),
+            format!("dss {} (unused operation)", cookie.dss),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Request fields
+// ---------------------------------------------------------------------------
+
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+fn parse_guid(s: &str) -> Option<Uuid> {
+    let s = s.trim();
+    if s.len() != 36 {
+        return None;
+    }
+    Uuid::try_parse(s).ok()
+}
+
+/// Rule: an accountName is an FQDN (RFC 1035 2.3: labels of letters,
+/// digits and hyphens, separated by dots; underscores are tolerated as
+/// Windows host names carry them), at most 255 characters.
+fn is_fqdn(s: &str) -> bool {
+    s.len() <= 255
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Rule: a protocol version is `x.y`, both decimal numbers.
+fn parse_protocol_version(s: &str) -> Option<(u16, u16)> {
+    let (a, b) = s.trim().split_once('.')?;
+    let num = |t: &str| {
+        (!t.is_empty() && t.len() <= 5 && t.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| t.parse::<u16>().ok())
+            .flatten()
+    };
+    Some((num(a)?, num(b)?))
+}
+
+/// An `ArrayOfIdAndDelta`: (category id, delta). Malformed entries are
+/// InvalidParameters `filter`.
+fn parse_id_and_delta(list: Option<&Element>) -> std::result::Result<Vec<(String, bool)>, Fail> {
+    let Some(list) = list.filter(|l| !l.nil) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for item in list.children_named("IdAndDelta").filter(|i| !i.nil) {
+        let id = item
+            .child_text("Id")
+            .and_then(canonical_guid)
+            .ok_or_else(|| {
+                Fail::invalid(
+                    "filter",
+                    format!("{}: IdAndDelta without a GUID Id", list.name),
+                )
+            })?;
+        let delta = item
+            .child_text("Delta")
+            .and_then(parse_bool)
+            .ok_or_else(|| {
+                Fail::invalid(
+                    "filter",
+                    format!("{}: IdAndDelta without a boolean Delta", list.name),
+                )
+            })?;
+        out.push((id, delta));
+        if out.len() > MAX_FILTER_IDS {
+            return Err(Fail::invalid(
+                "filter",
+                format!("more than {MAX_FILTER_IDS} {}", list.name),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// An `ArrayOfUpdateIdentity` of 1..=`max` entries.
+fn parse_update_ids(
+    list: Option<&Element>,
+    param: &str,
+    max: usize,
+) -> std::result::Result<Vec<(String, i32)>, Fail> {
+    let list = list
+        .filter(|l| !l.nil)
+        .ok_or_else(|| Fail::invalid(param, "missing"))?;
+    let mut out = Vec::new();
+    for item in list.children_named("UpdateIdentity") {
+        if out.len() >= max {
+            return Err(Fail::invalid(param, format!("more than {max} revisions")));
+        }
+        let id = item
+            .child_text("UpdateID")
+            .and_then(canonical_guid)
+            .ok_or_else(|| Fail::invalid(param, "UpdateIdentity without a GUID UpdateID"))?;
+        let rev = item
+            .child_text("RevisionNumber")
+            .and_then(|r| r.parse::<i32>().ok())
+            .ok_or_else(|| Fail::invalid(param, "UpdateIdentity without an int RevisionNumber"))?;
+        out.push((id, rev));
+    }
+    if out.is_empty() {
+        return Err(Fail::invalid(param, "no revisions"));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Store queries
+// ---------------------------------------------------------------------------
+
+/// The per-connection temp tables the revision filter uses.
+fn ensure_tables(store: &Store) -> Result<()> {
+    store.conn().execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS sss_filter (kind TEXT NOT NULL, id TEXT NOT NULL, delta INTEGER NOT NULL); \
+         CREATE TEMP TABLE IF NOT EXISTS sss_sel (update_id TEXT PRIMARY KEY, delta_only INTEGER NOT NULL) WITHOUT ROWID;",
+    )?;
+    Ok(())
+}
+
+/// The revisions GetRevisionIdList returns, oldest first, all with
+/// `seq <= head`:
+/// - `GetConfig` true: every revision of a category (company, product
+///   family, product, classification) or detectoid added after `since`;
+/// - otherwise, with neither Categories nor Classifications: every software
+///   and driver revision added after `since`;
+/// - with only one of the two lists: none (the spec: both are needed "for
+///   the filter to work"; Windows WSUS answers the same);
+/// - with both: the revisions of software and driver updates whose current
+///   revision has a prerequisite on a listed category and one on a listed
+///   classification, plus the updates those bundle. Such an update's
+///   revisions are all returned when one matching (category,
+///   classification) pair has a `Delta` false; otherwise only those added
+///   after `since`.
+fn select_revisions(
+    conn: &rusqlite::Connection,
+    get_config: bool,
+    categories: &[(String, bool)],
+    classifications: &[(String, bool)],
+    since: i64,
+    head: i64,
+) -> Result<Vec<(String, i32)>> {
+    let collect = |sql: &str| -> Result<Vec<(String, i32)>> {
+        let mut st = conn.prepare_cached(sql)?;
+        let rows = st.query_map(params![since, head], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    };
+    if get_config {
+        return collect(
+            "SELECT r.update_id, r.revision FROM revisions r JOIN updates u ON u.update_id = r.update_id \
+             WHERE u.kind IN ('category', 'detectoid') AND r.seq > ?1 AND r.seq <= ?2 ORDER BY r.seq",
+        );
+    }
+    match (categories.is_empty(), classifications.is_empty()) {
+        (true, true) => {
+            return collect(
+                "SELECT r.update_id, r.revision FROM revisions r JOIN updates u ON u.update_id = r.update_id \
+                 WHERE u.kind IN ('software', 'driver') AND r.seq > ?1 AND r.seq <= ?2 ORDER BY r.seq",
+            );
+        }
+        (false, false) => {}
+        _ => return Ok(Vec::new()),
+    }
+    conn.execute("DELETE FROM temp.sss_filter", [])?;
+    conn.execute("DELETE FROM temp.sss_sel", [])?;
+    {
+        let mut st = conn
+            .prepare_cached("INSERT INTO temp.sss_filter (kind, id, delta) VALUES (?1, ?2, ?3)")?;
+        for (kind, list) in [("c", categories), ("k", classifications)] {
+            for (id, delta) in list {
+                st.execute(params![kind, id, delta])?;
+            }
+        }
+    }
+    conn.execute(
+        "INSERT INTO temp.sss_sel (update_id, delta_only) \
+         SELECT u.update_id, MIN(c.delta AND k.delta) FROM updates u \
+         JOIN relationships xc ON xc.rev_id = u.current_rev AND xc.rel = 'prerequisite' \
+         JOIN temp.sss_filter c ON c.kind = 'c' AND c.id = xc.target_id \
+         JOIN relationships xk ON xk.rev_id = u.current_rev AND xk.rel = 'prerequisite' \
+         JOIN temp.sss_filter k ON k.kind = 'k' AND k.id = xk.target_id \
+         WHERE u.kind IN ('software', 'driver') GROUP BY u.update_id",
+        [],
+    )?;
+    conn.execute(
+        "INSERT INTO temp.sss_sel (update_id, delta_only) \
+         SELECT x.target_id, MIN(s.delta_only) FROM temp.sss_sel s \
+         JOIN updates u ON u.update_id = s.update_id \
+         JOIN relationships x ON x.rev_id = u.current_rev AND x.rel = 'bundled' \
+         WHERE x.target_id IN (SELECT update_id FROM updates) GROUP BY x.target_id \
+         ON CONFLICT (update_id) DO UPDATE SET delta_only = MIN(delta_only, excluded.delta_only)",
+        [],
+    )?;
+    collect(
+        "SELECT r.update_id, r.revision FROM temp.sss_sel s JOIN revisions r ON r.update_id = s.update_id \
+         WHERE r.seq <= ?2 AND (s.delta_only = 0 OR r.seq > ?1) ORDER BY r.seq",
+    )
+}
+
+/// A revision's files: (file name, SHA-1), in document order.
+fn revision_files(conn: &rusqlite::Connection, rev_id: i64) -> Result<Vec<(String, [u8; 20])>> {
+    let mut st =
+        conn.prepare_cached("SELECT file_name, sha1 FROM files WHERE rev_id = ?1 ORDER BY ord")?;
+    let rows = st.query_map([rev_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, sha1) = row?;
+        let sha1: [u8; 20] = sha1.try_into().map_err(|_| {
+            Error::Refused(format!("revision {rev_id}: a file's SHA-1 is not 20 bytes"))
+        })?;
+        out.push((name, sha1));
+    }
+    Ok(out)
+}
+
+struct GroupRow {
+    id: String,
+    parent: Option<String>,
+    name: String,
+    builtin: bool,
+}
+
+/// Every target group, parents before their children.
+fn ordered_groups(conn: &rusqlite::Connection) -> Result<Vec<GroupRow>> {
+    let mut st = conn.prepare(
+        "SELECT group_id, parent_id, name, builtin FROM groups ORDER BY builtin DESC, name COLLATE NOCASE, group_id",
+    )?;
+    let mut rest: Vec<GroupRow> = st
+        .query_map([], |r| {
+            Ok(GroupRow {
+                id: r.get(0)?,
+                parent: r.get(1)?,
+                name: r.get(2)?,
+                builtin: r.get::<_, i64>(3)? != 0,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut out: Vec<GroupRow> = Vec::with_capacity(rest.len());
+    let mut placed: BTreeSet<String> = BTreeSet::new();
+    while !rest.is_empty() {
+        let before = rest.len();
+        let (ready, waiting): (Vec<GroupRow>, Vec<GroupRow>) = rest
+            .into_iter()
+            .partition(|g| g.parent.as_ref().is_none_or(|p| placed.contains(p)));
+        for g in ready {
+            placed.insert(g.id.clone());
+            out.push(g);
+        }
+        rest = waiting;
+        if rest.len() == before {
+            // A parent that is not a group: keep them, in the stored order.
+            out.extend(rest);
+            break;
+        }
+    }
+    Ok(out)
+}
+
+struct DeploymentRow {
+    deployment_id: String,
+    update_id: String,
+    revision: i32,
+    group_id: String,
+    action: i32,
+    admin_name: String,
+    deadline: Option<String>,
+    go_live: String,
+    download_priority: i64,
+    is_assigned: bool,
+}
+
+/// Deployments whose last change is in `(from, to]`: live ones, or the
+/// removed ones when `removed`.
+fn deployments_in(
+    conn: &rusqlite::Connection,
+    from: i64,
+    to: i64,
+    removed: bool,
+) -> Result<Vec<DeploymentRow>> {
+    let mut st = conn.prepare_cached(
+        "SELECT deployment_id, update_id, revision, group_id, action, admin_name, deadline, go_live, \
+         download_priority, is_assigned FROM deployments \
+         WHERE removed = ?3 AND last_change_seq > ?1 AND last_change_seq <= ?2 ORDER BY last_change_seq",
+    )?;
+    let rows = st.query_map(params![from, to, removed], |r| {
+        Ok(DeploymentRow {
+            deployment_id: r.get(0)?,
+            update_id: r.get(1)?,
+            revision: r.get(2)?,
+            group_id: r.get(3)?,
+            action: crate::deployments::Action::parse(&r.get::<_, String>(4)?)
+                .map(crate::deployments::Action::wire_value)
+                .unwrap_or(0),
+            admin_name: r.get(5)?,
+            deadline: r.get(6)?,
+            go_live: r.get(7)?,
+            download_priority: r.get(8)?,
+            is_assigned: r.get::<_, i64>(9)? != 0,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Records a DSS in the DSS table on GetAuthorizationCookie (MS-WSUSSS
+/// 3.1.4.2). Best effort: bookkeeping never fails a call.
+fn record_dss(store: &Store, dss: Uuid, fqdn: &str) {
+    let r = store.conn().execute(
+        "INSERT INTO downstream_servers (server_id, fqdn, first_seen) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (server_id) DO UPDATE SET fqdn = excluded.fqdn",
+        params![dss.to_string(), fqdn, crate::store::now_rfc3339()],
+    );
+    if let Err(e) = r {
+        eprintln!("gapsync serve: could not record downstream server {dss}: {e}");
+    }
+}
+
+/// Records a DSS's last sync time and the anchor it was handed.
+fn record_sync(store: &Store, dss: Uuid, anchor: &Anchor) {
+    let r = store.conn().execute(
+        "UPDATE downstream_servers SET last_sync = ?2, last_anchor = ?3 WHERE server_id = ?1",
+        params![
+            dss.to_string(),
+            crate::store::now_rfc3339(),
+            anchor.to_string()
+        ],
+    );
+    if let Err(e) = r {
+        eprintln!("gapsync serve: could not record the sync of downstream server {dss}: {e}");
+    }
+}
+
+/// Records that a DSS is a replica (only replicas call GetDeployments).
+fn record_replica(store: &Store, dss: Uuid) {
+    let r = store.conn().execute(
+        "UPDATE downstream_servers SET replica = 1 WHERE server_id = ?1",
+        [dss.to_string()],
+    );
+    if let Err(e) = r {
+        eprintln!("gapsync serve: could not record downstream server {dss} as a replica: {e}");
+    }
+}
+
+/// Languages announced in GetConfigData (MS-LCID ids and names), all
+/// enabled: gapsync carries every language its metadata has.
+const LANGUAGES: &[(u32, &str, &str)] = &[
+    (0, "all", "all"),
+    (1025, "ar", "Arabic"),
+    (1026, "bg", "Bulgarian"),
+    (1028, "zh-tw", "Chinese (Traditional)"),
+    (1029, "cs", "Czech"),
+    (1030, "da", "Danish"),
+    (1031, "de", "German"),
+    (1032, "el", "Greek"),
+    (1033, "en", "English"),
+    (1034, "es", "Spanish"),
+    (1035, "fi", "Finnish"),
+    (1036, "fr", "French"),
+    (1037, "he", "Hebrew"),
+    (1038, "hu", "Hungarian"),
+    (1040, "it", "Italian"),
+    (1041, "ja", "Japanese"),
+    (1042, "ko", "Korean"),
+    (1043, "nl", "Dutch"),
+    (1044, "no", "Norwegian"),
+    (1045, "pl", "Polish"),
+    (1046, "pt-br", "Portuguese (Brazil)"),
+    (1048, "ro", "Romanian"),
+    (1049, "ru", "Russian"),
+    (1050, "hr", "Croatian"),
+    (1051, "sk", "Slovak"),
+    (1053, "sv", "Swedish"),
+    (1054, "th", "Thai"),
+    (1055, "tr", "Turkish"),
+    (1058, "uk", "Ukrainian"),
+    (1060, "sl", "Slovenian"),
+    (1061, "et", "Estonian"),
+    (1062, "lv", "Latvian"),
+    (1063, "lt", "Lithuanian"),
+    (1081, "hi", "Hindi"),
+    (2052, "zh-cn", "Chinese (Simplified)"),
+    (2070, "pt", "Portuguese (Portugal)"),
+    (2074, "sr", "Serbian (Latin)"),
+    (3076, "zh-hk", "Chinese (Hong Kong SAR)"),
+];
+
+// ---------------------------------------------------------------------------
+// XmlUpdateBlobCompressed: a cabinet with LZX in stored (uncompressed) blocks
+// ---------------------------------------------------------------------------
+
+/// Uncompressed bytes per CFDATA block and LZX frame.
+const CAB_FRAME: usize = 32768;
+/// CFFOLDER typeCompress: LZX (3) with a 21-bit (2 MB) window.
+const CAB_LZX_2MB: u16 = 0x1503;
+
+/// The cabinet checksum of MS-CAB (XOR of little-endian 32-bit words, the
+/// 1-3 trailing bytes folded big-end first), seeded.
+fn cab_checksum(data: &[u8], seed: u32) -> u32 {
+    let mut words = data.chunks_exact(4);
+    let mut sum = seed;
+    for w in &mut words {
+        sum ^= u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+    }
+    let tail = words
+        .remainder()
+        .iter()
+        .fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
+    sum ^ tail
+}
+
+/// One LZX frame holding one uncompressed block (MS-PATCH LZXD 2.3): the
+/// E8-translation bit (first frame only, 0 = off), block type 3, the 24-bit
+/// block size, padding to the next 16-bit word, R0-R2 (1, 1, 1), the bytes,
+/// and a pad byte when their count is odd. Bits fill 16-bit little-endian
+/// words from the most significant bit.
+fn lzx_stored_frame(data: &[u8], first: bool) -> Vec<u8> {
+    let mut bits: u32 = 0;
+    let mut n = 0u32;
+    let mut push = |value: u32, count: u32| {
+        bits = (bits << count) | (value & ((1u32 << count) - 1));
+        n += count;
+    };
+    if first {
+        push(0, 1);
+    }
+    push(3, 3);
+    push(data.len() as u32, 24);
+    // 27 or 28 bits: pad to two whole words.
+    let header = bits << (32 - n);
+    let mut out = Vec::with_capacity(16 + data.len() + 1);
+    out.extend_from_slice(&((header >> 16) as u16).to_le_bytes());
+    out.extend_from_slice(&(header as u16).to_le_bytes());
+    for _ in 0..3 {
+        out.extend_from_slice(&1u32.to_le_bytes());
+    }
+    out.extend_from_slice(data);
+    if data.len() % 2 == 1 {
+        out.push(0);
+    }
+    out
+}
+
+/// A cabinet (MS-CAB) with one folder, LZX with a 2 MB window, and one
+/// member `name` holding `data`. The LZX stream is made of uncompressed
+/// blocks, one per 32 KiB frame: valid for every LZX decoder, not smaller
+/// than the input (gapsync favours simplicity over bandwidth here).
+pub fn cab_lzx_stored(name: &str, data: &[u8]) -> Vec<u8> {
+    let frames: Vec<Vec<u8>> = data
+        .chunks(CAB_FRAME)
+        .enumerate()
+        .map(|(i, chunk)| lzx_stored_frame(chunk, i == 0))
+        .collect();
+    let coff_files: u32 = 36 + 8;
+    let coff_data = coff_files + 16 + name.len() as u32 + 1;
+    let total = coff_data as usize + frames.iter().map(|f| 8 + f.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(total);
+    // CFHEADER
+    out.extend_from_slice(b"MSCF");
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&(total as u32).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&coff_files.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&[3, 1]); // version 1.3
+    out.extend_from_slice(&1u16.to_le_bytes()); // folders
+    out.extend_from_slice(&1u16.to_le_bytes()); // files
+    out.extend_from_slice(&0u16.to_le_bytes()); // flags
+    out.extend_from_slice(&0u16.to_le_bytes()); // set id
+    out.extend_from_slice(&0u16.to_le_bytes()); // cabinet index
+    // CFFOLDER
+    out.extend_from_slice(&coff_data.to_le_bytes());
+    out.extend_from_slice(&(frames.len() as u16).to_le_bytes());
+    out.extend_from_slice(&CAB_LZX_2MB.to_le_bytes());
+    // CFFILE
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes()); // offset in folder
+    out.extend_from_slice(&0u16.to_le_bytes()); // folder index
+    out.extend_from_slice(&0u16.to_le_bytes()); // date
+    out.extend_from_slice(&0u16.to_le_bytes()); // time
+    out.extend_from_slice(&0u16.to_le_bytes()); // attributes
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    // CFDATA
+    for (frame, chunk) in frames.iter().zip(data.chunks(CAB_FRAME)) {
+        let mut sizes = Vec::with_capacity(4);
+        sizes.extend_from_slice(&(frame.len() as u16).to_le_bytes());
+        sizes.extend_from_slice(&(chunk.len() as u16).to_le_bytes());
+        let csum = cab_checksum(&sizes, cab_checksum(frame, 0));
+        out.extend_from_slice(&csum.to_le_bytes());
+        out.extend_from_slice(&sizes);
+        out.extend_from_slice(frame);
+    }
+    out
+}
+
+/// Content URL of a file on a server at `base_url`.
+pub fn content_url(base_url: &str, sha1: &[u8; 20], file_name: &str) -> String {
+    format!("{base_url}/Content/{}", wsus_rel_path(sha1, file_name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn unpack(cab_bytes: &[u8]) -> Vec<u8> {
+        let mut cab = cab::Cabinet::new(std::io::Cursor::new(cab_bytes.to_vec())).unwrap();
+        let mut out = Vec::new();
+        cab.read_file("blob")
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn cabinets_decode_to_their_input() {
+        for len in [
+            0usize, 1, 2, 3, 1000, 32767, 32768, 32769, 65536, 100_001, 300_000,
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 3) as u8).collect();
+            let c = cab_lzx_stored("blob", &data);
+            if len > 0 {
+                assert_eq!(unpack(&c), data, "length {len}");
+            }
+            assert_eq!(&c[..4], b"MSCF");
+            assert_eq!(
+                u32::from_le_bytes(c[8..12].try_into().unwrap()) as usize,
+                c.len()
+            );
+        }
+    }
+
+    #[test]
+    fn checksum_matches_ms_cab() {
+        // Folded tail: 3 bytes a b c -> a<<16 | b<<8 | c.
+        assert_eq!(cab_checksum(&[1, 2, 3], 0), 0x010203);
+        assert_eq!(cab_checksum(&[1, 0, 0, 0, 5], 0), 1 ^ 5);
+        assert_eq!(cab_checksum(&[], 7), 7);
+    }
+
+    #[test]
+    fn protocol_versions() {
+        assert_eq!(parse_protocol_version("1.20"), Some((1, 20)));
+        assert_eq!(parse_protocol_version("2.0"), Some((2, 0)));
+        for bad in ["", "1", "1.", ".2", "a.b", "1.2.3", "-1.2", "1.999999"] {
+            assert_eq!(parse_protocol_version(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn fqdns() {
+        assert!(is_fqdn("probe.lab.invalid"));
+        assert!(is_fqdn("WSUS-01"));
+        for bad in ["", "a..b", "a b", "a/b", "x.", "<x>"] {
+            assert!(!is_fqdn(bad), "{bad}");
+        }
+    }
+}
