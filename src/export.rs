@@ -140,8 +140,11 @@ fn check_destination_name(name: &str) -> Result<()> {
 
 /// Fills the temp table `scope(update_id)` with the updates the filters
 /// select: every category and detectoid; software and drivers whose current
-/// revision names a selected product and classification (each filter only
-/// when given); and the updates those bundle.
+/// revision names a selected product and classification among its
+/// prerequisites (each filter only when given; with or without
+/// `IsCategory="true"`, since real documents such as the Defender installer
+/// bundles name them in plain `AtLeastOne` — the same rule `serve` applies);
+/// and the updates those bundle.
 fn build_scope(conn: &rusqlite::Connection, f: &Filters) -> Result<()> {
     conn.execute_batch("DROP TABLE IF EXISTS temp.scope; CREATE TEMP TABLE scope (update_id TEXT PRIMARY KEY) WITHOUT ROWID;")?;
     if f.products.is_empty() && f.classifications.is_empty() {
@@ -169,7 +172,7 @@ fn build_scope(conn: &rusqlite::Connection, f: &Filters) -> Result<()> {
         if given {
             sql.push_str(&format!(
                 " AND EXISTS (SELECT 1 FROM relationships x JOIN temp.wanted_cats w ON w.id = x.target_id AND w.kind = '{kind}' \
-                 WHERE x.rev_id = u.current_rev AND x.rel = 'prerequisite' AND x.is_category = 1)"
+                 WHERE x.rev_id = u.current_rev AND x.rel = 'prerequisite')"
             ));
         }
     }

@@ -518,7 +518,7 @@ impl Store {
         {
             args.push(cat.clone());
             sql.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM relationships x WHERE x.rev_id = u.current_rev AND x.rel = 'prerequisite' AND x.is_category = 1 AND x.target_id = ?{})",
+                " AND EXISTS (SELECT 1 FROM relationships x WHERE x.rev_id = u.current_rev AND x.rel = 'prerequisite' AND x.target_id = ?{})",
                 args.len()
             ));
         }
