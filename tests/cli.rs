@@ -136,9 +136,30 @@ fn updates_list_json_contract_and_filters() {
         serde_json::json!([])
     );
 
-    for (flag, id) in [
-        ("--classification", DEFINITION_UPDATES),
-        ("--product", DEFENDER_PRODUCT),
+    // The KB bundle names product and classification with IsCategory="true";
+    // the hidden installer bundles (and, for the product, the engine and
+    // platform leaves) name the same ids in a plain AtLeastOne, as the real
+    // WSUS documents do, and belong to them too.
+    let by_classification = [
+        "1f9bd9bb-7390-4aa3-bbdb-ded99fac2583",
+        DEFENDER_KB,
+        "ccb78947-6453-4ecc-9de8-bc0305c98f2d",
+    ];
+    let by_product = [
+        "1f9bd9bb-7390-4aa3-bbdb-ded99fac2583",
+        "266f6222-c89d-43f2-9f8a-69340271e677",
+        "7366a74a-ef29-44e1-b738-570b516aca1f",
+        DEFENDER_KB,
+        "ccb78947-6453-4ecc-9de8-bc0305c98f2d",
+        "ff36f0b5-dded-4780-8664-cd78af8b62c1",
+    ];
+    for (flag, id, want) in [
+        (
+            "--classification",
+            DEFINITION_UPDATES,
+            &by_classification[..],
+        ),
+        ("--product", DEFENDER_PRODUCT, &by_product[..]),
     ] {
         let f = gs(
             &dir,
@@ -152,18 +173,7 @@ fn updates_list_json_contract_and_filters() {
             .iter()
             .map(|u| u["id"].as_str().unwrap())
             .collect();
-        // The KB bundle names them with IsCategory="true"; the two hidden
-        // installer bundles name the same ids in a plain AtLeastOne (as the
-        // real WSUS does) and belong to them too.
-        assert_eq!(
-            ids,
-            [
-                "1f9bd9bb-7390-4aa3-bbdb-ded99fac2583",
-                DEFENDER_KB,
-                "ccb78947-6453-4ecc-9de8-bc0305c98f2d"
-            ],
-            "{flag}"
-        );
+        assert_eq!(ids, want, "{flag}");
     }
     let both = gs(
         &dir,
