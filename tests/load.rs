@@ -37,8 +37,14 @@ fn serve(store: &Path) -> Served {
         .spawn()
         .expect("start serve");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("listening on ").expect("listening line").to_string();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("listening line")
+        .to_string();
     Served { child, url }
 }
 
@@ -56,11 +62,34 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[test]
 fn fifty_concurrent_downstream_syncs_all_complete_while_slow_clients_trickle() {
     let (t, up) = new_store("hq", "autonomous");
-    gs(&up, &["catalog", "generate", "--updates", "80", "--content-bytes", "2M"]).ok();
+    gs(
+        &up,
+        &[
+            "catalog",
+            "generate",
+            "--updates",
+            "80",
+            "--content-bytes",
+            "2M",
+        ],
+    )
+    .ok();
     gs(&up, &["groups", "add", "Pilot"]).ok();
-    let list = gs(&up, &["updates", "list", "--json", "--kind", "software"]).ok().json();
-    for u in list.as_array().unwrap().iter().filter(|u| !u["title"].as_str().unwrap().starts_with("HIDDEN")).take(5) {
-        gs(&up, &["approve", u["id"].as_str().unwrap(), "--group", "Pilot"]).ok();
+    let list = gs(&up, &["updates", "list", "--json", "--kind", "software"])
+        .ok()
+        .json();
+    for u in list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| !u["title"].as_str().unwrap().starts_with("HIDDEN"))
+        .take(5)
+    {
+        gs(
+            &up,
+            &["approve", u["id"].as_str().unwrap(), "--group", "Pilot"],
+        )
+        .ok();
     }
     let server = serve(&up);
     let host = server.url.trim_start_matches("http://").to_string();
@@ -93,7 +122,15 @@ fn fifty_concurrent_downstream_syncs_all_complete_while_slow_clients_trickle() {
     let downs: Vec<PathBuf> = (0..n)
         .map(|i| {
             let d = t.path().join(format!("dss-{i:02}"));
-            gs_plain(&["init", d.to_str().unwrap(), "--name", &format!("dss-{i}"), "--mode", "replica"]).ok();
+            gs_plain(&[
+                "init",
+                d.to_str().unwrap(),
+                "--name",
+                &format!("dss-{i}"),
+                "--mode",
+                "replica",
+            ])
+            .ok();
             d
         })
         .collect();
@@ -104,7 +141,14 @@ fn fifty_concurrent_downstream_syncs_all_complete_while_slow_clients_trickle() {
             Command::new(bin())
                 .arg("--server")
                 .arg(d)
-                .args(["-q", "sync", "--upstream", &server.url, "--replica", "--json"])
+                .args([
+                    "-q",
+                    "sync",
+                    "--upstream",
+                    &server.url,
+                    "--replica",
+                    "--json",
+                ])
                 .env_remove("GAPSYNC_SERVER")
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -124,22 +168,42 @@ fn fifty_concurrent_downstream_syncs_all_complete_while_slow_clients_trickle() {
     for s in slow {
         let _ = s.join();
     }
-    assert!(failures.is_empty(), "{} of {n} syncs failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {n} syncs failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     // All equal to the upstream.
     let want_updates = gs(&up, &["updates", "list", "--json"]).ok().stdout;
     let want_deployments = gs(&up, &["deployments", "list", "--json"]).ok().stdout;
     let want_content = tree(&up.join("content"));
     for d in &downs {
-        assert_eq!(gs(d, &["updates", "list", "--json"]).ok().stdout, want_updates, "{}", d.display());
-        assert_eq!(gs(d, &["deployments", "list", "--json"]).ok().stdout, want_deployments, "{}", d.display());
+        assert_eq!(
+            gs(d, &["updates", "list", "--json"]).ok().stdout,
+            want_updates,
+            "{}",
+            d.display()
+        );
+        assert_eq!(
+            gs(d, &["deployments", "list", "--json"]).ok().stdout,
+            want_deployments,
+            "{}",
+            d.display()
+        );
         assert_eq!(tree(&d.join("content")), want_content, "{}", d.display());
     }
     // The server recorded each downstream and its memory stayed bounded.
     let rss = peak_rss_kib(server.child.id());
-    eprintln!("50 concurrent syncs in {took:?} with 8 slow clients; server peak RSS {} MiB", rss / 1024);
+    eprintln!(
+        "50 concurrent syncs in {took:?} with 8 slow clients; server peak RSS {} MiB",
+        rss / 1024
+    );
     assert!(rss > 0 && rss < 256 * 1024, "server peak RSS {rss} KiB");
     let conn = rusqlite::Connection::open(up.join("gapsync.db")).unwrap();
-    let recorded: i64 = conn.query_row("SELECT COUNT(*) FROM downstream_servers", [], |r| r.get(0)).unwrap();
+    let recorded: i64 = conn
+        .query_row("SELECT COUNT(*) FROM downstream_servers", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(recorded, n as i64);
 }
