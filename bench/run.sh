@@ -61,10 +61,10 @@ files_for() { echo $(( $(bytes "$1") / (4*1024*1024) + 1 )); }
 # updates so that there are enough leaves for the files (leaves ~ 0.71 N)
 updates_for() { local f; f=$(files_for "$1"); echo $(( f * 2 + 100 )); }
 
-# store DIR SIZE: a connected store with SIZE of content
+# store DIR SIZE [UPDATES]: a connected store with SIZE of content
 make_store() {
     "$G" init "$1" --name bench-up >>"$LOG"
-    "$G" --server "$1" -q catalog generate --updates "$(updates_for "$2")" --content-bytes "$2" --seed 1 >>"$LOG"
+    "$G" --server "$1" -q catalog generate --updates "${3:-$(updates_for "$2")}" --content-bytes "$2" --seed 1 >>"$LOG"
 }
 
 "$G" key generate --out "$WORK/k" >>"$LOG"
@@ -77,9 +77,9 @@ declare -A R
 S="$WORK/up"; make_store "$S" "$CONTENT"
 for i in $(seq "$RUNS"); do rm -rf "$WORK/b"; "$G" --server "$S" export --full --key "$WORK/k.key" --out "$WORK/b" --to "bench$i" -q >/dev/null; done; rm -rf "$WORK/b"
 for i in $(seq "$RUNS"); do rm -rf "$WORK/b"; timed "$G" --server "$S" -q export --full --key "$WORK/k.key" --out "$WORK/b" --to "x$i"; done; R[export]=$(median)
-for i in $(seq "$RUNS"); do rm -rf "$WORK/cp"; timed cp -r "$S/content" "$WORK/cp"; done; R[cp]=$(median); rm -rf "$WORK/cp"
+for i in $(seq "$RUNS"); do rm -rf "$WORK/cp"; timed bash -c "cp -r $S/content $WORK/cp && sync"; done; R[cp]=$(median); rm -rf "$WORK/cp"
 script_export() {
-    cd "$1" && tar -cf - content | zstd -q -T0 -1 > "$WORK/x.tar.zst" && sha256sum "$WORK/x.tar.zst" > "$WORK/SUMS" && minisign -S -s "$WORK/mk.key" -m "$WORK/SUMS" >/dev/null
+    cd "$1" && tar -cf - content | zstd -q -T0 -1 > "$WORK/x.tar.zst" && sha256sum "$WORK/x.tar.zst" > "$WORK/SUMS" && minisign -S -s "$WORK/mk.key" -m "$WORK/SUMS" >/dev/null && sync
 }
 export -f script_export; export WORK
 for i in $(seq "$RUNS"); do rm -f "$WORK/x.tar.zst"; timed bash -c "script_export $S"; done; R[script_export]=$(median)
@@ -91,7 +91,7 @@ for i in $(seq "$RUNS"); do
     timed "$G" --server "$WORK/down" -q import "$WORK/b"
 done; R[import]=$(median)
 script_import() {
-    rm -rf "$WORK/xdir" && mkdir -p "$WORK/xdir" && cd "$WORK" && minisign -V -q -p "$WORK/mk.pub" -m SUMS && sha256sum -c --quiet SUMS && zstd -q -d < "$WORK/x.tar.zst" | tar -x -C "$WORK/xdir"
+    rm -rf "$WORK/xdir" && mkdir -p "$WORK/xdir" && cd "$WORK" && minisign -V -q -p "$WORK/mk.pub" -m SUMS && sha256sum -c --quiet SUMS && zstd -q -d < "$WORK/x.tar.zst" | tar -x -C "$WORK/xdir" && sync
 }
 export -f script_import
 for i in $(seq "$RUNS"); do timed bash -c script_import; done; R[script_import]=$(median)
@@ -125,8 +125,12 @@ rm -rf "$M" "$WORK/mb" "$WORK/md" "$WORK/mi"
 
 # ---------------------------------------------------------------- 3. memory and 4. scaling
 declare -A EXP IMP
-for size in $(echo "$MEM_SIZES $SCALE_SIZES" | tr ' ' '\n' | sort -u -h); do
-    S="$WORK/s-$size"; make_store "$S" "$size"
+SIZES=$(echo "$MEM_SIZES $SCALE_SIZES" | tr ' ' '\n' | sort -u -h)
+# The same number of updates at every size (enough for the largest), so
+# only the content grows.
+FIXED_UPDATES=$(updates_for "$(echo "$SIZES" | tail -1)")
+for size in $SIZES; do
+    S="$WORK/s-$size"; make_store "$S" "$size" "$FIXED_UPDATES"
     timed "$G" --server "$S" -q export --full --key "$WORK/k.key" --out "$WORK/sb" --to s; EXP[$size]=$(median)
     "$G" init "$WORK/sd" --name sd --mode replica >>"$LOG"; "$G" --server "$WORK/sd" trust add "$WORK/k.pub" >>"$LOG"
     timed "$G" --server "$WORK/sd" -q import "$WORK/sb"; IMP[$size]=$(median)
@@ -141,7 +145,8 @@ mbps() { awk -v b="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.0f", b / 1e6 / s;
 
 echo
 echo "gapsync benchmark — $(date -u +%FT%TZ) — $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), median of $RUNS run(s)$( [ "$SMOKE" = 1 ] && echo ', SMOKE sizes')"
-echo "workloads: content-heavy $CONTENT in ~$(files_for "$CONTENT") files; metadata-heavy $REVS revisions, +$INC_REVS (revisions, deployments) change; drop caches: $DROP_CACHES"
+echo "workloads: content-heavy $CONTENT in ~$(files_for "$CONTENT") files; metadata-heavy $REVS revisions, +$INC_REVS (revisions, deployments) change; memory/scaling stores: $FIXED_UPDATES updates each; drop caches: $DROP_CACHES"
+echo "every compared command ends when its data is on disk (gapsync fsyncs; cp and the scripts are followed by sync)"
 echo
 printf "%-46s %10s %10s %8s %8s\n" "measure" "gapsync s" "other s" "ratio" "goal"
 printf "%-46s %10s %10s %8s %8s\n" "export --full / cp -r content" "$(t "${R[export]}")" "$(t "${R[cp]}")" "$(ratio "$(t "${R[export]}")" "$(t "${R[cp]}")")" "<= 1.15"
