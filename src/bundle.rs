@@ -168,6 +168,27 @@ pub struct DeploymentRecord {
     pub removed: bool,
 }
 
+impl DeploymentRecord {
+    /// Builds a record from a row whose first eleven columns are
+    /// `deployment_id, update_id, revision, group_id, action, admin_name,
+    /// deadline, go_live, download_priority, is_assigned, removed`.
+    pub(crate) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(DeploymentRecord {
+            deployment_id: r.get(0)?,
+            update_id: r.get(1)?,
+            revision: r.get(2)?,
+            group_id: r.get(3)?,
+            action: r.get(4)?,
+            admin_name: r.get(5)?,
+            deadline: r.get(6)?,
+            go_live: r.get(7)?,
+            download_priority: r.get(8)?,
+            is_assigned: r.get::<_, i64>(9)? != 0,
+            removed: r.get::<_, i64>(10)? != 0,
+        })
+    }
+}
+
 /// One entry of `content.json`: a content file and where its bytes are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

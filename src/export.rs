@@ -551,21 +551,7 @@ fn export_into(
             }
         );
         let mut st = tx.prepare(&dsql)?;
-        let rows = st.query_map(params![from_seq, to_seq], |r| {
-            Ok(DeploymentRecord {
-                deployment_id: r.get(0)?,
-                update_id: r.get(1)?,
-                revision: r.get(2)?,
-                group_id: r.get(3)?,
-                action: r.get(4)?,
-                admin_name: r.get(5)?,
-                deadline: r.get(6)?,
-                go_live: r.get(7)?,
-                download_priority: r.get(8)?,
-                is_assigned: r.get::<_, i64>(9)? != 0,
-                removed: r.get::<_, i64>(10)? != 0,
-            })
-        })?;
+        let rows = st.query_map(params![from_seq, to_seq], DeploymentRecord::from_row)?;
         for d in rows {
             state.deployments.push(d?);
         }

@@ -960,24 +960,10 @@ fn apply_deployments(
         }
         let row: Option<DeploymentRecord> = tx
             .query_row(
-                "SELECT deployment_id, update_id, revision, group_id, action, admin_name, deadline, go_live, download_priority, is_assigned \
-                 FROM deployments WHERE deployment_id = ?1 AND removed = 0",
+                "SELECT deployment_id, update_id, revision, group_id, action, admin_name, deadline, go_live, download_priority, is_assigned, \
+                 1 AS removed FROM deployments WHERE deployment_id = ?1 AND removed = 0",
                 [&id],
-                |r| {
-                    Ok(DeploymentRecord {
-                        deployment_id: r.get(0)?,
-                        update_id: r.get(1)?,
-                        revision: r.get(2)?,
-                        group_id: r.get(3)?,
-                        action: r.get(4)?,
-                        admin_name: r.get(5)?,
-                        deadline: r.get(6)?,
-                        go_live: r.get(7)?,
-                        download_priority: r.get(8)?,
-                        is_assigned: r.get::<_, i64>(9)? != 0,
-                        removed: true,
-                    })
-                },
+                DeploymentRecord::from_row,
             )
             .optional()?;
         if let Some(d) = row {
