@@ -785,7 +785,7 @@ fn export_into(
         }
         // Rule: the exporter never sends bytes that differ from what its
         // store recorded (a corrupted store file stops the export).
-        reader.check(&src, &f.sha1, &f.sha256, f.size)?;
+        reader.check(&src, &f.sha1, f.size)?;
     }
     if let Some((v, tar)) = current.take() {
         finish_pack(v, tar, &mut packs)?;
