@@ -149,7 +149,7 @@ fn build_scope(conn: &rusqlite::Connection, f: &Filters) -> Result<()> {
     conn.execute_batch("DROP TABLE IF EXISTS temp.scope; CREATE TEMP TABLE scope (update_id TEXT PRIMARY KEY) WITHOUT ROWID;")?;
     if f.products.is_empty() && f.classifications.is_empty() {
         conn.execute("INSERT INTO temp.scope SELECT update_id FROM updates", [])?;
-        return Ok(());
+        return filter_languages(conn, f);
     }
     conn.execute("INSERT INTO temp.scope SELECT update_id FROM updates WHERE kind IN ('category', 'detectoid')", [])?;
     conn.execute_batch("DROP TABLE IF EXISTS temp.wanted_cats; CREATE TEMP TABLE wanted_cats (kind TEXT, id TEXT);")?;
@@ -181,6 +181,31 @@ fn build_scope(conn: &rusqlite::Connection, f: &Filters) -> Result<()> {
         "INSERT OR IGNORE INTO temp.scope SELECT DISTINCT x.target_id FROM relationships x \
          JOIN updates u ON u.current_rev = x.rev_id JOIN temp.scope s ON s.update_id = u.update_id \
          WHERE x.rel = 'bundled' AND x.target_id IN (SELECT update_id FROM updates)",
+        [],
+    )?;
+    filter_languages(conn, f)?;
+    Ok(())
+}
+
+/// `--language`: software and driver updates that declare the languages
+/// they are for (`Properties/Language`) leave the scope unless one of them
+/// is selected; language-neutral updates (no declaration) always stay.
+fn filter_languages(conn: &rusqlite::Connection, f: &Filters) -> Result<()> {
+    if f.languages.is_empty() {
+        return Ok(());
+    }
+    conn.execute_batch("DROP TABLE IF EXISTS temp.wanted_langs; CREATE TEMP TABLE wanted_langs (language TEXT PRIMARY KEY) WITHOUT ROWID;")?;
+    for l in &f.languages {
+        conn.execute(
+            "INSERT OR IGNORE INTO temp.wanted_langs VALUES (lower(?1))",
+            [l],
+        )?;
+    }
+    conn.execute(
+        "DELETE FROM temp.scope WHERE update_id IN (SELECT u.update_id FROM updates u \
+         WHERE u.kind IN ('software', 'driver') \
+         AND EXISTS (SELECT 1 FROM revision_languages l WHERE l.rev_id = u.current_rev) \
+         AND NOT EXISTS (SELECT 1 FROM revision_languages l JOIN temp.wanted_langs w ON w.language = l.language WHERE l.rev_id = u.current_rev))",
         [],
     )?;
     Ok(())

@@ -149,6 +149,10 @@ pub struct UpdateMetadata {
     /// `/Update/Properties/SecuredFragment` is present (content is encrypted
     /// and needs GetUpdateDecryptionData).
     pub secured_fragment: bool,
+    /// `/Update/Properties/Language`: the languages a language-specific
+    /// update is for (empty for language-neutral updates, most of them).
+    #[serde(default)]
+    pub languages: Vec<String>,
     pub localized: Vec<Localized>,
     pub prerequisites: Vec<Prerequisite>,
     /// `BundledUpdates//UpdateIdentity`, in document order.
@@ -471,6 +475,7 @@ enum Tag {
     Properties,
     KbArticleId,
     SecuredFragment,
+    PropertiesLanguage,
     LocalizedCollection,
     Localized,
     Language,
@@ -500,7 +505,12 @@ impl Tag {
     fn captures_text(self) -> bool {
         matches!(
             self,
-            Tag::KbArticleId | Tag::Language | Tag::Title | Tag::Description | Tag::Sha256Digest
+            Tag::KbArticleId
+                | Tag::PropertiesLanguage
+                | Tag::Language
+                | Tag::Title
+                | Tag::Description
+                | Tag::Sha256Digest
         )
     }
 }
@@ -524,6 +534,7 @@ fn classify(parent: Tag, in_update_ns: bool, local: &str) -> Tag {
         (Tag::Update, "HandlerSpecificData") => Tag::HandlerSpecificData,
         (Tag::Properties, "KBArticleID") => Tag::KbArticleId,
         (Tag::Properties, "SecuredFragment") => Tag::SecuredFragment,
+        (Tag::Properties, "Language") => Tag::PropertiesLanguage,
         (Tag::LocalizedCollection, "LocalizedProperties") => Tag::Localized,
         (Tag::Localized, "Language") => Tag::Language,
         (Tag::Localized, "Title") => Tag::Title,
@@ -569,6 +580,7 @@ struct Builder {
     publication_state: Option<String>,
     eula_id: Option<Uuid>,
     secured_fragment: bool,
+    languages: Vec<String>,
     localized: Vec<Localized>,
     current_localized: Option<LocalizedBuilder>,
     prerequisites: Vec<Prerequisite>,
@@ -597,6 +609,7 @@ impl Default for Builder {
             publication_state: None,
             eula_id: None,
             secured_fragment: false,
+            languages: Vec::new(),
             localized: Vec::new(),
             current_localized: None,
             prerequisites: Vec::new(),
@@ -718,6 +731,7 @@ impl Builder {
                 self.text.clear();
             }
             Tag::SecuredFragment => self.secured_fragment = true,
+            Tag::PropertiesLanguage => self.text.clear(),
             Tag::Localized => self.current_localized = Some(LocalizedBuilder::default()),
             Tag::Language | Tag::Title | Tag::Description => self.text.clear(),
             Tag::PrerequisiteIdentity => {
@@ -830,6 +844,12 @@ impl Builder {
     /// Handles the end of an element opened with `tag`.
     fn close(&mut self, tag: Tag) -> Result<(), MetadataError> {
         match tag {
+            Tag::PropertiesLanguage => {
+                let l = self.text.trim_matches(is_xml_ws).to_ascii_lowercase();
+                if !l.is_empty() && !self.languages.contains(&l) {
+                    self.languages.push(l);
+                }
+            }
             Tag::KbArticleId => {
                 let kb = self.text.trim_matches(is_xml_ws);
                 self.kb_article_id = (!kb.is_empty()).then(|| kb.to_owned());
@@ -966,6 +986,7 @@ impl Builder {
             publication_state: self.publication_state,
             eula_id: self.eula_id,
             secured_fragment: self.secured_fragment,
+            languages: self.languages,
             localized: self.localized,
             prerequisites: self.prerequisites,
             bundled: self.bundled,
@@ -1031,6 +1052,14 @@ fn decode_digest<const N: usize>(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn language_specific_updates_declare_their_languages() {
+        let doc = r#"<upd:Update xmlns:upd="http://schemas.microsoft.com/msus/2002/12/Update"><upd:UpdateIdentity UpdateID="12345678-1234-1234-1234-123456789abc" RevisionNumber="3" /><upd:Properties UpdateType="Software"><upd:Language>de</upd:Language><upd:Language> FR </upd:Language><upd:Language>de</upd:Language></upd:Properties><upd:LocalizedPropertiesCollection><upd:LocalizedProperties><upd:Language>en</upd:Language><upd:Title>t</upd:Title></upd:LocalizedProperties></upd:LocalizedPropertiesCollection></upd:Update>"#;
+        let m = parse(doc.as_bytes()).unwrap();
+        assert_eq!(m.languages, ["de", "fr"]);
+        assert_eq!(m.localized[0].language, "en");
+    }
     use super::*;
     use proptest::prelude::*;
 
@@ -1124,6 +1153,7 @@ mod tests {
             publication_state: Some("Published".into()),
             eula_id: Some(id("5c2a0b3e-0d3f-4b4e-8a1c-abcdefabcdef")),
             secured_fragment: true,
+            languages: vec![],
             localized: vec![
                 Localized {
                     language: "en".into(),
@@ -1763,6 +1793,7 @@ mod tests {
                 publication_state: None,
                 eula_id: None,
                 secured_fragment: false,
+                languages: vec![],
                 localized: locs
                     .iter()
                     .map(|(language, title, description)| Localized {

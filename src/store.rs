@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
+    include_str!("schema_v4.sql"),
 ];
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// The trust tables alone (for in-memory trust views).
@@ -303,6 +304,9 @@ impl Store {
             let tx = conn.transaction()?;
             for m in &MIGRATIONS[version as usize..] {
                 tx.execute_batch(m)?;
+            }
+            if version < 4 {
+                backfill_languages(&tx)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
@@ -900,6 +904,14 @@ pub(crate) fn insert_revision(
             ])?;
         }
     }
+    {
+        let mut st = tx.prepare_cached(
+            "INSERT OR IGNORE INTO revision_languages (rev_id, language) VALUES (?1, ?2)",
+        )?;
+        for l in &meta.languages {
+            st.execute(params![rev_id, l])?;
+        }
+    }
     // The newest revision is current.
     tx.prepare_cached(
         "INSERT INTO updates (update_id, kind, category_type, current_rev) VALUES (?1, ?2, ?3, ?4) \
@@ -987,4 +999,24 @@ mod tests {
         );
         assert_eq!(canonical_guid("nope"), None);
     }
+}
+
+/// Fills `revision_languages` for revisions stored before schema 4, from
+/// their verbatim XML.
+fn backfill_languages(tx: &Connection) -> Result<()> {
+    let rows: Vec<(i64, Vec<u8>)> = {
+        let mut st = tx.prepare("SELECT rev_id, xml FROM revisions")?;
+        let it = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        it.collect::<rusqlite::Result<_>>()?
+    };
+    let mut st =
+        tx.prepare("INSERT OR IGNORE INTO revision_languages (rev_id, language) VALUES (?1, ?2)")?;
+    for (rev_id, xml) in rows {
+        if let Ok(m) = metadata::parse(&xml) {
+            for l in &m.languages {
+                st.execute(params![rev_id, l])?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -976,3 +976,65 @@ fn volumes_can_arrive_one_at_a_time_at_one_mount_point() {
     assert_eq!(*asked.borrow(), (2..=vols.len() as u32).collect::<Vec<_>>());
     lab.assert_equal();
 }
+
+#[test]
+fn language_filter_keeps_neutral_and_selected_language_updates() {
+    let (t, up) = new_store("hq", "autonomous");
+    let docs = t.path().join("docs");
+    fs::create_dir_all(&docs).unwrap();
+    let with_lang = |id: &str, lang: Option<&str>| {
+        let x = update_xml(id, 1, "Software", id, &[], &[]);
+        match lang {
+            Some(l) => x.replace(
+                "></upd:Properties>",
+                &format!("><upd:Language>{l}</upd:Language></upd:Properties>"),
+            ),
+            None => x,
+        }
+    };
+    for (id, lang) in [
+        ("dddddddd-0000-0000-0000-00000000000d", Some("de")),
+        ("ffffffff-0000-0000-0000-00000000000f", Some("fr")),
+        ("eeeeeeee-0000-0000-0000-00000000000e", None),
+    ] {
+        fs::write(docs.join(format!("{id}.xml")), with_lang(id, lang)).unwrap();
+    }
+    gs(&up, &["catalog", "add", docs.to_str().unwrap()]).ok();
+    let key = t.path().join("k");
+    gs_plain(&["key", "generate", "--out", key.to_str().unwrap()]).ok();
+    let b = t.path().join("b");
+    gs(
+        &up,
+        &[
+            "export",
+            "--key",
+            key.with_extension("key").to_str().unwrap(),
+            "--out",
+            b.to_str().unwrap(),
+            "--language",
+            "DE",
+        ],
+    )
+    .ok();
+    let listing = Command::new("tar")
+        .args(["--zstd", "-tf"])
+        .arg(b.join("metadata.tar.zst"))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.contains("dddddddd-0000-0000-0000-00000000000d-r1.xml"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("eeeeeeee-0000-0000-0000-00000000000e-r1.xml"),
+        "language-neutral stays: {listing}"
+    );
+    assert!(
+        !listing.contains("ffffffff"),
+        "French-only update filtered out: {listing}"
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(b.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["filters"]["languages"][0], "de");
+}
