@@ -945,6 +945,26 @@ pub fn canonical_guid(s: &str) -> Option<String> {
     Uuid::parse_str(s.trim()).ok().map(|u| u.to_string())
 }
 
+/// Fills `revision_languages` for revisions stored before schema 4, from
+/// their verbatim XML.
+fn backfill_languages(tx: &Connection) -> Result<()> {
+    let rows: Vec<(i64, Vec<u8>)> = {
+        let mut st = tx.prepare("SELECT rev_id, xml FROM revisions")?;
+        let it = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        it.collect::<rusqlite::Result<_>>()?
+    };
+    let mut st =
+        tx.prepare("INSERT OR IGNORE INTO revision_languages (rev_id, language) VALUES (?1, ?2)")?;
+    for (rev_id, xml) in rows {
+        if let Ok(m) = metadata::parse(&xml) {
+            for l in &m.languages {
+                st.execute(params![rev_id, l])?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -999,24 +1019,4 @@ mod tests {
         );
         assert_eq!(canonical_guid("nope"), None);
     }
-}
-
-/// Fills `revision_languages` for revisions stored before schema 4, from
-/// their verbatim XML.
-fn backfill_languages(tx: &Connection) -> Result<()> {
-    let rows: Vec<(i64, Vec<u8>)> = {
-        let mut st = tx.prepare("SELECT rev_id, xml FROM revisions")?;
-        let it = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        it.collect::<rusqlite::Result<_>>()?
-    };
-    let mut st =
-        tx.prepare("INSERT OR IGNORE INTO revision_languages (rev_id, language) VALUES (?1, ?2)")?;
-    for (rev_id, xml) in rows {
-        if let Ok(m) = metadata::parse(&xml) {
-            for l in &m.languages {
-                st.execute(params![rev_id, l])?;
-            }
-        }
-    }
-    Ok(())
 }
