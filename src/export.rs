@@ -766,29 +766,32 @@ fn export_into(
     // --- content packs, one per volume, streamed from the store and
     //     re-verified while copied.
     progress.phase("content", Some(counts.content_bytes), "bytes");
-    let mut current: Option<(u32, tar::Builder<HashingWriter<BufWriter<File>>>)> = None;
-    let finish_pack = |v: u32,
-                       tar: tar::Builder<HashingWriter<BufWriter<File>>>,
-                       packs: &mut Vec<PackEntry>|
-     -> Result<()> {
-        let name = content_pack_name(v);
-        let hw = tar.into_inner().map_err(|e| Error::io(&name, e))?;
-        let (mut bw, sha, size) = hw.into_parts();
-        bw.flush().at(&name)?;
-        bw.get_ref().sync_all().at(&name)?;
-        packs.push(PackEntry {
-            volume: v,
-            name,
-            size,
-            sha256: sha,
-        });
-        Ok(())
-    };
+    // The tar builder writes into a BufWriter (so std's copy reads the
+    // content straight into its 1 MiB buffer), whose flushes feed the
+    // pack's SHA-256 in large pieces.
+    type PackWriter = BufWriter<HashingWriter<File>>;
+    let mut current: Option<(u32, tar::Builder<PackWriter>)> = None;
+    let finish_pack =
+        |v: u32, tar: tar::Builder<PackWriter>, packs: &mut Vec<PackEntry>| -> Result<()> {
+            let name = content_pack_name(v);
+            let bw = tar.into_inner().map_err(|e| Error::io(&name, e))?;
+            let hw = bw
+                .into_inner()
+                .map_err(|e| Error::io(&name, e.into_error()))?;
+            let (file, sha, size) = hw.into_parts();
+            file.sync_all().at(&name)?;
+            packs.push(PackEntry {
+                volume: v,
+                name,
+                size,
+                sha256: sha,
+            });
+            Ok(())
+        };
     for (f, parts) in content.iter().zip(&placements) {
         let src = store_content_path(dir_of_store(&tx)?, &f.rel_path);
         let file = File::open(&src).at(&src)?;
-        let mut reader =
-            crate::content::VerifyingReader::new(io::BufReader::with_capacity(1 << 20, file));
+        let mut reader = crate::content::VerifyingReader::new(file);
         for p in parts {
             if current.as_ref().map(|(v, _)| *v) != Some(p.volume) {
                 if let Some((v, tar)) = current.take() {
@@ -800,7 +803,7 @@ fn export_into(
                 let file = File::create(&path).at(&path)?;
                 current = Some((
                     p.volume,
-                    tar::Builder::new(HashingWriter::new(BufWriter::with_capacity(1 << 20, file))),
+                    tar::Builder::new(BufWriter::with_capacity(1 << 20, HashingWriter::new(file))),
                 ));
             }
             if let Some((_, tar)) = current.as_mut() {
