@@ -1161,9 +1161,15 @@ pub fn parse_download_files(body: &[u8]) -> Result<(), ClientError> {
 /// bounded to [`MAX_DOCUMENT_BYTES`]. A malformed Cabinet is an error, never
 /// a panic.
 pub fn decompress_blob(cab_bytes: &[u8]) -> Result<Vec<u8>, String> {
+    check_cabinet_shape(cab_bytes)?;
     let run = || -> Result<Vec<u8>, String> {
         let mut cab = cab::Cabinet::new(io::Cursor::new(cab_bytes))
             .map_err(|e| format!("not a Cabinet: {e}"))?;
+        // Rule: every folder has data blocks (the decoder indexes them
+        // without checking; found by fuzzing).
+        if cab.folder_entries().any(|f| f.num_data_blocks() == 0) {
+            return Err("a Cabinet folder has no data blocks".into());
+        }
         let members: Vec<(String, u32)> = cab
             .folder_entries()
             .flat_map(|f| f.file_entries())
@@ -1197,6 +1203,27 @@ pub fn decompress_blob(cab_bytes: &[u8]) -> Result<Vec<u8>, String> {
     };
     std::panic::catch_unwind(run)
         .unwrap_or_else(|_| Err("the Cabinet decoder failed on malformed data".into()))
+}
+
+/// Rule: an update blob is a Cabinet ("MSCF") whose first file starts at
+/// offset 0 of its folder, as WSUS writes them; anything else is refused
+/// before the decoder sees it (the decoder panics on some such inputs).
+fn check_cabinet_shape(b: &[u8]) -> Result<(), String> {
+    let u32_at = |i: usize| {
+        b.get(i..i + 4)
+            .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    };
+    if b.get(0..4) != Some(b"MSCF") {
+        return Err("not a Cabinet (no MSCF signature)".into());
+    }
+    let coff_files = u32_at(16).ok_or("truncated Cabinet header")? as usize;
+    let offset = u32_at(coff_files.saturating_add(4)).ok_or("Cabinet file entry out of range")?;
+    if offset != 0 {
+        return Err(format!(
+            "the Cabinet member starts at offset {offset} of its folder, expected 0"
+        ));
+    }
+    Ok(())
 }
 
 /// Parses an `xsd:dateTime` as WSUS writes it (`2026-10-04T20:33:26.65455Z`,
@@ -2075,5 +2102,19 @@ mod tests {
         assert!(normalise_base_url("ftp://x").is_err());
         assert!(normalise_base_url("http:///x").is_err());
         assert!(normalise_base_url("http://x/?a").is_err());
+    }
+
+    /// A fuzzer-found body whose compressed blob made the Cabinet decoder
+    /// index an empty block list: refused as an error, no panic.
+    #[test]
+    fn fuzz_regression_cabinet_folder_without_blocks() {
+        let body = include_bytes!("../../fuzz/regressions/soap-cab-folder-without-blocks.bin");
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| panic!("a panic reached the hook")));
+        let r = std::panic::catch_unwind(|| parse_update_data(body));
+        std::panic::set_hook(hook);
+        let r = r.expect("no panic, not even a caught one");
+        let e = r.expect_err("a malformed blob is an error");
+        assert!(e.to_string().to_lowercase().contains("cabinet"), "{e}");
     }
 }
