@@ -218,6 +218,7 @@ fn plan_content(
     mode: ContentMode,
     since: Option<i64>,
     to: i64,
+    resend: bool,
 ) -> Result<(Vec<Planned>, u64)> {
     if mode == ContentMode::None {
         return Ok((Vec::new(), 0));
@@ -290,7 +291,7 @@ fn plan_content(
          ORDER BY c.rel_path",
     )?;
     // A full bundle starts a new chain: it carries all content again.
-    let full = since.is_none();
+    let full = since.is_none() || resend;
     let rows = st.query_map(params![destination, to, full], |r| {
         Ok((
             r.get::<_, Vec<u8>>(0)?,
@@ -519,8 +520,33 @@ fn export_into(
             opts.destination, l.filters
         )));
     }
-    let seq = ledger.as_ref().map(|l| l.last_seq + 1).unwrap_or(1);
-    let prev = ledger.as_ref().map(|l| l.last_manifest_sha256.clone());
+    let (seq, prev) = match (opts.since, &ledger) {
+        // `--since`: continue from the exported link that ended at the
+        // anchor (the bundles after it are taken as lost; the importer never
+        // applied them, so the new link replaces them).
+        (Some(anchor), Some(_)) => {
+            let link: Option<(i64, String)> = store
+                .conn()
+                .query_row(
+                    "SELECT seq, manifest_sha256 FROM export_history WHERE destination = ?1 AND to_anchor = ?2 ORDER BY seq DESC LIMIT 1",
+                    params![opts.destination, anchor],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let (s, m) = link.ok_or_else(|| {
+                Error::Refused(format!(
+                    "no bundle exported to {:?} ended at anchor {anchor}; `gapsync exports list` shows the links, \
+                     `gapsync imports list` on the disconnected server the last one it applied",
+                    opts.destination
+                ))
+            })?;
+            (s as u64 + 1, Some(m))
+        }
+        _ => (
+            ledger.as_ref().map(|l| l.last_seq + 1).unwrap_or(1),
+            ledger.as_ref().map(|l| l.last_manifest_sha256.clone()),
+        ),
+    };
     let last_stmt = ledger.as_ref().map(|l| l.last_stmt_seq).unwrap_or(0);
 
     let tx = store.conn_mut().transaction()?;
@@ -606,12 +632,15 @@ fn export_into(
     counts.declined = state.declined.len() as u64;
 
     // --- content plan
+    // After `--since`, content sent in the replaced links is sent again.
+    let resend = opts.since.is_some();
     let (content, missing) = plan_content(
         &tx,
         opts.destination,
         opts.filters.content,
         from_seq,
         to_seq,
+        resend,
     )?;
     counts.content_missing = missing;
     counts.content_files = content.len() as u64;
@@ -964,6 +993,25 @@ fn record_ledger<'s>(
          last_to_anchor = excluded.last_to_anchor, last_stmt_seq = excluded.last_stmt_seq, filters = excluded.filters, updated = excluded.updated",
         params![opts.destination, r.seq as i64, r.bundle_id, r.manifest_sha256, r.to_anchor, max_stmt, filters, now],
     )?;
+    tx.execute(
+        "INSERT OR REPLACE INTO export_history (destination, seq, bundle_id, manifest_sha256, kind, from_anchor, to_anchor, created) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            opts.destination,
+            r.seq as i64,
+            r.bundle_id,
+            r.manifest_sha256,
+            if r.kind == BundleKind::Full { "full" } else { "incremental" },
+            r.from_anchor,
+            r.to_anchor,
+            now
+        ],
+    )?;
+    // Links after this one (replaced by a `--since` export) are forgotten.
+    tx.execute(
+        "DELETE FROM export_history WHERE destination = ?1 AND seq > ?2",
+        params![opts.destination, r.seq as i64],
+    )?;
     if r.kind == BundleKind::Full {
         tx.execute(
             "DELETE FROM export_sent_content WHERE destination = ?1",
@@ -991,6 +1039,40 @@ fn record_ledger<'s>(
         }
     }
     Ok(tx)
+}
+
+/// A row of `exports list`: one bundle exported to a destination.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportedLink {
+    pub destination: String,
+    pub seq: i64,
+    pub bundle_id: String,
+    pub kind: String,
+    pub from_anchor: Option<String>,
+    pub to_anchor: String,
+    pub manifest_sha256: String,
+    pub created: String,
+}
+
+/// Every bundle exported, per destination and seq (the chains).
+pub fn history(store: &Store) -> Result<Vec<ExportedLink>> {
+    let mut st = store.conn().prepare(
+        "SELECT destination, seq, bundle_id, kind, from_anchor, to_anchor, manifest_sha256, created \
+         FROM export_history ORDER BY destination, seq",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok(ExportedLink {
+            destination: r.get(0)?,
+            seq: r.get(1)?,
+            bundle_id: r.get(2)?,
+            kind: r.get(3)?,
+            from_anchor: r.get(4)?,
+            to_anchor: r.get(5)?,
+            manifest_sha256: r.get(6)?,
+            created: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 #[cfg(test)]

@@ -1281,3 +1281,40 @@ fn expected_from_metadata(tx: &Connection, rec: &ContentRecord) -> Result<Expect
         size: Some(rec.size),
     })
 }
+
+/// A row of `imports list`: one bundle applied on this server.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppliedBundle {
+    pub source_server_id: String,
+    pub seq: i64,
+    pub bundle_id: String,
+    pub full: bool,
+    pub from_anchor: Option<String>,
+    /// Pass this to `export --since` on the source to continue after it.
+    pub to_anchor: String,
+    pub manifest_sha256: String,
+    pub imported: String,
+    pub local_anchor: String,
+}
+
+/// The import ledger, per source and seq.
+pub fn ledger(store: &Store) -> Result<Vec<AppliedBundle>> {
+    let mut st = store.conn().prepare(
+        "SELECT source_server_id, seq, bundle_id, full, from_anchor, to_anchor, manifest_sha256, imported, local_anchor \
+         FROM import_ledger ORDER BY source_server_id, seq",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok(AppliedBundle {
+            source_server_id: r.get(0)?,
+            seq: r.get(1)?,
+            bundle_id: r.get(2)?,
+            full: r.get::<_, i64>(3)? != 0,
+            from_anchor: r.get(4)?,
+            to_anchor: r.get(5)?,
+            manifest_sha256: r.get(6)?,
+            imported: r.get(7)?,
+            local_anchor: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}

@@ -1038,3 +1038,84 @@ fn language_filter_keeps_neutral_and_selected_language_updates() {
         serde_json::from_slice(&fs::read(b.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["filters"]["languages"][0], "de");
 }
+
+#[test]
+fn lost_bundles_are_replaced_by_an_export_since_the_last_applied_anchor() {
+    let mut lab = Lab::new("2M");
+    let b1 = lab.export(&[]);
+    lab.import(&b1).ok();
+    // Two links are exported but lost on the way.
+    gs(
+        &lab.up,
+        &[
+            "catalog",
+            "generate",
+            "--updates",
+            "10",
+            "--content-bytes",
+            "1M",
+            "--seed",
+            "2",
+        ],
+    )
+    .ok();
+    let _lost2 = lab.export(&[]);
+    gs(&lab.up, &["groups", "add", "Lost"]).ok();
+    let _lost3 = lab.export(&[]);
+    let links = gs(&lab.up, &["exports", "list", "--json"]).ok().json();
+    assert_eq!(links.as_array().unwrap().len(), 3);
+    // The disconnected side says where it stands.
+    let applied = gs(&lab.down, &["imports", "list", "--json"]).ok().json();
+    let anchor = applied[0]["to_anchor"].as_str().unwrap().to_string();
+    assert_eq!(applied[0]["seq"], 1);
+    // A new link from there replaces the lost ones, content included.
+    let again = lab.export(&["--since", &anchor, "--json"]);
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(again.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["seq"], 2);
+    assert_eq!(m["from_anchor"], anchor.as_str());
+    assert_eq!(
+        m["counts"]["content_bytes"],
+        1 << 20,
+        "content sent in the lost links travels again"
+    );
+    lab.import(&again).ok();
+    lab.assert_equal();
+    // And the chain goes on from the new link.
+    gs(&lab.up, &["groups", "add", "After"]).ok();
+    let next = lab.export(&[]);
+    lab.import(&next).ok();
+    lab.assert_equal();
+    assert_eq!(
+        gs(&lab.up, &["exports", "list", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    // An anchor that ends no exported link is refused with a pointer.
+    gs(&lab.up, &["groups", "add", "Z"]).ok();
+    let head = gs(&lab.up, &["status", "--json"]).ok().json()["anchor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = lab.root.join("x");
+    gs(
+        &lab.up,
+        &[
+            "export",
+            "--key",
+            lab.key.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--to",
+            "plant",
+            "--since",
+            &head,
+        ],
+    )
+    .fails(1, "exports list");
+    assert!(!out.exists());
+}

@@ -147,6 +147,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bundles exported, per destination (the chains).
+    #[command(subcommand)]
+    Exports(ListCmd),
+    /// Bundles imported, per source (the import ledger).
+    #[command(subcommand)]
+    Imports(ListCmd),
     /// Signing keys.
     #[command(subcommand)]
     Key(KeyCmd),
@@ -235,6 +241,14 @@ enum Command {
         updates: u64,
         #[arg(long, default_value = "128M")]
         content_bytes: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ListCmd {
+    List {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -794,6 +808,43 @@ fn run(cli: Cli) -> Result<()> {
             json,
             &progress,
         )?,
+        Command::Exports(ListCmd::List { json }) => {
+            let store = Store::open(server_dir(&cli.server)?)?;
+            let list = gapsync::export::history(&store)?;
+            if json {
+                print_json(&list)?;
+            } else {
+                for l in list {
+                    println!(
+                        "{:<16} seq {:<5} {:<11} {} -> {}  {}",
+                        l.destination,
+                        l.seq,
+                        l.kind,
+                        l.from_anchor.as_deref().unwrap_or("(full)"),
+                        l.to_anchor,
+                        l.created
+                    );
+                }
+            }
+        }
+        Command::Imports(ListCmd::List { json }) => {
+            let store = Store::open(server_dir(&cli.server)?)?;
+            let list = gapsync::import::ledger(&store)?;
+            if json {
+                print_json(&list)?;
+            } else {
+                for l in list {
+                    println!(
+                        "{} seq {:<5} {:<11} to {}  {}",
+                        l.source_server_id,
+                        l.seq,
+                        if l.full { "full" } else { "incremental" },
+                        l.to_anchor,
+                        l.imported
+                    );
+                }
+            }
+        }
         Command::Key(KeyCmd::Generate { out, json }) => trust::key_generate(&out, json)?,
         Command::Trust(TrustCmd::Add {
             public_key,
