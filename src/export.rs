@@ -62,6 +62,9 @@ pub struct ExportReport {
     pub counts: Counts,
     pub bytes_written: u64,
     pub manifest_sha256: String,
+    /// SHA-1s of the content files the bundle carries (for the ledger).
+    #[serde(skip)]
+    pub sent_sha1: Vec<[u8; 20]>,
 }
 
 struct Ledger {
@@ -464,7 +467,7 @@ pub fn export(
             // The ledger rows and the bundle appear together: the rows are
             // written, the folder renamed into place, then the transaction
             // commits; if the commit fails the folder is taken back.
-            let tx = match record_ledger(store, opts, &report, &partial) {
+            let tx = match record_ledger(store, opts, &report) {
                 Ok(tx) => tx,
                 Err(e) => {
                     let _ = fs::remove_dir_all(&partial);
@@ -949,6 +952,7 @@ fn export_into(
         counts,
         bytes_written,
         manifest_sha256,
+        sent_sha1: content.iter().map(|c| c.sha1).collect(),
     })
 }
 
@@ -975,7 +979,6 @@ fn record_ledger<'s>(
     store: &'s mut Store,
     opts: &ExportOptions<'_>,
     r: &ExportReport,
-    bundle_dir: &Path,
 ) -> Result<rusqlite::Transaction<'s>> {
     let filters = serde_json::to_string(&opts.filters)
         .map_err(|e| Error::invalid("filters", e.to_string()))?;
@@ -1018,24 +1021,12 @@ fn record_ledger<'s>(
             [opts.destination],
         )?;
     }
-    // The content index lists what was sent.
-    let layout = bundle::Layout::discover(bundle_dir)?;
-    let first = layout
-        .volumes
-        .first()
-        .cloned()
-        .unwrap_or(bundle_dir.to_path_buf());
-    let cjson = bundle::read_small(&first.join(CONTENT_ENTRY), u64::MAX, "oversized-file")?;
-    let index: Vec<ContentRecord> = serde_json::from_slice(&cjson)
-        .map_err(|e| Error::invalid("content index", e.to_string()))?;
     {
         let mut st = tx.prepare(
             "INSERT OR IGNORE INTO export_sent_content (destination, sha1) VALUES (?1, ?2)",
         )?;
-        for c in &index {
-            let sha1 =
-                hex::decode(&c.sha1).map_err(|e| Error::invalid("content index", e.to_string()))?;
-            st.execute(params![opts.destination, sha1])?;
+        for sha1 in &r.sent_sha1 {
+            st.execute(params![opts.destination, &sha1[..]])?;
         }
     }
     Ok(tx)
