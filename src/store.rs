@@ -491,9 +491,8 @@ impl Store {
     /// Resolves an update id given by a user (any case, with or without
     /// braces) to its canonical lower-case form, if the update is known.
     pub fn resolve_update(&self, id: &str) -> Result<String> {
-        let uuid = Uuid::parse_str(id.trim().trim_start_matches('{').trim_end_matches('}'))
-            .map_err(|_| Error::UnknownUpdate(format!("{id} (not a GUID)")))?;
-        let canon = uuid.to_string();
+        let canon =
+            canonical_guid(id).ok_or_else(|| Error::UnknownUpdate(format!("{id} (not a GUID)")))?;
         let found: Option<String> = self
             .conn
             .query_row(
@@ -941,9 +940,12 @@ pub(crate) fn record_content(tx: &Connection, now: &str, f: &ContentFile) -> Res
     Ok(())
 }
 
-/// A GUID in canonical lower-case form, or None when `s` is not a GUID.
+/// A GUID in canonical lower-case form (any case, with or without
+/// braces), or None when `s` is not a GUID.
 pub fn canonical_guid(s: &str) -> Option<String> {
-    Uuid::parse_str(s.trim()).ok().map(|u| u.to_string())
+    Uuid::parse_str(s.trim().trim_start_matches('{').trim_end_matches('}'))
+        .ok()
+        .map(|u| u.to_string())
 }
 
 /// Fills `revision_languages` for revisions stored before schema 4, from

@@ -11,7 +11,7 @@ mod trust;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
@@ -450,9 +450,7 @@ pub(crate) fn print_json<T: Serialize>(v: &T) -> Result<()> {
 }
 
 fn canonical_id(what: &str, s: &str) -> Result<String> {
-    uuid::Uuid::parse_str(s.trim().trim_start_matches('{').trim_end_matches('}'))
-        .map(|u| u.to_string())
-        .with_context(|| format!("{what} {s:?} is not a GUID"))
+    gapsync::store::canonical_guid(s).ok_or_else(|| anyhow!("{what} {s:?} is not a GUID"))
 }
 
 fn default_admin() -> String {
