@@ -54,6 +54,10 @@ pub enum Error {
     Refused(String),
     #[error("invalid {what}: {why}")]
     Invalid { what: String, why: String },
+    /// An option the caller passed is out of range or contradicts another
+    /// (the binary exits 2 for these: a usage error).
+    #[error("{what}: {why}")]
+    BadArgument { what: String, why: String },
     #[error("{name}: {what} mismatch: metadata says {expected}, file has {actual}")]
     DigestMismatch {
         name: String,
@@ -94,6 +98,19 @@ impl Error {
             what: what.into(),
             why: why.into(),
         }
+    }
+
+    pub fn bad_argument(what: impl Into<String>, why: impl Into<String>) -> Self {
+        Error::BadArgument {
+            what: what.into(),
+            why: why.into(),
+        }
+    }
+
+    /// True when the error is a bad option given by the caller (the binary
+    /// exits 2: usage).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::BadArgument { .. })
     }
 
     /// True when the error is a failed verification (a digest, size or

@@ -190,7 +190,7 @@ fn updates_list_json_contract_and_filters() {
     .ok()
     .json();
     assert_eq!(both, serde_json::json!([]));
-    gs(&dir, &["updates", "list", "--product", "not-a-guid"]).fails(1, "not-a-guid");
+    gs(&dir, &["updates", "list", "--product", "not-a-guid"]).fails(2, "not-a-guid");
 }
 
 #[test]

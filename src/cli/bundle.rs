@@ -3,7 +3,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result};
 use gapsync::bundle::{ContentMode, Filters, Layout};
 use gapsync::export::{self, ExportOptions};
 use gapsync::import::{self, ImportOptions};
@@ -13,6 +13,7 @@ use gapsync::trust::{PublicKey, SecretKey};
 use gapsync::units::{human_bytes, parse_size};
 use gapsync::verify::{self, TrustView};
 
+use super::failure::usage;
 use super::print_json;
 
 pub struct ExportArgs {
@@ -43,7 +44,7 @@ fn canonical_ids(what: &str, ids: &[String]) -> Result<Vec<String>> {
 pub fn export(server: &Path, a: ExportArgs, progress: &dyn Progress) -> Result<()> {
     let key = SecretKey::read_file(&a.key)?;
     let content = ContentMode::parse(&a.content)
-        .ok_or_else(|| anyhow!("--content must be all, approved or none"))?;
+        .ok_or_else(|| usage!("--content must be all, approved or none"))?;
     let mut languages: Vec<String> = a.languages.iter().map(|l| l.to_ascii_lowercase()).collect();
     languages.sort();
     languages.dedup();
@@ -111,8 +112,10 @@ fn layout(path: Option<&Path>, volumes: &[PathBuf]) -> Result<Layout> {
     match (path, volumes.is_empty()) {
         (Some(p), true) => Ok(Layout::discover(p)?),
         (None, false) => Ok(Layout::from_volumes(volumes)),
-        (Some(_), false) => bail!("give either a bundle PATH or --volumes DIR..., not both"),
-        (None, true) => bail!("give a bundle PATH or --volumes DIR..."),
+        (Some(_), false) => Err(usage!(
+            "give either a bundle PATH or --volumes DIR..., not both"
+        )),
+        (None, true) => Err(usage!("give a bundle PATH or --volumes DIR...")),
     }
 }
 
@@ -128,14 +131,20 @@ pub fn verify(
     let layout = layout(path, volumes)?;
     let store = match server {
         Some(s) if trust.is_empty() => Some(Store::open(s)?),
-        Some(_) => bail!("give either --trust PREFIX.pub... or --server DIR, not both"),
+        Some(_) => {
+            return Err(usage!(
+                "give either --trust PREFIX.pub... or --server DIR, not both"
+            ));
+        }
         None => None,
     };
     let mut view = match &store {
         Some(s) => TrustView::from_store(s.conn())?,
         None => {
             if trust.is_empty() {
-                bail!("verify needs the keys to trust: --trust PREFIX.pub... or --server DIR");
+                return Err(usage!(
+                    "verify needs the keys to trust: --trust PREFIX.pub... or --server DIR"
+                ));
             }
             let keys: Vec<PublicKey> = trust
                 .iter()

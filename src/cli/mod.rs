@@ -3,6 +3,7 @@
 
 mod bundle;
 mod demo;
+mod failure;
 mod progress;
 mod serve;
 mod sync;
@@ -11,7 +12,7 @@ mod trust;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
@@ -22,6 +23,7 @@ use gapsync::metadata::UpdateKind;
 use gapsync::store::{Mode, Store, UpdateFilter};
 use gapsync::units::{human_bytes, parse_size};
 
+use failure::usage;
 use progress::TermProgress;
 
 #[derive(Parser)]
@@ -418,30 +420,40 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            if !e.use_stderr() {
+                return ExitCode::SUCCESS; // --help, --version
+            }
+            if wants_json() {
+                let text = e.kind().to_string();
+                let msg = e
+                    .render()
+                    .to_string()
+                    .lines()
+                    .next()
+                    .map(|l| l.trim_start_matches("error: ").to_string())
+                    .unwrap_or(text);
+                failure::print_json_failure(failure::EXIT_USAGE, None, &msg);
+            }
+            return ExitCode::from(failure::EXIT_USAGE);
         }
     };
+    let json = wants_json();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("gapsync: error: {e:#}");
-            ExitCode::from(exit_code(&e))
-        }
+        Err(e) => failure::report(&e, json),
     }
 }
 
-/// 3 for verification failures, 1 for every other error.
-fn exit_code(e: &anyhow::Error) -> u8 {
-    match e.chain().find_map(|c| c.downcast_ref::<gapsync::Error>()) {
-        Some(g) if g.is_verification() => 3,
-        _ => 1,
-    }
+/// Whether the command line asks for `--json` (also read when parsing
+/// failed, so that a usage error is a JSON object too).
+fn wants_json() -> bool {
+    std::env::args_os().skip(1).any(|a| a == "--json")
 }
 
 fn server_dir(cli_server: &Option<PathBuf>) -> Result<&Path> {
     cli_server
         .as_deref()
-        .ok_or_else(|| anyhow!("no server store selected: pass --server DIR or set GAPSYNC_SERVER"))
+        .ok_or_else(|| usage!("no server store selected: pass --server DIR or set GAPSYNC_SERVER"))
 }
 
 pub(crate) fn print_json<T: Serialize>(v: &T) -> Result<()> {
@@ -450,7 +462,7 @@ pub(crate) fn print_json<T: Serialize>(v: &T) -> Result<()> {
 }
 
 fn canonical_id(what: &str, s: &str) -> Result<String> {
-    gapsync::store::canonical_guid(s).ok_or_else(|| anyhow!("{what} {s:?} is not a GUID"))
+    gapsync::store::canonical_guid(s).ok_or_else(|| usage!("{what} {s:?} is not a GUID"))
 }
 
 fn default_admin() -> String {

@@ -3,7 +3,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use super::failure::usage;
+use anyhow::Result;
 
 use gapsync::serve::{ServeOptions, Server, TlsFiles};
 use gapsync::store::Store;
@@ -23,7 +24,7 @@ pub fn serve(
             key: key.to_path_buf(),
         }),
         (None, None) => None,
-        _ => bail!("--tls-cert and --tls-key go together"),
+        _ => return Err(usage!("--tls-cert and --tls-key go together")),
     };
     let opts = ServeOptions {
         listen: listen.to_string(),

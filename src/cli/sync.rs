@@ -3,13 +3,14 @@
 
 use std::path::Path;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use gapsync::bundle::ContentMode;
 use gapsync::progress::Progress;
 use gapsync::store::Store;
 use gapsync::sync::SyncOptions;
 use gapsync::units::human_bytes;
 
+use super::failure::usage;
 use super::print_json;
 use super::progress::TermProgress;
 
@@ -52,7 +53,7 @@ pub fn sync_with_progress(
     progress: &dyn Progress,
 ) -> Result<()> {
     let content = ContentMode::parse(content)
-        .ok_or_else(|| anyhow!("--content {content:?}: expected all, approved or none"))?;
+        .ok_or_else(|| usage!("--content {content:?}: expected all, approved or none"))?;
     let mut store = Store::open_writer(server)?;
     let mut opts = SyncOptions::new(upstream);
     opts.replica = replica;

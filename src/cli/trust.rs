@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use super::failure::usage;
+use anyhow::Result;
 use serde::Serialize;
 
 use gapsync::store::Store;
@@ -166,13 +167,15 @@ pub fn trust_statement(
         }
         (None, Some(id)) => {
             if label.is_some() {
-                bail!("--label goes with --add, not with --revoke");
+                return Err(usage!("--label goes with --add, not with --revoke"));
             }
             TrustStatement::new_revoke(&signer, &id.parse()?)
         }
-        _ => bail!(
-            "a trust statement either adds a key (--add FILE.pub) or revokes one (--revoke KEYID)"
-        ),
+        _ => {
+            return Err(usage!(
+                "a trust statement either adds a key (--add FILE.pub) or revokes one (--revoke KEYID)"
+            ));
+        }
     };
     let (body, minisig) = statement.sign(&signer)?;
     let store = Store::open_writer(server)?;
