@@ -9,12 +9,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        // Not marked #[source]: the message already includes it, and
-        // anyhow's `{:#}` would print it twice.
-        source: std::io::Error,
+        // Not a source (and not named `source`, which thiserror would make
+        // one): the message already includes it, and a printer walking the
+        // causes would say it twice.
+        error: std::io::Error,
     },
     #[error("store database: {0}")]
     Db(rusqlite::Error),
@@ -28,6 +29,11 @@ pub enum Error {
         found: i64,
         supported: i64,
     },
+    /// A key file given on the command line (`--key`, `--trust`, `trust
+    /// add`, `trust statement --add`) that is not a key: a runtime error
+    /// (exit 1), unlike a key inside a bundle, which fails verification.
+    #[error("malformed key file {detail}")]
+    MalformedKeyFile { detail: String },
     #[error("{path}: already holds a gapsync server store")]
     AlreadyAStore { path: PathBuf },
     #[error("{path}: the store is locked by another gapsync process (writers are exclusive)")]
@@ -82,7 +88,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

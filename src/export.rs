@@ -62,6 +62,8 @@ pub struct ExportReport {
     pub counts: Counts,
     pub bytes_written: u64,
     pub manifest_sha256: String,
+    /// The queued trust statements the bundle carries, in order.
+    pub trust_statements: Vec<crate::trust::StatementSummary>,
     /// SHA-1s of the content files the bundle carries (for the ledger).
     #[serde(skip)]
     pub sent_sha1: Vec<[u8; 20]>,
@@ -439,6 +441,7 @@ pub fn export(
     progress: &dyn Progress,
 ) -> Result<ExportReport> {
     check_destination_name(opts.destination)?;
+    crate::trust::check_export_signer(store.conn(), &opts.key.id())?;
     if opts.out.exists() {
         return Err(Error::invalid(
             opts.out.display().to_string(),
@@ -952,6 +955,10 @@ fn export_into(
         counts,
         bytes_written,
         manifest_sha256,
+        trust_statements: statements
+            .iter()
+            .map(|(seq, body, _)| crate::trust::StatementSummary::from_body(*seq, body))
+            .collect::<Result<_>>()?,
         sent_sha1: content.iter().map(|c| c.sha1).collect(),
     })
 }
@@ -997,8 +1004,8 @@ fn record_ledger<'s>(
         params![opts.destination, r.seq as i64, r.bundle_id, r.manifest_sha256, r.to_anchor, max_stmt, filters, now],
     )?;
     tx.execute(
-        "INSERT OR REPLACE INTO export_history (destination, seq, bundle_id, manifest_sha256, kind, from_anchor, to_anchor, created) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT OR REPLACE INTO export_history (destination, seq, bundle_id, manifest_sha256, kind, from_anchor, to_anchor, created, signer) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             opts.destination,
             r.seq as i64,
@@ -1007,7 +1014,8 @@ fn record_ledger<'s>(
             if r.kind == BundleKind::Full { "full" } else { "incremental" },
             r.from_anchor,
             r.to_anchor,
-            now
+            now,
+            opts.key.id().to_string()
         ],
     )?;
     // Links after this one (replaced by a `--since` export) are forgotten.

@@ -43,6 +43,7 @@
 //! (kebab-case, stable) and the file or key. The rules are written beside
 //! the function that enforces each one (`rule_*`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
 use std::io::{Read, Write};
@@ -184,6 +185,19 @@ fn read_small_text(path: &Path, rule: &'static str) -> Result<String> {
         .map_err(|_| Error::verification(rule, format!("{}: not UTF-8 text", path.display())))
 }
 
+/// A key file an administrator named that does not hold a key: the
+/// `malformed-key` rule's finding, as a runtime error (the rule's name is
+/// for keys that arrive inside bundles and statements).
+fn key_file_error(e: Error) -> Error {
+    match e {
+        Error::Verification {
+            rule: "malformed-key",
+            detail,
+        } => Error::MalformedKeyFile { detail },
+        other => other,
+    }
+}
+
 /// The lines of a minisign file: split at `\n`, a `\r` before it dropped,
 /// trailing empty lines ignored.
 fn file_lines(text: &str) -> Vec<&str> {
@@ -227,10 +241,13 @@ impl PublicKey {
         Ok(PublicKey { id, key })
     }
 
-    /// Reads a `.pub` file.
+    /// Reads a `.pub` file given by an administrator. A file that is not a
+    /// public key is [`Error::MalformedKeyFile`] (a runtime error), not a
+    /// failed verification.
     pub fn read_file(path: &Path) -> Result<PublicKey> {
-        let text = read_small_text(path, "malformed-key")?;
-        Self::parse_named(&path.display().to_string(), &text)
+        read_small_text(path, "malformed-key")
+            .and_then(|text| Self::parse_named(&path.display().to_string(), &text))
+            .map_err(key_file_error)
     }
 
     /// The base64 line: `"Ed"` ‖ key id ‖ public key.
@@ -409,10 +426,12 @@ impl SecretKey {
         text
     }
 
-    /// Reads a `.key` file written by gapsync or by `minisign -G -W`.
+    /// Reads a `.key` file written by gapsync or by `minisign -G -W`. A
+    /// file that is not a secret key is [`Error::MalformedKeyFile`].
     pub fn read_file(path: &Path) -> Result<SecretKey> {
-        let text = read_small_text(path, "malformed-key")?;
-        Self::parse_named(&path.display().to_string(), &text)
+        read_small_text(path, "malformed-key")
+            .and_then(|text| Self::parse_named(&path.display().to_string(), &text))
+            .map_err(key_file_error)
     }
 
     /// Parses the text of an unencrypted minisign secret key file.
@@ -602,10 +621,12 @@ fn write_new_file(path: &Path, contents: &[u8], private: bool) -> Result<()> {
     }
     #[cfg(not(unix))]
     let _ = private;
+    // Errors name the folder or the key file, never the temporary name.
+    rule_key_folder_exists(&dir)?;
     let result = (|| {
-        let mut f = opts.open(&tmp).at(&tmp)?;
-        f.write_all(contents).at(&tmp)?;
-        f.sync_all().at(&tmp)?;
+        let mut f = opts.open(&tmp).at(&dir)?;
+        f.write_all(contents).at(path)?;
+        f.sync_all().at(path)?;
         drop(f);
         match fs::hard_link(&tmp, path) {
             Ok(()) => Ok(()),
@@ -625,6 +646,23 @@ fn write_new_file(path: &Path, contents: &[u8], private: bool) -> Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Rule: key files are written into an existing folder (gapsync does not
+/// create folders for secret keys); a missing one is named.
+fn rule_key_folder_exists(dir: &Path) -> Result<()> {
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Refused(format!(
+            "{}: not a folder; key files are written into an existing folder",
+            dir.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Refused(format!(
+            "{}: no such folder; create it first (key files are written into an existing folder)",
+            dir.display()
+        ))),
+        Err(e) => Err(Error::io(dir, e)),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1082,15 +1120,21 @@ pub fn trust_remove(conn: &Connection, id: &KeyId) -> Result<TrustedKey> {
     Ok(existing)
 }
 
+/// Where [`require_trusted`] looks, as its `unknown-key` message says it.
+pub const THIS_TRUST_STORE: &str = "in this server's trust store";
+
 /// The import-time rule: the key that signed must be in the trust store
 /// (`unknown-key`) and not revoked (`revoked-key`). Returns its public key.
 pub fn require_trusted(conn: &Connection, id: &KeyId) -> Result<PublicKey> {
-    let k = trusted_key(conn, id)?.ok_or_else(|| {
-        Error::verification(
-            "unknown-key",
-            format!("key {id} is not in this server's trust store"),
-        )
-    })?;
+    require_trusted_in(conn, id, THIS_TRUST_STORE)
+}
+
+/// [`require_trusted`], saying where the keys came from in its
+/// `unknown-key` message: `place` completes "key K is not ..." (e.g. "among
+/// the keys given with --trust (K1, K2)").
+pub fn require_trusted_in(conn: &Connection, id: &KeyId, place: &str) -> Result<PublicKey> {
+    let k = trusted_key(conn, id)?
+        .ok_or_else(|| Error::verification("unknown-key", format!("key {id} is not {place}")))?;
     if k.revoked {
         return Err(Error::verification(
             "revoked-key",
@@ -1270,13 +1314,24 @@ pub enum Applied {
 /// even after its signer was revoked (e.g. it revoked itself), so a later
 /// bundle carrying it again does not fail.
 pub fn apply_statement(conn: &Connection, body: &[u8], minisig: &str) -> Result<Applied> {
+    apply_statement_in(conn, body, minisig, THIS_TRUST_STORE)
+}
+
+/// [`apply_statement`], naming where the trusted keys came from (see
+/// [`require_trusted_in`]).
+pub fn apply_statement_in(
+    conn: &Connection,
+    body: &[u8],
+    minisig: &str,
+    place: &str,
+) -> Result<Applied> {
     let digest: [u8; 32] = Sha256::digest(body).into();
     let name = format!("trust statement sha256:{}", hex::encode(&digest[..8]));
     if let Some(applied) = rule_statement_not_replayed(conn, &digest)? {
         return Ok(applied);
     }
     let sig = Minisig::parse_named(&format!("{name} (signature)"), minisig)?;
-    let issuer_pk = require_trusted(conn, &sig.key_id())?;
+    let issuer_pk = require_trusted_in(conn, &sig.key_id(), place)?;
     verify(&issuer_pk, body, &sig)?;
     let st = rule_statement_format(&name, body)?;
     rule_statement_issuer_is_signer(&name, &st, &sig)?;
@@ -1493,21 +1548,359 @@ fn with_savepoint<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result
     }
 }
 
+// ---------------------------------------------------------------------------
+// The exporter's queue of statements
+// ---------------------------------------------------------------------------
+
+/// What a queued statement says (`export` lists those it carries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatementSummary {
+    /// Its `stmt_seq` in the exporter's queue.
+    pub seq: i64,
+    pub action: StatementAction,
+    pub key_id: KeyId,
+    /// The added key's label (`add` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub issuer: KeyId,
+}
+
+impl StatementSummary {
+    /// Summarises a queued statement's body.
+    pub fn from_body(seq: i64, body: &[u8]) -> Result<StatementSummary> {
+        let st = rule_statement_format(&format!("queued trust statement {seq}"), body)?;
+        Ok(StatementSummary {
+            seq,
+            action: st.action,
+            key_id: st.key_id,
+            label: st.label,
+            issuer: st.issuer,
+        })
+    }
+}
+
+/// A row of `trust statement --list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueuedStatement {
+    #[serde(flatten)]
+    pub summary: StatementSummary,
+    pub created: String,
+    /// Destinations a bundle has already carried it to (from the export
+    /// ledger); every other destination gets it with its next bundle.
+    pub sent_to: Vec<String>,
+}
+
+/// What [`queue_statement`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub seq: i64,
+    /// Destinations that received bundles but that this server has no
+    /// record of trusting the statement's issuer (it signed no bundle to
+    /// them and no statement introduced it): they apply the statement only
+    /// if an administrator trusted the key there.
+    pub issuer_unproven_at: Vec<String>,
+}
+
+/// Every queued statement, oldest first.
+pub fn queued_statements(conn: &Connection) -> Result<Vec<QueuedStatement>> {
+    let sent: Vec<(String, i64)> = {
+        let mut st = conn
+            .prepare("SELECT destination, last_stmt_seq FROM export_ledger ORDER BY destination")?;
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    let mut st =
+        conn.prepare("SELECT stmt_seq, body, created FROM trust_statements ORDER BY stmt_seq")?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, body, created) = row?;
+        out.push(QueuedStatement {
+            summary: StatementSummary::from_body(seq, &body)?,
+            created,
+            sent_to: sent
+                .iter()
+                .filter(|(_, last)| *last >= seq)
+                .map(|(d, _)| d.clone())
+                .collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// What the exporter knows of its destinations' trust: the keys each
+/// destination is known to accept, and the keys the queue revokes.
+///
+/// A destination is known to accept the keys that signed the bundles
+/// exported to it (the export history records each signer), and the keys
+/// that queued statements add when their issuer is known there (statements
+/// go to every destination, in queue order). A key a queued statement
+/// revokes is known to be accepted nowhere from then on. Keys trusted by
+/// hand on an importer (`trust add`) are not known here.
+struct ChainKnowledge {
+    /// Destination → keys it is known to accept.
+    known: BTreeMap<String, BTreeSet<KeyId>>,
+    /// Revoked key → the seq of the queued statement that revokes it.
+    revoked: BTreeMap<KeyId, i64>,
+}
+
+impl ChainKnowledge {
+    /// What the export history says, before any statement.
+    fn from_history(conn: &Connection) -> Result<ChainKnowledge> {
+        let mut known: BTreeMap<String, BTreeSet<KeyId>> = BTreeMap::new();
+        let mut st = conn.prepare(
+            "SELECT DISTINCT destination, signer FROM export_history WHERE signer IS NOT NULL",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (dest, signer) = row?;
+            // A damaged row proves nothing; it is not an error here.
+            if let Ok(id) = signer.parse::<KeyId>() {
+                known.entry(dest).or_default().insert(id);
+            }
+        }
+        Ok(ChainKnowledge {
+            known,
+            revoked: BTreeMap::new(),
+        })
+    }
+
+    /// Takes a statement (queued as `seq`) into account.
+    fn apply(&mut self, seq: i64, st: &StatementSummary) {
+        match st.action {
+            StatementAction::Add => {
+                for keys in self.known.values_mut() {
+                    if keys.contains(&st.issuer) && !self.revoked.contains_key(&st.key_id) {
+                        keys.insert(st.key_id);
+                    }
+                }
+            }
+            StatementAction::Revoke => {
+                self.revoked.entry(st.key_id).or_insert(seq);
+                for keys in self.known.values_mut() {
+                    keys.remove(&st.key_id);
+                }
+            }
+        }
+    }
+
+    /// The rules a statement must pass given the statements before it
+    /// (those that depend on the queue, so they are checked again when a
+    /// statement is cancelled).
+    fn check(&self, st: &StatementSummary) -> Result<()> {
+        rule_queue_issuer_not_revoked(self, st)?;
+        rule_queue_add_not_revoked(self, st)?;
+        rule_queue_keeps_a_known_key(self, st)?;
+        Ok(())
+    }
+}
+
+/// The queue's statements (all, or all but `skip`), oldest first.
+fn queue_summaries(conn: &Connection, skip: Option<i64>) -> Result<Vec<StatementSummary>> {
+    Ok(queued_statements(conn)?
+        .into_iter()
+        .map(|q| q.summary)
+        .filter(|s| Some(s.seq) != skip)
+        .collect())
+}
+
+/// Rule: a key does not revoke itself. Importers apply a bundle's
+/// statements before checking its signature, so a bundle carrying the
+/// revocation of its own signer is refused (`revoked-key`), and so is
+/// every later one it signs; another trusted key must sign the revocation.
+fn rule_queue_not_self_revocation(st: &StatementSummary) -> Result<()> {
+    if st.action == StatementAction::Revoke && st.key_id == st.issuer {
+        return Err(Error::bad_argument(
+            format!("--revoke {}", st.key_id),
+            format!(
+                "is the key signing the statement (--key), and a key cannot revoke itself: \
+                 importers would refuse every later bundle it signs. Sign the revocation with \
+                 another trusted key (to rotate: `trust statement --key OLD.key --add NEW.pub`, \
+                 then `trust statement --key NEW.key --revoke {id}`)",
+                id = st.key_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Rule: the issuer is not revoked by a statement queued before: importers
+/// apply statements in order and refuse one signed by a revoked key (and
+/// the bundle carrying it).
+fn rule_queue_issuer_not_revoked(k: &ChainKnowledge, st: &StatementSummary) -> Result<()> {
+    if let Some(by) = k.revoked.get(&st.issuer) {
+        return Err(Error::Refused(format!(
+            "the signing key {} is revoked by queued trust statement {by}; importers refuse \
+             statements it signs (and the bundles carrying them): sign with a key that stays trusted",
+            st.issuer
+        )));
+    }
+    Ok(())
+}
+
+/// Rule: an add does not name a key a statement queued before revokes (a
+/// revoked key stays revoked; importers refuse the add and its bundle).
+fn rule_queue_add_not_revoked(k: &ChainKnowledge, st: &StatementSummary) -> Result<()> {
+    if st.action == StatementAction::Add
+        && let Some(by) = k.revoked.get(&st.key_id)
+    {
+        return Err(Error::Refused(format!(
+            "key {} is revoked by queued trust statement {by}; a revoked key stays revoked \
+             (importers refuse to add it again): introduce a new key instead",
+            st.key_id
+        )));
+    }
+    Ok(())
+}
+
+/// Rule: a revocation does not take away the last key a destination is
+/// known to accept (see [`ChainKnowledge`]): bundles to it could then be
+/// signed only by keys it is not known to trust.
+fn rule_queue_keeps_a_known_key(k: &ChainKnowledge, st: &StatementSummary) -> Result<()> {
+    if st.action != StatementAction::Revoke {
+        return Ok(());
+    }
+    for (dest, keys) in &k.known {
+        if keys.len() == 1 && keys.contains(&st.key_id) {
+            return Err(Error::Refused(format!(
+                "key {key} is the last key destination {dest:?} is known to trust (it signed \
+                 the bundles exported there, or a statement introduced it); revoking it would \
+                 leave {dest:?} no key known to sign bundles it accepts. Introduce another key \
+                 first (`trust statement --key OLD.key --add NEW.pub`, signed by a key \
+                 {dest:?} trusts), then revoke {key} with a statement signed by the new key",
+                key = st.key_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Rule (export): the signing key is not revoked by a queued statement;
+/// importers that apply it refuse every bundle the key signs.
+pub fn check_export_signer(conn: &Connection, signer: &KeyId) -> Result<()> {
+    for s in queue_summaries(conn, None)? {
+        if s.action == StatementAction::Revoke && s.key_id == *signer {
+            return Err(Error::Refused(format!(
+                "key {signer} is revoked by queued trust statement {} (signed by {}); importers \
+                 that apply it refuse every bundle the key signs: sign with another trusted key",
+                s.seq, s.issuer
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Queues a signed statement for the next bundles (the exporter's side).
 /// Checks that the body is a well-formed statement and that the signature
 /// is well-formed and by the statement's issuer (the full signature check
-/// happens where it is applied). Returns its `stmt_seq`.
-pub fn queue_statement(conn: &Connection, body: &[u8], minisig: &str) -> Result<i64> {
+/// happens where it is applied), and that the statement cannot lock the
+/// chain out: no self-revocation, nothing signed by or adding a key the
+/// queue revokes, no revocation of a destination's last known key (the
+/// `rule_queue_*` functions).
+pub fn queue_statement(conn: &Connection, body: &[u8], minisig: &str) -> Result<Queued> {
     let name = "trust statement to queue";
     let st = rule_statement_format(name, body)?;
     let sig = Minisig::parse_named(&format!("{name} (signature)"), minisig)?;
     rule_statement_issuer_is_signer(name, &st, &sig)?;
     rule_statement_comment(name, &st, &sig)?;
+    let summary = StatementSummary {
+        seq: 0,
+        action: st.action,
+        key_id: st.key_id,
+        label: st.label.clone(),
+        issuer: st.issuer,
+    };
+    rule_queue_not_self_revocation(&summary)?;
+    let mut k = ChainKnowledge::from_history(conn)?;
+    for q in queue_summaries(conn, None)? {
+        k.apply(q.seq, &q);
+    }
+    k.check(&summary)?;
+    let issuer_unproven_at = k
+        .known
+        .iter()
+        .filter(|(_, keys)| !keys.contains(&st.issuer))
+        .map(|(d, _)| d.clone())
+        .collect();
     conn.execute(
         "INSERT INTO trust_statements (body, minisig, created) VALUES (?1, ?2, ?3)",
         params![body, minisig, now_rfc3339()],
     )?;
-    Ok(conn.last_insert_rowid())
+    Ok(Queued {
+        seq: conn.last_insert_rowid(),
+        issuer_unproven_at,
+    })
+}
+
+/// Cancels a queued statement no bundle has carried yet. Refused when a
+/// bundle already carried it to some destination (it cannot be recalled
+/// from there), and when a later queued statement depends on it.
+pub fn cancel_statement(conn: &Connection, seq: i64) -> Result<QueuedStatement> {
+    let all = queued_statements(conn)?;
+    let Some(target) = all.iter().find(|q| q.summary.seq == seq).cloned() else {
+        return Err(Error::Refused(format!(
+            "there is no queued trust statement {seq} (`trust statement --list` shows the queue)"
+        )));
+    };
+    rule_cancel_not_sent(&target)?;
+    // The later statements are checked again without it; only a failure
+    // its absence causes refuses the cancellation.
+    let mut with = ChainKnowledge::from_history(conn)?;
+    let mut without = ChainKnowledge::from_history(conn)?;
+    for q in &all {
+        let s = &q.summary;
+        if s.seq > seq
+            && with.check(s).is_ok()
+            && let Err(e) = without.check(s)
+        {
+            return Err(Error::Refused(format!(
+                "cannot cancel trust statement {seq}: queued trust statement {} depends on it ({e})",
+                s.seq
+            )));
+        }
+        with.apply(s.seq, s);
+        if s.seq != seq {
+            without.apply(s.seq, s);
+        }
+    }
+    conn.execute("DELETE FROM trust_statements WHERE stmt_seq = ?1", [seq])?;
+    Ok(target)
+}
+
+/// Rule: a statement a bundle already carried is not cancelled: an
+/// importer may have applied it, and cancelling would only make the
+/// destinations disagree. It is undone by a new statement (revoke an added
+/// key) or, for a revocation, by hand on each importer.
+fn rule_cancel_not_sent(q: &QueuedStatement) -> Result<()> {
+    if q.sent_to.is_empty() {
+        return Ok(());
+    }
+    let undo = match q.summary.action {
+        StatementAction::Add => format!(
+            "to undo it, queue a revocation: `trust statement --key KEY.key --revoke {}`",
+            q.summary.key_id
+        ),
+        StatementAction::Revoke => format!(
+            "a revocation is undone only by hand on each importer that applied it: \
+             `gapsync trust remove {id}` then `gapsync trust add {id}.pub`",
+            id = q.summary.key_id
+        ),
+    };
+    Err(Error::Refused(format!(
+        "trust statement {} was already carried to {} and cannot be recalled; {undo}",
+        q.summary.seq,
+        q.sent_to
+            .iter()
+            .map(|d| format!("{d:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
 }
 
 /// Queued statements with `stmt_seq > after`, oldest first: (seq, body, minisig).
@@ -2154,11 +2547,11 @@ mod tests {
             .unwrap()
             .sign(&root)
             .unwrap();
-        let (b2, s2) = TrustStatement::new_revoke(&root, &root.id())
-            .sign(&root)
+        let (b2, s2) = TrustStatement::new_revoke(&next, &root.id())
+            .sign(&next)
             .unwrap();
-        let q1 = queue_statement(c, &b1, &s1).unwrap();
-        let q2 = queue_statement(c, &b2, &s2).unwrap();
+        let q1 = queue_statement(c, &b1, &s1).unwrap().seq;
+        let q2 = queue_statement(c, &b2, &s2).unwrap().seq;
         assert!(q2 > q1);
         assert_eq!(
             statements_after(c, 0).unwrap(),
@@ -2170,5 +2563,124 @@ mod tests {
         let wrong = next.sign(&b1, "gapsync trust statement add X").unwrap();
         assert!(queue_statement(c, &b1, &wrong).is_err());
         assert!(queue_statement(c, b"{}", &s1).is_err());
+    }
+
+    #[test]
+    fn key_file_errors_say_their_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.key");
+        let e = SecretKey::read_file(&missing).unwrap_err();
+        // The I/O error is in the message, not repeated as a source.
+        assert!(std::error::Error::source(&e).is_none(), "{e:?}");
+        assert!(
+            e.to_string().starts_with(&missing.display().to_string()),
+            "{e}"
+        );
+        let bad = dir.path().join("bad.pub");
+        fs::write(&bad, "untrusted comment: x\n!!\n").unwrap();
+        let e = PublicKey::read_file(&bad).unwrap_err();
+        assert!(matches!(e, Error::MalformedKeyFile { .. }), "{e:?}");
+        assert!(
+            !e.is_verification() && e.to_string().contains("bad.pub"),
+            "{e}"
+        );
+        // The same text inside a statement or bundle stays a verification failure.
+        assert_eq!(
+            rule_of(&PublicKey::parse("!!").unwrap_err()),
+            "malformed-key"
+        );
+    }
+
+    #[test]
+    fn queue_rules_keep_the_chain_open() {
+        let (_d, s) = store();
+        let c = s.conn();
+        let root = SecretKey::generate().unwrap();
+        let next = SecretKey::generate().unwrap();
+        let stranger = SecretKey::generate().unwrap();
+        // root signed a bundle to plant: plant is known to trust root.
+        c.execute(
+            "INSERT INTO export_history (destination, seq, bundle_id, manifest_sha256, kind, to_anchor, created, signer) \
+             VALUES ('plant', 1, 'b', 'm', 'full', 'a', 'now', ?1)",
+            [root.id().to_string()],
+        )
+        .unwrap();
+        let queue = |issuer: &SecretKey, st: TrustStatement| {
+            let (b, sig) = st.sign(issuer).unwrap();
+            queue_statement(c, &b, &sig)
+        };
+        let add = |issuer: &SecretKey, new: &SecretKey| {
+            queue(
+                issuer,
+                TrustStatement::new_add(issuer, &new.public(), "k").unwrap(),
+            )
+        };
+        let revoke =
+            |issuer: &SecretKey, id: &KeyId| queue(issuer, TrustStatement::new_revoke(issuer, id));
+        let refused = |e: Error, needle: &str| match e {
+            Error::Refused(m) => assert!(m.contains(needle), "{m}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        // A key never revokes itself.
+        assert!(revoke(&root, &root.id()).unwrap_err().is_usage());
+        // An unproven key cannot revoke plant's only known key.
+        refused(
+            revoke(&next, &root.id()).unwrap_err(),
+            "last key destination \"plant\"",
+        );
+        // Rotation: root introduces next, next revokes root.
+        assert_eq!(
+            add(&root, &next).unwrap().issuer_unproven_at,
+            Vec::<String>::new()
+        );
+        revoke(&next, &root.id()).unwrap();
+        // root signs nothing more, and cannot come back.
+        refused(
+            add(&root, &stranger).unwrap_err(),
+            "revoked by queued trust statement 2",
+        );
+        refused(
+            add(&next, &root).unwrap_err(),
+            "revoked by queued trust statement 2",
+        );
+        refused(
+            check_export_signer(c, &root.id()).unwrap_err(),
+            "statement 2",
+        );
+        check_export_signer(c, &next.id()).unwrap();
+        // A statement by a key plant is not known to trust is queued with a note.
+        assert_eq!(
+            add(&stranger, &SecretKey::generate().unwrap())
+                .unwrap()
+                .issuer_unproven_at,
+            vec!["plant".to_string()]
+        );
+        assert_eq!(queued_statements(c).unwrap().len(), 3);
+        // Nothing was sent: each can be cancelled, the dependent one first.
+        refused(
+            cancel_statement(c, 1).unwrap_err(),
+            "statement 2 depends on it",
+        );
+        cancel_statement(c, 2).unwrap();
+        cancel_statement(c, 1).unwrap();
+        refused(
+            cancel_statement(c, 1).unwrap_err(),
+            "no queued trust statement 1",
+        );
+        // Sent to plant: not cancelled.
+        c.execute(
+            "INSERT INTO export_ledger (destination, last_seq, last_bundle_id, last_manifest_sha256, last_to_anchor, last_stmt_seq, filters, updated) \
+             VALUES ('plant', 1, 'b', 'm', 'a', 3, '{}', 'now')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(
+            queued_statements(c).unwrap()[0].sent_to,
+            vec!["plant".to_string()]
+        );
+        refused(
+            cancel_statement(c, 3).unwrap_err(),
+            "already carried to \"plant\"",
+        );
     }
 }

@@ -25,18 +25,25 @@ use crate::trust::{self, KeyId, PublicKey};
 /// by exactly the code an import uses, without touching any store.
 pub struct TrustView {
     conn: rusqlite::Connection,
+    /// Where the keys came from, completing "key K is not ..." in an
+    /// `unknown-key` failure.
+    place: String,
 }
 
 impl TrustView {
-    fn empty() -> Result<Self> {
+    fn empty(place: String) -> Result<Self> {
         let conn = rusqlite::Connection::open_in_memory()?;
         conn.execute_batch(crate::store::TRUST_SCHEMA)?;
-        Ok(TrustView { conn })
+        Ok(TrustView { conn, place })
     }
 
     /// Trusts exactly these keys (`verify --trust`).
     pub fn from_keys(keys: &[PublicKey]) -> Result<Self> {
-        let v = Self::empty()?;
+        let ids: Vec<String> = keys.iter().map(|k| k.id.to_string()).collect();
+        let v = Self::empty(format!(
+            "among the keys given with --trust ({})",
+            ids.join(", ")
+        ))?;
         for k in keys {
             trust::trust_add(&v.conn, k, "--trust", "admin")?;
         }
@@ -45,11 +52,16 @@ impl TrustView {
 
     /// A copy of a store's trust store.
     pub fn from_store(conn: &rusqlite::Connection) -> Result<Self> {
-        let v = Self::empty()?;
         let path = conn.path().unwrap_or("").to_string();
         if path.is_empty() {
             return Err(Error::Refused("store database has no path".into()));
         }
+        let name: String = conn.query_row("SELECT name FROM server", [], |r| r.get(0))?;
+        let dir = Path::new(&path)
+            .parent()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        let v = Self::empty(format!("in the trust store of server {name:?} ({dir})"))?;
         v.conn.execute("ATTACH DATABASE ?1 AS src", [path])?;
         v.conn.execute_batch(
             "INSERT INTO main.trusted_keys SELECT * FROM src.trusted_keys; \
@@ -61,7 +73,8 @@ impl TrustView {
     /// Applies a signed trust statement to this view (nothing is written
     /// to any store).
     pub fn apply_statement(&mut self, body: &[u8], minisig: &str, name: &str) -> Result<()> {
-        trust::apply_statement(&self.conn, body, minisig).map_err(|e| rename(e, name))?;
+        trust::apply_statement_in(&self.conn, body, minisig, &self.place)
+            .map_err(|e| rename(e, name))?;
         Ok(())
     }
 }
@@ -79,7 +92,7 @@ fn rename(e: Error, name: &str) -> Error {
 impl KeyLookup for TrustView {
     /// Rule: only signatures by a known, unrevoked key are accepted.
     fn trusted_key(&self, id: &KeyId) -> Result<PublicKey> {
-        trust::require_trusted(&self.conn, id)
+        trust::require_trusted_in(&self.conn, id, &self.place)
     }
 }
 

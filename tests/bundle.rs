@@ -449,7 +449,7 @@ fn verify_needs_no_store_and_names_failures() {
         lab.pubkey.to_str().unwrap(),
     ])
     .fails(3, "metadata.tar.zst");
-    gs_plain(&["verify", b.to_str().unwrap()]).fails(1, "--trust");
+    gs_plain(&["verify", b.to_str().unwrap()]).fails(2, "--trust");
 }
 
 #[test]
@@ -884,9 +884,45 @@ fn key_rotation_and_revocation_travel_in_bundles() {
             .any(|k| k["key_id"] == k1_id.as_str() && k["revoked"] == true),
         "{keys}"
     );
-    lab.key = k1;
+    // The exporter refuses to sign with k1 from then on (the bundle would
+    // be refused everywhere), and changes nothing.
     gs(&lab.up, &["groups", "add", "After"]).ok();
-    let b4 = lab.export(&[]);
+    let refused_out = lab.root.join("signed-by-revoked");
+    let exports_before = gs(&lab.up, &["exports", "list", "--json"]).ok().stdout;
+    gs(
+        &lab.up,
+        &[
+            "export",
+            "--key",
+            k1.to_str().unwrap(),
+            "--out",
+            refused_out.to_str().unwrap(),
+            "--to",
+            "plant",
+        ],
+    )
+    .fails(1, "revoked by queued trust statement 2");
+    assert!(!refused_out.exists());
+    assert_eq!(
+        gs(&lab.up, &["exports", "list", "--json"]).ok().stdout,
+        exports_before
+    );
+    // A bundle signed by k1 elsewhere (the side store, which never heard of
+    // the revocation and carries no statement this time) is refused.
+    gs(&side, &["groups", "add", "After"]).ok();
+    let b4 = lab.root.join("side-bundle-2");
+    gs(
+        &side,
+        &[
+            "export",
+            "--key",
+            k1.to_str().unwrap(),
+            "--out",
+            b4.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    assert!(!b4.join("trust").exists());
     lab.refused(&b4, "revoked-key");
 }
 

@@ -104,6 +104,12 @@ pub fn export(server: &Path, a: ExportArgs, progress: &dyn Progress) -> Result<(
             r.to_anchor
         );
         println!("bundle: {}", r.path.display());
+        if !r.trust_statements.is_empty() {
+            println!("trust statements carried ({}):", r.trust_statements.len());
+            for t in &r.trust_statements {
+                println!("  {:>4}  {}", t.seq, super::trust::describe(t));
+            }
+        }
     }
     Ok(())
 }
@@ -119,8 +125,14 @@ fn layout(path: Option<&Path>, volumes: &[PathBuf]) -> Result<Layout> {
     }
 }
 
+/// `verify`: against the keys given with `--trust`, or a server's trust
+/// store and chain. `server_from_env`: the server came from
+/// `GAPSYNC_SERVER`, which an explicit `--trust` overrides (an explicit
+/// `--server` with `--trust` is a usage error).
+#[allow(clippy::too_many_arguments)]
 pub fn verify(
     server: Option<&Path>,
+    server_from_env: bool,
     path: Option<&Path>,
     volumes: &[PathBuf],
     trust: &[PathBuf],
@@ -131,6 +143,7 @@ pub fn verify(
     let layout = layout(path, volumes)?;
     let store = match server {
         Some(s) if trust.is_empty() => Some(Store::open(s)?),
+        Some(_) if server_from_env => None,
         Some(_) => {
             return Err(usage!(
                 "give either --trust PREFIX.pub... or --server DIR, not both"

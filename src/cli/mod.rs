@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use gapsync::catalog;
@@ -21,6 +21,7 @@ use gapsync::deployments::{Action, Approval};
 use gapsync::generate::{self, GenerateOptions};
 use gapsync::metadata::UpdateKind;
 use gapsync::store::{Mode, Store, UpdateFilter};
+use gapsync::trust::KeyId;
 use gapsync::units::{human_bytes, parse_size};
 
 use failure::usage;
@@ -39,6 +40,10 @@ pub struct Cli {
     /// No progress output on stderr.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Whether `server` came from `GAPSYNC_SERVER` rather than `--server`
+    /// (an explicit `verify --trust` wins over the environment's server).
+    #[arg(skip)]
+    server_from_env: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -206,7 +211,8 @@ enum Command {
         /// Volume folders, in order, instead of PATH.
         #[arg(long, num_args = 1..)]
         volumes: Vec<PathBuf>,
-        /// Public keys to trust (PREFIX.pub), instead of --server.
+        /// Public keys to trust (PREFIX.pub), instead of a server's trust
+        /// store: wins over GAPSYNC_SERVER; not with --server.
         #[arg(long, num_args = 1..)]
         trust: Vec<PathBuf>,
         /// Accept an expired bundle (loudly).
@@ -280,21 +286,42 @@ enum TrustCmd {
         json: bool,
     },
     /// Stop trusting a key (by key id).
-    Remove { key_id: String },
+    Remove {
+        #[arg(value_parser = trust::key_id_arg)]
+        key_id: KeyId,
+    },
     /// Issue a signed statement (carried in the next bundles) that adds or
-    /// revokes a key on the importing servers.
+    /// revokes a key on the importing servers; list or cancel queued ones.
+    #[command(group(
+        clap::ArgGroup::new("what")
+            .required(true)
+            .args(["add", "revoke", "list", "cancel"])
+    ))]
     Statement {
-        /// The currently trusted key that signs the statement.
-        #[arg(long)]
-        key: PathBuf,
+        /// The currently trusted key that signs the statement (with --add
+        /// or --revoke).
+        #[arg(
+            long,
+            value_name = "SIGNER.key",
+            required_unless_present_any = ["list", "cancel"],
+            conflicts_with_all = ["list", "cancel"]
+        )]
+        key: Option<PathBuf>,
         /// Public key to introduce.
-        #[arg(long, conflicts_with = "revoke", required_unless_present = "revoke")]
+        #[arg(long, value_name = "NEW.pub")]
         add: Option<PathBuf>,
+        /// Label of the key introduced (default: its file name).
         #[arg(long, requires = "add")]
         label: Option<String>,
-        /// Key id to revoke.
+        /// Key id to revoke (not the signing key's own).
+        #[arg(long, value_name = "KEYID", value_parser = trust::key_id_arg)]
+        revoke: Option<KeyId>,
+        /// List the queued statements and the destinations each went to.
         #[arg(long)]
-        revoke: Option<String>,
+        list: bool,
+        /// Cancel a queued statement that no bundle has carried yet.
+        #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(i64).range(1..))]
+        cancel: Option<i64>,
         #[arg(long)]
         json: bool,
     },
@@ -416,8 +443,15 @@ enum KindArg {
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let cli = match parsed {
+        Ok((mut c, m)) => {
+            c.server_from_env =
+                m.value_source("server") == Some(clap::parser::ValueSource::EnvVariable);
+            c
+        }
         Err(e) => {
             let _ = e.print();
             if !e.use_stderr() {
@@ -877,15 +911,27 @@ fn run(cli: Cli) -> Result<()> {
             add,
             label,
             revoke,
+            list,
+            cancel,
             json,
-        }) => trust::trust_statement(
-            server_dir(&cli.server)?,
-            &key,
-            add.as_deref(),
-            label.as_deref(),
-            revoke.as_deref(),
-            json,
-        )?,
+        }) => {
+            let server = server_dir(&cli.server)?;
+            match (list, cancel, key) {
+                (true, _, _) => trust::statement_list(server, json)?,
+                (false, Some(seq), _) => trust::statement_cancel(server, seq, json)?,
+                (false, None, Some(key)) => trust::trust_statement(
+                    server,
+                    &key,
+                    add.as_deref(),
+                    label.as_deref(),
+                    revoke.as_ref(),
+                    json,
+                )?,
+                (false, None, None) => {
+                    return Err(usage!("--add and --revoke need --key SIGNER.key"));
+                }
+            }
+        }
         Command::Export {
             key,
             out,
@@ -925,6 +971,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => bundle::verify(
             cli.server.as_deref(),
+            cli.server_from_env,
             path.as_deref(),
             &volumes,
             &trust,

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use gapsync::store::Store;
 use gapsync::trust::{
-    self, ADDED_BY_ADMIN, KeyId, PublicKey, SecretKey, StatementAction, TrustAdded, TrustStatement,
-    TrustedKey,
+    self, ADDED_BY_ADMIN, KeyId, PublicKey, SecretKey, StatementAction, StatementSummary,
+    TrustAdded, TrustStatement, TrustedKey,
 };
 
 fn print_json<T: Serialize>(v: &T) -> Result<()> {
@@ -119,12 +119,22 @@ pub fn trust_list(server: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// clap value parser for key ids (`trust remove`, `--revoke`): a bad one
+/// is a usage error naming the flag, before any work.
+pub fn key_id_arg(s: &str) -> Result<KeyId, String> {
+    s.parse::<KeyId>().map_err(|_| {
+        format!(
+            "{:?} is not a key id (1-16 hex digits, as `trust list` shows them)",
+            s.chars().take(64).collect::<String>()
+        )
+    })
+}
+
 /// `gapsync trust remove KEYID`: deletes the key's entry (also clears a
 /// revocation, so the key could be added again).
-pub fn trust_remove(server: &Path, key_id: &str) -> Result<()> {
-    let id: KeyId = key_id.parse()?;
+pub fn trust_remove(server: &Path, id: &KeyId) -> Result<()> {
     let store = Store::open_writer(server)?;
-    let k = trust::trust_remove(store.conn(), &id)?;
+    let k = trust::trust_remove(store.conn(), id)?;
     println!(
         "removed key {} ({:?}) from the trust store{}",
         k.key_id,
@@ -139,10 +149,12 @@ pub fn trust_remove(server: &Path, key_id: &str) -> Result<()> {
 }
 
 #[derive(Serialize)]
-struct Queued<'a> {
+struct QueuedOut<'a> {
     stmt_seq: i64,
     statement: &'a TrustStatement,
     minisig: &'a str,
+    /// Destinations with no record of trusting the issuer (see `Queued`).
+    issuer_unproven_at: &'a [String],
 }
 
 /// `gapsync trust statement --key SIGNER.key (--add NEW.pub [--label L] |
@@ -153,7 +165,7 @@ pub fn trust_statement(
     signer_key: &Path,
     add: Option<&Path>,
     label: Option<&str>,
-    revoke: Option<&str>,
+    revoke: Option<&KeyId>,
     json: bool,
 ) -> Result<()> {
     let signer = SecretKey::read_file(signer_key)?;
@@ -169,7 +181,7 @@ pub fn trust_statement(
             if label.is_some() {
                 return Err(usage!("--label goes with --add, not with --revoke"));
             }
-            TrustStatement::new_revoke(&signer, &id.parse()?)
+            TrustStatement::new_revoke(&signer, id)
         }
         _ => {
             return Err(usage!(
@@ -179,12 +191,13 @@ pub fn trust_statement(
     };
     let (body, minisig) = statement.sign(&signer)?;
     let store = Store::open_writer(server)?;
-    let seq = trust::queue_statement(store.conn(), &body, &minisig)?;
+    let queued = trust::queue_statement(store.conn(), &body, &minisig)?;
     if json {
-        print_json(&Queued {
-            stmt_seq: seq,
+        print_json(&QueuedOut {
+            stmt_seq: queued.seq,
             statement: &statement,
             minisig: &minisig,
+            issuer_unproven_at: &queued.issuer_unproven_at,
         })?;
     } else {
         let what = match statement.action {
@@ -193,14 +206,90 @@ pub fn trust_statement(
                 statement.key_id,
                 statement.label.as_deref().unwrap_or_default()
             ),
-            StatementAction::Revoke if statement.key_id == statement.issuer => {
-                format!("revokes key {} (itself)", statement.key_id)
-            }
             StatementAction::Revoke => format!("revokes key {}", statement.key_id),
         };
         println!(
-            "queued trust statement {seq}: key {} {what}; it goes out in the next bundle to each destination",
+            "queued trust statement {}: key {} {what}; it goes out in the next bundle to each destination",
+            queued.seq, statement.issuer
+        );
+    }
+    if !queued.issuer_unproven_at.is_empty() {
+        eprintln!(
+            "gapsync: note: no bundle to {} was signed by key {} and no statement introduced it there; \
+             those importers apply this statement only if an administrator trusted the key (`trust add`)",
+            quoted_list(&queued.issuer_unproven_at),
             statement.issuer
+        );
+    }
+    Ok(())
+}
+
+fn quoted_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|d| format!("{d:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How a statement reads in listings: `add KEY "label"` or `revoke KEY`,
+/// and its signer.
+pub fn describe(s: &StatementSummary) -> String {
+    match &s.label {
+        Some(l) => format!(
+            "{:<6} {} {l:?} (signed by {})",
+            s.action.as_str(),
+            s.key_id,
+            s.issuer
+        ),
+        None => format!(
+            "{:<6} {} (signed by {})",
+            s.action.as_str(),
+            s.key_id,
+            s.issuer
+        ),
+    }
+}
+
+/// `gapsync trust statement --list`: the queue, oldest first, with the
+/// destinations each statement has gone to.
+pub fn statement_list(server: &Path, json: bool) -> Result<()> {
+    let store = Store::open(server)?;
+    let list = trust::queued_statements(store.conn())?;
+    if json {
+        return print_json(&list);
+    }
+    if list.is_empty() {
+        println!("no trust statements are queued");
+    }
+    for q in list {
+        let sent = if q.sent_to.is_empty() {
+            "not sent yet".to_string()
+        } else {
+            format!("sent to {}", quoted_list(&q.sent_to))
+        };
+        println!(
+            "{:>4}  {}  created {}; {sent}",
+            q.summary.seq,
+            describe(&q.summary),
+            q.created
+        );
+    }
+    Ok(())
+}
+
+/// `gapsync trust statement --cancel SEQ`: removes a queued statement that
+/// no bundle has carried yet.
+pub fn statement_cancel(server: &Path, seq: i64, json: bool) -> Result<()> {
+    let store = Store::open_writer(server)?;
+    let q = trust::cancel_statement(store.conn(), seq)?;
+    if json {
+        print_json(&q)?;
+    } else {
+        println!(
+            "cancelled trust statement {}: {}; no bundle carried it, none will",
+            q.summary.seq,
+            describe(&q.summary)
         );
     }
     Ok(())
