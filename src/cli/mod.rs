@@ -119,8 +119,8 @@ enum Command {
     },
     /// Serve downstream servers (MS-WSUSSS upstream role) and content.
     Serve {
-        /// Address and port to listen on.
-        #[arg(long, default_value = "0.0.0.0:8530")]
+        /// Address and port to listen on (HOST:PORT; port 0: any free port).
+        #[arg(long, default_value = "0.0.0.0:8530", value_parser = serve::parse_listen)]
         listen: String,
         /// TLS certificate (PEM); with --tls-key, serve HTTPS.
         #[arg(long, requires = "tls_key")]
