@@ -222,9 +222,13 @@ enum Command {
         /// next medium is asked for on a terminal).
         #[arg(long, num_args = 1..)]
         volumes: Vec<PathBuf>,
-        /// Print the plan and change nothing.
+        /// Print the plan and change nothing (every volume must be given).
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run: plan from volume 1 alone when later volumes are
+        /// not at hand (the plan names them).
+        #[arg(long, requires = "dry_run")]
+        plan_from_first_volume: bool,
         /// Accept a full bundle that replaces the chain from its source.
         #[arg(long)]
         rebase: bool,
@@ -936,6 +940,7 @@ fn run(cli: Cli) -> Result<()> {
             path,
             volumes,
             dry_run,
+            plan_from_first_volume,
             rebase,
             allow_expired,
             json,
@@ -945,6 +950,7 @@ fn run(cli: Cli) -> Result<()> {
                 path: path.as_deref(),
                 volumes: &volumes,
                 dry_run,
+                plan_from_first_volume,
                 rebase,
                 allow_expired,
                 json,
