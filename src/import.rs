@@ -57,6 +57,9 @@ pub struct ImportOptions<'a> {
     /// bundle folder holding `vol-NNN/`).
     pub layout: Layout,
     pub dry_run: bool,
+    /// With `dry_run`: plan even when volumes after the first are not
+    /// given (the plan's `volumes_missing` names them).
+    pub plan_from_first_volume: bool,
     pub allow_expired: bool,
     pub rebase: bool,
     pub prompt: Option<MediaPrompt<'a>>,
@@ -81,6 +84,13 @@ pub struct Plan {
     pub content_already_present: u64,
     pub disk_needed: u64,
     pub disk_free: u64,
+    /// Volumes of the bundle (dry run: those whose headers were checked are
+    /// the others than `volumes_missing`).
+    pub volumes: u32,
+    /// Dry run with `plan_from_first_volume`: the volumes that were not
+    /// given. Every count comes from volume 1 (its metadata pack and
+    /// content index); the content of these volumes was not checked.
+    pub volumes_missing: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,9 +146,22 @@ pub fn import(
         "volume 1: signature by trusted key {} valid; files listed exactly",
         h1.signer
     ));
+    // A dry run plans for the whole bundle: every volume must be at hand,
+    // unless it is told to plan from volume 1 alone.
+    let missing = if opts.dry_run {
+        dry_run_missing_volumes(opts, h1.manifest.volumes)?
+    } else {
+        Vec::new()
+    };
     // The top level of a multi-volume bundle (for stock tools) must be as
-    // signed too, and name the same bundle.
-    if let Some(top) = opts.layout.top_with_files() {
+    // signed too, and name the same bundle (it lists every volume's files:
+    // not checked when some are missing in a dry run).
+    if !missing.is_empty() {
+        checks.push(format!(
+            "top level and {} not checked: not given",
+            volume_list(&missing)
+        ));
+    } else if let Some(top) = opts.layout.top_with_files() {
         let ht = read_volume_header(top, &view, true)?;
         if ht.manifest_sha256 != h1.manifest_sha256 {
             return Err(fail(
@@ -260,8 +283,11 @@ pub fn import(
     }
     plan.disk_needed = plan.content_bytes;
     plan.disk_free = fs4::available_space(&root).unwrap_or(0);
+    plan.volumes = m.volumes;
     if opts.dry_run {
         drop(tx);
+        check_later_headers(opts, &view, &h1, &missing, &mut checks)?;
+        plan.volumes_missing = missing;
         return Ok(ImportReport {
             status: "dry-run",
             plan,
@@ -403,6 +429,67 @@ fn volume_dir(
             "missing-volume",
             format!("volume {v} was not given (pass --volumes DIR for each volume)"),
         )),
+    }
+}
+
+/// Rule: a dry run plans for the whole bundle, so every volume must be
+/// given (in `--volumes` order, or as `vol-NNN/` of the bundle folder); the
+/// media are not asked for. Volumes not given are named and refused (a
+/// runtime error, exit 1), unless `plan_from_first_volume`: then they are
+/// returned, for the plan to say so.
+fn dry_run_missing_volumes(opts: &ImportOptions<'_>, total: u32) -> Result<Vec<u32>> {
+    let missing: Vec<u32> = (2..=total)
+        .filter(|v| {
+            !opts
+                .layout
+                .volumes
+                .get(*v as usize - 1)
+                .is_some_and(|d| d.is_dir())
+        })
+        .collect();
+    if missing.is_empty() || opts.plan_from_first_volume {
+        return Ok(missing);
+    }
+    Err(Error::Refused(format!(
+        "dry run: {} of this {total}-volume bundle not given; give every volume (--volumes DIR1 ... DIR{total}), or add --plan-from-first-volume to plan from volume 1 alone",
+        volume_list(&missing)
+    )))
+}
+
+/// A dry run checks the header of every later volume it was given as the
+/// import does (signature, same bundle, right volume, files listed
+/// exactly), without reading its content pack.
+fn check_later_headers(
+    opts: &ImportOptions<'_>,
+    view: &TrustView,
+    h1: &VolumeHeader,
+    missing: &[u32],
+    checks: &mut Vec<String>,
+) -> Result<()> {
+    for v in 2..=h1.manifest.volumes {
+        if missing.contains(&v) {
+            continue;
+        }
+        let Some(dir) = opts.layout.volumes.get(v as usize - 1) else {
+            continue;
+        };
+        let h = read_volume_header(dir, view, false)?;
+        check_volume_matches(&h, h1, v)?;
+        bundle::check_volume_packs(&h, v)?;
+        checks.push(format!(
+            "volume {v}: signature valid; same bundle; files listed exactly"
+        ));
+    }
+    Ok(())
+}
+
+/// `volume 2`, `volumes 2 and 3`, `volumes 2, 3 and 5`.
+pub fn volume_list(v: &[u32]) -> String {
+    let nums: Vec<String> = v.iter().map(u32::to_string).collect();
+    match nums.as_slice() {
+        [] => "no volume".into(),
+        [one] => format!("volume {one}"),
+        [init @ .., last] => format!("volumes {} and {last}", init.join(", ")),
     }
 }
 

@@ -18,8 +18,15 @@
 //!   [`ServeOptions::idle_timeout`], and a write that makes no progress for
 //!   [`ServeOptions::write_timeout`] drops the connection. A slow client
 //!   holds one worker for at most that long.
-//! - Request heads are bounded (16 KiB, 64 headers), SOAP bodies by
+//! - Request heads are bounded ([`MAX_HEAD`] bytes in all, so no line is
+//!   longer; [`MAX_HEADERS`] headers: 431 beyond), SOAP bodies by
 //!   [`ServeOptions::max_body`] (413 with a fault beyond it).
+//! - A request whose body framing is ambiguous (RFC 9112 6.3: several
+//!   differing `Content-Length`s, `Transfer-Encoding` with
+//!   `Content-Length`...) gets 400 and the connection is closed, so a proxy
+//!   in front cannot be made to read a different request than this server.
+//! - One log line per request on stderr: a UTC timestamp (RFC 3339), the
+//!   client address, method, path, status and outcome.
 //! - Content paths are never joined to the file system: the SHA-1 in the
 //!   name is looked up in the store, whose own path is served.
 
@@ -36,7 +43,9 @@ use crate::store::Store;
 use crate::wsusss::server::{SoapCall, Uss, UssOptions};
 use crate::wsusss::{ErrorCode, FaultInfo, Service, SoapVersion, fault_envelope};
 
-/// Largest request head (request line and headers).
+/// Largest request head in bytes: the request line, the header lines and
+/// the empty line that ends them, all together (so also the longest line).
+/// Beyond it: 431 and the connection is closed.
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Most headers in a request.
 pub const MAX_HEADERS: usize = 64;
@@ -132,8 +141,13 @@ impl Server {
         let uss = Uss::open(&store, opts.uss.clone())?;
         drop(store);
         let tls = opts.tls.as_ref().map(load_tls).transpose()?;
-        let listener = TcpListener::bind(&opts.listen)
-            .map_err(|e| Error::io(format!("listen address {}", opts.listen), e))?;
+        let listener = TcpListener::bind(&opts.listen).map_err(|e| {
+            Error::Refused(format!(
+                "cannot listen on {}: {}",
+                opts.listen,
+                bind_failure(&e)
+            ))
+        })?;
         Ok(Server {
             listener,
             root: root.to_path_buf(),
@@ -177,7 +191,7 @@ impl Server {
             let stream = match conn {
                 Ok(s) => s,
                 Err(e) => {
-                    eprintln!("gapsync serve: accept: {e}");
+                    log(None, &format!("accept: {e}"));
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
@@ -191,6 +205,20 @@ impl Server {
             }
         }
         Ok(())
+    }
+}
+
+/// Why an address cannot be bound, said once and in words.
+fn bind_failure(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => {
+            "the address is already in use (another server listens on this port)".into()
+        }
+        io::ErrorKind::AddrNotAvailable => "no interface of this machine has this address".into(),
+        io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges)".into()
+        }
+        _ => e.to_string(),
     }
 }
 
@@ -262,8 +290,12 @@ fn reject_busy(mut s: TcpStream, tls: bool) {
         let _ = s.write_all(head.as_bytes());
         let _ = s.write_all(body.as_bytes());
     }
+    let peer = s.peer_addr().ok();
     let _ = s.shutdown(Shutdown::Both);
-    eprintln!("gapsync serve: busy, refused a connection");
+    log(
+        peer,
+        "busy (every worker serving, queue full): connection refused",
+    );
 }
 
 struct Ctx {
@@ -289,19 +321,16 @@ fn worker(ctx: &Ctx, rx: &Mutex<Receiver<TcpStream>>) {
                     store = Some(s);
                 }
                 Err(e) => {
-                    eprintln!("gapsync serve: cannot open the store: {e}");
+                    log(tcp.peer_addr().ok(), &format!("cannot open the store: {e}"));
                     let _ = tcp.shutdown(Shutdown::Both);
                     continue;
                 }
             }
         }
         let Some(st) = store.as_ref() else { continue };
-        let peer = tcp
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "?".into());
+        let peer = tcp.peer_addr().ok();
         let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            serve_connection(ctx, st, tcp)
+            serve_connection(ctx, st, tcp, peer)
         }));
         let served = served
             .unwrap_or_else(|_| Err(io::Error::other("internal error (panic) while serving")));
@@ -314,7 +343,7 @@ fn worker(ctx: &Ctx, rx: &Mutex<Receiver<TcpStream>>) {
                     | io::ErrorKind::ConnectionAborted
             )
         {
-            eprintln!("gapsync serve: {peer}: connection closed: {e}");
+            log(peer, &format!("connection closed: {e}"));
         }
     }
 }
@@ -328,6 +357,8 @@ struct Conn {
     /// Bytes of `buf` not yet consumed: `buf[pos..]`.
     pos: usize,
     write_timeout: Duration,
+    /// The client's address (for the log).
+    peer: Option<SocketAddr>,
 }
 
 impl Conn {
@@ -400,9 +431,85 @@ struct Head {
     /// HTTP/1.1 (else 1.0).
     http11: bool,
     headers: Vec<(String, String)>,
+    /// How the body is delimited.
+    framing: Framing,
+}
+
+/// How a request's body is delimited (RFC 9112 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// Neither `Content-Length` nor `Transfer-Encoding`: no body.
+    None,
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding` ending in `chunked` (HTTP/1.1, no
+    /// `Content-Length`).
+    Chunked,
+}
+
+/// Rule (RFC 9112 6.1 and 6.3, RFC 9110 8.6): a request's body framing is
+/// unambiguous, else it is refused with 400 and the connection closed (a
+/// proxy in front might delimit the request otherwise: request smuggling):
+/// - `Transfer-Encoding` together with `Content-Length`;
+/// - `Transfer-Encoding` in an HTTP/1.0 request;
+/// - `Transfer-Encoding` whose final coding is not `chunked`, or that
+///   applies `chunked` more than once;
+/// - a `Content-Length` that is not a decimal number of bytes, or several
+///   `Content-Length` values (fields or list members) that differ.
+///
+/// Identical repeated `Content-Length` values count as one (RFC 9110 8.6).
+fn framing(
+    http11: bool,
+    headers: &[(String, String)],
+) -> std::result::Result<Framing, &'static str> {
+    let values = |name: &str| -> Vec<&str> {
+        headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim)
+            .collect()
+    };
+    let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    if has("transfer-encoding") {
+        if has("content-length") {
+            return Err("Transfer-Encoding and Content-Length together");
+        }
+        if !http11 {
+            return Err("Transfer-Encoding in an HTTP/1.0 request");
+        }
+        let codings = values("transfer-encoding");
+        let chunked = |c: &&str| c.eq_ignore_ascii_case("chunked");
+        if !codings.last().is_some_and(chunked) {
+            return Err("Transfer-Encoding whose final coding is not chunked");
+        }
+        if codings.iter().filter(|c| chunked(c)).count() > 1 {
+            return Err("Transfer-Encoding with chunked more than once");
+        }
+        return Ok(Framing::Chunked);
+    }
+    let mut length: Option<u64> = None;
+    for v in values("content-length") {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("Content-Length is not a number of bytes");
+        }
+        let n = v
+            .parse::<u64>()
+            .map_err(|_| "Content-Length is not a number of bytes")?;
+        match length {
+            Some(l) if l != n => return Err("several different Content-Length values"),
+            _ => length = Some(n),
+        }
+    }
+    Ok(length.map_or(Framing::None, Framing::Length))
 }
 
 impl Head {
+    /// True when the request carries body bytes (which are not read unless
+    /// the request is served, so the connection cannot be kept).
+    fn has_body(&self) -> bool {
+        !matches!(self.framing, Framing::None | Framing::Length(0))
+    }
     fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -471,7 +578,12 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn serve_connection(ctx: &Ctx, store: &Store, tcp: TcpStream) -> io::Result<()> {
+fn serve_connection(
+    ctx: &Ctx,
+    store: &Store,
+    tcp: TcpStream,
+    peer: Option<SocketAddr>,
+) -> io::Result<()> {
     tcp.set_nodelay(true)?;
     let tls = match &ctx.tls {
         Some(cfg) => Some(
@@ -486,6 +598,7 @@ fn serve_connection(ctx: &Ctx, store: &Store, tcp: TcpStream) -> io::Result<()> 
         buf: Vec::with_capacity(8192),
         pos: 0,
         write_timeout: ctx.opts.write_timeout,
+        peer,
     };
     let result = serve_requests(ctx, store, &mut conn);
     conn.close();
@@ -523,40 +636,68 @@ fn serve_requests(ctx: &Ctx, store: &Store, conn: &mut Conn) -> io::Result<()> {
                     false,
                     &Reply::simple(408, "request timeout").closing(),
                 );
-                eprintln!(
-                    "gapsync serve: request head not complete in {:?}; connection closed",
-                    ctx.opts.request_timeout
+                log(
+                    conn.peer,
+                    &format!(
+                        "request head not complete in {:?}: 408, connection closed",
+                        ctx.opts.request_timeout
+                    ),
                 );
                 return Ok(());
             }
             Err(HeadError::Io(e)) => return Err(e),
             Err(HeadError::Bad(status, why)) => {
-                let _ = write_reply(conn, false, &Reply::simple(status, why).closing());
-                eprintln!("gapsync serve: bad request head: {why} ({status})");
+                let _ = write_reply(conn, false, &Reply::simple(status, &why).closing());
+                log(conn.peer, &format!("bad request head: {why} ({status})"));
                 return Ok(());
             }
         };
         let is_head = head.method == "HEAD";
-        let (reply, log) = respond(ctx, store, conn, &head, deadline);
+        let (reply, outcome) = respond(ctx, store, conn, &head, deadline);
         let keep = head.keep_alive() && !reply.close;
         let written = write_reply(conn, is_head, &reply_with_connection(reply, keep));
-        eprintln!(
-            "gapsync serve: {} {} -> {}{} ({} ms)",
-            head.method,
-            truncate_path(&head.target),
-            log.0,
-            if log.1.is_empty() {
-                String::new()
-            } else {
-                format!(" {}", log.1)
-            },
-            started.elapsed().as_millis()
+        log(
+            conn.peer,
+            &format!(
+                "{} {} -> {}{} ({} ms)",
+                head.method,
+                truncate_path(&head.target),
+                outcome.0,
+                if outcome.1.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", outcome.1)
+                },
+                started.elapsed().as_millis()
+            ),
         );
         written?;
         if !keep {
             return Ok(());
         }
     }
+}
+
+/// One log line: `<UTC time, RFC 3339> <client address or -> <message>`,
+/// e.g. `2026-05-01T10:00:00.123Z 10.0.0.7:50123 POST /... -> 200 (3 ms)`.
+pub fn log_line(at: time::OffsetDateTime, client: Option<SocketAddr>, message: &str) -> String {
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    let at = at
+        .to_offset(time::UtcOffset::UTC)
+        .format(&fmt)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into());
+    let client = client.map_or_else(|| "-".to_string(), |a| a.to_string());
+    format!("{at} {client} {message}")
+}
+
+/// Writes a log line (stderr), stamped now.
+pub fn log(client: Option<SocketAddr>, message: &str) {
+    eprintln!(
+        "{}",
+        log_line(time::OffsetDateTime::now_utc(), client, message)
+    );
 }
 
 fn truncate_path(s: &str) -> String {
@@ -571,7 +712,11 @@ fn reply_with_connection(mut r: Reply, keep: bool) -> Reply {
 
 enum HeadError {
     Io(io::Error),
-    Bad(u16, &'static str),
+    Bad(u16, String),
+}
+
+fn head_too_large() -> String {
+    format!("request head larger than {} KiB", MAX_HEAD / 1024)
 }
 
 impl From<io::Error> for HeadError {
@@ -580,6 +725,11 @@ impl From<io::Error> for HeadError {
     }
 }
 
+/// Rule: a request head (request line, header lines, empty line) is at
+/// most [`MAX_HEAD`] bytes, so no line is longer either, and holds at most
+/// [`MAX_HEADERS`] headers; beyond: 431, closed. Its framing is unambiguous
+/// ([`framing`]), else 400, closed.
+///
 /// Reads and parses one request head; `None` when the peer closed cleanly
 /// before sending one.
 fn read_head(conn: &mut Conn, deadline: Instant) -> std::result::Result<Option<Head>, HeadError> {
@@ -588,27 +738,36 @@ fn read_head(conn: &mut Conn, deadline: Instant) -> std::result::Result<Option<H
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(conn.pending()) {
             Ok(httparse::Status::Complete(n)) => {
+                if n > MAX_HEAD {
+                    return Err(HeadError::Bad(431, head_too_large()));
+                }
+                let http11 = req.version == Some(1);
+                let headers: Vec<(String, String)> = req
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_string(),
+                            String::from_utf8_lossy(h.value).trim().to_string(),
+                        )
+                    })
+                    .collect();
+                let framing = framing(http11, &headers)
+                    .map_err(|why| HeadError::Bad(400, why.to_string()))?;
                 let head = Head {
                     method: req.method.unwrap_or("").to_string(),
                     target: req.path.unwrap_or("").to_string(),
-                    http11: req.version == Some(1),
-                    headers: req
-                        .headers
-                        .iter()
-                        .map(|h| {
-                            (
-                                h.name.to_string(),
-                                String::from_utf8_lossy(h.value).trim().to_string(),
-                            )
-                        })
-                        .collect(),
+                    http11,
+                    headers,
+                    framing,
                 };
                 conn.consume(n);
                 return Ok(Some(head));
             }
             Ok(httparse::Status::Partial) => {
+                // An unfinished head (or line) already over the limit.
                 if conn.pending().len() > MAX_HEAD {
-                    return Err(HeadError::Bad(431, "request head too large"));
+                    return Err(HeadError::Bad(431, head_too_large()));
                 }
                 if conn.fill(deadline)? == 0 {
                     if conn.pending().is_empty() {
@@ -618,7 +777,10 @@ fn read_head(conn: &mut Conn, deadline: Instant) -> std::result::Result<Option<H
                 }
             }
             Err(httparse::Error::TooManyHeaders) => {
-                return Err(HeadError::Bad(431, "too many headers"));
+                return Err(HeadError::Bad(
+                    431,
+                    format!("more than {MAX_HEADERS} headers"),
+                ));
             }
             Err(httparse::Error::Version) => {
                 let line_end = conn
@@ -628,11 +790,11 @@ fn read_head(conn: &mut Conn, deadline: Instant) -> std::result::Result<Option<H
                     .unwrap_or(conn.pending().len());
                 let line = &conn.pending()[..line_end];
                 if line.windows(6).any(|w| w == b" HTTP/") {
-                    return Err(HeadError::Bad(505, "unsupported HTTP version"));
+                    return Err(HeadError::Bad(505, "unsupported HTTP version".into()));
                 }
-                return Err(HeadError::Bad(400, "malformed request line"));
+                return Err(HeadError::Bad(400, "malformed request line".into()));
             }
-            Err(_) => return Err(HeadError::Bad(400, "malformed request head")),
+            Err(_) => return Err(HeadError::Bad(400, "malformed request head".into())),
         }
     }
 }
@@ -742,10 +904,7 @@ fn respond(
         if head.method != "POST" {
             let mut r = Reply::simple(405, "SOAP endpoints take POST");
             r.headers.push(("Allow", "POST".into()));
-            let body_left = head
-                .header("content-length")
-                .is_some_and(|l| l.trim() != "0");
-            if body_left || head.header("transfer-encoding").is_some() {
+            if head.has_body() {
                 r = r.closing();
             }
             return (r, (405, String::new()));
@@ -759,11 +918,7 @@ fn respond(
             r.headers.push(("Allow", "GET, HEAD".into()));
             return (r.closing(), (405, String::new()));
         }
-        if head
-            .header("content-length")
-            .is_some_and(|l| l.trim() != "0")
-            || head.header("transfer-encoding").is_some()
-        {
+        if head.has_body() {
             return (
                 Reply::simple(400, "content requests carry no body").closing(),
                 (400, String::new()),
@@ -772,15 +927,7 @@ fn respond(
         return content(store, head, path);
     }
     let r = Reply::simple(404, "not found");
-    let r = if head
-        .header("content-length")
-        .is_some_and(|l| l.trim() != "0")
-        || head.header("transfer-encoding").is_some()
-    {
-        r.closing()
-    } else {
-        r
-    };
+    let r = if head.has_body() { r.closing() } else { r };
     (r, (404, String::new()))
 }
 
@@ -862,7 +1009,7 @@ fn soap(
     let (version, action) = soap_headers(head);
     let base = base_url(ctx, head, conn);
     let actor = format!("{base}{}", service.path());
-    if head.header("transfer-encoding").is_some() {
+    if head.framing == Framing::Chunked {
         let r = soap_fault_reply(
             411,
             version,
@@ -879,12 +1026,9 @@ fn soap(
             ),
         );
     }
-    let len = match head
-        .header("content-length")
-        .map(|l| l.trim().parse::<usize>())
-    {
-        Some(Ok(n)) => n,
-        _ => {
+    let len = match head.framing {
+        Framing::Length(n) => n,
+        Framing::None | Framing::Chunked => {
             let r = soap_fault_reply(
                 411,
                 version,
@@ -893,26 +1037,29 @@ fn soap(
                 &actor,
             )
             .closing();
-            return (r, (411, "no valid Content-Length".into()));
+            return (r, (411, "no Content-Length".into()));
         }
     };
-    if len > ctx.opts.max_body {
-        let r = soap_fault_reply(
-            413,
-            version,
-            ErrorCode::InvalidParameters,
-            "request",
-            &actor,
-        )
-        .closing();
-        return (
-            r,
-            (
+    let len = match usize::try_from(len) {
+        Ok(n) if n <= ctx.opts.max_body => n,
+        _ => {
+            let r = soap_fault_reply(
                 413,
-                format!("body of {len} bytes exceeds {}", ctx.opts.max_body),
-            ),
-        );
-    }
+                version,
+                ErrorCode::InvalidParameters,
+                "request",
+                &actor,
+            )
+            .closing();
+            return (
+                r,
+                (
+                    413,
+                    format!("body of {len} bytes exceeds {}", ctx.opts.max_body),
+                ),
+            );
+        }
+    };
     if head
         .header("expect")
         .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
@@ -1154,6 +1301,77 @@ mod tests {
         assert_eq!(origin_form("HTTPS://h"), "/");
         assert_eq!(origin_form("/a"), "/a");
         assert_eq!(origin_form("ht\u{e9}p://x"), "ht\u{e9}p://x");
+    }
+
+    #[test]
+    fn log_lines_carry_utc_time_and_client() {
+        let at = time::OffsetDateTime::from_unix_timestamp_nanos(784_111_777_123_456_789)
+            .unwrap()
+            .to_offset(time::UtcOffset::from_hms(2, 0, 0).unwrap());
+        let client: SocketAddr = "10.0.0.7:50123".parse().unwrap();
+        assert_eq!(
+            log_line(at, Some(client), "GET / -> 404 (0 ms)"),
+            "1994-11-06T08:49:37.123Z 10.0.0.7:50123 GET / -> 404 (0 ms)"
+        );
+        assert_eq!(log_line(at, None, "x"), "1994-11-06T08:49:37.123Z - x");
+    }
+
+    #[test]
+    fn framing_rules() {
+        let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let ok = [
+            (true, h(&[]), Framing::None),
+            (true, h(&[("Content-Length", "12")]), Framing::Length(12)),
+            (
+                true,
+                h(&[("content-length", "5"), ("Content-Length", "5")]),
+                Framing::Length(5),
+            ),
+            (true, h(&[("Content-Length", "5, 5")]), Framing::Length(5)),
+            (false, h(&[("Content-Length", "0")]), Framing::Length(0)),
+            (
+                true,
+                h(&[("Transfer-Encoding", "chunked")]),
+                Framing::Chunked,
+            ),
+            (
+                true,
+                h(&[
+                    ("Transfer-Encoding", "gzip"),
+                    ("Transfer-Encoding", "Chunked"),
+                ]),
+                Framing::Chunked,
+            ),
+        ];
+        for (http11, headers, want) in ok {
+            assert_eq!(framing(http11, &headers), Ok(want), "{headers:?}");
+        }
+        let bad = [
+            (true, h(&[("Content-Length", "5"), ("Content-Length", "6")])),
+            (true, h(&[("Content-Length", "5, 6")])),
+            (true, h(&[("Content-Length", "")])),
+            (true, h(&[("Content-Length", "+5")])),
+            (true, h(&[("Content-Length", "-1")])),
+            (true, h(&[("Content-Length", "0x10")])),
+            (true, h(&[("Content-Length", "99999999999999999999999")])),
+            (
+                true,
+                h(&[("Transfer-Encoding", "chunked"), ("Content-Length", "5")]),
+            ),
+            (false, h(&[("Transfer-Encoding", "chunked")])),
+            (true, h(&[("Transfer-Encoding", "gzip")])),
+            (true, h(&[("Transfer-Encoding", "chunked, gzip")])),
+            (true, h(&[("Transfer-Encoding", "chunked, chunked")])),
+            (true, h(&[("Transfer-Encoding", "")])),
+        ];
+        for (http11, headers) in bad {
+            assert!(framing(http11, &headers).is_err(), "{headers:?}");
+        }
     }
 
     #[test]

@@ -340,6 +340,105 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     assert!(tree(&lab.down.join("content")).is_empty());
 }
 
+/// A dry run plans for the whole bundle: with volumes missing it names
+/// them and fails (exit 1) unless told to plan from volume 1 alone, and
+/// then the plan says which volumes it did not see. Nothing changes.
+#[test]
+fn dry_run_names_missing_volumes_unless_planning_from_volume_1() {
+    let mut lab = Lab::new("10M");
+    let b = lab.export(&["--volume-size", "5M"]);
+    let vols: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = fs::read_dir(&b)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(vols.len(), 3, "10 MiB in 5 MiB volumes");
+    let v: Vec<&str> = vols.iter().map(|p| p.to_str().unwrap()).collect();
+    let before = snapshot(&lab.down);
+    let dry = |volumes: &[&str], extra: &[&str]| {
+        let mut args = vec!["import", "--dry-run"];
+        args.extend_from_slice(extra);
+        args.push("--volumes");
+        args.extend_from_slice(volumes);
+        gs(&lab.down, &args)
+    };
+
+    let r = dry(&v[..1], &[]).fails(1, "volumes 2 and 3 of this 3-volume bundle not given");
+    assert!(
+        r.stderr.contains("--plan-from-first-volume"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.is_empty(), "no plan: {}", r.stdout);
+    dry(&v[..2], &[]).fails(1, "volume 3 of this 3-volume bundle not given");
+    // A bundle folder with only its first volume copied.
+    let partial = lab.root.join("partial");
+    copy_tree(&b, &partial);
+    fs::remove_dir_all(partial.join("vol-002")).unwrap();
+    fs::remove_dir_all(partial.join("vol-003")).unwrap();
+    gs(
+        &lab.down,
+        &["import", partial.to_str().unwrap(), "--dry-run"],
+    )
+    .fails(1, "volumes 2 and 3");
+    let j = gs(
+        &lab.down,
+        &[
+            "import",
+            partial.to_str().unwrap(),
+            "--dry-run",
+            "--plan-from-first-volume",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(j["plan"]["volumes_missing"], serde_json::json!([2, 3]));
+    // Volumes given in the wrong order are not the volumes asked for.
+    dry(&[v[0], v[2], v[1]], &[]).fails(3, "[wrong-volume]");
+    // Without --dry-run the flag is a usage error.
+    let r = gs(
+        &lab.down,
+        &["import", "--plan-from-first-volume", "--volumes", v[0]],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--dry-run"), "{}", r.stderr);
+
+    // Planned from volume 1 alone: said in the text and the JSON.
+    let r = dry(&v[..1], &["--plan-from-first-volume"]).ok();
+    assert!(
+        r.stdout.contains("planned from volume 1 alone")
+            && r.stdout.contains("volumes 2 and 3 of 3 not given"),
+        "{}",
+        r.stdout
+    );
+    let j = dry(&v[..1], &["--plan-from-first-volume", "--json"])
+        .ok()
+        .json();
+    assert_eq!(j["status"], "dry-run");
+    assert_eq!(j["plan"]["volumes"], 3);
+    assert_eq!(j["plan"]["volumes_missing"], serde_json::json!([2, 3]));
+    assert_eq!(j["plan"]["content_bytes"], 10 << 20);
+    // Every volume given: the whole plan, every header checked.
+    let r = dry(&v, &[]).ok();
+    assert!(!r.stdout.contains("planned from volume 1"), "{}", r.stdout);
+    let j = dry(&v, &["--json"]).ok().json();
+    assert_eq!(j["plan"]["volumes_missing"], serde_json::json!([]));
+    let checks = j["checks"].to_string();
+    assert!(checks.contains("volume 3: signature valid"), "{checks}");
+    assert_eq!(snapshot(&lab.down), before, "a dry run changed the store");
+    assert!(tree(&lab.down.join("content")).is_empty());
+
+    let mut args = vec!["import", "--volumes"];
+    args.extend_from_slice(&v);
+    gs(&lab.down, &args).ok();
+    lab.assert_equal();
+}
+
 #[test]
 fn stock_tools_verify_a_bundle() {
     let mut lab = Lab::new("3M");
@@ -1000,6 +1099,7 @@ fn volumes_can_arrive_one_at_a_time_at_one_mount_point() {
         &ImportOptions {
             layout: Layout::from_volumes(std::slice::from_ref(&mount)),
             dry_run: false,
+            plan_from_first_volume: false,
             allow_expired: false,
             rebase: false,
             prompt: Some(&swap),

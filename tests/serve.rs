@@ -1072,6 +1072,271 @@ fn slow_clients_neither_block_others_nor_hold_on() {
     .ok();
 }
 
+/// How many HTTP responses a raw answer holds.
+fn responses_in(raw: &[u8]) -> usize {
+    String::from_utf8_lossy(raw).matches("HTTP/1.1 ").count()
+}
+
+/// Sends raw bytes; the whole answer until the server closes.
+fn raw_exchange(addr: SocketAddr, req: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(req).expect("send");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    raw
+}
+
+/// Request smuggling (RFC 9112 6.3): a request whose body length a proxy
+/// in front could read otherwise gets 400 and the connection is closed, so
+/// the bytes after it are never served as another request; identical
+/// repeated Content-Lengths are one.
+#[test]
+fn ambiguous_framing_gets_400_and_the_connection_closes() {
+    let (_tmp, dir) = new_store("hq", "autonomous");
+    let srv = Served::start(&dir, &[]);
+    let body = envelope(&format!("<GetAuthConfig xmlns=\"{SSS_NS}\"/>"));
+    let len = body.len();
+    let post = |extra: &str, version: &str| {
+        format!(
+            "POST {SSS} {version}\r\nHost: x\r\nContent-Type: text/xml\r\nSOAPAction: \"{ACTION}GetAuthConfig\"\r\n{extra}\r\n{body}"
+        )
+    };
+    // What a proxy that reads the other length would take for a second
+    // request on the same connection.
+    let smuggled = "GET /Content/../gapsync.db HTTP/1.1\r\nHost: x\r\n\r\n";
+    let cases = [
+        (
+            "two different Content-Lengths",
+            post(
+                &format!(
+                    "Content-Length: {len}\r\nContent-Length: {}\r\n",
+                    len + smuggled.len()
+                ),
+                "HTTP/1.1",
+            ) + smuggled,
+        ),
+        (
+            "a Content-Length list with different values",
+            post(
+                &format!("Content-Length: {len}, {}\r\n", len + 1),
+                "HTTP/1.1",
+            ),
+        ),
+        (
+            "Transfer-Encoding and Content-Length",
+            post(
+                &format!("Transfer-Encoding: chunked\r\nContent-Length: {len}\r\n"),
+                "HTTP/1.1",
+            ) + smuggled,
+        ),
+        (
+            "a Content-Length that is not a number",
+            post(&format!("Content-Length: +{len}\r\n"), "HTTP/1.1"),
+        ),
+        (
+            "a Content-Length beyond any number",
+            post("Content-Length: 99999999999999999999999\r\n", "HTTP/1.1"),
+        ),
+        (
+            "a final coding other than chunked",
+            format!(
+                "GET /nope HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "Transfer-Encoding in HTTP/1.0",
+            post("Transfer-Encoding: chunked\r\n", "HTTP/1.0"),
+        ),
+    ];
+    for (what, req) in cases {
+        let raw = raw_exchange(srv.addr, req.as_bytes());
+        let r = parse_response(&raw);
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+        assert_eq!(r.header("connection"), Some("close"), "{what}");
+        assert_eq!(responses_in(&raw), 1, "{what}: one answer, then closed");
+    }
+    // Identical values are one Content-Length.
+    let r = http(
+        srv.addr,
+        post(
+            &format!("Content-Length: {len}\r\nContent-Length: {len}\r\nConnection: close\r\n"),
+            "HTTP/1.1",
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("<PlugInID>DssTargeting</PlugInID>"));
+    let log = srv.log();
+    assert!(
+        log.contains("several different Content-Length values (400)"),
+        "{log}"
+    );
+}
+
+/// The request head limit of docs/protocol.md: 16 KiB for the request line,
+/// the headers and the empty line together (so also for one line), 64
+/// headers; beyond it 431 and the connection closed, however the bytes
+/// arrive.
+#[test]
+fn request_heads_over_16_kib_get_431() {
+    const LIMIT: usize = 16 * 1024;
+    assert_eq!(gapsync::serve::MAX_HEAD, LIMIT, "the documented limit");
+    let (_tmp, dir) = new_store("hq", "autonomous");
+    let srv = Served::start(&dir, &[]);
+    // A GET of an unknown path whose head is exactly `size` bytes.
+    let head_of = |size: usize| {
+        let start = "GET /nope HTTP/1.1\r\nHost: x\r\nX-Pad: ";
+        let end = "\r\n\r\n";
+        let pad = size - start.len() - end.len();
+        format!("{start}{}{end}", "a".repeat(pad))
+    };
+    assert_eq!(head_of(LIMIT).len(), LIMIT);
+    assert_eq!(
+        http(srv.addr, head_of(LIMIT).as_bytes()).status,
+        404,
+        "at the limit"
+    );
+    let r = http(srv.addr, head_of(LIMIT + 1).as_bytes());
+    assert_eq!(r.status, 431, "one byte over: {}", r.text());
+    assert_eq!(r.header("connection"), Some("close"));
+    // One 24 KB header, sent at once.
+    let one = format!(
+        "GET /nope HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(24_000)
+    );
+    assert_eq!(
+        http(srv.addr, one.as_bytes()).status,
+        431,
+        "one 24 KB header"
+    );
+    // Many small headers adding up to 20 KB (fewer than 64).
+    let many = format!(
+        "GET /nope HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..20)
+            .map(|i| format!("X-H{i}: {}\r\n", "c".repeat(1000)))
+            .collect::<String>()
+    );
+    assert_eq!(
+        http(srv.addr, many.as_bytes()).status,
+        431,
+        "20 KB of headers"
+    );
+    // A line that never ends.
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = s.write_all(format!("GET /{} HTTP/1.1", "d".repeat(LIMIT + 100)).as_bytes());
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    assert_eq!(parse_response(&raw).status, 431, "an unfinished line");
+    // More than 64 headers.
+    let too_many = format!(
+        "GET /nope HTTP/1.1\r\n{}\r\n",
+        (0..65)
+            .map(|i| format!("X-H{i}: 1\r\n"))
+            .collect::<String>()
+    );
+    assert_eq!(
+        http(srv.addr, too_many.as_bytes()).status,
+        431,
+        "65 headers"
+    );
+    srv.op(
+        "GetAuthConfig",
+        &envelope(&format!("<GetAuthConfig xmlns=\"{SSS_NS}\"/>")),
+    )
+    .ok();
+}
+
+/// Every log line starts with a UTC timestamp (RFC 3339) and the client's
+/// address (`-` where there is none).
+#[test]
+fn log_lines_carry_utc_time_and_the_client_address() {
+    let (_tmp, dir) = new_store("hq", "autonomous");
+    let srv = Served::start(&dir, &[]);
+    let started = time::OffsetDateTime::now_utc();
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    let me = s.local_addr().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /nope-logged HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    assert_eq!(parse_response(&raw).status, 404);
+    http(srv.addr, b"NOT HTTP AT ALL\r\n\r\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !srv.log().contains("malformed") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = srv.log();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in &lines {
+        let mut words = line.splitn(3, ' ');
+        let (Some(ts), Some(client), Some(_)) = (words.next(), words.next(), words.next()) else {
+            panic!("log line {line:?}");
+        };
+        assert!(ts.ends_with('Z'), "UTC: {line:?}");
+        let t = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert!(
+            (t - started).abs() < time::Duration::minutes(2),
+            "a current time: {line:?}"
+        );
+        assert!(
+            client == "-" || client.parse::<SocketAddr>().is_ok(),
+            "a client address: {line:?}"
+        );
+    }
+    let request = lines
+        .iter()
+        .find(|l| l.contains("GET /nope-logged"))
+        .unwrap_or_else(|| panic!("request logged: {log}"));
+    assert_eq!(
+        request.split(' ').nth(1),
+        Some(me.to_string().as_str()),
+        "{request}"
+    );
+    assert!(request.contains("-> 404"), "{request}");
+    let bad = lines.iter().find(|l| l.contains("malformed")).unwrap();
+    assert!(
+        bad.split(' ').nth(1).unwrap().starts_with("127.0.0.1:"),
+        "{bad}"
+    );
+}
+
+/// `--listen`: an address that does not parse is a usage error (exit 2)
+/// named before anything starts; a busy port is a runtime error (exit 1)
+/// said once.
+#[test]
+fn listen_address_errors_are_said_once_with_their_exit_code() {
+    let (_tmp, dir) = new_store("hq", "autonomous");
+    for bad in [
+        "nonsense",
+        "127.0.0.1",
+        "127.0.0.1:99999",
+        "127.0.0.1:http",
+        "bad host:80",
+    ] {
+        let r = gs(&dir, &["serve", "--listen", bad]);
+        let r = r.fails(2, "--listen");
+        assert!(r.stderr.contains(bad), "{bad}: {}", r.stderr);
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let r = gs(&dir, &["serve", "--listen", &addr]).fails(1, "already in use");
+    assert_eq!(
+        r.stderr.matches("already in use").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.matches(addr.as_str()).count(), 1, "{}", r.stderr);
+    assert!(!r.stderr.contains("os error"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    drop(taken);
+}
+
 // ---------------------------------------------------------------------------
 // 4. Content
 // ---------------------------------------------------------------------------

@@ -1666,6 +1666,36 @@ fn server_changed_resets_anchors() {
     assert!(anchor.contains(&hq2_id), "{anchor}");
 }
 
+/// An `https://` upstream that speaks plain HTTP (a real `gapsync serve`
+/// without TLS) is named as such, with the `http://` URL to use, not with
+/// TLS internals; nothing changes.
+#[test]
+fn https_to_a_plain_http_upstream_says_so() {
+    let (_t1, hq) = new_store("hq", "autonomous");
+    let upstream = Serve::start(&hq);
+    let plain = upstream.url.clone();
+    let https = plain.replacen("http://", "https://", 1);
+    assert!(https.starts_with("https://127.0.0.1:"), "{https}");
+    let (_t2, plant) = new_store("plant", "replica");
+    let before = snapshot(&plant);
+    let r = gs(&plant, &["sync", "--upstream", &https, "--replica"]).fails(
+        1,
+        &format!("the upstream answered in plain HTTP, not TLS; use {plain}"),
+    );
+    for internal in [
+        "InvalidContentType",
+        "corrupt message",
+        "rustls",
+        "GAPSYNC_UPSTREAM_CA",
+    ] {
+        assert!(!r.stderr.contains(internal), "{internal}: {}", r.stderr);
+    }
+    assert_eq!(r.stderr.matches("plain HTTP").count(), 1, "{}", r.stderr);
+    assert_eq!(snapshot(&plant), before);
+    // The URL it suggests works.
+    sync_json(&plant, &plain);
+}
+
 /// A document that is not the revision it was sent as is refused; the
 /// store is unchanged.
 #[test]

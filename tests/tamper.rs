@@ -172,6 +172,7 @@ impl Fixture {
                 &ImportOptions {
                     layout,
                     dry_run: false,
+                    plan_from_first_volume: false,
                     allow_expired: false,
                     rebase: false,
                     prompt: None,

@@ -223,6 +223,7 @@ pub struct ImportArgs<'a> {
     pub path: Option<&'a Path>,
     pub volumes: &'a [PathBuf],
     pub dry_run: bool,
+    pub plan_from_first_volume: bool,
     pub rebase: bool,
     pub allow_expired: bool,
     pub json: bool,
@@ -240,6 +241,7 @@ pub fn import(server: &Path, a: ImportArgs<'_>, progress: &dyn Progress) -> Resu
         &ImportOptions {
             layout,
             dry_run: a.dry_run,
+            plan_from_first_volume: a.plan_from_first_volume,
             allow_expired: a.allow_expired,
             rebase: a.rebase,
             prompt: Some(&prompt_for_volume),
@@ -302,6 +304,13 @@ pub fn import(server: &Path, a: ImportArgs<'_>, progress: &dyn Progress) -> Resu
                 p.content_already_present,
                 human_bytes(p.disk_free)
             );
+            if !p.volumes_missing.is_empty() {
+                println!(
+                    "  volumes       planned from volume 1 alone: every count above comes from volume 1 (its metadata pack and content index); {} of {} not given, so their content was not checked",
+                    import::volume_list(&p.volumes_missing),
+                    p.volumes
+                );
+            }
             if status != "dry-run" {
                 println!("  anchor        {}  ({:.1} s)", r.anchor, secs);
             } else {

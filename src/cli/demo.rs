@@ -106,6 +106,7 @@ fn import_step(
         &ImportOptions {
             layout: Layout::discover(bundle)?,
             dry_run: false,
+            plan_from_first_volume: false,
             allow_expired: false,
             rebase: false,
             prompt: None,

@@ -124,8 +124,8 @@ enum Command {
     },
     /// Serve downstream servers (MS-WSUSSS upstream role) and content.
     Serve {
-        /// Address and port to listen on.
-        #[arg(long, default_value = "0.0.0.0:8530")]
+        /// Address and port to listen on (HOST:PORT; port 0: any free port).
+        #[arg(long, default_value = "0.0.0.0:8530", value_parser = serve::parse_listen)]
         listen: String,
         /// TLS certificate (PEM); with --tls-key, serve HTTPS.
         #[arg(long, requires = "tls_key")]
@@ -228,9 +228,13 @@ enum Command {
         /// next medium is asked for on a terminal).
         #[arg(long, num_args = 1..)]
         volumes: Vec<PathBuf>,
-        /// Print the plan and change nothing.
+        /// Print the plan and change nothing (every volume must be given).
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run: plan from volume 1 alone when later volumes are
+        /// not at hand (the plan names them).
+        #[arg(long, requires = "dry_run")]
+        plan_from_first_volume: bool,
         /// Accept a full bundle that replaces the chain from its source.
         #[arg(long)]
         rebase: bool,
@@ -983,6 +987,7 @@ fn run(cli: Cli) -> Result<()> {
             path,
             volumes,
             dry_run,
+            plan_from_first_volume,
             rebase,
             allow_expired,
             json,
@@ -992,6 +997,7 @@ fn run(cli: Cli) -> Result<()> {
                 path: path.as_deref(),
                 volumes: &volumes,
                 dry_run,
+                plan_from_first_volume,
                 rebase,
                 allow_expired,
                 json,

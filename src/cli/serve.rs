@@ -35,12 +35,16 @@ pub fn serve(
     let info = Store::open(server)?.info().clone();
     let srv = Server::bind(server, opts)?;
     let addr = srv.local_addr()?;
-    eprintln!(
-        "gapsync serve: server {} ({}, {}) from {}",
-        info.name,
-        info.server_id,
-        info.mode.as_str(),
-        server.display()
+    gapsync::serve::log(
+        None,
+        &format!(
+            "serving server {} ({}, {}) from {} on {}://{addr}",
+            info.name,
+            info.server_id,
+            info.mode.as_str(),
+            server.display(),
+            srv.scheme()
+        ),
     );
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {}://{addr}", srv.scheme())?;
@@ -48,4 +52,69 @@ pub fn serve(
     drop(out);
     srv.run()?;
     Ok(())
+}
+
+/// `--listen`: `HOST:PORT` (an IP address, `[IPv6]`, or a host name that
+/// resolves when binding), port 0-65535 (0: any free port). Checked while
+/// parsing (a bad value exits 2); whether the address can be bound is found
+/// when binding (exit 1).
+pub fn parse_listen(s: &str) -> std::result::Result<String, String> {
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(s.to_string());
+    }
+    let why = "expected HOST:PORT, e.g. 0.0.0.0:8530, [::]:8530 or localhost:8530 (port 0-65535)";
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(why.to_string());
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!("port {port:?} is not a number 0-65535; {why}"));
+    }
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !name_ok {
+        return Err(format!(
+            "host {host:?} is not an IP address or host name; {why}"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_listen;
+
+    #[test]
+    fn listen_addresses() {
+        for ok in [
+            "0.0.0.0:8530",
+            "127.0.0.1:0",
+            "[::]:8530",
+            "[::1]:65535",
+            "localhost:8530",
+            "wsus-01.corp:80",
+        ] {
+            assert_eq!(parse_listen(ok).as_deref(), Ok(ok));
+        }
+        for bad in [
+            "",
+            "8530",
+            "127.0.0.1",
+            "127.0.0.1:",
+            "127.0.0.1:65536",
+            "127.0.0.1:-1",
+            ":8530",
+            "host name:80",
+            "::1:80x",
+            "[::1:80",
+            "a..b:80",
+            "1.2.3.4.5:80x",
+        ] {
+            assert!(parse_listen(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -239,6 +239,14 @@ pub enum ClientError {
         url: String,
         limit: u64,
     },
+    /// An `https://` upstream that answered in plain HTTP.
+    #[error("{what} {url}: the upstream answered in plain HTTP, not TLS; use {http_url}")]
+    PlainHttp {
+        what: String,
+        url: String,
+        /// The same address with `http://`.
+        http_url: String,
+    },
     #[error("upstream URL {url:?}: {why}")]
     BadUrl { url: String, why: String },
     /// A content download failed locally (disk).
@@ -1787,6 +1795,37 @@ impl<R: Read> Read for CatchingReader<'_, R> {
 
 const TLS_HINT: &str = " (an upstream with its own certificate authority: give its PEM certificate in GAPSYNC_UPSTREAM_CA)";
 
+/// True when a TLS connection failed because the server's first bytes were
+/// not a TLS record (rustls: invalid content type), as when it speaks plain
+/// HTTP (`HTTP/1.1 400 ...`).
+fn is_plain_http_answer(e: &io::Error) -> bool {
+    let tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    matches!(
+        tls,
+        Some(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType
+        ))
+    )
+}
+
+/// `https://HOST[:PORT]/...` -> `http://HOST:PORT`, keeping the port the
+/// https URL used (443 when it named none).
+fn plain_http_url(url: &str) -> String {
+    let rest = url.strip_prefix("https://").unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let has_port = authority
+        .rsplit_once(']')
+        .map_or(authority, |(_, after)| after)
+        .contains(':');
+    if has_port {
+        format!("http://{authority}")
+    } else {
+        format!("http://{authority}:443")
+    }
+}
+
 /// Sorts a ureq error into "retry" (network, timeouts, broken HTTP) or a
 /// final error.
 fn classify<T>(
@@ -1809,6 +1848,15 @@ fn classify<T>(
             Err(ClientError::BadUrl {
                 url: url.to_string(),
                 why: e.to_string(),
+            })
+        }
+        // An https:// URL whose server answers the TLS hello in plain
+        // HTTP: its bytes are no TLS record.
+        ureq::Error::Io(ref io) if url.starts_with("https://") && is_plain_http_answer(io) => {
+            Err(ClientError::PlainHttp {
+                what: what.to_string(),
+                url: url.to_string(),
+                http_url: plain_http_url(url),
             })
         }
         // TLS failures (an untrusted certificate, a refused handshake)
@@ -1855,6 +1903,17 @@ mod tests {
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read(&p).unwrap_or_else(|e| panic!("capture {p} missing: {e}"))
+    }
+
+    #[test]
+    fn plain_http_urls_keep_the_port() {
+        assert_eq!(
+            plain_http_url("https://hq:8531/ServerSyncWebService/ServerSyncWebService.asmx"),
+            "http://hq:8531"
+        );
+        assert_eq!(plain_http_url("https://hq/x"), "http://hq:443");
+        assert_eq!(plain_http_url("https://[::1]:9/x"), "http://[::1]:9");
+        assert_eq!(plain_http_url("https://[::1]/x"), "http://[::1]:443");
     }
 
     #[test]
