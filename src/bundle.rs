@@ -18,7 +18,22 @@ use crate::error::{Error, IoContext, Result};
 use crate::trust::{KeyId, Minisig, PublicKey};
 
 pub const FORMAT: &str = "gapsync-bundle";
+/// The format version of a bundle without `prev_equivalent_sha256`.
 pub const VERSION: u32 = 1;
+/// The format version of a bundle with `prev_equivalent_sha256` (version 1
+/// plus that field; docs/bundle-format.md §16). Writers use it only when
+/// the list is not empty, so readers that know only version 1 say
+/// `[unsupported-version]` instead of misreading the chain.
+pub const VERSION_EQUIVALENTS: u32 = 2;
+
+/// The version a manifest is written with.
+pub fn version_for(prev_equivalent_sha256: &[String]) -> u32 {
+    if prev_equivalent_sha256.is_empty() {
+        VERSION
+    } else {
+        VERSION_EQUIVALENTS
+    }
+}
 pub const MANIFEST: &str = "manifest.json";
 pub const SUMS: &str = "SHA256SUMS";
 pub const SUMS_SIG: &str = "SHA256SUMS.minisig";
@@ -118,6 +133,13 @@ pub struct Manifest {
     pub destination: String,
     pub seq: u64,
     pub prev_manifest_sha256: Option<String>,
+    /// SHA-256 of the manifests of the other exported links to this
+    /// destination that ended at `from_anchor` (written by `export
+    /// --since`): equivalent positions, after any of which this bundle
+    /// also applies. Omitted when empty, so bundles without it are
+    /// byte-identical to those of earlier writers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prev_equivalent_sha256: Vec<String>,
     pub kind: BundleKind,
     pub from_anchor: Option<String>,
     pub to_anchor: String,
@@ -632,17 +654,21 @@ fn check_manifest_version(bytes: &[u8], dir: &Path) -> Result<()> {
     if let Ok(h) = serde_json::from_slice::<Head>(bytes)
         && h.format.as_deref() == Some(FORMAT)
         && let Some(v) = h.version
-        && v != VERSION
+        && !(VERSION..=VERSION_EQUIVALENTS).contains(&v)
     {
-        return Err(Error::verification(
-            "unsupported-version",
-            format!(
-                "{}/{MANIFEST}: bundle format version {v} (this gapsync reads {VERSION})",
-                dir.display()
-            ),
-        ));
+        return Err(unsupported_version(dir, v));
     }
     Ok(())
+}
+
+fn unsupported_version(dir: &Path, v: u32) -> Error {
+    Error::verification(
+        "unsupported-version",
+        format!(
+            "{}/{MANIFEST}: bundle format version {v} (this gapsync reads versions {VERSION} and {VERSION_EQUIVALENTS}); upgrade gapsync",
+            dir.display()
+        ),
+    )
 }
 
 /// Rule: the manifest is JSON of this format and a version this reader
@@ -665,15 +691,8 @@ pub fn parse_manifest(bytes: &[u8], dir: &Path) -> Result<Manifest> {
             ),
         ));
     }
-    if m.version != VERSION {
-        return Err(Error::verification(
-            "unsupported-version",
-            format!(
-                "{}/{MANIFEST}: bundle format version {} (this gapsync reads {VERSION})",
-                dir.display(),
-                m.version
-            ),
-        ));
+    if !(VERSION..=VERSION_EQUIVALENTS).contains(&m.version) {
+        return Err(unsupported_version(dir, m.version));
     }
     if m.volumes == 0 || m.seq == 0 || (m.seq == 1) != m.prev_manifest_sha256.is_none() {
         return Err(Error::verification(
@@ -693,6 +712,7 @@ pub fn parse_manifest(bytes: &[u8], dir: &Path) -> Result<Manifest> {
             ),
         ));
     }
+    check_equivalents(m.prev_equivalent_sha256.as_slice(), &m, dir)?;
     for p in &m.packs {
         check_safe_path(&p.name)?;
         if p.volume == 0 || p.volume > m.volumes {
@@ -703,6 +723,52 @@ pub fn parse_manifest(bytes: &[u8], dir: &Path) -> Result<Manifest> {
         }
     }
     Ok(m)
+}
+
+/// Rule: `prev_equivalent_sha256` appears in version 2 manifests, and
+/// only there (not empty); only in an incremental bundle with a previous
+/// manifest; and lists distinct SHA-256 digests (64 lower-case hex digits),
+/// none of them `prev_manifest_sha256`.
+fn check_equivalents(list: &[String], m: &Manifest, dir: &Path) -> Result<()> {
+    let bad = |why: String| {
+        Error::verification(
+            "malformed-manifest",
+            format!("{}/{MANIFEST}: prev_equivalent_sha256 {why}", dir.display()),
+        )
+    };
+    if m.version != version_for(list) {
+        return Err(bad(format!(
+            "{} in a version {} manifest",
+            if list.is_empty() {
+                "missing"
+            } else {
+                "present"
+            },
+            m.version
+        )));
+    }
+    if list.is_empty() {
+        return Ok(());
+    }
+    if m.kind != BundleKind::Incremental || m.prev_manifest_sha256.is_none() {
+        return Err(bad("in a bundle that continues no previous link".into()));
+    }
+    let mut seen = BTreeSet::new();
+    for d in list {
+        if d.len() != 64
+            || !d
+                .bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        {
+            return Err(bad(format!(
+                "entry {d:?} is not a SHA-256 in lower-case hex"
+            )));
+        }
+        if Some(d) == m.prev_manifest_sha256.as_ref() || !seen.insert(d) {
+            return Err(bad(format!("lists {d} twice")));
+        }
+    }
+    Ok(())
 }
 
 /// Rule: the signature's trusted comment names this bundle, link and
@@ -918,15 +984,17 @@ mod tests {
         }
 
         #[test]
-        fn manifest_json_round_trips(seq in 1u64..1000, volumes in 1u32..50, revisions in 0u64..1_000_000, name in "[ -~]{0,40}") {
+        fn manifest_json_round_trips(seq in 1u64..1000, volumes in 1u32..50, revisions in 0u64..1_000_000, name in "[ -~]{0,40}", equivalents in 0u64..3) {
+            let equivalents: Vec<String> = if seq > 1 { (1..=equivalents).map(|i| format!("{i:064x}")).collect() } else { vec![] };
             let m = Manifest {
                 format: FORMAT.into(),
-                version: VERSION,
+                version: version_for(&equivalents),
                 bundle_id: "b".into(),
                 source: Source { server_id: "s".into(), name },
                 destination: "d".into(),
                 seq,
                 prev_manifest_sha256: (seq > 1).then(|| "0".repeat(64)),
+                prev_equivalent_sha256: equivalents,
                 kind: if seq > 1 { BundleKind::Incremental } else { BundleKind::Full },
                 from_anchor: (seq > 1).then(|| "a".into()),
                 to_anchor: "t".into(),
@@ -942,6 +1010,86 @@ mod tests {
             let bytes = serde_json::to_vec_pretty(&m).unwrap();
             proptest::prop_assert_eq!(parse_manifest(&bytes, Path::new(".")).unwrap(), m);
         }
+    }
+
+    fn manifest(seq: u64) -> Manifest {
+        Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            bundle_id: "b".into(),
+            source: Source {
+                server_id: "s".into(),
+                name: "n".into(),
+            },
+            destination: "d".into(),
+            seq,
+            prev_manifest_sha256: (seq > 1).then(|| "0".repeat(64)),
+            prev_equivalent_sha256: vec![],
+            kind: if seq > 1 {
+                BundleKind::Incremental
+            } else {
+                BundleKind::Full
+            },
+            from_anchor: (seq > 1).then(|| "a".into()),
+            to_anchor: "t".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            expires: "2026-02-01T00:00:00Z".into(),
+            signer: "0000000000000000".into(),
+            filters: Filters::default(),
+            counts: Counts::default(),
+            volumes: 1,
+            packs: vec![],
+            trust_statements: vec![],
+        }
+    }
+
+    #[test]
+    fn equivalent_links_are_version_2_and_checked() {
+        // Without equivalents the manifest is what version-1 writers
+        // wrote: no such field, version 1, and such manifests still parse.
+        let plain = serde_json::to_vec_pretty(&manifest(3)).unwrap();
+        let text = String::from_utf8(plain.clone()).unwrap();
+        assert!(!text.contains("prev_equivalent_sha256"), "{text}");
+        assert!(text.contains("\"version\": 1,"), "{text}");
+        assert_eq!(parse_manifest(&plain, Path::new(".")).unwrap(), manifest(3));
+        let mut m = manifest(3);
+        m.prev_equivalent_sha256 = vec!["1".repeat(64), "2".repeat(64)];
+        m.version = VERSION_EQUIVALENTS;
+        let bytes = serde_json::to_vec_pretty(&m).unwrap();
+        assert_eq!(parse_manifest(&bytes, Path::new(".")).unwrap(), m);
+        let mut v3 = m.clone();
+        v3.version = 3;
+        match parse_manifest(&serde_json::to_vec(&v3).unwrap(), Path::new(".")) {
+            Err(Error::Verification { rule, .. }) => assert_eq!(rule, "unsupported-version"),
+            other => panic!("{other:?}"),
+        }
+        let rule =
+            |m: &Manifest| match parse_manifest(&serde_json::to_vec(m).unwrap(), Path::new(".")) {
+                Err(Error::Verification { rule, .. }) => rule,
+                other => panic!("expected a refusal, got {other:?}"),
+            };
+        for bad in [
+            vec!["1".repeat(64), "1".repeat(64)],
+            vec!["0".repeat(64)],
+            vec!["A".repeat(64)],
+            vec!["1".repeat(63)],
+        ] {
+            let mut m = manifest(3);
+            m.prev_equivalent_sha256 = bad;
+            m.version = VERSION_EQUIVALENTS;
+            assert_eq!(rule(&m), "malformed-manifest");
+        }
+        let mut full = manifest(1);
+        full.prev_equivalent_sha256 = vec!["1".repeat(64)];
+        full.version = VERSION_EQUIVALENTS;
+        assert_eq!(rule(&full), "malformed-manifest");
+        // The field belongs to version 2, and version 2 to the field.
+        let mut v1 = manifest(3);
+        v1.prev_equivalent_sha256 = vec!["1".repeat(64)];
+        assert_eq!(rule(&v1), "malformed-manifest");
+        let mut v2 = manifest(3);
+        v2.version = VERSION_EQUIVALENTS;
+        assert_eq!(rule(&v2), "malformed-manifest");
     }
 
     #[test]

@@ -31,10 +31,7 @@ use crate::progress::Progress;
 use crate::store::{Store, now_rfc3339};
 use crate::trust::SecretKey;
 
-/// Space kept free in every volume for manifest, SHA256SUMS and signature.
-pub const VOLUME_RESERVE: u64 = 1 << 20;
-/// Smallest part a content file is split into (except its last part).
-const MIN_PART: u64 = 1 << 20;
+pub use crate::units::{MIN_PART, MIN_VOLUME_SIZE, VOLUME_RESERVE};
 const TAR_BLOCK: u64 = 512;
 const TAR_END: u64 = 1024;
 
@@ -42,9 +39,17 @@ pub struct ExportOptions<'a> {
     pub out: &'a Path,
     pub destination: &'a str,
     pub full: bool,
-    pub since: Option<&'a str>,
+    /// Continue from the exported link(s) that ended at this anchor (after
+    /// bundles were lost on the way) instead of the chain's last link.
+    pub since: Option<Anchor>,
+    /// Write an incremental bundle even when it has nothing to carry.
+    pub allow_empty: bool,
     pub filters: Filters,
+    /// Split into volumes of at most this many bytes (at least
+    /// [`MIN_VOLUME_SIZE`]).
     pub volume_size: Option<u64>,
+    /// Validity period, within [`crate::units::MIN_EXPIRES`] and
+    /// [`crate::units::MAX_EXPIRES`].
     pub expires: time::Duration,
     pub key: &'a SecretKey,
 }
@@ -77,35 +82,33 @@ struct Ledger {
     filters: String,
 }
 
+/// One exported link of a destination's chain (`export_history`).
+struct Link {
+    seq: u64,
+    manifest_sha256: String,
+    full: bool,
+    to_anchor: String,
+    /// The last trust statement the chain had carried once this link was
+    /// exported (unknown for links exported before schema 6).
+    last_stmt_seq: Option<i64>,
+}
+
+/// Where a new bundle attaches to its destination's chain.
+struct Attach {
+    seq: u64,
+    prev: Option<String>,
+    /// Manifests of the other links that ended at the `--since` anchor.
+    equivalents: Vec<String>,
+    /// Trust statements after this one travel.
+    stmt_after: i64,
+}
+
 /// One content file to send.
 struct Planned {
     sha1: [u8; 20],
     rel_path: String,
     size: u64,
     sha256: [u8; 32],
-}
-
-/// Parses `30d`, `12h`, `90m`, `3600s` or a bare number of days.
-pub fn parse_duration(s: &str) -> Result<time::Duration> {
-    let t = s.trim();
-    let bad = || Error::invalid("duration", format!("{s:?}: use e.g. 30d, 12h, 90m"));
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: i64 = num.parse().map_err(|_| bad())?;
-    let d = match unit {
-        "" | "d" => time::Duration::days(n),
-        "h" => time::Duration::hours(n),
-        "m" => time::Duration::minutes(n),
-        "s" => time::Duration::seconds(n),
-        "w" => time::Duration::weeks(n),
-        _ => return Err(bad()),
-    };
-    if n <= 0 {
-        return Err(Error::invalid(
-            "duration",
-            format!("{s:?} must be positive"),
-        ));
-    }
-    Ok(d)
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> Result<String> {
@@ -133,11 +136,40 @@ fn read_ledger(conn: &rusqlite::Connection, destination: &str) -> Result<Option<
         .optional()?)
 }
 
-fn check_destination_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control()) {
-        return Err(Error::invalid(
+/// Rule: a destination name is 1-128 characters, none of them a control
+/// character.
+pub fn check_destination_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.chars().count() > 128 || name.chars().any(|c| c.is_control()) {
+        return Err(Error::bad_argument(
             "destination",
             format!("{name:?} must be 1-128 printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Rule: the options are in range before any work (the command line checks
+/// the same while parsing; this guards other callers).
+fn check_options(opts: &ExportOptions<'_>) -> Result<()> {
+    use crate::units::{MAX_EXPIRES, MIN_EXPIRES, duration_text};
+    check_destination_name(opts.destination)?;
+    if opts.expires < MIN_EXPIRES || opts.expires > MAX_EXPIRES {
+        return Err(Error::bad_argument(
+            "expiry",
+            format!(
+                "{} s is out of range: allowed between {} and {}",
+                opts.expires.whole_seconds(),
+                duration_text(MIN_EXPIRES),
+                duration_text(MAX_EXPIRES)
+            ),
+        ));
+    }
+    if let Some(v) = opts.volume_size
+        && v < MIN_VOLUME_SIZE
+    {
+        return Err(Error::bad_argument(
+            "volume size",
+            format!("{v} bytes is below the minimum of {MIN_VOLUME_SIZE} bytes"),
         ));
     }
     Ok(())
@@ -404,6 +436,164 @@ fn place_content(
     Ok((out, volume))
 }
 
+/// `content.json` for a placement.
+fn content_index(files: &[Planned], placements: &[Vec<Placement>]) -> Result<Vec<u8>> {
+    let index: Vec<ContentRecord> = files
+        .iter()
+        .zip(placements)
+        .map(|(f, parts)| ContentRecord {
+            sha1: hex::encode_upper(f.sha1),
+            sha256: hex::encode(f.sha256),
+            size: f.size,
+            path: f.rel_path.clone(),
+            parts: parts
+                .iter()
+                .map(|p| PartRecord {
+                    pack: content_pack_name(p.volume),
+                    entry: p.entry.clone(),
+                    size: p.len,
+                })
+                .collect(),
+        })
+        .collect();
+    serde_json::to_vec(&index).map_err(|e| Error::invalid("content index", e.to_string()))
+}
+
+/// An upper bound on the size of `content.json` for any placement of
+/// `files`: every part but a file's last is at least [`MIN_PART`] (so a
+/// file has at most `size / MIN_PART + 1` parts), and each part record is
+/// bounded by one with the longest pack name, entry suffix and size.
+fn content_index_bound(files: &[Planned]) -> Result<u64> {
+    let mut total: u64 = 2; // [ ]
+    for f in files {
+        let record = ContentRecord {
+            sha1: "0".repeat(40),
+            sha256: "0".repeat(64),
+            size: f.size,
+            path: f.rel_path.clone(),
+            parts: Vec::new(),
+        };
+        let part = PartRecord {
+            pack: content_pack_name(u32::MAX),
+            entry: format!("{}.part{}", f.rel_path, u64::MAX),
+            size: u64::MAX,
+        };
+        let record_len = serde_json::to_vec(&record)
+            .map_err(|e| Error::invalid("content index", e.to_string()))?
+            .len() as u64;
+        let part_len = serde_json::to_vec(&part)
+            .map_err(|e| Error::invalid("content index", e.to_string()))?
+            .len() as u64;
+        let parts = f.size / MIN_PART + 1;
+        // Each part record and the comma before it; each record's comma.
+        total += record_len + parts * (part_len + 1) + 1;
+    }
+    Ok(total)
+}
+
+/// Content placed over volumes, with its index.
+struct Placed {
+    placements: Vec<Vec<Placement>>,
+    volumes: u32,
+    /// `content.json`.
+    index: Vec<u8>,
+    /// Bytes volume 1 kept for `content.json` when placing (0 without
+    /// volumes); `index` never exceeds it.
+    reserve: u64,
+}
+
+/// Places the content over volumes and builds the content index
+/// (`content.json`, in volume 1) so that its size stays within the space
+/// the placement left for it. The index's size depends on the placement
+/// (how many parts each file is split into) and the placement on the space
+/// kept for the index, so the reservation is found by iteration: start from
+/// an estimate, place, serialise, and if the index outgrew the reservation
+/// place again with a larger one (a round or two reach a fixed point). If
+/// it has not after [`PLACEMENT_ROUNDS`], the provable bound of
+/// [`content_index_bound`] is reserved, which always holds.
+fn place_with_index(files: &[Planned], volume_size: Option<u64>, vol1_used: u64) -> Result<Placed> {
+    let Some(cap) = volume_size else {
+        let (placements, volumes) = place_content(files, None, 0)?;
+        let index = content_index(files, &placements)?;
+        return Ok(Placed {
+            placements,
+            volumes,
+            index,
+            reserve: 0,
+        });
+    };
+    let attempt = |reserve: u64| -> Result<Placed> {
+        check_volume1_fits(cap, vol1_used, reserve)?;
+        let (placements, volumes) = place_content(files, Some(cap), vol1_used + reserve)?;
+        let index = content_index(files, &placements)?;
+        Ok(Placed {
+            placements,
+            volumes,
+            index,
+            reserve,
+        })
+    };
+    let mut reserve = 512 + files.len() as u64 * 400;
+    for _ in 0..PLACEMENT_ROUNDS {
+        let placed = attempt(reserve)?;
+        let len = placed.index.len() as u64;
+        if len <= reserve {
+            return Ok(placed);
+        }
+        // Some slack so that a small growth does not need another round.
+        reserve = len + len / 64 + 512;
+    }
+    let placed = attempt(content_index_bound(files)?)?;
+    if placed.index.len() as u64 > placed.reserve {
+        return Err(Error::Refused(format!(
+            "content index ({} bytes) larger than its bound ({} bytes); report this bug",
+            placed.index.len(),
+            placed.reserve
+        )));
+    }
+    Ok(placed)
+}
+
+/// Rule: each volume's manifest, SHA256SUMS and signature fit in the
+/// space every volume keeps for them ([`VOLUME_RESERVE`]); the manifest
+/// grows with the number of volumes.
+fn check_reserve_holds(cap: u64, volumes: u32, need: usize) -> Result<()> {
+    if need as u64 > VOLUME_RESERVE {
+        return Err(Error::bad_argument(
+            "volume size",
+            format!(
+                "{} makes {volumes} volumes, whose manifest and sums ({need} bytes) do not fit the {VOLUME_RESERVE} bytes \
+                 each volume keeps for them; choose a larger --volume-size",
+                crate::units::human_bytes(cap)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Rounds of placement before the provable bound is reserved instead.
+const PLACEMENT_ROUNDS: usize = 8;
+
+/// Rule: volume 1 holds the trust statements, the metadata pack and the
+/// content index, with the volume reserve to spare.
+fn check_volume1_fits(cap: u64, vol1_used: u64, index_reserve: u64) -> Result<()> {
+    let need = vol1_used
+        .saturating_add(index_reserve)
+        .saturating_add(VOLUME_RESERVE);
+    if need > cap {
+        return Err(Error::bad_argument(
+            "volume size",
+            format!(
+                "{} ({cap} bytes) cannot hold volume 1: the metadata and content index need {need} bytes \
+                 with the {}-byte reserve; choose a larger --volume-size",
+                crate::units::human_bytes(cap),
+                VOLUME_RESERVE
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn content_pack_name(volume: u32) -> String {
     format!("content-{volume:03}.tar")
 }
@@ -435,12 +625,118 @@ fn write_file(path: &Path, data: &[u8]) -> Result<()> {
     fs::rename(&tmp, path).at(path)
 }
 
+/// The links exported to `destination`, oldest first.
+fn links(conn: &rusqlite::Connection, destination: &str) -> Result<Vec<Link>> {
+    let mut st = conn.prepare(
+        "SELECT seq, manifest_sha256, kind, to_anchor, last_stmt_seq FROM export_history \
+         WHERE destination = ?1 ORDER BY seq",
+    )?;
+    let rows = st.query_map([destination], |r| {
+        Ok(Link {
+            seq: r.get::<_, i64>(0)?.max(0) as u64,
+            manifest_sha256: r.get(1)?,
+            full: r.get::<_, String>(2)? == "full",
+            to_anchor: r.get(3)?,
+            last_stmt_seq: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// `export --since ANCHOR`: where the new link attaches (docs/bundle-format.md
+/// §13.3). Links that ended at ANCHOR are equivalent positions (the same
+/// state; the ones after the first carried no change, at most trust
+/// statements), and the exporter cannot know which of them the importer
+/// applied last. So the new link follows the newest of them
+/// (`prev_manifest_sha256`) and names the others (`prev_equivalent_sha256`):
+/// the importer accepts it after any of them. The run of equivalent links
+/// stops at a full bundle (a full bundle starts a new chain, perhaps with
+/// other filters). Trust statements carried by the equivalent links after
+/// the first and by the replaced links travel again (applying a statement
+/// twice is a no-op).
+fn attach_since(
+    conn: &rusqlite::Connection,
+    destination: &str,
+    has_chain: bool,
+    anchor: &Anchor,
+) -> Result<Attach> {
+    let anchor = anchor.to_string();
+    // Rule: `--since` continues a chain; the importer refuses an
+    // incremental bundle before its first full one.
+    if !has_chain {
+        return Err(Error::Refused(format!(
+            "no bundle was exported to {destination:?} yet: its first bundle must be a full one (export without --since)"
+        )));
+    }
+    let links = links(conn, destination)?;
+    let Some(newest) = links.iter().rposition(|l| l.to_anchor == anchor) else {
+        return Err(Error::Refused(format!(
+            "no bundle exported to {destination:?} ended at anchor {anchor}; `gapsync exports list` shows the links, \
+             `gapsync imports list` on the disconnected server the last one it applied"
+        )));
+    };
+    let mut first = newest;
+    while !links[first].full && first > 0 && links[first - 1].to_anchor == anchor {
+        first -= 1;
+    }
+    let equivalents = links[first..newest]
+        .iter()
+        .map(|l| l.manifest_sha256.clone())
+        .collect();
+    Ok(Attach {
+        seq: links[newest].seq + 1,
+        prev: Some(links[newest].manifest_sha256.clone()),
+        equivalents,
+        // Unknown for links older than schema 6: carry every statement.
+        stmt_after: links[first].last_stmt_seq.unwrap_or(0),
+    })
+}
+
+/// Rule: an incremental bundle carries something: a journal change after
+/// its from-anchor or a trust statement. An empty link would only lengthen
+/// the chain (and, lost, confuse `--since`); `--allow-empty` makes one
+/// anyway. Full bundles are never empty in this sense.
+fn rule_not_empty(
+    tx: &rusqlite::Connection,
+    destination: &str,
+    from: &Anchor,
+    statements: usize,
+) -> Result<()> {
+    let changed: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM journal WHERE seq > ?1)",
+        [from.seq],
+        |r| r.get(0),
+    )?;
+    if changed || statements > 0 {
+        return Ok(());
+    }
+    Err(Error::Refused(format!(
+        "nothing to export to {destination:?}: no change since {from} and no trust statement queued; \
+         pass --allow-empty to write an empty bundle anyway"
+    )))
+}
+
+/// A `.partial` folder beside `--out` that is removed when dropped (on
+/// every error, and on unwinding) unless it was renamed into place.
+struct Partial {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
 pub fn export(
     store: &mut Store,
     opts: &ExportOptions<'_>,
     progress: &dyn Progress,
 ) -> Result<ExportReport> {
-    check_destination_name(opts.destination)?;
+    check_options(opts)?;
     crate::trust::check_export_signer(store.conn(), &opts.key.id())?;
     if opts.out.exists() {
         return Err(Error::invalid(
@@ -460,41 +756,28 @@ pub fn export(
         .to_string_lossy()
         .to_string();
     fs::create_dir_all(out_parent).at(out_parent)?;
-    let partial = out_parent.join(format!(
-        ".{out_name}.partial-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let result = export_into(store, opts, &partial, progress);
-    match result {
-        Ok(mut report) => {
-            // The ledger rows and the bundle appear together: the rows are
-            // written, the folder renamed into place, then the transaction
-            // commits; if the commit fails the folder is taken back.
-            let tx = match record_ledger(store, opts, &report) {
-                Ok(tx) => tx,
-                Err(e) => {
-                    let _ = fs::remove_dir_all(&partial);
-                    return Err(e);
-                }
-            };
-            if let Err(e) = fs::rename(&partial, opts.out) {
-                let _ = fs::remove_dir_all(&partial);
-                return Err(Error::io(opts.out, e));
-            }
-            crate::failpoint::hit("export-before-ledger-commit");
-            if let Err(e) = tx.commit() {
-                let _ = fs::remove_dir_all(opts.out);
-                return Err(e.into());
-            }
-            sync_dir(out_parent)?;
-            report.path = opts.out.to_path_buf();
-            Ok(report)
-        }
-        Err(e) => {
-            let _ = fs::remove_dir_all(&partial);
-            Err(e)
-        }
+    let mut partial = Partial {
+        path: out_parent.join(format!(
+            ".{out_name}.partial-{}",
+            uuid::Uuid::new_v4().simple()
+        )),
+        armed: true,
+    };
+    let mut report = export_into(store, opts, &partial.path, progress)?;
+    // The ledger rows and the bundle appear together: the rows are
+    // written, the folder renamed into place, then the transaction
+    // commits; if the commit fails the folder is taken back.
+    let tx = record_ledger(store, opts, &report)?;
+    fs::rename(&partial.path, opts.out).map_err(|e| Error::io(opts.out, e))?;
+    partial.armed = false;
+    crate::failpoint::hit("export-before-ledger-commit");
+    if let Err(e) = tx.commit() {
+        let _ = fs::remove_dir_all(opts.out);
+        return Err(e.into());
     }
+    sync_dir(out_parent)?;
+    report.path = opts.out.to_path_buf();
+    Ok(report)
 }
 
 fn export_into(
@@ -511,8 +794,8 @@ fn export_into(
     // Which kind of bundle, from where.
     let from: Option<Anchor> = if opts.full {
         None
-    } else if let Some(s) = opts.since {
-        Some(store.own_anchor(s)?)
+    } else if let Some(a) = &opts.since {
+        Some(store.own_anchor(&a.to_string())?)
     } else if let Some(l) = &ledger {
         Some(store.own_anchor(&l.last_to_anchor)?)
     } else {
@@ -526,34 +809,18 @@ fn export_into(
             opts.destination, l.filters
         )));
     }
-    let (seq, prev) = match (opts.since, &ledger) {
-        // `--since`: continue from the exported link that ended at the
-        // anchor (the bundles after it are taken as lost; the importer never
-        // applied them, so the new link replaces them).
-        (Some(anchor), Some(_)) => {
-            let link: Option<(i64, String)> = store
-                .conn()
-                .query_row(
-                    "SELECT seq, manifest_sha256 FROM export_history WHERE destination = ?1 AND to_anchor = ?2 ORDER BY seq DESC LIMIT 1",
-                    params![opts.destination, anchor],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let (s, m) = link.ok_or_else(|| {
-                Error::Refused(format!(
-                    "no bundle exported to {:?} ended at anchor {anchor}; `gapsync exports list` shows the links, \
-                     `gapsync imports list` on the disconnected server the last one it applied",
-                    opts.destination
-                ))
-            })?;
-            (s as u64 + 1, Some(m))
+    let attach = match (&opts.since, &from) {
+        (Some(_), Some(anchor)) => {
+            attach_since(store.conn(), opts.destination, ledger.is_some(), anchor)?
         }
-        _ => (
-            ledger.as_ref().map(|l| l.last_seq + 1).unwrap_or(1),
-            ledger.as_ref().map(|l| l.last_manifest_sha256.clone()),
-        ),
+        _ => Attach {
+            seq: ledger.as_ref().map(|l| l.last_seq + 1).unwrap_or(1),
+            prev: ledger.as_ref().map(|l| l.last_manifest_sha256.clone()),
+            equivalents: Vec::new(),
+            stmt_after: ledger.as_ref().map(|l| l.last_stmt_seq).unwrap_or(0),
+        },
     };
-    let last_stmt = ledger.as_ref().map(|l| l.last_stmt_seq).unwrap_or(0);
+    let (seq, prev, last_stmt) = (attach.seq, attach.prev.clone(), attach.stmt_after);
 
     let tx = store.conn_mut().transaction()?;
     let to_seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM journal", [], |r| {
@@ -564,6 +831,12 @@ fn export_into(
         seq: to_seq,
     };
     let from_seq = from.map(|a| a.seq);
+    let statements = crate::trust::statements_after(&tx, last_stmt)?;
+    if let Some(f) = &from
+        && !opts.allow_empty
+    {
+        rule_not_empty(&tx, opts.destination, f, statements.len())?;
+    }
     build_scope(&tx, &opts.filters)?;
     let mut counts = Counts::default();
 
@@ -653,7 +926,6 @@ fn export_into(
     counts.content_bytes = content.iter().map(|c| c.size).sum();
 
     // --- trust statements
-    let statements = crate::trust::statements_after(&tx, last_stmt)?;
     counts.trust_statements = statements.len() as u64;
 
     let multi = opts.volume_size.is_some();
@@ -749,46 +1021,17 @@ fn export_into(
     progress.finish();
 
     // --- content placement and content.json (volume 1)
-    let mut content_index: Vec<ContentRecord> = Vec::with_capacity(content.len());
-    // content.json's size is bounded before it is written so the placement
-    // can leave room for it in volume 1.
-    let cjson_reserve = 512 + content.len() as u64 * 400;
-    let (placements, volumes) =
-        place_content(&content, opts.volume_size, vol1_used + cjson_reserve)?;
-    if let Some(cap) = opts.volume_size
-        && vol1_used + cjson_reserve + VOLUME_RESERVE > cap
-    {
-        return Err(Error::invalid(
-            "volume size",
-            format!(
-                "{} cannot hold the metadata ({} bytes) in volume 1",
-                crate::units::human_bytes(cap),
-                vol1_used + cjson_reserve
-            ),
-        ));
-    }
-    for (f, parts) in content.iter().zip(&placements) {
-        content_index.push(ContentRecord {
-            sha1: hex::encode_upper(f.sha1),
-            sha256: hex::encode(f.sha256),
-            size: f.size,
-            path: f.rel_path.clone(),
-            parts: parts
-                .iter()
-                .map(|p| PartRecord {
-                    pack: content_pack_name(p.volume),
-                    entry: p.entry.clone(),
-                    size: p.len,
-                })
-                .collect(),
-        });
-    }
-    let cjson = serde_json::to_vec(&content_index)
-        .map_err(|e| Error::invalid("content index", e.to_string()))?;
-    if cjson.len() as u64 > cjson_reserve {
-        return Err(Error::Refused(
-            "content index larger than reserved; report this bug".into(),
-        ));
+    let Placed {
+        placements,
+        volumes,
+        index: cjson,
+        ..
+    } = place_with_index(&content, opts.volume_size, vol1_used)?;
+    if let Some(cap) = opts.volume_size {
+        // An estimate first (before the content is written): the manifest
+        // lists a pack per volume.
+        let estimate = 16 * 1024 + 256 * (volumes as usize + 2) + 128 * trust_files.len();
+        check_reserve_holds(cap, volumes, estimate)?;
     }
     write_file(&vol_dir(1).join(CONTENT_ENTRY), &cjson)?;
     packs.push(PackEntry {
@@ -859,7 +1102,7 @@ fn export_into(
     let now = time::OffsetDateTime::now_utc();
     let manifest = Manifest {
         format: bundle::FORMAT.to_string(),
-        version: bundle::VERSION,
+        version: bundle::version_for(&attach.equivalents),
         bundle_id: uuid::Uuid::new_v4().to_string(),
         source: Source {
             server_id: server_id.to_string(),
@@ -868,6 +1111,7 @@ fn export_into(
         destination: opts.destination.to_string(),
         seq,
         prev_manifest_sha256: prev,
+        prev_equivalent_sha256: attach.equivalents.clone(),
         kind: if from.is_some() {
             BundleKind::Incremental
         } else {
@@ -876,7 +1120,9 @@ fn export_into(
         from_anchor: from.map(|a| a.to_string()),
         to_anchor: to.to_string(),
         created: rfc3339(now)?,
-        expires: rfc3339(now + opts.expires)?,
+        expires: rfc3339(now.checked_add(opts.expires).ok_or_else(|| {
+            Error::bad_argument("expiry", "the end of the validity period is out of range")
+        })?)?,
         signer: opts.key.public().id.to_string(),
         filters: opts.filters.clone(),
         counts: counts.clone(),
@@ -912,6 +1158,13 @@ fn export_into(
         write_file(&vd.join(SUMS), sums_text.as_bytes())?;
         let comment = bundle::trusted_comment(&manifest, Some(v));
         let sig = opts.key.sign(sums_text.as_bytes(), &comment)?;
+        if let Some(cap) = opts.volume_size {
+            check_reserve_holds(
+                cap,
+                volumes,
+                manifest_bytes.len() + sums_text.len() + sig.len(),
+            )?;
+        }
         write_file(&vd.join(SUMS_SIG), sig.as_bytes())?;
         bytes_written += manifest_bytes.len() as u64 + sums_text.len() as u64 + sig.len() as u64;
         sync_dir(&vd)?;
@@ -1004,8 +1257,8 @@ fn record_ledger<'s>(
         params![opts.destination, r.seq as i64, r.bundle_id, r.manifest_sha256, r.to_anchor, max_stmt, filters, now],
     )?;
     tx.execute(
-        "INSERT OR REPLACE INTO export_history (destination, seq, bundle_id, manifest_sha256, kind, from_anchor, to_anchor, created, signer) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT OR REPLACE INTO export_history (destination, seq, bundle_id, manifest_sha256, kind, from_anchor, to_anchor, created, signer, last_stmt_seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             opts.destination,
             r.seq as i64,
@@ -1015,7 +1268,8 @@ fn record_ledger<'s>(
             r.from_anchor,
             r.to_anchor,
             now,
-            opts.key.id().to_string()
+            opts.key.id().to_string(),
+            max_stmt
         ],
     )?;
     // Links after this one (replaced by a `--since` export) are forgotten.
@@ -1088,14 +1342,6 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30d").unwrap(), time::Duration::days(30));
-        assert_eq!(parse_duration("12h").unwrap(), time::Duration::hours(12));
-        assert!(parse_duration("0d").is_err());
-        assert!(parse_duration("soon").is_err());
-    }
-
-    #[test]
     fn placement_respects_volume_size_and_splits_big_files() {
         let vol = 8u64 << 20;
         let files = vec![planned(3 << 20), planned(20 << 20), planned(100)];
@@ -1118,5 +1364,92 @@ mod tests {
         assert_eq!(pl[0][0].entry, "01/X.cab");
         assert_eq!(n, per_volume.len() as u32);
         assert!(place_content(&files, Some(VOLUME_RESERVE + 1000), 0).is_err());
+    }
+
+    /// The bytes each volume holds besides its manifest, sums and
+    /// signature: volume 1 the statements and metadata (`vol1_used`) and
+    /// the reservation for `content.json`; every volume its content pack.
+    fn volume_usage(placed: &Placed, vol1_used: u64) -> BTreeMap<u32, u64> {
+        let mut used: BTreeMap<u32, u64> = BTreeMap::new();
+        used.insert(1, vol1_used + placed.reserve);
+        let mut packs: BTreeMap<u32, u64> = BTreeMap::new();
+        for parts in &placed.placements {
+            for p in parts {
+                *packs.entry(p.volume).or_default() += TAR_BLOCK + padded(p.len);
+            }
+        }
+        for (v, bytes) in packs {
+            *used.entry(v).or_default() += bytes + TAR_END;
+        }
+        used
+    }
+
+    fn files_of(sizes: &[u64]) -> Vec<Planned> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| Planned {
+                sha1: [i as u8; 20],
+                rel_path: format!("{:02X}/{:040X}.cab", i % 256, i),
+                size,
+                sha256: [3; 32],
+            })
+            .collect()
+    }
+
+    /// Files of 5-8 MiB over `--volume-size 4M` (as in issue 9's example):
+    /// every file is split into two or three parts, and the old reservation
+    /// of 400 bytes a file did not hold.
+    #[test]
+    fn the_index_of_files_split_into_many_parts_fits_its_reservation() {
+        let sizes: Vec<u64> = (0..12u64).map(|i| (5 << 20) + i * 300_007).collect();
+        let files = files_of(&sizes);
+        let placed = place_with_index(&files, Some(4 << 20), 300 << 10).unwrap();
+        assert!(placed.index.len() as u64 <= placed.reserve);
+        assert!(
+            placed.index.len() > 512 + 12 * 400,
+            "the old reservation would not hold: {}",
+            placed.index.len()
+        );
+        for (v, used) in volume_usage(&placed, 300 << 10) {
+            assert!(used + VOLUME_RESERVE <= 4 << 20, "volume {v}: {used}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the file sizes and the volume size: the index fits the
+        /// space kept for it, every volume stays within the volume size
+        /// (its reserve included), every file's parts add up to it, and the
+        /// provable bound is above the real index.
+        #[test]
+        fn reservation_always_holds_and_every_volume_fits(
+            sizes in proptest::collection::vec(
+                proptest::prop_oneof![0u64..4096, 0u64..(3 << 20), 0u64..(64 << 20)],
+                0..150,
+            ),
+            volume_size in MIN_VOLUME_SIZE..(48u64 << 20),
+            vol1_used in 0u64..(256 << 10),
+        ) {
+            let files = files_of(&sizes);
+            match place_with_index(&files, Some(volume_size), vol1_used) {
+                Ok(placed) => {
+                    proptest::prop_assert!(placed.index.len() as u64 <= placed.reserve);
+                    proptest::prop_assert!(placed.index.len() as u64 <= content_index_bound(&files).unwrap());
+                    let usage = volume_usage(&placed, vol1_used);
+                    for (v, used) in &usage {
+                        proptest::prop_assert!(
+                            used + VOLUME_RESERVE <= volume_size,
+                            "volume {} holds {} of {}", v, used + VOLUME_RESERVE, volume_size
+                        );
+                    }
+                    proptest::prop_assert_eq!(usage.keys().last().copied(), Some(placed.volumes));
+                    for (f, parts) in files.iter().zip(&placed.placements) {
+                        proptest::prop_assert_eq!(parts.iter().map(|p| p.len).sum::<u64>(), f.size);
+                    }
+                }
+                // Only a volume 1 too small for the index is refused.
+                Err(e) => proptest::prop_assert!(e.to_string().contains("cannot hold volume 1"), "{}", e),
+            }
+        }
     }
 }

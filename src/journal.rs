@@ -54,15 +54,28 @@ impl FromStr for Anchor {
         if prefix != ANCHOR_PREFIX {
             return Err(bad("unknown anchor format"));
         }
-        if id.len() != 32 {
-            return Err(bad("server id is not 32 hex digits"));
-        }
-        let server_id = Uuid::try_parse(id).map_err(|_| bad("server id is not a GUID"))?;
-        let seq: i64 = seq.parse().map_err(|_| bad("sequence is not a number"))?;
-        if seq < 0 {
+        let server_id = parse_server_id(id).ok_or_else(|| {
+            bad("server id is not a GUID (32 hex digits, with or without hyphens)")
+        })?;
+        if seq.starts_with('-') {
             return Err(bad("sequence is negative"));
         }
+        if seq.is_empty() || !seq.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad("sequence is not a number"));
+        }
+        let seq: i64 = seq
+            .parse()
+            .map_err(|_| bad(&format!("sequence is out of range (at most {})", i64::MAX)))?;
         Ok(Anchor { server_id, seq })
+    }
+}
+
+/// A server id as `status` prints it (hyphenated GUID) or as anchors carry
+/// it (32 hex digits), in either case.
+pub fn parse_server_id(s: &str) -> Option<Uuid> {
+    match s.len() {
+        32 | 36 => Uuid::try_parse(s).ok(),
+        _ => None,
     }
 }
 
@@ -176,6 +189,41 @@ mod tests {
             let e = s.parse::<Anchor>().unwrap_err();
             assert!(matches!(e, Error::BadAnchor { .. }), "{s}: {e}");
         }
+    }
+
+    #[test]
+    fn anchors_take_the_server_id_as_status_prints_it() {
+        let a = Anchor {
+            server_id: Uuid::new_v4(),
+            seq: 7,
+        };
+        for id in [
+            a.server_id.simple().to_string(),
+            a.server_id.hyphenated().to_string(),
+            a.server_id.hyphenated().to_string().to_uppercase(),
+        ] {
+            assert_eq!(format!("gapsync1:{id}:7").parse::<Anchor>().unwrap(), a);
+        }
+        let braced = format!("gapsync1:{}:7", a.server_id.braced());
+        assert!(braced.parse::<Anchor>().is_err());
+    }
+
+    #[test]
+    fn a_sequence_too_large_is_out_of_range_not_a_non_number() {
+        let id = "0".repeat(32);
+        let e = format!("gapsync1:{id}:99999999999999999999")
+            .parse::<Anchor>()
+            .unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
+        let e = format!("gapsync1:{id}:+5").parse::<Anchor>().unwrap_err();
+        assert!(e.to_string().contains("not a number"), "{e}");
+        assert_eq!(
+            format!("gapsync1:{id}:{}", i64::MAX)
+                .parse::<Anchor>()
+                .unwrap()
+                .seq,
+            i64::MAX
+        );
     }
 
     #[test]

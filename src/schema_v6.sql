@@ -1,4 +1,10 @@
--- gapsync store schema, version 6: the key that signed each exported
--- bundle, so `trust statement` knows which keys a destination is known to
--- accept (docs/security.md §4.8). NULL for bundles exported before.
+-- gapsync store schema, version 6, on each exported link:
+-- - the key that signed it, so `trust statement` knows which keys a
+--   destination is known to accept (docs/security.md §4.8);
+-- - the last trust statement the chain had carried once it was exported,
+--   so that `export --since` carries again the statements of the links it
+--   replaces.
+-- Both are NULL for links exported before (then every statement travels
+-- again, and the signer is unknown).
 ALTER TABLE export_history ADD COLUMN signer TEXT;
+ALTER TABLE export_history ADD COLUMN last_stmt_seq INTEGER;

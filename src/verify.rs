@@ -571,10 +571,20 @@ fn rule_rebase_is_explicit(m: &Manifest, rebase: bool) -> Result<()> {
     Ok(())
 }
 
-/// Rule (gap): an incremental bundle is the very next link (seq + 1) and
-/// starts where the last applied one ended (its from-anchor).
+/// True when the bundle names the last applied manifest among the links
+/// equivalent to its previous one (`prev_equivalent_sha256`, written by
+/// `export --since`: other links that ended at its from-anchor).
+fn follows_equivalent(m: &Manifest, l: &LastLink) -> bool {
+    m.prev_equivalent_sha256.contains(&l.manifest_sha256)
+}
+
+/// Rule (gap): an incremental bundle starts where the last applied one
+/// ended (its from-anchor) and is the very next link (seq + 1); or, when it
+/// follows the last applied link as an equivalent one, any later seq (the
+/// links in between ended at the same anchor, and this one replaces them).
 fn rule_no_gap(m: &Manifest, l: &LastLink) -> Result<()> {
-    if m.seq != l.seq + 1 || m.from_anchor.as_deref() != Some(l.to_anchor.as_str()) {
+    let next = m.seq == l.seq + 1 || (follows_equivalent(m, l) && m.seq > l.seq);
+    if !next || m.from_anchor.as_deref() != Some(l.to_anchor.as_str()) {
         return Err(Error::verification(
             "gap",
             format!(
@@ -590,14 +600,20 @@ fn rule_no_gap(m: &Manifest, l: &LastLink) -> Result<()> {
     Ok(())
 }
 
-/// Rule: an incremental bundle names the manifest of the link before it.
+/// Rule (fork): an incremental bundle names the manifest of the last
+/// applied link as its previous one, or among the links equivalent to its
+/// previous one.
 fn rule_links_to_previous(m: &Manifest, l: &LastLink) -> Result<()> {
-    if m.prev_manifest_sha256.as_deref() != Some(l.manifest_sha256.as_str()) {
+    if m.prev_manifest_sha256.as_deref() != Some(l.manifest_sha256.as_str())
+        && !follows_equivalent(m, l)
+    {
         return Err(Error::verification(
             "fork",
             format!(
-                "bundle {} names previous manifest {:?}, but the applied one is {}",
-                m.bundle_id, m.prev_manifest_sha256, l.manifest_sha256
+                "bundle {} names previous manifest {}, but the applied one is {}",
+                m.bundle_id,
+                m.prev_manifest_sha256.as_deref().unwrap_or("(none)"),
+                l.manifest_sha256
             ),
         ));
     }

@@ -296,8 +296,34 @@ fn full_bundle_and_three_incremental_links_make_the_stores_equal() {
         4
     );
 
-    // An export with nothing changed is an empty link that still chains.
-    let b5 = lab.export(&[]);
+    // An export with nothing changed is refused and leaves nothing behind;
+    // with --allow-empty it is an empty link that still chains.
+    let before = snapshot(&lab.up);
+    let links_before = gs(&lab.up, &["exports", "list", "--json"]).ok().stdout;
+    let empty = lab.root.join("empty");
+    gs(
+        &lab.up,
+        &[
+            "export",
+            "--key",
+            lab.key.to_str().unwrap(),
+            "--out",
+            empty.to_str().unwrap(),
+            "--to",
+            "plant",
+        ],
+    )
+    .fails(1, "nothing to export to \"plant\"")
+    .fails(1, "--allow-empty");
+    assert!(!empty.exists());
+    assert_no_partial(&lab.root);
+    assert_eq!(snapshot(&lab.up), before);
+    assert_eq!(
+        gs(&lab.up, &["exports", "list", "--json"]).ok().stdout,
+        links_before
+    );
+    gs(&lab.up, &["check"]).ok();
+    let b5 = lab.export(&["--allow-empty"]);
     let r5 = lab.import(&b5).ok().json();
     assert_eq!(r5["plan"]["revisions_added"], 0);
     lab.assert_equal();
@@ -567,7 +593,7 @@ fn rule_unsupported_version() {
     let b = lab.export(&[]);
     // A later version may add fields; it is still named as a version problem.
     resign_json(&b, &lab.key, |m| {
-        m["version"] = serde_json::json!(2);
+        m["version"] = serde_json::json!(3);
         m["new_field"] = serde_json::json!(1);
     });
     lab.refused(&b, "unsupported-version");
@@ -1254,4 +1280,298 @@ fn lost_bundles_are_replaced_by_an_export_since_the_last_applied_anchor() {
     )
     .fails(1, "exports list");
     assert!(!out.exists());
+}
+
+/// No `.NAME.partial-*` export folder is left in `dir`.
+fn assert_no_partial(dir: &Path) {
+    let left: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".partial-"))
+        .collect();
+    assert!(left.is_empty(), "partial export folders left: {left:?}");
+}
+
+/// The manifest of a bundle as JSON.
+fn manifest_of(bundle: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(bundle.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// The `to_anchor` the disconnected side applied last, as `imports list`
+/// shows it.
+fn last_applied_anchor(lab: &Lab) -> String {
+    let applied = gs(&lab.down, &["imports", "list", "--json"]).ok().json();
+    let last = applied.as_array().unwrap().last().unwrap().clone();
+    last["to_anchor"].as_str().unwrap().to_string()
+}
+
+/// The same anchor with the server id written as `status` prints it
+/// (hyphenated GUID).
+fn dashed(anchor: &str) -> String {
+    let parts: Vec<&str> = anchor.split(':').collect();
+    let id = uuid::Uuid::parse_str(parts[1])
+        .unwrap()
+        .hyphenated()
+        .to_string();
+    format!("{}:{id}:{}", parts[0], parts[2])
+}
+
+/// Issue 9: a full bundle (seq 1, ends at A), an empty link (seq 2, A to A),
+/// a change and the next link (seq 3, A to B). Whichever of seq 2 and seq 3
+/// is lost, `export --since A` (A as `imports list` shows it) makes a link
+/// the disconnected side applies, and the chain goes on after it.
+#[test]
+fn export_since_continues_after_a_lost_empty_link_or_the_link_after_it() {
+    for lost in [2, 3] {
+        let mut lab = Lab::new("1M");
+        let b1 = lab.export(&[]);
+        let b2 = lab.export(&["--allow-empty"]);
+        let m1 = manifest_of(&b1);
+        let m2 = manifest_of(&b2);
+        assert_eq!(m2["from_anchor"], m1["to_anchor"]);
+        assert_eq!(
+            m2["to_anchor"], m1["to_anchor"],
+            "an empty link ends where it starts"
+        );
+        gs(&lab.up, &["groups", "add", "After-A"]).ok();
+        let b3 = lab.export(&[]);
+        lab.import(&b1).ok();
+        if lost == 3 {
+            lab.import(&b2).ok();
+        } else {
+            // Without seq 2, seq 3 is a gap.
+            lab.refused(&b3, "gap");
+        }
+        let anchor = last_applied_anchor(&lab);
+        assert_eq!(anchor, m1["to_anchor"].as_str().unwrap());
+        // The server id may be written as `status` prints it.
+        let again = lab.export(&["--since", &dashed(&anchor)]);
+        let m = manifest_of(&again);
+        assert_eq!(m["seq"], 3, "lost {lost}");
+        assert_eq!(m["from_anchor"], anchor.as_str());
+        assert_eq!(m["version"], 2, "it names an equivalent link");
+        let digest = |b: &Path| {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(
+                fs::read(b.join("manifest.json")).unwrap(),
+            ))
+        };
+        assert_eq!(m["prev_manifest_sha256"], digest(&b2).as_str());
+        assert_eq!(
+            m["prev_equivalent_sha256"],
+            serde_json::json!([digest(&b1)]),
+            "lost {lost}"
+        );
+        assert_eq!(m["counts"]["groups"], 1, "the change since A travels again");
+        let r = lab.import(&again).ok().json();
+        assert_eq!(r["status"], "imported", "lost {lost}");
+        lab.assert_equal();
+        // The bundle it replaced is refused now, as a fork of seq 3.
+        lab.refused(&b3, "fork");
+        // The chain goes on.
+        gs(&lab.up, &["groups", "add", "Later"]).ok();
+        let b4 = lab.export(&[]);
+        assert_eq!(manifest_of(&b4)["seq"], 4);
+        assert_eq!(manifest_of(&b4)["version"], 1);
+        lab.import(&b4).ok();
+        lab.assert_equal();
+        let links = gs(&lab.up, &["exports", "list", "--json"]).ok().json();
+        let seqs: Vec<i64> = links
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["seq"].as_i64().unwrap())
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+        gs(&lab.down, &["check"]).ok();
+        gs(&lab.up, &["check"]).ok();
+    }
+}
+
+/// `export --since` carries again the trust statements that the links it
+/// replaces (or the equivalent links after the first) carried: here a key
+/// introduction that rode in an otherwise empty link which was lost.
+#[test]
+fn export_since_carries_again_the_trust_statements_of_lost_links() {
+    let mut lab = Lab::new("0");
+    let b1 = lab.export(&[]);
+    lab.import(&b1).ok();
+    let k2 = lab.root.join("k2");
+    gs_plain(&["key", "generate", "--out", k2.to_str().unwrap()]).ok();
+    gs(
+        &lab.up,
+        &[
+            "trust",
+            "statement",
+            "--key",
+            lab.key.to_str().unwrap(),
+            "--add",
+            k2.with_extension("pub").to_str().unwrap(),
+            "--label",
+            "k2",
+        ],
+    )
+    .ok();
+    // Nothing changed but the statement: not an empty link.
+    let lost = lab.export(&[]);
+    assert_eq!(manifest_of(&lost)["counts"]["trust_statements"], 1);
+    assert_eq!(
+        manifest_of(&lost)["to_anchor"],
+        manifest_of(&b1)["to_anchor"]
+    );
+    gs(&lab.up, &["groups", "add", "After"]).ok();
+    let anchor = last_applied_anchor(&lab);
+    lab.key = k2.with_extension("key");
+    let again = lab.export(&["--since", &anchor]);
+    let m = manifest_of(&again);
+    assert_eq!(m["counts"]["trust_statements"], 1, "{m}");
+    assert!(again.join("trust/0001.json").is_file());
+    // Signed with the new key: accepted because the statement travels with it.
+    lab.import(&again).ok();
+    let keys = gs(&lab.down, &["trust", "list", "--json"]).ok().json();
+    assert_eq!(keys.as_array().unwrap().len(), 2);
+    lab.assert_equal();
+    // Once carried in the new chain, it is not carried again.
+    gs(&lab.up, &["groups", "add", "Later"]).ok();
+    let next = lab.export(&[]);
+    assert_eq!(manifest_of(&next)["counts"]["trust_statements"], 0);
+    lab.import(&next).ok();
+}
+
+/// `export --since` needs a chain to continue: to a destination that never
+/// received a full bundle it is refused (the importer would refuse it), and
+/// an empty incremental export is refused unless `--allow-empty`; neither
+/// leaves a trace.
+#[test]
+fn export_since_to_a_new_destination_and_empty_exports_are_refused() {
+    let lab = Lab::new("0");
+    let head = gs(&lab.up, &["status", "--json"]).ok().json()["anchor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = snapshot(&lab.up);
+    let out = lab.root.join("never");
+    let export = |to: &str, extra: &[&str]| {
+        let mut args = vec![
+            "export",
+            "--key",
+            lab.key.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--to",
+            to,
+        ];
+        args.extend_from_slice(extra);
+        gs(&lab.up, &args)
+    };
+    export("new-site", &["--since", &head]).fails(1, "must be a full one");
+    assert!(!out.exists());
+    assert_no_partial(&lab.root);
+    assert_eq!(snapshot(&lab.up), before);
+    assert_eq!(
+        gs(&lab.up, &["exports", "list", "--json"]).ok().json(),
+        serde_json::json!([])
+    );
+    gs(&lab.up, &["check"]).ok();
+    // A full bundle, then --since its end with nothing new: empty, refused.
+    export("new-site", &[]).ok();
+    let out2 = lab.root.join("empty");
+    let mut args = vec![
+        "export",
+        "--key",
+        lab.key.to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+        "--to",
+        "new-site",
+        "--since",
+        &head,
+    ];
+    gs(&lab.up, &args).fails(1, "nothing to export");
+    assert!(!out2.exists());
+    args.push("--allow-empty");
+    gs(&lab.up, &args).ok();
+    assert_eq!(manifest_of(&out2)["from_anchor"], head.as_str());
+    gs(&lab.up, &["check"]).ok();
+}
+
+/// Issue 9: 300 generated updates with 48 MiB of content in 4 MiB volumes
+/// split content files over several volumes; the space reserved for
+/// `content.json` counted files, not parts, and the export failed. Every
+/// volume stays within its size, and the bundle verifies and imports.
+#[test]
+fn content_split_over_many_volumes_fits_its_index_reservation() {
+    let (tmp, up) = new_store("hq", "autonomous");
+    gs(
+        &up,
+        &[
+            "catalog",
+            "generate",
+            "--updates",
+            "300",
+            "--content-bytes",
+            "48M",
+            "--seed",
+            "1",
+        ],
+    )
+    .ok();
+    let prefix = tmp.path().join("k");
+    gs_plain(&["key", "generate", "--out", prefix.to_str().unwrap()]).ok();
+    let b = tmp.path().join("b");
+    let r = gs(
+        &up,
+        &[
+            "export",
+            "--key",
+            prefix.with_extension("key").to_str().unwrap(),
+            "--out",
+            b.to_str().unwrap(),
+            "--volume-size",
+            "4M",
+            "--json",
+        ],
+    )
+    .ok()
+    .json();
+    let volumes = r["volumes"].as_u64().unwrap();
+    assert!(volumes >= 12, "{volumes}");
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(b.join("vol-001/content.json")).unwrap()).unwrap();
+    let parts: usize = index
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["parts"].as_array().unwrap().len())
+        .sum();
+    assert!(
+        parts > index.as_array().unwrap().len(),
+        "files are split: {parts} parts"
+    );
+    for v in 1..=volumes {
+        let dir = b.join(format!("vol-{v:03}"));
+        let size: u64 = tree(&dir).iter().map(|(_, d)| d.len() as u64).sum();
+        assert!(size <= 4 << 20, "{} is {size} bytes", dir.display());
+    }
+    gs_plain(&[
+        "verify",
+        b.to_str().unwrap(),
+        "--trust",
+        prefix.with_extension("pub").to_str().unwrap(),
+    ])
+    .ok();
+    let down = tmp.path().join("down");
+    gs_plain(&["init", down.to_str().unwrap(), "--mode", "replica"]).ok();
+    gs(
+        &down,
+        &[
+            "trust",
+            "add",
+            prefix.with_extension("pub").to_str().unwrap(),
+        ],
+    )
+    .ok();
+    gs(&down, &["import", b.to_str().unwrap()]).ok();
+    assert_eq!(tree(&up.join("content")), tree(&down.join("content")));
+    gs(&down, &["check"]).ok();
 }

@@ -3,6 +3,7 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
 
 use common::*;
 
@@ -712,7 +713,8 @@ fn approvals_declines_and_deployments_json() {
     assert_eq!(d2["action"], "uninstall");
     assert_eq!(d2["deadline"], serde_json::Value::Null);
 
-    // Bad input: named, exit 1, nothing changed.
+    // Bad input: named, nothing changed (exit 2 for bad values, refused
+    // while the command line is parsed; exit 1 for what the store refuses).
     let before = snapshot(&dir);
     gs(&dir, &["approve", DEFENDER_KB, "--group", "Nobody"]).fails(1, "unknown group \"Nobody\"");
     gs(
@@ -725,7 +727,7 @@ fn approvals_declines_and_deployments_json() {
         ],
     )
     .fails(1, "unknown update 12345678-1234-1234-1234-123456789012");
-    gs(&dir, &["approve", "not-a-guid", "--group", "Servers"]).fails(1, "not-a-guid");
+    gs(&dir, &["approve", "not-a-guid", "--group", "Servers"]).fails(2, "not-a-guid");
     gs(
         &dir,
         &[
@@ -737,7 +739,7 @@ fn approvals_declines_and_deployments_json() {
             "tomorrow",
         ],
     )
-    .fails(1, "tomorrow");
+    .fails(2, "tomorrow");
     gs(
         &dir,
         &[
@@ -836,7 +838,7 @@ fn journal_command_lists_changes_after_an_anchor() {
     assert_eq!(kinds, ["group_added", "group_removed"]);
     let (_t2, other) = new_store("other", "autonomous");
     gs(&other, &["journal", "--since", &anchor]).fails(1, "belongs to server");
-    gs(&dir, &["journal", "--since", "garbage"]).fails(1, "garbage");
+    gs(&dir, &["journal", "--since", "garbage"]).fails(2, "garbage");
 }
 
 #[test]
@@ -937,4 +939,355 @@ fn demo_runs_the_whole_air_gap_loop_in_a_fresh_folder() {
         !r.stderr.contains('\u{1b}'),
         "no terminal escapes off a TTY"
     );
+}
+
+/// Issue 9: every flag value is checked while the command line is parsed:
+/// exit 2, naming the flag, the value and what is allowed, before any work
+/// (so no partial bundle folder, and the store unchanged). Before, `export
+/// --expires 99999999w` panicked after writing all content and left
+/// `.OUT.partial-<uuid>/`, and `99999999999999999w` panicked at once.
+#[test]
+fn bad_flag_values_are_refused_while_parsing_naming_flag_value_and_range() {
+    let (tmp, dir) = new_store("hq", "autonomous");
+    gs(
+        &dir,
+        &[
+            "catalog",
+            "generate",
+            "--updates",
+            "20",
+            "--content-bytes",
+            "2M",
+            "--seed",
+            "1",
+        ],
+    )
+    .ok();
+    gs(&dir, &["groups", "add", "G"]).ok();
+    let prefix = tmp.path().join("k");
+    gs_plain(&["key", "generate", "--out", prefix.to_str().unwrap()]).ok();
+    let key = prefix.with_extension("key");
+    let key = key.to_str().unwrap();
+    let media = tmp.path().join("media");
+    fs::create_dir(&media).unwrap();
+    let out = media.join("b");
+    let out = out.to_str().unwrap();
+    let id = gs(&dir, &["status", "--json"]).ok().json()["server_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let huge_seq = format!("gapsync1:{id}:99999999999999999999");
+    let demo_dir = tmp.path().join("demo");
+    let demo_dir = demo_dir.to_str().unwrap();
+    let upd = "a2fef9b0-7951-4c2c-a42b-9e351dd1c1fe";
+    let before = snapshot(&dir);
+    let export = |extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = ["export", "--key", key, "--out", out]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let owned = |a: &[&str]| -> Vec<String> { a.iter().map(|s| s.to_string()).collect() };
+    // (arguments, the flag, the value, what is allowed)
+    let cases: Vec<(Vec<String>, &str, &str, &str)> = vec![
+        (
+            export(&["--expires", "99999999w"]),
+            "--expires",
+            "99999999w",
+            "between 1m and 3650d",
+        ),
+        (
+            export(&["--expires", "3000000d"]),
+            "--expires",
+            "3000000d",
+            "between 1m and 3650d",
+        ),
+        (
+            export(&["--expires", "99999999999999999w"]),
+            "--expires",
+            "99999999999999999w",
+            "between 1m and 3650d",
+        ),
+        (
+            export(&["--expires", "0d"]),
+            "--expires",
+            "0d",
+            "between 1m and 3650d",
+        ),
+        (
+            export(&["--expires", "soon"]),
+            "--expires",
+            "soon",
+            "between 1m and 3650d",
+        ),
+        (
+            export(&["--volume-size", "1K"]),
+            "--volume-size",
+            "1K",
+            "the minimum is 2052K (2101248 bytes)",
+        ),
+        (
+            export(&["--volume-size", "2M"]),
+            "--volume-size",
+            "2M",
+            "the minimum is 2052K",
+        ),
+        (
+            export(&["--volume-size", "4X"]),
+            "--volume-size",
+            "4X",
+            "the minimum is 2052K",
+        ),
+        (
+            export(&["--since", "gapsync1:nope:1"]),
+            "--since",
+            "gapsync1:nope:1",
+            "GUID",
+        ),
+        (
+            {
+                let mut v = export(&["--since"]);
+                v.push(huge_seq.clone());
+                v
+            },
+            "--since",
+            &huge_seq,
+            "out of range",
+        ),
+        (
+            export(&["--product", "nope"]),
+            "--product",
+            "nope",
+            "not a GUID",
+        ),
+        (
+            export(&["--classification", "KB1"]),
+            "--classification",
+            "KB1",
+            "not a GUID",
+        ),
+        (export(&["--to", ""]), "--to", "''", "1-128"),
+        (
+            export(&["--content", "some"]),
+            "--content",
+            "some",
+            "approved",
+        ),
+        (
+            owned(&["catalog", "generate", "--updates", "1000000000"]),
+            "--updates",
+            "1000000000",
+            "0..=100000000",
+        ),
+        (
+            owned(&[
+                "catalog",
+                "generate",
+                "--updates",
+                "1",
+                "--content-bytes",
+                "100T",
+            ]),
+            "--content-bytes",
+            "100T",
+            "16T",
+        ),
+        (
+            owned(&["demo", "--dir", demo_dir, "--content-bytes", "100T"]),
+            "--content-bytes",
+            "100T",
+            "16T",
+        ),
+        (
+            owned(&["demo", "--dir", demo_dir, "--updates", "0"]),
+            "--updates",
+            "0",
+            "1..=",
+        ),
+        (
+            owned(&["approve", "nope", "--group", "G"]),
+            "<UPDATE_ID>",
+            "nope",
+            "not a GUID",
+        ),
+        (
+            owned(&[
+                "approve",
+                upd,
+                "--group",
+                "G",
+                "--deadline",
+                "2026-13-01T00:00:00Z",
+            ]),
+            "--deadline",
+            "2026-13-01T00:00:00Z",
+            "RFC 3339",
+        ),
+        (
+            owned(&["unapprove", "nope", "--group", "G"]),
+            "<UPDATE_ID>",
+            "nope",
+            "not a GUID",
+        ),
+        (
+            owned(&["decline", "nope"]),
+            "<UPDATE_ID>",
+            "nope",
+            "not a GUID",
+        ),
+        (
+            owned(&["updates", "show", "nope"]),
+            "<ID>",
+            "nope",
+            "not a GUID",
+        ),
+        (
+            owned(&["updates", "list", "--classification", "nope"]),
+            "--classification",
+            "nope",
+            "not a GUID",
+        ),
+        (
+            owned(&[
+                "sync",
+                "--upstream",
+                "http://127.0.0.1:9",
+                "--product",
+                "nope",
+            ]),
+            "--product",
+            "nope",
+            "not a GUID",
+        ),
+        (
+            owned(&["journal", "--since", &huge_seq]),
+            "--since",
+            &huge_seq,
+            "out of range",
+        ),
+    ];
+    for (args, flag, value, allowed) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = gs(&dir, &args);
+        assert_eq!(r.code, 2, "{args:?}\nstderr: {}", r.stderr);
+        for needle in [*flag, *value, *allowed] {
+            assert!(
+                r.stderr.contains(needle),
+                "{args:?}: stderr should name {needle:?}:\n{}",
+                r.stderr
+            );
+        }
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    }
+    // Nothing was done: no bundle, no partial folder, no demo folder, the
+    // store as it was.
+    assert_eq!(fs::read_dir(&media).unwrap().count(), 0);
+    assert!(!Path::new(demo_dir).exists());
+    assert_eq!(snapshot(&dir), before);
+    gs(&dir, &["check"]).ok();
+}
+
+/// Legal but probably wrong: a deadline in the past and a validity period
+/// under an hour are accepted with a warning on stderr (exit 0); anchors
+/// take the server id as `status` prints it.
+#[test]
+fn past_deadlines_and_short_expiry_are_warned_and_anchors_take_dashed_ids() {
+    let (tmp, dir) = new_store("hq", "autonomous");
+    gs(
+        &dir,
+        &["catalog", "generate", "--updates", "20", "--seed", "1"],
+    )
+    .ok();
+    gs(&dir, &["groups", "add", "G"]).ok();
+    let list = gs(&dir, &["updates", "list", "--json", "--kind", "software"])
+        .ok()
+        .json();
+    let id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| !u["title"].as_str().unwrap().starts_with("HIDDEN"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = gs(
+        &dir,
+        &[
+            "approve",
+            &id,
+            "--group",
+            "G",
+            "--deadline",
+            "2020-01-01T00:00:00+01:00",
+        ],
+    )
+    .ok();
+    assert!(
+        r.stderr
+            .contains("warning: --deadline 2019-12-31T23:00:00Z is in the past"),
+        "{}",
+        r.stderr
+    );
+    let r = gs(
+        &dir,
+        &[
+            "approve",
+            &id,
+            "--group",
+            "G",
+            "--deadline",
+            "2999-01-01T00:00:00Z",
+        ],
+    )
+    .ok();
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+    let prefix = tmp.path().join("k");
+    gs_plain(&["key", "generate", "--out", prefix.to_str().unwrap()]).ok();
+    let out = tmp.path().join("b");
+    let r = gs(
+        &dir,
+        &[
+            "export",
+            "--key",
+            prefix.with_extension("key").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--expires",
+            "30m",
+        ],
+    )
+    .ok();
+    assert!(r.stderr.contains("warning: --expires 30m"), "{}", r.stderr);
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let created = time::OffsetDateTime::parse(
+        m["created"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let expires = time::OffsetDateTime::parse(
+        m["expires"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(expires - created, time::Duration::minutes(30));
+    // Anchors: the dashed id `status` prints, and the 32-digit form.
+    let s = gs(&dir, &["status", "--json"]).ok().json();
+    let dashed = s["server_id"].as_str().unwrap().to_string();
+    assert!(dashed.contains('-'));
+    let all = gs(&dir, &["journal", "--json"]).ok().json();
+    for form in [
+        dashed.clone(),
+        dashed.replace('-', ""),
+        dashed.to_uppercase(),
+    ] {
+        let since = format!("gapsync1:{form}:0");
+        let j = gs(&dir, &["journal", "--since", &since, "--json"])
+            .ok()
+            .json();
+        assert_eq!(j, all, "{since}");
+    }
 }

@@ -7,12 +7,14 @@ use anyhow::{Context, Result};
 use gapsync::bundle::{ContentMode, Filters, Layout};
 use gapsync::export::{self, ExportOptions};
 use gapsync::import::{self, ImportOptions};
+use gapsync::journal::Anchor;
 use gapsync::progress::Progress;
 use gapsync::store::Store;
 use gapsync::trust::{PublicKey, SecretKey};
-use gapsync::units::{human_bytes, parse_size};
+use gapsync::units::human_bytes;
 use gapsync::verify::{self, TrustView};
 
+use super::args;
 use super::failure::usage;
 use super::print_json;
 
@@ -21,40 +23,35 @@ pub struct ExportArgs {
     pub out: PathBuf,
     pub to: String,
     pub full: bool,
-    pub since: Option<String>,
+    pub since: Option<Anchor>,
+    pub allow_empty: bool,
+    /// `all`, `approved` or `none` (checked while parsing).
     pub content: String,
+    /// Canonical GUIDs (checked while parsing).
     pub products: Vec<String>,
     pub classifications: Vec<String>,
     pub languages: Vec<String>,
-    pub volume_size: Option<String>,
-    pub expires: String,
+    pub volume_size: Option<u64>,
+    pub expires: time::Duration,
     pub json: bool,
 }
 
-fn canonical_ids(what: &str, ids: &[String]) -> Result<Vec<String>> {
-    let mut out: Vec<String> = ids
-        .iter()
-        .map(|s| super::canonical_id(what, s))
-        .collect::<Result<_>>()?;
-    out.sort();
-    out.dedup();
-    Ok(out)
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v.dedup();
+    v
 }
 
 pub fn export(server: &Path, a: ExportArgs, progress: &dyn Progress) -> Result<()> {
-    let key = SecretKey::read_file(&a.key)?;
     let content = ContentMode::parse(&a.content)
-        .ok_or_else(|| usage!("--content must be all, approved or none"))?;
-    let mut languages: Vec<String> = a.languages.iter().map(|l| l.to_ascii_lowercase()).collect();
-    languages.sort();
-    languages.dedup();
+        .ok_or_else(|| usage!("--content {:?}: use all, approved or none", a.content))?;
     let filters = Filters {
         content,
-        products: canonical_ids("product", &a.products)?,
-        classifications: canonical_ids("classification", &a.classifications)?,
-        languages,
+        products: sorted(a.products),
+        classifications: sorted(a.classifications),
+        languages: sorted(a.languages.iter().map(|l| l.to_ascii_lowercase()).collect()),
     };
-    let volume_size = a.volume_size.as_deref().map(parse_size).transpose()?;
+    let key = SecretKey::read_file(&a.key)?;
     let mut store = Store::open_writer(server)?;
     let started = std::time::Instant::now();
     let r = export::export(
@@ -63,14 +60,16 @@ pub fn export(server: &Path, a: ExportArgs, progress: &dyn Progress) -> Result<(
             out: &a.out,
             destination: &a.to,
             full: a.full,
-            since: a.since.as_deref(),
+            since: a.since,
+            allow_empty: a.allow_empty,
             filters,
-            volume_size,
-            expires: export::parse_duration(&a.expires)?,
+            volume_size: a.volume_size,
+            expires: a.expires,
             key: &key,
         },
         progress,
     )?;
+    args::warn_short_expiry(a.expires);
     let secs = started.elapsed().as_secs_f64();
     if a.json {
         print_json(&r)?;

@@ -85,6 +85,7 @@ fn export_step(
             destination: "plant",
             full: false,
             since: None,
+            allow_empty: false,
             filters: Filters::default(),
             volume_size: None,
             expires: time::Duration::days(30),

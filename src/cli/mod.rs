@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Exit codes: 0 ok, 1 error, 2 usage,
 //! 3 verification failure.
 
+mod args;
 mod bundle;
 mod demo;
 mod failure;
@@ -22,7 +23,7 @@ use gapsync::generate::{self, GenerateOptions};
 use gapsync::metadata::UpdateKind;
 use gapsync::store::{Mode, Store, UpdateFilter};
 use gapsync::trust::KeyId;
-use gapsync::units::{human_bytes, parse_size};
+use gapsync::units::human_bytes;
 
 use failure::usage;
 use progress::TermProgress;
@@ -76,14 +77,16 @@ enum Command {
     Computers(ComputersCmd),
     /// Approve an update's current revision for a group.
     Approve {
+        #[arg(value_parser = args::guid)]
         update_id: String,
         #[arg(long)]
         group: String,
         #[arg(long, value_enum, default_value_t = ActionArg::Install)]
         action: ActionArg,
-        /// Installation deadline, RFC 3339 (e.g. 2026-12-01T18:00:00Z).
-        #[arg(long)]
-        deadline: Option<String>,
+        /// Installation deadline, RFC 3339 (e.g. 2026-12-01T18:00:00Z); a
+        /// past one is accepted with a warning.
+        #[arg(long, value_parser = args::deadline)]
+        deadline: Option<time::OffsetDateTime>,
         /// Administrator name recorded in the deployment.
         #[arg(long, env = "GAPSYNC_ADMIN")]
         admin: Option<String>,
@@ -92,12 +95,16 @@ enum Command {
     },
     /// Remove an update's approval for a group.
     Unapprove {
+        #[arg(value_parser = args::guid)]
         update_id: String,
         #[arg(long)]
         group: String,
     },
     /// Decline an update (removes its approvals).
-    Decline { update_id: String },
+    Decline {
+        #[arg(value_parser = args::guid)]
+        update_id: String,
+    },
     /// Deployments (approvals).
     #[command(subcommand)]
     Deployments(DeploymentsCmd),
@@ -107,8 +114,8 @@ enum Command {
     /// Changes recorded in the journal after an anchor.
     Journal {
         /// Anchor to list changes after (default: from the beginning).
-        #[arg(long)]
-        since: Option<String>,
+        #[arg(long, value_parser = args::anchor)]
+        since: Option<gapsync::journal::Anchor>,
         #[arg(long)]
         json: bool,
     },
@@ -143,13 +150,13 @@ enum Command {
         #[arg(long)]
         replica: bool,
         /// Only updates of this product (repeatable; remembered).
-        #[arg(long = "product")]
+        #[arg(long = "product", value_parser = args::guid)]
         products: Vec<String>,
         /// Only updates of this classification (repeatable; remembered).
-        #[arg(long = "classification")]
+        #[arg(long = "classification", value_parser = args::guid)]
         classifications: Vec<String>,
         /// Content to download: all, approved or none.
-        #[arg(long, default_value = "all")]
+        #[arg(long, default_value = "all", value_parser = ["all", "approved", "none"])]
         content: String,
         #[arg(long)]
         json: bool,
@@ -174,33 +181,43 @@ enum Command {
         /// Bundle folder to create.
         #[arg(long)]
         out: PathBuf,
-        /// Destination name: each destination has its own chain.
-        #[arg(long, default_value = "default")]
+        /// Destination name (1-128 characters): each destination has its
+        /// own chain.
+        #[arg(long, default_value = "default", value_parser = args::destination)]
         to: String,
         /// A full bundle, even if the destination's chain could continue.
         #[arg(long, conflicts_with = "since")]
         full: bool,
-        /// Start from this anchor instead of the chain's last one.
+        /// Continue from the link(s) that ended at this anchor (the
+        /// to_anchor `imports list` shows on the disconnected server)
+        /// instead of the chain's last link: replaces bundles lost on the
+        /// way.
+        #[arg(long, value_parser = args::anchor)]
+        since: Option<gapsync::journal::Anchor>,
+        /// Write an incremental bundle even when nothing changed and no
+        /// trust statement is queued (refused otherwise).
         #[arg(long)]
-        since: Option<String>,
+        allow_empty: bool,
         /// Content to include: all, approved or none.
-        #[arg(long, default_value = "all")]
+        #[arg(long, default_value = "all", value_parser = ["all", "approved", "none"])]
         content: String,
         /// Only updates of this product (repeatable).
-        #[arg(long = "product")]
+        #[arg(long = "product", value_parser = args::guid)]
         products: Vec<String>,
         /// Only updates of this classification (repeatable).
-        #[arg(long = "classification")]
+        #[arg(long = "classification", value_parser = args::guid)]
         classifications: Vec<String>,
         /// Languages (repeatable; recorded in the manifest).
         #[arg(long = "language")]
         languages: Vec<String>,
-        /// Split into volumes of at most SIZE (e.g. 700M, 4G, 25G).
-        #[arg(long)]
-        volume_size: Option<String>,
-        /// Validity period, e.g. 30d, 12h.
-        #[arg(long, default_value = "30d")]
-        expires: String,
+        /// Split into volumes of at most SIZE (e.g. 700M, 4G, 25G; at least
+        /// 2052K: each volume keeps 1 MiB for manifest and sums).
+        #[arg(long, value_parser = args::volume_size)]
+        volume_size: Option<u64>,
+        /// Validity period: a number and s, m, h, d or w (e.g. 30d, 12h);
+        /// between 1m and 3650d (10 years); under 1h is warned about.
+        #[arg(long, default_value = "30d", value_parser = args::expires)]
+        expires: time::Duration,
         #[arg(long)]
         json: bool,
     },
@@ -249,10 +266,12 @@ enum Command {
         /// Folder to create the demo servers in (a fresh one is made inside).
         #[arg(long, default_value = "gapsync-demo")]
         dir: PathBuf,
-        #[arg(long, default_value_t = 2000)]
+        /// Updates to generate (1-100000000).
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=generate::MAX_UPDATES))]
         updates: u64,
-        #[arg(long, default_value = "128M")]
-        content_bytes: String,
+        /// Total content size (e.g. 128M, 2G; at most 16T).
+        #[arg(long, default_value = "128M", value_parser = args::content_bytes)]
+        content_bytes: u64,
     },
 }
 
@@ -345,11 +364,13 @@ enum CatalogCmd {
     },
     /// Generate a synthetic, realistic catalog.
     Generate {
-        #[arg(long)]
+        /// Software and driver updates to generate (0-100000000).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(0..=generate::MAX_UPDATES))]
         updates: u64,
-        /// Total content size, e.g. 512M, 2G (0 for metadata only).
-        #[arg(long, default_value = "0")]
-        content_bytes: String,
+        /// Total content size, e.g. 512M, 2G (0 for metadata only; at most
+        /// 16T).
+        #[arg(long, default_value = "0", value_parser = args::content_bytes)]
+        content_bytes: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         #[arg(long)]
@@ -409,13 +430,14 @@ enum UpdatesCmd {
         #[arg(long, value_enum)]
         kind: Option<KindArg>,
         /// Product category id.
-        #[arg(long)]
+        #[arg(long, value_parser = args::guid)]
         product: Option<String>,
         /// Classification category id.
-        #[arg(long)]
+        #[arg(long, value_parser = args::guid)]
         classification: Option<String>,
     },
     Show {
+        #[arg(value_parser = args::guid)]
         id: String,
         #[arg(long)]
         json: bool,
@@ -497,10 +519,6 @@ fn server_dir(cli_server: &Option<PathBuf>) -> Result<&Path> {
 pub(crate) fn print_json<T: Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
-}
-
-fn canonical_id(what: &str, s: &str) -> Result<String> {
-    gapsync::store::canonical_guid(s).ok_or_else(|| usage!("{what} {s:?} is not a GUID"))
 }
 
 fn default_admin() -> String {
@@ -598,7 +616,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut store = Store::open_writer(server_dir(&cli.server)?)?;
             let opts = GenerateOptions {
                 updates,
-                content_bytes: parse_size(&content_bytes)?,
+                content_bytes,
                 seed,
             };
             let r = generate::generate(&mut store, &opts, &progress)?;
@@ -655,13 +673,20 @@ fn run(cli: Cli) -> Result<()> {
                 ActionArg::Block => Action::Block,
             };
             let admin = admin.unwrap_or_else(default_admin);
+            let deadline_text = deadline
+                .map(|t| t.format(&time::format_description::well_known::Rfc3339))
+                .transpose()
+                .map_err(|e| usage!("--deadline: {e}"))?;
             let d = store.approve(&Approval {
                 update_id: &update_id,
                 group: &group,
                 action,
-                deadline: deadline.as_deref(),
+                deadline: deadline_text.as_deref(),
                 admin_name: &admin,
             })?;
+            if let (Some(t), Some(text)) = (&deadline, &deadline_text) {
+                args::warn_past_deadline(t, text);
+            }
             if json {
                 print_json(&d)?;
             } else {
@@ -727,10 +752,8 @@ fn run(cli: Cli) -> Result<()> {
                     KindArg::Category => UpdateKind::Category,
                     KindArg::Detectoid => UpdateKind::Detectoid,
                 }),
-                product: product.map(|p| canonical_id("product", &p)).transpose()?,
-                classification: classification
-                    .map(|c| canonical_id("classification", &c))
-                    .transpose()?,
+                product,
+                classification,
             };
             let list = store.list_updates(&filter)?;
             if json {
@@ -768,7 +791,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Journal { since, json } => {
             let store = Store::open(server_dir(&cli.server)?)?;
             let from = match since {
-                Some(a) => store.own_anchor(&a)?,
+                Some(a) => store.own_anchor(&a.to_string())?,
                 None => gapsync::journal::Anchor {
                     server_id: store.info().server_id,
                     seq: 0,
@@ -942,6 +965,7 @@ fn run(cli: Cli) -> Result<()> {
             to,
             full,
             since,
+            allow_empty,
             content,
             products,
             classifications,
@@ -957,6 +981,7 @@ fn run(cli: Cli) -> Result<()> {
                 to,
                 full,
                 since,
+                allow_empty,
                 content,
                 products,
                 classifications,
@@ -1009,7 +1034,7 @@ fn run(cli: Cli) -> Result<()> {
             updates,
             content_bytes,
         } => {
-            demo::run(&dir, updates, parse_size(&content_bytes)?, &progress)?;
+            demo::run(&dir, updates, content_bytes, &progress)?;
         }
     }
     Ok(())
