@@ -435,10 +435,17 @@ impl Layout {
     /// A bundle directory: single-volume (files at its top) or multi-volume
     /// (`vol-NNN/` folders; a top-level manifest too).
     pub fn discover(path: &Path) -> Result<Layout> {
+        // A bundle folder that is not there is not a failed verification
+        // (nothing was checked): a runtime error, like any missing path.
         if !path.is_dir() {
-            return Err(Error::verification(
-                "missing-file",
-                format!("{}: no such bundle directory", path.display()),
+            let why = if path.exists() {
+                "not a folder; give the bundle's folder"
+            } else {
+                "no such bundle folder"
+            };
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, why),
             ));
         }
         let mut vols: Vec<PathBuf> = Vec::new();

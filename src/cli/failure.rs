@@ -93,6 +93,11 @@ struct JsonError<'a> {
 /// Prints the failure (stderr; and stdout as JSON when `json`) and returns
 /// the exit code of its class.
 pub fn report(e: &anyhow::Error, json: bool) -> ExitCode {
+    if stdout_closed(e) {
+        // The reader of our output stopped early (`gapsync updates list |
+        // head`): that is its choice, not a failure to report.
+        return ExitCode::SUCCESS;
+    }
     let (code, rule) = classify(e);
     let msg = message(e);
     eprintln!("gapsync: error: {msg}");
@@ -100,6 +105,14 @@ pub fn report(e: &anyhow::Error, json: bool) -> ExitCode {
         print_json_failure(code, rule, &msg);
     }
     ExitCode::from(code)
+}
+
+/// Whether the failure is a write to a closed pipe.
+fn stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The JSON failure object on stdout.

@@ -32,7 +32,10 @@ use progress::TermProgress;
 #[command(
     name = "gapsync",
     version,
-    about = "A WSUS-family update server that carries update state across an air gap"
+    about = "A WSUS-family update server that carries update state across an air gap",
+    after_help = "Exit codes: 0 ok; 1 runtime error (I/O, lock, network, not found, a malformed key file); \
+2 usage (a bad flag value or combination); 3 verification failure (signature, digest, size, chain rule, trust). \
+With --json a failure is also printed on stdout as {\"error\": {\"code\", \"rule\", \"message\"}}."
 )]
 pub struct Cli {
     /// Server store directory.
