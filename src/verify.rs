@@ -430,6 +430,17 @@ pub enum ChainStatus {
     AlreadyApplied,
 }
 
+impl std::fmt::Display for ChainStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChainStatus::First => "the first link from its source",
+            ChainStatus::Next => "the next link of the chain",
+            ChainStatus::Rebase => "a full bundle replacing the chain",
+            ChainStatus::AlreadyApplied => "already applied",
+        })
+    }
+}
+
 struct LastLink {
     seq: u64,
     manifest_sha256: String,

@@ -75,7 +75,7 @@ pub fn export(server: &Path, a: ExportArgs, progress: &dyn Progress) -> Result<(
         print_json(&r)?;
     } else {
         println!(
-            "exported {:?} bundle {} seq {} to {:?}: {} revisions, {} groups, {} deployments ({} removed), {} declines, {} content files ({}), {} volume(s), {} written in {:.1} s",
+            "exported {} bundle {} seq {} to {:?}: {} revisions, {} groups, {} deployments ({} removed), {} declines, {} content files ({}), {} volume(s), {} written in {:.1} s",
             r.kind,
             r.bundle_id,
             r.seq,
@@ -177,7 +177,7 @@ pub fn verify(
             &v.manifest_sha256,
             false,
         )
-        .map(|c| format!("chain position for server {}: {c:?}", s.info().name))?;
+        .map(|c| format!("chain position for server {}: {c}", s.info().name))?;
         v.checks.push(chain);
     }
     if v.expired_but_allowed {
@@ -190,8 +190,8 @@ pub fn verify(
         print_json(&v)?;
     } else {
         println!(
-            "bundle {} seq {} ({:?}) from {} ({}) to {:?}, signed by {}",
-            v.bundle_id, v.seq, v.kind, v.source_name, v.source_server_id, v.destination, v.signer
+            "{} bundle {} seq {} from {} ({}) to {:?}, signed by {}",
+            v.kind, v.bundle_id, v.seq, v.source_name, v.source_server_id, v.destination, v.signer
         );
         for c in &v.checks {
             println!("  ok  {c}");
@@ -267,17 +267,17 @@ pub fn import(server: &Path, a: ImportArgs<'_>, progress: &dyn Progress) -> Resu
         ),
         status => {
             println!(
-                "{} bundle {} seq {} ({:?}, {:?}) from {}:",
+                "{} {} bundle {} seq {} from {} ({}):",
                 if status == "dry-run" {
                     "dry run: would import"
                 } else {
                     "imported"
                 },
+                r.kind,
                 r.bundle_id,
                 r.seq,
-                r.kind,
-                r.chain,
-                r.source_name
+                r.source_name,
+                r.chain
             );
             println!(
                 "  updates       {} new revisions ({} new updates, {} superseded), {} already present",
