@@ -118,17 +118,7 @@ enum Command {
         json: bool,
     },
     /// Serve downstream servers (MS-WSUSSS upstream role) and content.
-    Serve {
-        /// Address and port to listen on.
-        #[arg(long, default_value = "0.0.0.0:8530")]
-        listen: String,
-        /// TLS certificate (PEM); with --tls-key, serve HTTPS.
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// TLS private key (PEM).
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-    },
+    Serve(serve::ServeArgs),
     /// Synchronize from an upstream WSUS or gapsync server (MS-WSUSSS).
     Sync {
         /// The upstream server, e.g. http://wsus.example:8530.
@@ -791,16 +781,7 @@ fn run(cli: Cli) -> Result<()> {
                 .into());
             }
         }
-        Command::Serve {
-            listen,
-            tls_cert,
-            tls_key,
-        } => serve::serve(
-            server_dir(&cli.server)?,
-            &listen,
-            tls_cert.as_deref(),
-            tls_key.as_deref(),
-        )?,
+        Command::Serve(args) => serve::serve(server_dir(&cli.server)?, &args)?,
         Command::Sync {
             upstream,
             replica,
