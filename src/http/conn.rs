@@ -464,6 +464,29 @@ mod tests {
     }
 
     #[test]
+    fn a_write_without_progress_fails_after_the_write_timeout() {
+        use tokio::io::AsyncWriteExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // A peer that never reads: 64 bytes fit, then writes wait.
+            let (a, _peer) = tokio::io::duplex(64);
+            let mut g = Guarded::new(
+                a,
+                Arc::new(ConnShared::default()),
+                Duration::from_millis(200),
+                1024,
+            );
+            let t = tokio::time::Instant::now();
+            let e = g.write_all(&[0u8; 1024]).await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+            assert!(t.elapsed() >= Duration::from_millis(200));
+        });
+    }
+
+    #[test]
     fn an_endless_head_stops_the_scan() {
         let mut scan = HeadScan::new(100);
         let mut n = 0;
