@@ -1857,3 +1857,27 @@ fn idle_connections_and_slow_heads_have_their_own_clocks() {
         "a slow head held its connection for {held:?}"
     );
 }
+
+/// Out-of-range limits are usage errors (exit 2) naming the flag or the
+/// variable, before anything is bound.
+#[test]
+fn bad_limits_are_usage_errors() {
+    let (_tmp, dir) = new_store("hq", "autonomous");
+    for (args, needle) in [
+        (&["--max-connections", "0"][..], "--max-connections"),
+        (&["--header-timeout", "0"][..], "--header-timeout"),
+        (&["--max-head", "10"][..], "--max-head"),
+        (&["--max-body", "1T"][..], "--max-body"),
+        (&["--store-workers", "1000"][..], "--store-workers"),
+    ] {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        gs(&dir, &all).fails(2, needle);
+    }
+    common::gs_env(
+        &dir,
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("GAPSYNC_SERVE_REQUEST_TIMEOUT", "soon")],
+    )
+    .fails(2, "GAPSYNC_SERVE_REQUEST_TIMEOUT");
+}

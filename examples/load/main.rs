@@ -42,8 +42,8 @@ fn run() -> Result<bool, String> {
     let mut cfg = harness::Config {
         gapsync: default_gapsync(),
         work: PathBuf::new(),
-        updates: 2000,
-        content_bytes: "1G".into(),
+        updates: 500,
+        content_bytes: "128M".into(),
         serve_args: Vec::new(),
         header_timeout: Duration::from_secs(20),
         idle: 2000,

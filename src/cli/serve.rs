@@ -174,6 +174,7 @@ pub fn serve(server: &Path, a: &ServeArgs) -> Result<()> {
 /// files toward the hard limit so `--max-connections` can be reached, and
 /// says so when it cannot.
 #[cfg(unix)]
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every unix
 fn raise_open_files(connections: usize) {
     // Connections plus store handles, content files being sent, the log.
     let want = (connections as u64).saturating_add(1024);
