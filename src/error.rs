@@ -36,6 +36,8 @@ pub enum Error {
     MalformedKeyFile { detail: String },
     #[error("{path}: already holds a gapsync server store")]
     AlreadyAStore { path: PathBuf },
+    #[error("cannot listen on {addr}: {why}")]
+    CannotListen { addr: String, why: String },
     #[error("{path}: the store is locked by another gapsync process (writers are exclusive)")]
     Locked { path: PathBuf },
     #[error("{name}: {source}")]

@@ -207,3 +207,74 @@ fn fifty_concurrent_downstream_syncs_all_complete_while_slow_clients_trickle() {
         .unwrap();
     assert_eq!(recorded, n as i64);
 }
+
+#[path = "../examples/load/harness.rs"]
+mod harness;
+
+/// The load harness (`examples/load`, numbers in docs/performance.md) in
+/// small: idle keep-alive and slowloris connections held while ordinary
+/// requests are answered, the slow ones closed by the header timeout;
+/// concurrent syncs while downloaders fetch ranges over 7 connections
+/// each, all complete and equal; throughput and RSS measured. Asserts the
+/// behaviours, never a time.
+#[cfg(target_os = "linux")]
+#[test]
+fn load_harness_smoke_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = harness::Config {
+        gapsync: bin().into(),
+        work: tmp.path().join("load"),
+        updates: 30,
+        content_bytes: "6M".into(),
+        serve_args: vec!["--idle-timeout".into(), "120".into()],
+        header_timeout: Duration::from_secs(2),
+        idle: 100,
+        slow: 10,
+        slow_interval: Duration::from_millis(300),
+        ordinary_clients: 2,
+        syncs: 3,
+        downloaders: 4,
+        connections_per_downloader: 7,
+        range: 256 * 1024,
+        files_per_downloader: 2,
+        throughput_for: Duration::from_secs(1),
+        throughput_clients: 2,
+    };
+    let r = harness::run(&cfg).unwrap_or_else(|e| panic!("harness: {e}"));
+    let log = std::fs::read_to_string(cfg.work.join("serve.log")).unwrap_or_default();
+    eprintln!("{}", r.table(&cfg));
+    let p1 = &r.phase1;
+    assert!(p1.ordinary > 0);
+    let answered: usize = ["200", "206"]
+        .iter()
+        .filter_map(|s| p1.statuses.get(*s))
+        .sum();
+    assert_eq!(
+        answered, p1.ordinary,
+        "every ordinary request answered: {:?}",
+        p1.statuses
+    );
+    assert_eq!(
+        (p1.idle_opened, p1.idle_still_open),
+        (100, 100),
+        "idle connections held"
+    );
+    assert_eq!(p1.slow_opened, 10);
+    assert_eq!(
+        p1.slow_closed, 10,
+        "slow heads closed by the header timeout; log:\n{log}"
+    );
+    assert!(log.contains("request head not complete in time"), "{log}");
+    let p2 = &r.phase2;
+    assert!(p2.syncs_failed.is_empty(), "{:?}", p2.syncs_failed);
+    assert_eq!(p2.replicas_equal, 3);
+    assert!(p2.ranges > 0);
+    assert_eq!(p2.ranges_failed, 0);
+    assert_eq!(r.throughput_errors, 0);
+    assert!(
+        r.rps_revision_list_full > 0.0
+            && r.rps_revision_list_anchor > 0.0
+            && r.rps_content_range > 0.0
+    );
+    assert!(r.peak_rss_kib > 0);
+}

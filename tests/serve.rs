@@ -1156,7 +1156,8 @@ fn ambiguous_framing_gets_400_and_the_connection_closes() {
         assert_eq!(r.header("connection"), Some("close"), "{what}");
         assert_eq!(responses_in(&raw), 1, "{what}: one answer, then closed");
     }
-    // Identical values are one Content-Length.
+    // Identical repeats are refused too (RFC 9110 8.6 allows either; a
+    // proxy in front may not have collapsed them).
     let r = http(
         srv.addr,
         post(
@@ -1165,13 +1166,20 @@ fn ambiguous_framing_gets_400_and_the_connection_closes() {
         )
         .as_bytes(),
     );
+    assert_eq!(r.status, 400, "{}", r.text());
+    // The server still serves after all of these.
+    let r = http(
+        srv.addr,
+        post(
+            &format!("Content-Length: {len}\r\nConnection: close\r\n"),
+            "HTTP/1.1",
+        )
+        .as_bytes(),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("<PlugInID>DssTargeting</PlugInID>"));
     let log = srv.log();
-    assert!(
-        log.contains("several different Content-Length values (400)"),
-        "{log}"
-    );
+    assert!(log.contains("duplicate Content-Length"), "{log}");
 }
 
 /// The request head limit of docs/protocol.md: 16 KiB for the request line,
@@ -1181,7 +1189,11 @@ fn ambiguous_framing_gets_400_and_the_connection_closes() {
 #[test]
 fn request_heads_over_16_kib_get_431() {
     const LIMIT: usize = 16 * 1024;
-    assert_eq!(gapsync::serve::MAX_HEAD, LIMIT, "the documented limit");
+    assert_eq!(
+        gapsync::http::ServeOptions::default().max_head,
+        LIMIT,
+        "the documented limit"
+    );
     let (_tmp, dir) = new_store("hq", "autonomous");
     let srv = Served::start(&dir, &[]);
     // A GET of an unknown path whose head is exactly `size` bytes.
@@ -1875,4 +1887,274 @@ fn https_with_the_given_certificate() {
     );
     assert_ne!(r.code, 0, "--tls-cert without --tls-key is refused");
     assert!(r.stderr.contains("tls-key"), "{}", r.stderr);
+}
+
+// ---------------------------------------------------------------------------
+// Limits of the HTTP layer, over real sockets
+// ---------------------------------------------------------------------------
+
+/// Sends raw bytes on a fresh connection and returns everything the server
+/// sent until it closed (or 10 s passed).
+fn raw(addr: SocketAddr, req: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(req);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Ambiguous framing is refused with 400 and the connection closed, even
+/// where hyper alone would accept it (agreeing duplicate lengths;
+/// Transfer-Encoding with Content-Length); heads beyond 16 KiB or 64
+/// fields get 431; the server goes on serving; its log lines carry a UTC
+/// timestamp and the client's address.
+#[test]
+fn ambiguous_framing_and_oversized_heads_are_refused() {
+    let (_tmp, dir) = new_store("hq", "autonomous");
+    let srv = Served::start(&dir, &[]);
+    let body = envelope(&format!("<GetAuthConfig xmlns=\"{SSS_NS}\"/>"));
+    let post = |lengths: &str, extra: &str| {
+        format!(
+            "POST {SSS} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nSOAPAction: \"{ACTION}GetAuthConfig\"\r\n{lengths}{extra}\r\n{body}"
+        )
+    };
+    let n = body.len();
+    for (what, req) in [
+        (
+            "two equal Content-Length",
+            post(
+                &format!("Content-Length: {n}\r\nContent-Length: {n}\r\n"),
+                "",
+            ),
+        ),
+        (
+            "two different Content-Length",
+            post(
+                &format!("Content-Length: {n}\r\nContent-Length: {}\r\n", n + 1),
+                "",
+            ),
+        ),
+        (
+            "a Content-Length list",
+            post(&format!("Content-Length: {n}, {n}\r\n"), ""),
+        ),
+        (
+            "Content-Length then Transfer-Encoding",
+            post(
+                &format!("Content-Length: {n}\r\nTransfer-Encoding: chunked\r\n"),
+                "",
+            ),
+        ),
+        (
+            "Transfer-Encoding then Content-Length",
+            post(
+                &format!("Transfer-Encoding: chunked\r\nContent-Length: {n}\r\n"),
+                "",
+            ),
+        ),
+    ] {
+        let answer = raw(srv.addr, req.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{what}: {answer}");
+        assert_eq!(
+            answer.matches("HTTP/1.1 ").count(),
+            1,
+            "{what}: closed after"
+        );
+    }
+    // The same request with one length is served, also pipelined behind
+    // a request with a body.
+    let one = post(&format!("Content-Length: {n}\r\n"), "");
+    let answer = raw(
+        srv.addr,
+        format!(
+            "{one}{}",
+            one.replacen("\r\n\r\n", "\r\nConnection: close\r\n\r\n", 1)
+        )
+        .as_bytes(),
+    );
+    assert_eq!(answer.matches("HTTP/1.1 200 ").count(), 2, "{answer}");
+
+    let big = format!(
+        "GET /Content/x HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(24 * 1024)
+    );
+    let answer = raw(srv.addr, big.as_bytes());
+    assert!(
+        answer.starts_with("HTTP/1.1 431 "),
+        "24 KB header: {answer}"
+    );
+    let many: String = (0..70).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let answer = raw(
+        srv.addr,
+        format!("GET /Content/x HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 431 "), "70 headers: {answer}");
+    let fits: String = (0..40).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let answer = raw(
+        srv.addr,
+        format!("GET /nothing HTTP/1.1\r\nHost: x\r\n{fits}Connection: close\r\n\r\n").as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 404 "), "40 headers: {answer}");
+    assert_eq!(srv.op("GetAuthConfig", &body).status, 200, "still serving");
+
+    let log = srv.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("GET /nothing"))
+        .unwrap_or_else(|| panic!("no log line of the request:\n{log}"));
+    let stamp = line.split_whitespace().next().unwrap_or("");
+    assert!(
+        stamp.len() >= 20
+            && stamp.ends_with('Z')
+            && stamp.as_bytes()[4] == b'-'
+            && stamp.as_bytes()[10] == b'T',
+        "UTC timestamp first: {line}"
+    );
+    assert!(
+        line.contains("127.0.0.1:") && line.contains("-> 404"),
+        "{line}"
+    );
+}
+
+/// Beyond `--max-connections`, a new connection gets 503 with
+/// `Retry-After` and a ServerBusy fault at once, while the open ones are
+/// served; once one closes, new connections are served again.
+#[test]
+fn connections_beyond_the_limit_get_503_at_once() {
+    let (_tmp, dir) = new_store("hq", "autonomous");
+    let srv = Served::start_args(&dir, &["--max-connections", "3"], &[]);
+    let body = envelope(&format!("<GetAuthConfig xmlns=\"{SSS_NS}\"/>"));
+    let keep_alive = format!(
+        "POST {SSS} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nSOAPAction: \"{ACTION}GetAuthConfig\"\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(srv.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(keep_alive.as_bytes()).unwrap();
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200 "));
+            s
+        })
+        .collect();
+    let t = Instant::now();
+    let r = srv.op("GetAuthConfig", &body);
+    assert!(t.elapsed() < Duration::from_secs(5), "answered at once");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert!(
+        r.text().contains("<ErrorCode>ServerBusy</ErrorCode>"),
+        "{}",
+        r.text()
+    );
+    // The open connections are still served.
+    held[0].write_all(keep_alive.as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = held[0].read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200 "));
+    // One closes: room again.
+    drop(held.pop());
+    let served = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        srv.op("GetAuthConfig", &body).status == 200
+    });
+    assert!(served, "a connection closed makes room");
+    assert!(srv.log().contains("refused"), "{}", srv.log());
+}
+
+/// A keep-alive connection may idle longer than the header timeout (its
+/// own clock, `--idle-timeout`) and is closed after that; a request head
+/// must be complete within the header timeout of its first byte; a new
+/// connection that sends nothing is closed after the header timeout.
+#[test]
+fn idle_connections_and_slow_heads_have_their_own_clocks() {
+    let (_tmp, dir) = new_store("hq", "autonomous");
+    let srv = Served::start_args(&dir, &["--header-timeout", "2", "--idle-timeout", "5"], &[]);
+    let body = envelope(&format!("<GetAuthConfig xmlns=\"{SSS_NS}\"/>"));
+    let req = format!(
+        "POST {SSS} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nSOAPAction: \"{ACTION}GetAuthConfig\"\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let ask = |s: &mut TcpStream| -> bool {
+        if s.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 4096];
+        matches!(s.read(&mut buf), Ok(n) if n > 0 && buf[..n].starts_with(b"HTTP/1.1 200 "))
+    };
+    let closed_within = |s: &mut TcpStream, limit: Duration| -> Option<Duration> {
+        let t = Instant::now();
+        s.set_read_timeout(Some(limit)).unwrap();
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) if t.elapsed() < limit => Some(t.elapsed()),
+            _ => None,
+        }
+    };
+    let slow_head = std::thread::spawn({
+        let addr = srv.addr;
+        move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /Content/x HTTP/1.1\r\nX-Slow: ").unwrap();
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(10) {
+                if s.write_all(b"a").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            t.elapsed()
+        }
+    });
+    let mut silent = TcpStream::connect(srv.addr).unwrap();
+    let mut idle = TcpStream::connect(srv.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(ask(&mut idle));
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(
+        closed_within(&mut silent, Duration::from_millis(200)).is_some(),
+        "a silent new connection is closed after the header timeout"
+    );
+    assert!(
+        ask(&mut idle),
+        "idle 3.5 s (beyond the header timeout): still served"
+    );
+    let closed = closed_within(&mut idle, Duration::from_secs(9));
+    assert!(
+        closed.is_some_and(|d| d > Duration::from_secs(4)),
+        "idle connection closed after the idle timeout: {closed:?}"
+    );
+    let held = slow_head.join().unwrap();
+    assert!(
+        held < Duration::from_secs(5),
+        "a slow head held its connection for {held:?}"
+    );
+}
+
+/// Out-of-range limits are usage errors (exit 2) naming the flag or the
+/// variable, before anything is bound.
+#[test]
+fn bad_limits_are_usage_errors() {
+    let (_tmp, dir) = new_store("hq", "autonomous");
+    for (args, needle) in [
+        (&["--max-connections", "0"][..], "--max-connections"),
+        (&["--header-timeout", "0"][..], "--header-timeout"),
+        (&["--max-head", "10"][..], "--max-head"),
+        (&["--max-body", "1T"][..], "--max-body"),
+        (&["--store-workers", "1000"][..], "--store-workers"),
+    ] {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        gs(&dir, &all).fails(2, needle);
+    }
+    common::gs_env(
+        &dir,
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("GAPSYNC_SERVE_REQUEST_TIMEOUT", "soon")],
+    )
+    .fails(2, "GAPSYNC_SERVE_REQUEST_TIMEOUT");
 }

@@ -133,17 +133,7 @@ enum Command {
         json: bool,
     },
     /// Serve downstream servers (MS-WSUSSS upstream role) and content.
-    Serve {
-        /// Address and port to listen on (HOST:PORT; port 0: any free port).
-        #[arg(long, default_value = "0.0.0.0:8530", value_parser = serve::parse_listen)]
-        listen: String,
-        /// TLS certificate (PEM); with --tls-key, serve HTTPS.
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// TLS private key (PEM).
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-    },
+    Serve(serve::ServeArgs),
     /// Synchronize from an upstream WSUS or gapsync server (MS-WSUSSS).
     Sync {
         /// The upstream server, e.g. http://wsus.example:8530.
@@ -855,16 +845,7 @@ fn run(cli: Cli) -> Result<()> {
                 .into());
             }
         }
-        Command::Serve {
-            listen,
-            tls_cert,
-            tls_key,
-        } => serve::serve(
-            server_dir(&cli.server)?,
-            &listen,
-            tls_cert.as_deref(),
-            tls_key.as_deref(),
-        )?,
+        Command::Serve(args) => serve::serve(server_dir(&cli.server)?, &args)?,
         Command::Sync {
             upstream,
             replica,

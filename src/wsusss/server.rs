@@ -1,5 +1,5 @@
 //! The upstream (USS) side of MS-WSUSSS: one SOAP call in, one SOAP
-//! message out. The HTTP server (`crate::serve`) routes POSTs of the two
+//! message out. The HTTP server (`crate::http`) routes POSTs of the two
 //! web services here; everything a downstream server (DSS) sees comes from
 //! the store, read in one SQLite snapshot per call.
 //!
@@ -1331,7 +1331,7 @@ fn record_dss(store: &Store, dss: Uuid, fqdn: &str) {
         params![dss.to_string(), fqdn, crate::store::now_rfc3339()],
     );
     if let Err(e) = r {
-        eprintln!("gapsync serve: could not record downstream server {dss}: {e}");
+        tracing::warn!("could not record downstream server {dss}: {e}");
     }
 }
 
@@ -1346,7 +1346,7 @@ fn record_sync(store: &Store, dss: Uuid, anchor: &Anchor) {
         ],
     );
     if let Err(e) = r {
-        eprintln!("gapsync serve: could not record the sync of downstream server {dss}: {e}");
+        tracing::warn!("could not record the sync of downstream server {dss}: {e}");
     }
 }
 
@@ -1357,7 +1357,7 @@ fn record_replica(store: &Store, dss: Uuid) {
         [dss.to_string()],
     );
     if let Err(e) = r {
-        eprintln!("gapsync serve: could not record downstream server {dss} as a replica: {e}");
+        tracing::warn!("could not record downstream server {dss} as a replica: {e}");
     }
 }
 
