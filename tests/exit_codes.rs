@@ -206,7 +206,7 @@ fn every_class_of_failure_has_its_exit_code_and_a_json_error() {
             2,
             None,
             "--trust",
-            s(&["verify", &p(&l.bundle).to_string()]),
+            s(&["verify", p(&l.bundle)]),
         ),
         (
             2,
