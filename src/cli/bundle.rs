@@ -54,6 +54,8 @@ pub fn export(server: &Path, a: ExportArgs, progress: &dyn Progress) -> Result<(
         classifications: canonical_ids("classification", &a.classifications)?,
         languages,
     };
+    super::warn_unknown_categories_in(server, "--product", &filters.products);
+    super::warn_unknown_categories_in(server, "--classification", &filters.classifications);
     let volume_size = a.volume_size.as_deref().map(parse_size).transpose()?;
     let mut store = Store::open_writer(server)?;
     let started = std::time::Instant::now();

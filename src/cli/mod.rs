@@ -339,8 +339,12 @@ enum GroupsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a group: its computers move to "Unassigned Computers" and
+    /// its approvals are removed (both are listed).
     Remove {
         name: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -461,6 +465,40 @@ pub(crate) fn print_json<T: Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
+/// "1 computer", "2 computers".
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
+/// A warning on stderr (the exit status is unchanged): something legal but
+/// probably wrong.
+pub(crate) fn warn(msg: impl std::fmt::Display) {
+    eprintln!("gapsync: warning: {msg}");
+}
+
+/// Warns about each `FLAG ID` (a `--product` or `--classification`
+/// filter) that names no category update of the store: such a filter
+/// matches no update.
+pub(crate) fn warn_unknown_categories(store: &Store, flag: &str, ids: &[String]) -> Result<()> {
+    for id in store.unknown_categories(ids)? {
+        warn(format_args!(
+            "{flag} {id}: not a category in this store, so this filter matches no update (the store's categories: `gapsync updates list --kind category`)"
+        ));
+    }
+    Ok(())
+}
+
+/// [`warn_unknown_categories`] on the store in `server`, opened read-only;
+/// silent when it cannot be opened (the command itself says why).
+pub(crate) fn warn_unknown_categories_in(server: &Path, flag: &str, ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
+    if let Ok(store) = Store::open_read_only(server) {
+        let _ = warn_unknown_categories(&store, flag, ids);
+    }
+}
+
 fn canonical_id(what: &str, s: &str) -> Result<String> {
     gapsync::store::canonical_guid(s).ok_or_else(|| usage!("{what} {s:?} is not a GUID"))
 }
@@ -499,7 +537,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Status { json } => {
-            let store = Store::open(server_dir(&cli.server)?)?;
+            let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let s = store.status()?;
             if json {
                 print_json(&s)?;
@@ -592,7 +630,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Computers(ComputersCmd::List { json }) => {
-            let store = Store::open(server_dir(&cli.server)?)?;
+            let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let list = store.list_computers()?;
             if json {
                 print_json(&list)?;
@@ -654,7 +692,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Deployments(DeploymentsCmd::List { json, removed }) => {
-            let store = Store::open(server_dir(&cli.server)?)?;
+            let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let list = if removed {
                 store.list_dead_deployments()?
             } else {
@@ -681,7 +719,7 @@ fn run(cli: Cli) -> Result<()> {
             product,
             classification,
         }) => {
-            let store = Store::open(server_dir(&cli.server)?)?;
+            let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let filter = UpdateFilter {
                 kind: kind.map(|k| match k {
                     KindArg::Software => UpdateKind::Software,
@@ -694,6 +732,8 @@ fn run(cli: Cli) -> Result<()> {
                     .map(|c| canonical_id("classification", &c))
                     .transpose()?,
             };
+            warn_unknown_categories(&store, "--product", filter.product.as_slice())?;
+            warn_unknown_categories(&store, "--classification", filter.classification.as_slice())?;
             let list = store.list_updates(&filter)?;
             if json {
                 print_json(&list)?;
@@ -715,7 +755,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Updates(UpdatesCmd::Show { id, json, xml }) => {
-            let store = Store::open(server_dir(&cli.server)?)?;
+            let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let d = store.update_detail(&id)?;
             if xml {
                 use std::io::Write;
@@ -728,7 +768,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Journal { since, json } => {
-            let store = Store::open(server_dir(&cli.server)?)?;
+            let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let from = match since {
                 Some(a) => store.own_anchor(&a)?,
                 None => gapsync::journal::Anchor {
@@ -756,7 +796,7 @@ fn run(cli: Cli) -> Result<()> {
             let store = if repair {
                 Store::open_writer(dir)?
             } else {
-                Store::open(dir)?
+                Store::open_read_only(dir)?
             };
             let r = gapsync::check::check(&store, repair, &progress)?;
             if json {
@@ -819,7 +859,7 @@ fn run(cli: Cli) -> Result<()> {
             &progress,
         )?,
         Command::Exports(ListCmd::List { json }) => {
-            let store = Store::open(server_dir(&cli.server)?)?;
+            let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let list = gapsync::export::history(&store)?;
             if json {
                 print_json(&list)?;
@@ -838,7 +878,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Imports(ListCmd::List { json }) => {
-            let store = Store::open(server_dir(&cli.server)?)?;
+            let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let list = gapsync::import::ledger(&store)?;
             if json {
                 print_json(&list)?;
@@ -979,7 +1019,7 @@ fn groups(server: &Option<PathBuf>, cmd: GroupsCmd) -> Result<()> {
             }
         }
         GroupsCmd::List { json } => {
-            let store = Store::open(server_dir(server)?)?;
+            let store = Store::open_read_only(server_dir(server)?)?;
             let list = store.list_groups()?;
             if json {
                 print_json(&list)?;
@@ -996,10 +1036,33 @@ fn groups(server: &Option<PathBuf>, cmd: GroupsCmd) -> Result<()> {
                 }
             }
         }
-        GroupsCmd::Remove { name } => {
+        GroupsCmd::Remove { name, json } => {
             let mut store = Store::open_writer(server_dir(server)?)?;
-            let id = store.remove_group(&name)?;
-            println!("removed group {name:?} ({id})");
+            let r = store.remove_group(&name)?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!("removed group {:?} ({})", r.name, r.id);
+                let n = r.computers_moved.len();
+                if n > 0 {
+                    println!(
+                        "moved {n} {} to {:?}: {}",
+                        plural(n, "computer", "computers"),
+                        r.computers_moved_to,
+                        r.computers_moved.join(", ")
+                    );
+                }
+                let n = r.approvals_removed.len();
+                if n > 0 {
+                    println!(
+                        "removed {n} {} (listed by `deployments list --removed`):",
+                        plural(n, "approval", "approvals")
+                    );
+                    for a in &r.approvals_removed {
+                        println!("  {} r{} {}", a.update_id, a.revision, a.action);
+                    }
+                }
+            }
         }
     }
     Ok(())
