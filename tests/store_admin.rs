@@ -353,11 +353,59 @@ fn a_user_who_may_only_read_runs_every_reading_command() {
 // 4. catalog generate and free space
 // ---------------------------------------------------------------------------
 
+/// Runs `gapsync --server DIR args...`, killed (and the test failed) if it
+/// still runs after `secs` seconds: a build that writes before checking
+/// the space must not fill the disk of the machine running the tests.
+fn gs_bounded(server: &Path, args: &[&str], secs: u64) -> Run {
+    use std::io::Read;
+    let mut child = std::process::Command::new(common::bin())
+        .arg("--server")
+        .arg(server)
+        .args(args)
+        .env_remove("GAPSYNC_SERVER")
+        .env_remove("GAPSYNC_FAILPOINT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run gapsync");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if started.elapsed().as_secs() >= secs {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gapsync {args:?} still ran after {secs} s (writing?); killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    }
+}
+
 #[test]
 fn catalog_generate_checks_free_space_before_writing() {
     let (_t, s) = new_store("s", "autonomous");
     let before = snapshot(&s);
-    let r = gs(
+    let r = gs_bounded(
         &s,
         &[
             "catalog",
@@ -367,6 +415,7 @@ fn catalog_generate_checks_free_space_before_writing() {
             "--content-bytes",
             "100T",
         ],
+        30,
     )
     .fails(1, "not enough space in");
     assert!(
