@@ -145,7 +145,6 @@ pub struct ContentStore {
     staging: PathBuf,
 }
 
-/// Upper-case hex, as WSUS names content files.
 /// Rule: a command that brings content checks, before it writes any, that
 /// the file system of `dir` has `needed` bytes free; refused otherwise,
 /// naming what needs the space, how much, and how much is free. (An
@@ -163,6 +162,7 @@ pub fn check_free_space(dir: &Path, needed: u64, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Upper-case hex, as WSUS names content files.
 pub fn hex_upper(bytes: &[u8]) -> String {
     hex::encode_upper(bytes)
 }
