@@ -70,7 +70,7 @@ fn read_document(path: &Path) -> Result<Vec<u8>> {
     if len > MAX_DOCUMENT_BYTES as u64 {
         return Err(Error::Metadata {
             name: path.display().to_string(),
-            source: metadata::MetadataError::TooLarge,
+            error: metadata::MetadataError::TooLarge,
         });
     }
     fs::read(path).at(path)
@@ -119,9 +119,9 @@ pub fn add_paths(
     for path in &files {
         let name = path.display().to_string();
         let xml = read_document(path)?;
-        let meta = metadata::parse(&xml).map_err(|source| Error::Metadata {
+        let meta = metadata::parse(&xml).map_err(|error| Error::Metadata {
             name: name.clone(),
-            source,
+            error,
         })?;
         match batch.add_parsed(&name, &xml, &meta)? {
             Added::New(_) => report.revisions_added += 1,

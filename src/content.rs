@@ -145,6 +145,23 @@ pub struct ContentStore {
     staging: PathBuf,
 }
 
+/// Rule: a command that brings content checks, before it writes any, that
+/// the file system of `dir` has `needed` bytes free; refused otherwise,
+/// naming what needs the space, how much, and how much is free. (An
+/// unknown free space is not a refusal.)
+pub fn check_free_space(dir: &Path, needed: u64, what: &str) -> Result<()> {
+    let free = fs4::available_space(dir).unwrap_or(u64::MAX);
+    if needed > free {
+        return Err(Error::Refused(format!(
+            "not enough space in {}: {what} needs {}, {} free",
+            dir.display(),
+            crate::units::human_bytes(needed),
+            crate::units::human_bytes(free)
+        )));
+    }
+    Ok(())
+}
+
 /// Upper-case hex, as WSUS names content files.
 pub fn hex_upper(bytes: &[u8]) -> String {
     hex::encode_upper(bytes)

@@ -59,6 +59,8 @@ pub struct Deployment {
     pub deployment_id: String,
     pub update_id: String,
     pub revision: i32,
+    /// The group's name; for a removed group the name it had (its id when
+    /// this server never knew the name).
     pub group: String,
     pub group_id: String,
     pub action: String,
@@ -93,8 +95,19 @@ pub fn normalise_deadline(s: &str) -> Result<String> {
         .map_err(|e| Error::invalid("deadline", e.to_string()))
 }
 
+/// Rule: only software and driver updates are approved or declined;
+/// categories and detectoids are catalog structure.
+fn refuse_category_or_detectoid(update_id: &str, kind: &str, what: &str) -> Result<()> {
+    if kind == "category" || kind == "detectoid" {
+        return Err(Error::Refused(format!(
+            "update {update_id} is a {kind}; only software and driver updates are {what}"
+        )));
+    }
+    Ok(())
+}
+
 impl Store {
-    fn refuse_on_replica(&self, what: &str) -> Result<()> {
+    pub(crate) fn refuse_on_replica(&self, what: &str) -> Result<()> {
         if self.info().mode == Mode::Replica {
             return Err(Error::Refused(format!(
                 "this server is a replica: {what} come from its upstream server, not from local administration"
@@ -120,11 +133,7 @@ impl Store {
                 "update {update_id} is declined and cannot be approved"
             )));
         }
-        if kind == "category" || kind == "detectoid" {
-            return Err(Error::Refused(format!(
-                "update {update_id} is a {kind}; only software and driver updates are approved"
-            )));
-        }
+        refuse_category_or_detectoid(&update_id, &kind, "approved")?;
         let now = now_rfc3339();
         let tx = self.conn_mut().transaction()?;
         let existing: Option<String> = tx
@@ -165,11 +174,12 @@ impl Store {
     pub fn decline(&mut self, update_id: &str) -> Result<bool> {
         self.refuse_on_replica("declines")?;
         let update_id = self.resolve_update(update_id)?;
-        let declined: bool = self.conn().query_row(
-            "SELECT declined FROM updates WHERE update_id = ?1",
+        let (declined, kind): (bool, String) = self.conn().query_row(
+            "SELECT declined, kind FROM updates WHERE update_id = ?1",
             [&update_id],
-            |r| Ok(r.get::<_, i64>(0)? != 0),
+            |r| Ok((r.get::<_, i64>(0)? != 0, r.get(1)?)),
         )?;
+        refuse_category_or_detectoid(&update_id, &kind, "declined")?;
         if declined {
             return Ok(false);
         }
@@ -224,10 +234,11 @@ impl Store {
 
     fn deployment_rows(&self, where_sql: &str, arg: &str) -> Result<Vec<Deployment>> {
         let sql = format!(
-            "SELECT d.deployment_id, d.update_id, d.revision, g.name, d.group_id, d.action, d.admin_name, d.deadline, \
+            "SELECT d.deployment_id, d.update_id, d.revision, COALESCE(g.name, rg.name, d.group_id), d.group_id, d.action, d.admin_name, d.deadline, \
              d.go_live, d.download_priority, d.is_assigned, d.last_change_seq \
-             FROM deployments d LEFT JOIN groups g ON g.group_id = d.group_id WHERE {where_sql} \
-             ORDER BY d.update_id, g.name COLLATE NOCASE"
+             FROM deployments d LEFT JOIN groups g ON g.group_id = d.group_id \
+             LEFT JOIN removed_groups rg ON rg.group_id = d.group_id WHERE {where_sql} \
+             ORDER BY d.update_id, 4 COLLATE NOCASE"
         );
         let server_id = self.info().server_id;
         let mut st = self.conn().prepare(&sql)?;
@@ -238,7 +249,7 @@ impl Store {
                     deployment_id: r.get(0)?,
                     update_id: r.get(1)?,
                     revision: r.get(2)?,
-                    group: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                    group: r.get(3)?,
                     group_id: r.get(4)?,
                     action: r.get(5)?,
                     admin_name: r.get(6)?,

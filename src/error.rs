@@ -9,12 +9,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    // The causes of `Io` and `Metadata` are part of their message and not
+    // their `source()` (a field named `source` would be one, and a chain
+    // printed whole, as anyhow's `{:#}` does, would say the cause twice).
     #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        // Not a source (and not named `source`, which thiserror would make
-        // one): the message already includes it, and a printer walking the
-        // causes would say it twice.
         error: std::io::Error,
     },
     #[error("store database: {0}")]
@@ -34,14 +34,18 @@ pub enum Error {
     /// (exit 1), unlike a key inside a bundle, which fails verification.
     #[error("malformed key file {detail}")]
     MalformedKeyFile { detail: String },
+    #[error(
+        "{path}: this user may not write the store ({why}); writing commands need write access to the store folder and its files (reading commands do not)"
+    )]
+    NotWritable { path: PathBuf, why: String },
     #[error("{path}: already holds a gapsync server store")]
     AlreadyAStore { path: PathBuf },
     #[error("cannot listen on {addr}: {why}")]
     CannotListen { addr: String, why: String },
     #[error("{path}: the store is locked by another gapsync process (writers are exclusive)")]
     Locked { path: PathBuf },
-    #[error("{name}: {source}")]
-    Metadata { name: String, source: MetadataError },
+    #[error("{name}: {error}")]
+    Metadata { name: String, error: MetadataError },
     #[error(
         "{name}: update {id} revision {revision} is already stored with different XML; a revision never changes"
     )]
@@ -87,10 +91,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            error: source,
+            error,
         }
     }
 
@@ -147,5 +151,49 @@ pub(crate) trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every cause in the chain of `e`, outermost first.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut cur = e.source();
+        while let Some(c) = cur {
+            out.push(c.to_string());
+            cur = c.source();
+        }
+        out
+    }
+
+    /// Rule: the library error says each cause once, whether it is printed
+    /// alone or with its whole chain.
+    #[test]
+    fn each_cause_is_said_once() {
+        let missing =
+            std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let cases = [
+            Error::io("missing.xml", missing),
+            Error::Metadata {
+                name: "bad.xml".into(),
+                error: MetadataError::Xml {
+                    position: 3,
+                    message: "tag not closed".into(),
+                },
+            },
+            Error::Metadata {
+                name: "big.xml".into(),
+                error: MetadataError::TooLarge,
+            },
+            Error::from(rusqlite::Error::InvalidQuery),
+        ];
+        for e in &cases {
+            let all = chain(e).join(": ");
+            let first = chain(e)[0].clone();
+            assert_eq!(all, first, "a cause is repeated in the chain of {e}");
+        }
     }
 }

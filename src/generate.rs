@@ -974,6 +974,13 @@ pub fn generate(
     progress: &dyn Progress,
 ) -> Result<GenerateReport> {
     let plan = Plan::new(opts.updates, opts.content_bytes)?;
+    // Before anything is written: content already stored is not written
+    // again, but it is counted (an upper bound).
+    crate::content::check_free_space(
+        store.root(),
+        opts.content_bytes,
+        "the generated content (--content-bytes)",
+    )?;
     let batch = store.catalog_batch()?;
     let content_key = derive_key(opts, "content");
     let mut g = Generator {

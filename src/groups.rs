@@ -22,6 +22,26 @@ pub struct Group {
     pub computers: i64,
 }
 
+/// What `groups remove` did.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GroupRemoval {
+    pub id: String,
+    pub name: String,
+    /// Computers that were in the group (names), now in `computers_moved_to`.
+    pub computers_moved: Vec<String>,
+    pub computers_moved_to: String,
+    /// The group's approvals, removed (kept as dead deployments).
+    pub approvals_removed: Vec<RemovedApproval>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RemovedApproval {
+    pub deployment_id: String,
+    pub update_id: String,
+    pub revision: i32,
+    pub action: String,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Computer {
     pub id: String,
@@ -65,13 +85,9 @@ impl Store {
 
     /// Adds a group under `parent` (default "All Computers").
     pub fn add_group(&mut self, name: &str, parent: Option<&str>) -> Result<Group> {
+        self.refuse_on_replica("groups")?;
         let name = name.trim();
-        if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                "group name",
-                format!("{name:?} must be 1-256 printable characters"),
-            ));
-        }
+        check_name("group name", name)?;
         if self.group_id(name).is_ok() {
             return Err(Error::GroupExists(name.to_string()));
         }
@@ -109,8 +125,10 @@ impl Store {
 
     /// Removes a group: refused for built-in groups and groups with
     /// subgroups. Its computers move to "Unassigned Computers" and its
-    /// deployments are removed (kept as dead deployments), all journaled.
-    pub fn remove_group(&mut self, name: &str) -> Result<String> {
+    /// approvals (live deployments) are removed (kept as dead deployments),
+    /// all journaled; the report lists both.
+    pub fn remove_group(&mut self, name: &str) -> Result<GroupRemoval> {
+        self.refuse_on_replica("groups")?;
         let id = self.group_id(name)?;
         if id == ALL_COMPUTERS.0 || id == UNASSIGNED_COMPUTERS.0 {
             return Err(Error::Refused(format!(
@@ -129,39 +147,60 @@ impl Store {
         }
         let now = now_rfc3339();
         let tx = self.conn_mut().transaction()?;
-        let dead: Vec<String> = {
+        let group_name: String =
+            tx.query_row("SELECT name FROM groups WHERE group_id = ?1", [&id], |r| {
+                r.get(0)
+            })?;
+        let approvals: Vec<RemovedApproval> = {
             let mut st = tx.prepare(
-                "SELECT deployment_id FROM deployments WHERE group_id = ?1 AND removed = 0",
+                "SELECT deployment_id, update_id, revision, action FROM deployments \
+                 WHERE group_id = ?1 AND removed = 0 ORDER BY update_id",
+            )?;
+            let rows = st.query_map([&id], |r| {
+                Ok(RemovedApproval {
+                    deployment_id: r.get(0)?,
+                    update_id: r.get(1)?,
+                    revision: r.get(2)?,
+                    action: r.get(3)?,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        for a in &approvals {
+            let seq = journal::record(&tx, ChangeKind::DeploymentRemoved, &a.deployment_id, &now)?;
+            tx.execute(
+                "UPDATE deployments SET removed = 1, last_change_seq = ?2 WHERE deployment_id = ?1",
+                params![a.deployment_id, seq],
+            )?;
+        }
+        let computers: Vec<String> = {
+            let mut st = tx.prepare(
+                "SELECT name FROM computers WHERE group_id = ?1 ORDER BY name COLLATE NOCASE",
             )?;
             let rows = st.query_map([&id], |r| r.get(0))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()?
         };
-        for d in dead {
-            let seq = journal::record(&tx, ChangeKind::DeploymentRemoved, &d, &now)?;
-            tx.execute(
-                "UPDATE deployments SET removed = 1, last_change_seq = ?2 WHERE deployment_id = ?1",
-                params![d, seq],
-            )?;
-        }
         tx.execute(
             "UPDATE computers SET group_id = ?2 WHERE group_id = ?1",
             params![id, UNASSIGNED_COMPUTERS.0],
         )?;
         journal::record(&tx, ChangeKind::GroupRemoved, &id, &now)?;
+        remember_removed_group(&tx, &id, &now)?;
         tx.execute("DELETE FROM groups WHERE group_id = ?1", [&id])?;
         tx.commit()?;
-        Ok(id)
+        Ok(GroupRemoval {
+            id,
+            name: group_name,
+            computers_moved: computers,
+            computers_moved_to: UNASSIGNED_COMPUTERS.1.to_string(),
+            approvals_removed: approvals,
+        })
     }
 
     /// Adds a computer (to "Unassigned Computers" unless a group is named).
     pub fn add_computer(&mut self, name: &str, group: Option<&str>) -> Result<Computer> {
         let name = name.trim();
-        if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                "computer name",
-                format!("{name:?} must be 1-256 printable characters"),
-            ));
-        }
+        check_name("computer name", name)?;
         let group_id = match group {
             Some(g) => self.group_id(g)?,
             None => UNASSIGNED_COMPUTERS.0.to_string(),
@@ -215,5 +254,168 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}
+
+/// Records the name of a group about to be deleted (inside the caller's
+/// transaction), so removed deployments to it still name it.
+pub(crate) fn remember_removed_group(
+    tx: &rusqlite::Connection,
+    group_id: &str,
+    now: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO removed_groups (group_id, name, removed) \
+         SELECT group_id, name, ?2 FROM groups WHERE group_id = ?1",
+        params![group_id, now],
+    )?;
+    Ok(())
+}
+
+/// Rule: a group or computer name is 1-256 characters (after trimming)
+/// that all show: no control character (Unicode Cc), no invisible
+/// formatting or bidirectional-control character (Cf: zero-width spaces
+/// and joiners, LRM/RLM, the LRE/RLE/PDF/LRO/RLO embeddings and overrides,
+/// the LRI/RLI/FSI/PDI isolates, BOM, ...), no line or paragraph separator,
+/// no Hangul filler. Such names pass for other names, or reorder the text
+/// around them, wherever they are printed. A bad name is a usage error
+/// (exit 2) naming the code point.
+pub fn check_name(what: &str, name: &str) -> Result<()> {
+    let bad = |why: String| Error::bad_argument(format!("{what} \"{}\"", visible(name)), why);
+    if name.is_empty() {
+        return Err(bad("must not be empty".into()));
+    }
+    let n = name.chars().count();
+    if n > 256 {
+        return Err(bad(format!("{n} characters; at most 256")));
+    }
+    if let Some(c) = name.chars().find(|&c| invisible(c).is_some()) {
+        let kind = invisible(c).unwrap_or_default();
+        let label = char_name(c).map(|l| format!(" ({l})")).unwrap_or_default();
+        return Err(bad(format!(
+            "contains U+{:04X}{label}, {kind}; a name must be visible text",
+            c as u32
+        )));
+    }
+    Ok(())
+}
+
+/// The name with each character `check_name` refuses written as `<U+XXXX>`
+/// (so a message quoting it cannot be reordered by it).
+fn visible(name: &str) -> String {
+    name.chars()
+        .map(|c| match invisible(c) {
+            Some(_) => format!("<U+{:04X}>", c as u32),
+            None => c.to_string(),
+        })
+        .collect()
+}
+
+/// What kind of refused character `c` is, if it is one.
+fn invisible(c: char) -> Option<&'static str> {
+    let u = c as u32;
+    if c.is_control() {
+        return Some("a control character");
+    }
+    const BIDI: &[(u32, u32)] = &[
+        (0x061C, 0x061C),
+        (0x200E, 0x200F),
+        (0x202A, 0x202E),
+        (0x2066, 0x2069),
+    ];
+    // General category Cf (Unicode 15.1) besides the bidi controls above.
+    const FORMAT: &[(u32, u32)] = &[
+        (0x00AD, 0x00AD),
+        (0x0600, 0x0605),
+        (0x06DD, 0x06DD),
+        (0x070F, 0x070F),
+        (0x0890, 0x0891),
+        (0x08E2, 0x08E2),
+        (0x180E, 0x180E),
+        (0x200B, 0x200D),
+        (0x2060, 0x2064),
+        (0x206A, 0x206F),
+        (0xFEFF, 0xFEFF),
+        (0xFFF9, 0xFFFB),
+        (0x110BD, 0x110BD),
+        (0x110CD, 0x110CD),
+        (0x13430, 0x1343F),
+        (0x1BCA0, 0x1BCA3),
+        (0x1D173, 0x1D17A),
+        (0xE0001, 0xE0001),
+        (0xE0020, 0xE007F),
+    ];
+    // Line and paragraph separators (Zl, Zp) and the Hangul fillers,
+    // which render as nothing.
+    const OTHER: &[(u32, u32)] = &[
+        (0x2028, 0x2029),
+        (0x115F, 0x1160),
+        (0x3164, 0x3164),
+        (0xFFA0, 0xFFA0),
+    ];
+    let within = |t: &[(u32, u32)]| t.iter().any(|&(a, b)| (a..=b).contains(&u));
+    if within(BIDI) {
+        Some("a bidirectional-control character")
+    } else if within(FORMAT) || within(OTHER) {
+        Some("an invisible character")
+    } else {
+        None
+    }
+}
+
+/// The Unicode names of the refused characters one meets most.
+fn char_name(c: char) -> Option<&'static str> {
+    Some(match c as u32 {
+        0x00AD => "SOFT HYPHEN",
+        0x061C => "ARABIC LETTER MARK",
+        0x200B => "ZERO WIDTH SPACE",
+        0x200C => "ZERO WIDTH NON-JOINER",
+        0x200D => "ZERO WIDTH JOINER",
+        0x200E => "LEFT-TO-RIGHT MARK",
+        0x200F => "RIGHT-TO-LEFT MARK",
+        0x2028 => "LINE SEPARATOR",
+        0x2029 => "PARAGRAPH SEPARATOR",
+        0x202A => "LEFT-TO-RIGHT EMBEDDING",
+        0x202B => "RIGHT-TO-LEFT EMBEDDING",
+        0x202C => "POP DIRECTIONAL FORMATTING",
+        0x202D => "LEFT-TO-RIGHT OVERRIDE",
+        0x202E => "RIGHT-TO-LEFT OVERRIDE",
+        0x2060 => "WORD JOINER",
+        0x2066 => "LEFT-TO-RIGHT ISOLATE",
+        0x2067 => "RIGHT-TO-LEFT ISOLATE",
+        0x2068 => "FIRST STRONG ISOLATE",
+        0x2069 => "POP DIRECTIONAL ISOLATE",
+        0xFEFF => "ZERO WIDTH NO-BREAK SPACE",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_invisible_or_bidi_characters_are_refused() {
+        for (name, code) in [
+            ("Pilot\u{202E}", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+            ("Pi\u{200B}lot", "U+200B (ZERO WIDTH SPACE)"),
+            ("\u{2067}Pilot\u{2069}", "U+2067 (RIGHT-TO-LEFT ISOLATE)"),
+            ("Pilot\u{E0041}", "U+E0041"),
+            ("Pilot\u{7}", "U+0007"),
+            ("Pilot\u{2028}x", "U+2028 (LINE SEPARATOR)"),
+        ] {
+            let e = check_name("group name", name).unwrap_err();
+            assert!(e.is_usage(), "{e}");
+            let text = e.to_string();
+            assert!(text.contains(code), "{text}");
+            // The message itself carries no refused character.
+            assert!(text.chars().all(|c| invisible(c).is_none()), "{text:?}");
+        }
+        for ok in ["Pilot", "Équipe Nord", "工作站", "שרתים", "Lab 2 (old)"] {
+            check_name("group name", ok).unwrap();
+        }
+        assert!(check_name("group name", "").is_err());
+        assert!(check_name("group name", &"x".repeat(257)).is_err());
+        check_name("group name", &"é".repeat(256)).unwrap();
     }
 }

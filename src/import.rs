@@ -257,7 +257,7 @@ pub fn import(
     // from upstream) deployments the full bundle does not carry are removed;
     // an autonomous server keeps its own approvals.
     let replace = chain == ChainStatus::Rebase && store_mode == crate::store::Mode::Replica;
-    apply_state(&tx, &now, &state, replace, &mut plan)?;
+    apply_state(&tx, &now, &state, replace, StateSource::Import, &mut plan)?;
     crate::failpoint::hit("import-after-metadata");
     checks.push(format!(
         "{} revisions re-parsed; identities match their entries",
@@ -767,9 +767,9 @@ fn read_entries<R: Read>(
         }
         let mut xml = Vec::with_capacity(size as usize);
         entry.read_to_end(&mut xml).at(path)?;
-        let meta = metadata::parse(&xml).map_err(|source| Error::Metadata {
+        let meta = metadata::parse(&xml).map_err(|error| Error::Metadata {
             name: format!("{}: {name}", path.display()),
-            source,
+            error,
         })?;
         check_entry_identity(stem, &meta, &name)?;
         sink(&name, &xml, &meta)?;
@@ -867,15 +867,39 @@ fn group_exists(tx: &Connection, id: &str) -> Result<Option<(String, Option<Stri
         .optional()?)
 }
 
+/// Where replicated state comes from: named in the messages of
+/// `apply_state`, which both a bundle import and a sync run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StateSource {
+    Import,
+    Sync,
+}
+
+impl StateSource {
+    /// "import: group "X" in the bundle", "sync: group "X" from the upstream server".
+    fn group(self, name: &str) -> String {
+        match self {
+            StateSource::Import => format!("import: group {name:?} in the bundle"),
+            StateSource::Sync => format!("sync: group {name:?} from the upstream server"),
+        }
+    }
+}
+
 /// Applies groups, removed groups, deployments and declines, journaling
-/// each change on this server.
+/// each change on this server. Order: removed deployments, removed groups,
+/// groups (renames first, through a placeholder name, so that names
+/// swapped or reused upstream never clash with themselves), live
+/// deployments, declines; all inside the caller's transaction.
 pub(crate) fn apply_state(
     tx: &Connection,
     now: &str,
     state: &State,
     rebase: bool,
+    source: StateSource,
     plan: &mut Plan,
 ) -> Result<()> {
+    // Group records, checked before anything is applied.
+    let mut groups: Vec<(String, Option<String>, &crate::bundle::GroupRecord)> = Vec::new();
     for g in &state.groups {
         let id = crate::store::canonical_guid(&g.id)
             .ok_or_else(|| fail("malformed-state", format!("group id {:?}", g.id)))?;
@@ -894,13 +918,81 @@ pub(crate) fn apply_state(
                 format!("a bundle cannot redefine the built-in group {id}"),
             ));
         }
+        groups.push((id, parent, g));
+    }
+    let mut removed_groups: Vec<String> = Vec::new();
+    for g in &state.removed_groups {
+        let Some(id) = crate::store::canonical_guid(g) else {
+            return Err(fail("malformed-state", format!("removed group id {g:?}")));
+        };
+        if id == crate::store::ALL_COMPUTERS.0 || id == UNASSIGNED_COMPUTERS.0 {
+            return Err(fail(
+                "malformed-state",
+                "a bundle cannot remove a built-in group",
+            ));
+        }
+        removed_groups.push(id);
+    }
+
+    // Removed deployments first: a removed group must have none live.
+    let mut in_bundle: BTreeSet<String> = BTreeSet::new();
+    for d in state.deployments.iter().filter(|d| d.removed) {
+        in_bundle.insert(crate::store::canonical_guid(&d.deployment_id).unwrap_or_default());
+        apply_deployment(tx, now, d, plan)?;
+    }
+    // Removed groups before added ones, so that a group the source no
+    // longer has cannot block one of the same name it has now.
+    for id in &removed_groups {
+        if group_exists(tx, id)?.is_some() {
+            let live: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM deployments WHERE group_id = ?1 AND removed = 0",
+                [id],
+                |r| r.get(0),
+            )?;
+            if live > 0 {
+                return Err(fail(
+                    "malformed-state",
+                    format!("bundle removes group {id} but keeps {live} deployment(s) to it"),
+                ));
+            }
+            tx.execute(
+                "UPDATE computers SET group_id = ?2 WHERE group_id = ?1",
+                params![id, UNASSIGNED_COMPUTERS.0],
+            )?;
+            tx.execute(
+                "UPDATE groups SET parent_id = NULL WHERE parent_id = ?1",
+                [id],
+            )?;
+            journal::record(tx, ChangeKind::GroupRemoved, id, now)?;
+            crate::groups::remember_removed_group(tx, id, now)?;
+            tx.execute("DELETE FROM groups WHERE group_id = ?1", [id])?;
+            plan.groups_removed += 1;
+        }
+    }
+    // Groups renamed by the source first take a placeholder name (no
+    // valid group name holds a control character), so a name that moves
+    // from one group to another within one change applies in any order.
+    let mut before: Vec<Option<(String, Option<String>)>> = Vec::new();
+    for (id, _, g) in &groups {
+        let existing = group_exists(tx, id)?;
+        if let Some((name, _)) = &existing
+            && *name != g.name
+        {
+            tx.execute(
+                "UPDATE groups SET name = ?2 WHERE group_id = ?1",
+                params![id, format!("\u{1}renaming {id}")],
+            )?;
+        }
+        before.push(existing);
+    }
+    for ((id, parent, g), existing) in groups.iter().zip(before) {
         // Rule: groups form a tree: the new parent is not the group itself
         // nor one of its descendants.
-        if let Some(p) = &parent {
+        if let Some(p) = parent {
             let mut cur = Some(p.clone());
             let mut steps = 0;
             while let Some(c) = cur {
-                if c == id || steps > 10_000 {
+                if c == *id || steps > 10_000 {
                     return Err(fail(
                         "malformed-state",
                         format!("group {:?} would become its own ancestor", g.name),
@@ -910,7 +1002,7 @@ pub(crate) fn apply_state(
                 steps += 1;
             }
         }
-        if let Some(p) = &parent
+        if let Some(p) = parent
             && group_exists(tx, p)?.is_none()
         {
             return Err(fail(
@@ -918,23 +1010,23 @@ pub(crate) fn apply_state(
                 format!("group {:?} has unknown parent {p}", g.name),
             ));
         }
-        let clash: Option<String> = tx
+        let clash: Option<(String, String)> = tx
             .query_row(
-                "SELECT group_id FROM groups WHERE name = ?1 COLLATE NOCASE AND group_id <> ?2",
+                "SELECT group_id, name FROM groups WHERE name = ?1 COLLATE NOCASE AND group_id <> ?2",
                 params![g.name, id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        if let Some(other) = clash {
+        if let Some((other, other_name)) = clash {
             return Err(Error::Refused(format!(
-                "group {:?} in the bundle clashes with local group {other} of the same name",
-                g.name
+                "{} ({id}) clashes with group {other_name:?} ({other}) of this server: group names are unique; nothing was applied",
+                source.group(&g.name)
             )));
         }
-        match group_exists(tx, &id)? {
-            Some((name, p)) if name == g.name && p == parent => {}
+        match existing {
+            Some((name, p)) if name == g.name && p == *parent => {}
             existing => {
-                let seq = journal::record(tx, ChangeKind::GroupAdded, &id, now)?;
+                let seq = journal::record(tx, ChangeKind::GroupAdded, id, now)?;
                 if existing.is_some() {
                     tx.execute(
                         "UPDATE groups SET name = ?2, parent_id = ?3, seq = ?4 WHERE group_id = ?1",
@@ -951,8 +1043,7 @@ pub(crate) fn apply_state(
             }
         }
     }
-    let mut in_bundle: BTreeSet<String> = BTreeSet::new();
-    for d in &state.deployments {
+    for d in state.deployments.iter().filter(|d| !d.removed) {
         in_bundle.insert(crate::store::canonical_guid(&d.deployment_id).unwrap_or_default());
         apply_deployment(tx, now, d, plan)?;
     }
@@ -974,41 +1065,6 @@ pub(crate) fn apply_state(
                 params![d, seq],
             )?;
             plan.deployments_removed += 1;
-        }
-    }
-    for g in &state.removed_groups {
-        let Some(id) = crate::store::canonical_guid(g) else {
-            return Err(fail("malformed-state", format!("removed group id {g:?}")));
-        };
-        if id == crate::store::ALL_COMPUTERS.0 || id == UNASSIGNED_COMPUTERS.0 {
-            return Err(fail(
-                "malformed-state",
-                "a bundle cannot remove a built-in group",
-            ));
-        }
-        if group_exists(tx, &id)?.is_some() {
-            let live: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM deployments WHERE group_id = ?1 AND removed = 0",
-                [&id],
-                |r| r.get(0),
-            )?;
-            if live > 0 {
-                return Err(fail(
-                    "malformed-state",
-                    format!("bundle removes group {id} but keeps {live} deployment(s) to it"),
-                ));
-            }
-            tx.execute(
-                "UPDATE computers SET group_id = ?2 WHERE group_id = ?1",
-                params![id, UNASSIGNED_COMPUTERS.0],
-            )?;
-            tx.execute(
-                "UPDATE groups SET parent_id = NULL WHERE parent_id = ?1",
-                [&id],
-            )?;
-            journal::record(tx, ChangeKind::GroupRemoved, &id, now)?;
-            tx.execute("DELETE FROM groups WHERE group_id = ?1", [&id])?;
-            plan.groups_removed += 1;
         }
     }
     for u in &state.declined {
@@ -1404,4 +1460,128 @@ pub fn ledger(store: &Store) -> Result<Vec<AppliedBundle>> {
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::{GroupRecord, State};
+    use crate::store::{Mode, Store};
+
+    fn group(id: &str, name: &str) -> GroupRecord {
+        GroupRecord {
+            id: id.to_string(),
+            name: name.to_string(),
+            parent_id: None,
+        }
+    }
+
+    fn names(store: &Store) -> Vec<(String, String)> {
+        let mut st = store
+            .conn()
+            .prepare("SELECT group_id, name FROM groups WHERE builtin = 0 ORDER BY group_id")
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    const A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+    const B: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+    const C: &str = "cccccccc-0000-4000-8000-000000000003";
+
+    fn apply(store: &mut Store, state: &State, source: StateSource) -> Result<Plan> {
+        let mut plan = Plan::default();
+        let tx = store.conn_mut().transaction()?;
+        apply_state(&tx, "2026-01-01T00:00:00Z", state, false, source, &mut plan)?;
+        tx.commit()?;
+        Ok(plan)
+    }
+
+    /// A group of this server that the state neither carries nor removes
+    /// blocks a group of the same name: the message says which operation
+    /// (sync or import) brought it, and nothing is applied.
+    #[test]
+    fn a_clash_names_the_operation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::init(&tmp.path().join("s"), "s", Mode::Replica).unwrap();
+        // A local group, as an older gapsync let a replica make.
+        store
+            .conn()
+            .execute(
+                "INSERT INTO groups (group_id, name, parent_id, builtin, seq) VALUES (?1, 'Pilot', NULL, 0, 0)",
+                [C],
+            )
+            .unwrap();
+        let state = State {
+            groups: vec![group(B, "Lab"), group(A, "PILOT")],
+            ..State::default()
+        };
+        for (source, says) in [
+            (
+                StateSource::Sync,
+                "sync: group \"PILOT\" from the upstream server",
+            ),
+            (StateSource::Import, "import: group \"PILOT\" in the bundle"),
+        ] {
+            let e = apply(&mut store, &state, source).unwrap_err().to_string();
+            assert!(e.starts_with(says), "{e}");
+            assert!(
+                e.contains(&format!("clashes with group \"Pilot\" ({C})")),
+                "{e}"
+            );
+            assert_eq!(names(&store), [(C.to_string(), "Pilot".to_string())]);
+        }
+        // The same state removing the local group applies: removals first.
+        let state = State {
+            removed_groups: vec![C.to_string()],
+            ..state
+        };
+        let plan = apply(&mut store, &state, StateSource::Sync).unwrap();
+        assert_eq!((plan.groups_added, plan.groups_removed), (2, 1));
+        assert_eq!(
+            names(&store),
+            [
+                (A.to_string(), "PILOT".to_string()),
+                (B.to_string(), "Lab".to_string())
+            ]
+        );
+        let kept: String = store
+            .conn()
+            .query_row(
+                "SELECT name FROM removed_groups WHERE group_id = ?1",
+                [C],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kept, "Pilot");
+    }
+
+    /// Names swapped between two groups, or moved from a renamed group to
+    /// a new one, apply in any order.
+    #[test]
+    fn renames_that_reuse_names_apply() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::init(&tmp.path().join("s"), "s", Mode::Replica).unwrap();
+        let first = State {
+            groups: vec![group(A, "Pilot"), group(B, "Lab")],
+            ..State::default()
+        };
+        apply(&mut store, &first, StateSource::Sync).unwrap();
+        let swapped = State {
+            groups: vec![group(C, "Pilot"), group(B, "Old pilot"), group(A, "Lab")],
+            ..State::default()
+        };
+        let plan = apply(&mut store, &swapped, StateSource::Sync).unwrap();
+        assert_eq!((plan.groups_added, plan.groups_changed), (1, 2));
+        assert_eq!(
+            names(&store),
+            [
+                (A.to_string(), "Lab".to_string()),
+                (B.to_string(), "Old pilot".to_string()),
+                (C.to_string(), "Pilot".to_string())
+            ]
+        );
+    }
 }

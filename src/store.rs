@@ -169,9 +169,153 @@ fn configure(conn: &Connection) -> Result<()> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // 32 MiB of page cache: large batches stop spilling to disk.
     conn.pragma_update(None, "cache_size", -32768)?;
+    persist_wal(conn);
     Ok(())
 }
 
+/// Settings of a read-only connection (nothing that writes).
+fn configure_read_only(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "cache_size", -32768)?;
+    Ok(())
+}
+
+/// Keeps `gapsync.db-wal` and `gapsync.db-shm` in place when the last
+/// connection closes (SQLITE_FCNTL_PERSIST_WAL). A user who may read but
+/// not write the store can open a WAL database read-only only while those
+/// two files exist (SQLite 3.22+: it cannot create them in a folder it may
+/// not write); without this, every clean close of a writer deletes them.
+fn persist_wal(conn: &Connection) {
+    let mut on: std::ffi::c_int = 1;
+    // SAFETY: `conn.handle()` is the live connection's sqlite3 pointer for
+    // the duration of the call; "main" is a NUL-terminated C string; the
+    // PERSIST_WAL file control reads and writes exactly one c_int through
+    // the pointer, which points at `on`.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&raw mut on).cast(),
+        )
+    };
+    // Not fatal: without it readers who cannot write need the files made
+    // again by the next writer (`open_read_only` says so).
+    let _ = rc;
+}
+
+/// What a folder holds, judged from the first bytes of `gapsync.db`
+/// without opening it with SQLite (which could create files beside it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// No `gapsync.db`.
+    Empty,
+    /// A gapsync store (or one whose header is still in its WAL: SQLite
+    /// decides when it is opened).
+    Store,
+    /// `gapsync.db` is something else; the text says what.
+    Foreign(String),
+}
+
+/// Rule: a folder holds a gapsync store when its `gapsync.db` is a SQLite
+/// database whose header carries gapsync's application id ("GAPS", bytes
+/// 68-71). A database whose header has no application id yet but has a
+/// non-empty WAL beside it may be a store whose header was not
+/// checkpointed; it is left to SQLite to tell.
+pub(crate) fn probe(dir: &Path) -> Result<Probe> {
+    use std::io::Read;
+    let db = dir.join(DB_FILE);
+    let meta = match fs::metadata(&db) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Probe::Empty),
+        Err(e) => return Err(Error::io(db, e)),
+    };
+    if !meta.is_file() {
+        return Ok(Probe::Foreign(format!("{DB_FILE} is not a file")));
+    }
+    let mut header = Vec::with_capacity(100);
+    File::open(&db)
+        .and_then(|f| f.take(100).read_to_end(&mut header))
+        .at(&db)?;
+    let wal_pending = fs::metadata(dir.join(format!("{DB_FILE}-wal"))).is_ok_and(|m| m.len() > 0);
+    if header.is_empty() {
+        return Ok(if wal_pending {
+            Probe::Store
+        } else {
+            Probe::Foreign(format!("{DB_FILE} is empty"))
+        });
+    }
+    if header.len() < 100 || !header.starts_with(b"SQLite format 3\0") {
+        return Ok(Probe::Foreign(format!(
+            "{DB_FILE} is not a SQLite database"
+        )));
+    }
+    let app_id = u32::from_be_bytes([header[68], header[69], header[70], header[71]]);
+    if i64::from(app_id) == APPLICATION_ID || (app_id == 0 && wal_pending) {
+        return Ok(Probe::Store);
+    }
+    Ok(Probe::Foreign(format!(
+        "{DB_FILE} is not a gapsync database: a SQLite database of another application (application_id {app_id:#010x})"
+    )))
+}
+
+/// How deep below a folder `init` looks for a store before refusing to
+/// create one around it.
+pub const NESTED_STORE_DEPTH: usize = 4;
+
+/// Rule: stores do not nest. A store inside another's folder puts its files
+/// into the other's `content/` or `staging/` (which `check` of the outer one
+/// then reports for ever), and a store around another does the same from
+/// the outside. `init DIR` is refused when DIR or any folder above it holds
+/// a store, or when a store lies up to `NESTED_STORE_DEPTH` folder levels
+/// below DIR.
+fn check_not_nested(dir: &Path) -> Result<()> {
+    let abs = std::path::absolute(dir).at(dir)?;
+    // The nearest folder that exists, with symbolic links resolved.
+    let mut existing = abs.as_path();
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) => existing = p,
+            None => return Ok(()),
+        }
+    }
+    let real = existing.canonicalize().at(existing)?;
+    for anc in real.ancestors() {
+        if anc == real && existing == abs {
+            continue; // DIR itself: `init` says "already holds a store"
+        }
+        if probe(anc).is_ok_and(|p| p == Probe::Store) {
+            return Err(Error::Refused(format!(
+                "{}: inside the gapsync server store {}; a store cannot hold another one (choose a folder outside it)",
+                dir.display(),
+                anc.display()
+            )));
+        }
+    }
+    if existing != abs {
+        return Ok(()); // DIR does not exist yet: nothing below it
+    }
+    let walk = walkdir::WalkDir::new(&real)
+        .min_depth(1)
+        .max_depth(NESTED_STORE_DEPTH)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| e.file_type().is_dir());
+    for e in walk.flatten() {
+        if probe(e.path()).is_ok_and(|p| p == Probe::Store) {
+            return Err(Error::Refused(format!(
+                "{}: holds the gapsync server store {}; a store cannot hold another one (choose a folder that holds no store)",
+                dir.display(),
+                e.path().display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Takes the exclusive writer lock (creating `gapsync.lock` if needed).
+/// Called only on a folder known to hold a store.
 fn acquire_lock(root: &Path) -> Result<File> {
     let path = root.join(LOCK_FILE);
     let f = fs::OpenOptions::new()
@@ -179,13 +323,119 @@ fn acquire_lock(root: &Path) -> Result<File> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .at(&path)?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                Error::NotWritable {
+                    path: root.to_path_buf(),
+                    why: format!("{LOCK_FILE}: {e}"),
+                }
+            }
+            _ => Error::io(&path, e),
+        })?;
     match f.try_lock() {
         Ok(()) => Ok(f),
         Err(fs::TryLockError::WouldBlock) => Err(Error::Locked {
             path: root.to_path_buf(),
         }),
         Err(fs::TryLockError::Error(e)) => Err(Error::io(path, e)),
+    }
+}
+
+/// How a store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Read-only database; nothing created or changed.
+    ReadOnly,
+    /// Read-write database without the writer lock (readers that keep
+    /// bookkeeping, such as `serve`).
+    Shared,
+    /// Read-write with the exclusive writer lock.
+    Writer,
+}
+
+/// Opens `gapsync.db` of a folder `probe` found to hold a store, and checks
+/// its application id.
+fn connect(dir: &Path, access: Access) -> Result<Connection> {
+    use rusqlite::OpenFlags;
+    let not_a_store = |why: String| Error::NotAStore {
+        path: dir.to_path_buf(),
+        why,
+    };
+    let flags = match access {
+        Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,
+        Access::Shared | Access::Writer => OpenFlags::SQLITE_OPEN_READ_WRITE,
+    } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(dir.join(DB_FILE), flags)
+        .map_err(|e| not_a_store(e.to_string()))?;
+    let app_id: i64 = match conn.pragma_query_value(None, "application_id", |r| r.get(0)) {
+        Ok(v) => v,
+        Err(e) if access == Access::ReadOnly && is_cant_open(&e) => {
+            return Err(Error::Refused(format!(
+                "{}: cannot read the store read-only ({e}): SQLite reads a WAL database only with {DB_FILE}-wal and {DB_FILE}-shm beside it, which this user may not create; run any gapsync command on the store once as a user who may write it (they are kept from then on)",
+                dir.display()
+            )));
+        }
+        Err(e) => {
+            return Err(not_a_store(format!(
+                "{DB_FILE} is not a SQLite database: {e}"
+            )));
+        }
+    };
+    if app_id != APPLICATION_ID {
+        return Err(not_a_store(format!("{DB_FILE} is not a gapsync database")));
+    }
+    match access {
+        Access::ReadOnly => configure_read_only(&conn)?,
+        Access::Shared | Access::Writer => configure(&conn)?,
+    }
+    Ok(conn)
+}
+
+/// Whether SQLite could not open (or create) a file it needs.
+fn is_cant_open(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+    )
+}
+
+/// Applies the migrations after `version` in one transaction.
+fn migrate(conn: &mut Connection, version: i64) -> Result<()> {
+    let tx = conn.transaction()?;
+    for m in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(m)?;
+    }
+    if version < 4 {
+        backfill_languages(&tx)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// A read-only open of a store of an older schema: the upgrade writes, so
+/// it is done on a connection of its own under the writer lock, or
+/// refused with what to do when this user may not write the store.
+fn migrate_for_reader(dir: &Path, version: i64) -> Result<()> {
+    let refuse = |why: String| {
+        Error::Refused(format!(
+            "{}: the store has schema version {version} and this gapsync uses {SCHEMA_VERSION}; the upgrade writes the store, which this user may not do ({why}): run any gapsync command on it once as a user who may write it",
+            dir.display()
+        ))
+    };
+    let _lock = match acquire_lock(dir) {
+        Ok(l) => l,
+        Err(Error::NotWritable { why, .. }) => return Err(refuse(why)),
+        Err(e) => return Err(e),
+    };
+    let mut conn = connect(dir, Access::Writer)?;
+    let now: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if now >= SCHEMA_VERSION {
+        return Ok(()); // upgraded meanwhile
+    }
+    match migrate(&mut conn, now) {
+        Err(Error::Db(e)) if is_cant_open(&e) => Err(refuse(e.to_string())),
+        r => r,
     }
 }
 
@@ -196,12 +446,32 @@ impl Store {
         if name.trim().is_empty() {
             return Err(Error::invalid("server name", "must not be empty"));
         }
-        let db_path = dir.join(DB_FILE);
-        if db_path.exists() {
-            return Err(Error::AlreadyAStore {
-                path: dir.to_path_buf(),
-            });
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::Refused(format!(
+                "{}: not a directory",
+                dir.display()
+            )));
         }
+        match if dir.is_dir() {
+            probe(dir)?
+        } else {
+            Probe::Empty
+        } {
+            Probe::Empty => {}
+            Probe::Store => {
+                return Err(Error::AlreadyAStore {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Probe::Foreign(why) => {
+                return Err(Error::Refused(format!(
+                    "{}: not a gapsync server store ({why}); init does not replace it",
+                    dir.display()
+                )));
+            }
+        }
+        check_not_nested(dir)?;
+        let db_path = dir.join(DB_FILE);
         fs::create_dir_all(dir).at(dir)?;
         for sub in [CONTENT_DIR, STAGING_DIR] {
             fs::create_dir_all(dir.join(sub)).at(dir.join(sub))?;
@@ -243,46 +513,52 @@ impl Store {
         })
     }
 
-    /// Opens an existing store for reading (no lock; SQLite gives readers a
+    /// Opens an existing store without the writer lock, for reading and
+    /// the bookkeeping writes of `serve` (SQLite gives readers a
     /// consistent snapshot per query).
     pub fn open(dir: &Path) -> Result<Store> {
-        Self::open_inner(dir, false)
+        Self::open_inner(dir, Access::Shared)
+    }
+
+    /// Opens an existing store read-only: the database is opened read-only
+    /// and nothing in the folder is created or changed, so a user who may
+    /// read but not write the store can run every reading command. (A store
+    /// of an older schema is upgraded first, which needs write access.)
+    pub fn open_read_only(dir: &Path) -> Result<Store> {
+        Self::open_inner(dir, Access::ReadOnly)
     }
 
     /// Opens an existing store for writing: takes the exclusive writer lock
     /// and applies pending schema migrations.
     pub fn open_writer(dir: &Path) -> Result<Store> {
-        Self::open_inner(dir, true)
+        Self::open_inner(dir, Access::Writer)
     }
 
-    fn open_inner(dir: &Path, writer: bool) -> Result<Store> {
+    fn open_inner(dir: &Path, access: Access) -> Result<Store> {
         let not_a_store = |why: &str| Error::NotAStore {
             path: dir.to_path_buf(),
             why: why.to_string(),
         };
-        if !dir.is_dir() {
-            return Err(not_a_store("no such directory"));
+        // The folder is checked before anything is created in it.
+        match fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(not_a_store("not a directory")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(not_a_store("no such directory"));
+            }
+            Err(e) => return Err(Error::io(dir, e)),
         }
-        let db_path = dir.join(DB_FILE);
-        if !db_path.is_file() {
-            return Err(not_a_store(&format!("no {DB_FILE}")));
+        match probe(dir)? {
+            Probe::Store => {}
+            Probe::Empty => return Err(not_a_store(&format!("no {DB_FILE}"))),
+            Probe::Foreign(why) => return Err(not_a_store(&why)),
         }
-        let lock = if writer {
+        let lock = if access == Access::Writer {
             Some(acquire_lock(dir)?)
         } else {
             None
         };
-        let conn = Connection::open_with_flags(
-            &db_path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| not_a_store(&e.to_string()))?;
-        let app_id: i64 = conn
-            .pragma_query_value(None, "application_id", |r| r.get(0))
-            .map_err(|e| not_a_store(&format!("{DB_FILE} is not a SQLite database: {e}")))?;
-        if app_id != APPLICATION_ID {
-            return Err(not_a_store(&format!("{DB_FILE} is not a gapsync database")));
-        }
+        let mut conn = connect(dir, access)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
             return Err(Error::SchemaTooNew {
@@ -294,24 +570,20 @@ impl Store {
         if version < 1 {
             return Err(not_a_store("schema version 0"));
         }
-        configure(&conn)?;
-        let mut conn = conn;
         if version < SCHEMA_VERSION {
-            // Migrations write: a reader takes the writer lock just for them.
-            let _migration_lock = if writer {
-                None
-            } else {
-                Some(acquire_lock(dir)?)
-            };
-            let tx = conn.transaction()?;
-            for m in &MIGRATIONS[version as usize..] {
-                tx.execute_batch(m)?;
+            match access {
+                Access::Writer => migrate(&mut conn, version)?,
+                Access::Shared => {
+                    // Migrations write: a reader takes the writer lock just for them.
+                    let _migration_lock = acquire_lock(dir)?;
+                    migrate(&mut conn, version)?;
+                }
+                Access::ReadOnly => {
+                    drop(conn);
+                    migrate_for_reader(dir, version)?;
+                    conn = connect(dir, access)?;
+                }
             }
-            if version < 4 {
-                backfill_languages(&tx)?;
-            }
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            tx.commit()?;
         }
         let info = conn
             .query_row(
@@ -545,6 +817,22 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    /// Of `ids` (canonical GUIDs), those that are not category updates in
+    /// this store, in the order given: a product or classification filter
+    /// naming one matches no update.
+    pub fn unknown_categories(&self, ids: &[String]) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT 1 FROM updates WHERE update_id = ?1 AND kind = 'category'")?;
+        let mut out = Vec::new();
+        for id in ids {
+            if st.query_row([id], |_| Ok(())).optional()?.is_none() {
+                out.push(id.clone());
+            }
+        }
+        Ok(out)
+    }
+
     /// All revisions of one update, oldest first: (rev_id, revision).
     pub fn revisions_of(&self, update_id: &str) -> Result<Vec<(i64, i32)>> {
         let mut st = self.conn.prepare_cached(
@@ -624,9 +912,9 @@ impl CatalogBatch<'_> {
     /// Adds one revision from its verbatim XML. `name` (a file or entry name)
     /// is used in errors.
     pub fn add_revision(&mut self, name: &str, xml: &[u8]) -> Result<Added> {
-        let meta = metadata::parse(xml).map_err(|source| Error::Metadata {
+        let meta = metadata::parse(xml).map_err(|error| Error::Metadata {
             name: name.to_string(),
-            source,
+            error,
         })?;
         self.add_parsed(name, xml, &meta)
     }
@@ -725,9 +1013,9 @@ impl Store {
             |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)),
         )?;
         let xml = self.revision_xml(rev_id)?;
-        let meta = metadata::parse(&xml).map_err(|source| Error::Metadata {
+        let meta = metadata::parse(&xml).map_err(|error| Error::Metadata {
             name: format!("stored revision {rev_id} of {update_id}"),
-            source,
+            error,
         })?;
         let mut files = Vec::new();
         for f in &meta.files {
@@ -991,15 +1279,10 @@ mod tests {
 
     #[test]
     fn old_schemas_are_migrated_on_open() {
-        for writer in [false, true] {
+        for access in [Access::ReadOnly, Access::Shared, Access::Writer] {
             let tmp = tempfile::tempdir().unwrap();
             v1_store(tmp.path());
-            let store = if writer {
-                Store::open_writer(tmp.path())
-            } else {
-                Store::open(tmp.path())
-            }
-            .unwrap();
+            let store = Store::open_inner(tmp.path(), access).unwrap();
             let v: i64 = store
                 .conn()
                 .pragma_query_value(None, "user_version", |r| r.get(0))

@@ -730,13 +730,13 @@ fn fetch_revisions(
                     ),
                 )));
             }
-            let xml = canonical_xml(&u.xml).map_err(|source| Error::Metadata {
+            let xml = canonical_xml(&u.xml).map_err(|error| Error::Metadata {
                 name: name.clone(),
-                source,
+                error,
             })?;
-            let meta = metadata::parse(&xml).map_err(|source| Error::Metadata {
+            let meta = metadata::parse(&xml).map_err(|error| Error::Metadata {
                 name: name.clone(),
-                source,
+                error,
             })?;
             if meta.id != u.id.id || meta.revision != u.id.revision {
                 return Err(Step::Fail(Error::verification(
@@ -984,7 +984,14 @@ fn apply_deployments(
         "deployments",
     );
     let mut plan = Plan::default();
-    crate::import::apply_state(tx, now, &state, false, &mut plan)?;
+    crate::import::apply_state(
+        tx,
+        now,
+        &state,
+        false,
+        crate::import::StateSource::Sync,
+        &mut plan,
+    )?;
     progress.advance(state.deployments.len() as u64);
     progress.finish();
     report.groups_added += plan.groups_added;

@@ -1802,3 +1802,83 @@ fn approved_content_only() {
     assert_eq!(r.content_bytes, 20_000);
     assert_eq!(r.update_data_requests, 0);
 }
+
+/// A replica with a group of its own (as older gapsync let replicas make)
+/// and an upstream that then adds a group of the same name: the sync
+/// replaces the local group (which the upstream does not have) instead of
+/// clashing with it for ever; the local group's computers move to
+/// "Unassigned Computers" and the replica equals its upstream. A filter id
+/// the upstream has no category for is warned about.
+#[test]
+fn a_local_group_on_a_replica_does_not_block_sync() {
+    let (_t1, hq) = new_store("hq", "autonomous");
+    gs(
+        &hq,
+        &[
+            "catalog",
+            "generate",
+            "--updates",
+            "30",
+            "--content-bytes",
+            "0",
+            "--seed",
+            "4",
+        ],
+    )
+    .ok();
+    let (_t2, plant) = new_store("plant", "replica");
+    // The local group, written as an older gapsync's `groups add` did.
+    {
+        let c = rusqlite::Connection::open(plant.join("gapsync.db")).unwrap();
+        c.execute_batch(
+            "INSERT INTO journal (kind, subject, at) VALUES ('group_added', '99999999-0000-4000-8000-000000000009', '2026-01-01T00:00:00Z');
+             INSERT INTO groups (group_id, name, parent_id, builtin, seq)
+             VALUES ('99999999-0000-4000-8000-000000000009', 'Pilot', 'a0a08746-4dbe-4a37-9adf-9e7652c0b421', 0, last_insert_rowid());",
+        )
+        .unwrap();
+    }
+    gs(&plant, &["computers", "add", "ws-1", "--group", "Pilot"]).ok();
+    gs(&hq, &["groups", "add", "pilot"]).ok();
+    // (Computers are local; one in Unassigned Computers upstream too, so
+    // the group lists with their computer counts compare equal.)
+    gs(&hq, &["computers", "add", "ws-9"]).ok();
+    let software: Vec<String> = gs(&hq, &["updates", "list", "--kind", "software", "--json"])
+        .ok()
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_string())
+        .collect();
+    gs(&hq, &["approve", &software[0], "--group", "pilot"]).ok();
+    let serve = Serve::start(&hq);
+    let j = sync_json(&plant, &serve.url);
+    assert_eq!(
+        (j["groups_added"].as_u64(), j["groups_removed"].as_u64()),
+        (Some(1), Some(1)),
+        "{j}"
+    );
+    assert_same(&hq, &plant);
+    let computers = gs(&plant, &["computers", "list", "--json"]).ok().json();
+    assert_eq!(computers[0]["group"], "Unassigned Computers");
+    let check = gs(&plant, &["check"]).ok();
+    assert!(check.stdout.contains(": clean"), "{}", check.stdout);
+
+    // A filter naming a category the upstream does not have is warned
+    // about after the sync (the upstream's categories are known then).
+    let (_t3, other) = new_store("other", "autonomous");
+    let unknown = "0b5bb2a6-0c5c-4c5b-9a3b-000000000002";
+    let r = gs(
+        &other,
+        &["sync", "--upstream", &serve.url, "--product", unknown],
+    )
+    .ok();
+    assert!(
+        r.stderr.contains(&format!(
+            "warning: --product {unknown}: not a category in this store"
+        )),
+        "{}",
+        r.stderr
+    );
+    drop(serve);
+}

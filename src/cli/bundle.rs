@@ -51,6 +51,8 @@ pub fn export(server: &Path, a: ExportArgs, progress: &dyn Progress) -> Result<(
         classifications: sorted(a.classifications),
         languages: sorted(a.languages.iter().map(|l| l.to_ascii_lowercase()).collect()),
     };
+    super::warn_unknown_categories_in(server, "--product", &filters.products);
+    super::warn_unknown_categories_in(server, "--classification", &filters.classifications);
     let key = SecretKey::read_file(&a.key)?;
     let mut store = Store::open_writer(server)?;
     let started = std::time::Instant::now();

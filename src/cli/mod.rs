@@ -384,8 +384,12 @@ enum GroupsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a group: its computers move to "Unassigned Computers" and
+    /// its approvals are removed (both are listed).
     Remove {
         name: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -514,6 +518,40 @@ pub(crate) fn print_json<T: Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
+/// "1 computer", "2 computers".
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
+/// A warning on stderr (the exit status is unchanged): something legal but
+/// probably wrong.
+pub(crate) fn warn(msg: impl std::fmt::Display) {
+    eprintln!("gapsync: warning: {msg}");
+}
+
+/// Warns about each `FLAG ID` (a `--product` or `--classification`
+/// filter) that names no category update of the store: such a filter
+/// matches no update.
+pub(crate) fn warn_unknown_categories(store: &Store, flag: &str, ids: &[String]) -> Result<()> {
+    for id in store.unknown_categories(ids)? {
+        warn(format_args!(
+            "{flag} {id}: not a category in this store, so this filter matches no update (the store's categories: `gapsync updates list --kind category`)"
+        ));
+    }
+    Ok(())
+}
+
+/// [`warn_unknown_categories`] on the store in `server`, opened read-only;
+/// silent when it cannot be opened (the command itself says why).
+pub(crate) fn warn_unknown_categories_in(server: &Path, flag: &str, ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
+    if let Ok(store) = Store::open_read_only(server) {
+        let _ = warn_unknown_categories(&store, flag, ids);
+    }
+}
+
 fn default_admin() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
@@ -548,7 +586,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Status { json } => {
-            let store = Store::open(server_dir(&cli.server)?)?;
+            let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let s = store.status()?;
             if json {
                 print_json(&s)?;
@@ -641,7 +679,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Computers(ComputersCmd::List { json }) => {
-            let store = Store::open(server_dir(&cli.server)?)?;
+            let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let list = store.list_computers()?;
             if json {
                 print_json(&list)?;
@@ -710,7 +748,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Deployments(DeploymentsCmd::List { json, removed }) => {
-            let store = Store::open(server_dir(&cli.server)?)?;
+            let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let list = if removed {
                 store.list_dead_deployments()?
             } else {
@@ -737,7 +775,7 @@ fn run(cli: Cli) -> Result<()> {
             product,
             classification,
         }) => {
-            let store = Store::open(server_dir(&cli.server)?)?;
+            let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let filter = UpdateFilter {
                 kind: kind.map(|k| match k {
                     KindArg::Software => UpdateKind::Software,
@@ -748,6 +786,8 @@ fn run(cli: Cli) -> Result<()> {
                 product,
                 classification,
             };
+            warn_unknown_categories(&store, "--product", filter.product.as_slice())?;
+            warn_unknown_categories(&store, "--classification", filter.classification.as_slice())?;
             let list = store.list_updates(&filter)?;
             if json {
                 print_json(&list)?;
@@ -769,7 +809,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Updates(UpdatesCmd::Show { id, json, xml }) => {
-            let store = Store::open(server_dir(&cli.server)?)?;
+            let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let d = store.update_detail(&id)?;
             if xml {
                 use std::io::Write;
@@ -782,7 +822,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Journal { since, json } => {
-            let store = Store::open(server_dir(&cli.server)?)?;
+            let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let from = match since {
                 Some(a) => store.own_anchor(&a.to_string())?,
                 None => gapsync::journal::Anchor {
@@ -810,7 +850,7 @@ fn run(cli: Cli) -> Result<()> {
             let store = if repair {
                 Store::open_writer(dir)?
             } else {
-                Store::open(dir)?
+                Store::open_read_only(dir)?
             };
             let r = gapsync::check::check(&store, repair, &progress)?;
             if json {
@@ -864,7 +904,7 @@ fn run(cli: Cli) -> Result<()> {
             &progress,
         )?,
         Command::Exports(ListCmd::List { json }) => {
-            let store = Store::open(server_dir(&cli.server)?)?;
+            let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let list = gapsync::export::history(&store)?;
             if json {
                 print_json(&list)?;
@@ -883,7 +923,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Imports(ListCmd::List { json }) => {
-            let store = Store::open(server_dir(&cli.server)?)?;
+            let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let list = gapsync::import::ledger(&store)?;
             if json {
                 print_json(&list)?;
@@ -1041,7 +1081,7 @@ fn groups(server: &Option<PathBuf>, cmd: GroupsCmd) -> Result<()> {
             }
         }
         GroupsCmd::List { json } => {
-            let store = Store::open(server_dir(server)?)?;
+            let store = Store::open_read_only(server_dir(server)?)?;
             let list = store.list_groups()?;
             if json {
                 print_json(&list)?;
@@ -1058,10 +1098,33 @@ fn groups(server: &Option<PathBuf>, cmd: GroupsCmd) -> Result<()> {
                 }
             }
         }
-        GroupsCmd::Remove { name } => {
+        GroupsCmd::Remove { name, json } => {
             let mut store = Store::open_writer(server_dir(server)?)?;
-            let id = store.remove_group(&name)?;
-            println!("removed group {name:?} ({id})");
+            let r = store.remove_group(&name)?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!("removed group {:?} ({})", r.name, r.id);
+                let n = r.computers_moved.len();
+                if n > 0 {
+                    println!(
+                        "moved {n} {} to {:?}: {}",
+                        plural(n, "computer", "computers"),
+                        r.computers_moved_to,
+                        r.computers_moved.join(", ")
+                    );
+                }
+                let n = r.approvals_removed.len();
+                if n > 0 {
+                    println!(
+                        "removed {n} {} (listed by `deployments list --removed`):",
+                        plural(n, "approval", "approvals")
+                    );
+                    for a in &r.approvals_removed {
+                        println!("  {} r{} {}", a.update_id, a.revision, a.action);
+                    }
+                }
+            }
         }
     }
     Ok(())

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use gapsync::bundle::ContentMode;
 use gapsync::progress::Progress;
-use gapsync::store::Store;
+use gapsync::store::{Store, canonical_guid};
 use gapsync::sync::SyncOptions;
 use gapsync::units::human_bytes;
 
@@ -66,6 +66,11 @@ pub fn sync_with_progress(
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from);
     let r = gapsync::sync::sync(&mut store, &opts, progress)?;
+    // After the sync: the categories the upstream has are here now.
+    let canonical =
+        |ids: &[String]| -> Vec<String> { ids.iter().filter_map(|i| canonical_guid(i)).collect() };
+    super::warn_unknown_categories(&store, "--product", &canonical(products))?;
+    super::warn_unknown_categories(&store, "--classification", &canonical(classifications))?;
     if json {
         print_json(&r)?;
         return Ok(());

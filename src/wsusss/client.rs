@@ -249,8 +249,9 @@ pub enum ClientError {
     },
     #[error("upstream URL {url:?}: {why}")]
     BadUrl { url: String, why: String },
-    /// A content download failed locally (disk).
-    #[error("{0}")]
+    /// A content download failed locally (disk). Transparent: its message
+    /// and causes are the inner error's, said once.
+    #[error(transparent)]
     Local(#[from] crate::Error),
 }
 
