@@ -555,7 +555,10 @@ fn verify_needs_no_store_and_names_failures() {
     assert!(r["checks"].as_array().unwrap().len() >= 4);
     // With --server: its chain position is checked too.
     let r = gs(&lab.down, &["verify", b.to_str().unwrap()]).ok().stdout;
-    assert!(r.contains("chain position") && r.contains("First"), "{r}");
+    assert!(
+        r.contains("chain position") && r.contains("the first link"),
+        "{r}"
+    );
     // An untrusted key.
     let other = lab.root.join("other");
     gs_plain(&["key", "generate", "--out", other.to_str().unwrap()]).ok();

@@ -202,12 +202,7 @@ fn every_class_of_failure_has_its_exit_code_and_a_json_error() {
             "--since",
             s(&["--server", &hq, "journal", "--since", "gapsync1:nope:1"]),
         ),
-        (
-            2,
-            None,
-            "--trust",
-            s(&["verify", p(&l.bundle)]),
-        ),
+        (2, None, "--trust", s(&["verify", p(&l.bundle)])),
         (
             2,
             None,
