@@ -12,6 +12,7 @@ use crate::content::{self, ContentFile};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::store::{CONTENT_DIR, STAGING_DIR, Store};
+use crate::units::count;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Finding {
@@ -75,7 +76,7 @@ fn rule_sqlite_integrity(store: &Store, r: &mut CheckReport) -> Result<()> {
     if n > 0 {
         r.problem(
             "sqlite-foreign-keys",
-            format!("{n} row(s) reference missing rows"),
+            format!("{} reference missing rows", count(n as u64, "row")),
         );
     }
     Ok(())
@@ -93,7 +94,10 @@ fn rule_journal_consistent(store: &Store, r: &mut CheckReport) -> Result<()> {
     if n > 0 {
         r.problem(
             "journal-revisions",
-            format!("{n} revision(s) without their journal entry"),
+            format!(
+                "{} without their journal entry",
+                count(n as u64, "revision")
+            ),
         );
     }
     let n = one(
@@ -103,7 +107,10 @@ fn rule_journal_consistent(store: &Store, r: &mut CheckReport) -> Result<()> {
     if n > 0 {
         r.problem(
             "journal-content",
-            format!("{n} content file(s) without their journal entry"),
+            format!(
+                "{} without their journal entry",
+                count(n as u64, "content file")
+            ),
         );
     }
     let n = one(
@@ -113,7 +120,10 @@ fn rule_journal_consistent(store: &Store, r: &mut CheckReport) -> Result<()> {
     if n > 0 {
         r.problem(
             "journal-deployments",
-            format!("{n} deployment(s) whose last change is not journaled"),
+            format!(
+                "{} whose last change is not journaled",
+                count(n as u64, "deployment")
+            ),
         );
     }
     let n = one(
@@ -140,7 +150,10 @@ fn rule_current_revision_is_newest(store: &Store, r: &mut CheckReport) -> Result
     if n > 0 {
         r.problem(
             "current-revision",
-            format!("{n} update(s) whose current revision is not the newest"),
+            format!(
+                "{} whose current revision is not the newest",
+                count(n as u64, "update")
+            ),
         );
     }
     Ok(())

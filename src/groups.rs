@@ -142,7 +142,8 @@ impl Store {
         )?;
         if children > 0 {
             return Err(Error::Refused(format!(
-                "group {name:?} has {children} subgroup(s); remove them first"
+                "group {name:?} has {}; remove them first",
+                crate::units::count(children as u64, "subgroup")
             )));
         }
         let now = now_rfc3339();

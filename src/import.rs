@@ -952,7 +952,10 @@ pub(crate) fn apply_state(
             if live > 0 {
                 return Err(fail(
                     "malformed-state",
-                    format!("bundle removes group {id} but keeps {live} deployment(s) to it"),
+                    format!(
+                        "bundle removes group {id} but keeps {} to it",
+                        crate::units::count(live as u64, "deployment")
+                    ),
                 ));
             }
             tx.execute(

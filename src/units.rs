@@ -166,6 +166,25 @@ fn size_text(n: u64) -> String {
     format!("{n} bytes")
 }
 
+/// A count with its noun in the right number: `count(1, "computer")` is
+/// "1 computer", `count(2, "category")` "2 categories" (English regular
+/// plurals; nouns only).
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        return format!("1 {noun}");
+    }
+    let consonant_y = noun.len() > 1
+        && noun.ends_with('y')
+        && !noun[..noun.len() - 1].ends_with(['a', 'e', 'i', 'o', 'u']);
+    if consonant_y {
+        format!("{n} {}ies", &noun[..noun.len() - 1])
+    } else if noun.ends_with(['s', 'x']) || noun.ends_with("ch") || noun.ends_with("sh") {
+        format!("{n} {noun}es")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Formats bytes for people: `1.5 GiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -296,6 +315,18 @@ mod tests {
         assert_eq!(duration_text(Duration::minutes(1)), "1m");
         assert_eq!(duration_text(Duration::seconds(90)), "90s");
         assert_eq!(duration_text(Duration::hours(12)), "12h");
+    }
+
+    #[test]
+    fn counts_read_correctly() {
+        assert_eq!(count(1, "computer"), "1 computer");
+        assert_eq!(count(0, "computer"), "0 computers");
+        assert_eq!(count(2, "category"), "2 categories");
+        assert_eq!(count(2, "key"), "2 keys");
+        assert_eq!(count(3, "bundle"), "3 bundles");
+        assert_eq!(count(4, "anchor reset"), "4 anchor resets");
+        assert_eq!(count(5, "content file"), "5 content files");
+        assert_eq!(count(6, "match"), "6 matches");
     }
 
     #[test]

@@ -1291,3 +1291,29 @@ fn past_deadlines_and_short_expiry_are_warned_and_anchors_take_dashed_ids() {
         assert_eq!(j, all, "{since}");
     }
 }
+
+/// Counts read correctly in human output: "1 computer", "341 revisions
+/// of 326 updates".
+#[test]
+fn counts_read_correctly() {
+    let (_tmp, dir) = new_store("s", "autonomous");
+    let r = gs(&dir, &["catalog", "generate", "--updates", "40"]).ok();
+    assert!(
+        r.stdout.contains(" revisions of ") && r.stdout.contains(" updates ("),
+        "{}",
+        r.stdout
+    );
+    gs(&dir, &["groups", "add", "One"]).ok();
+    gs(&dir, &["computers", "add", "ws-1", "--group", "One"]).ok();
+    let list = gs(&dir, &["groups", "list"]).ok().stdout;
+    let one = list
+        .lines()
+        .find(|l| l.contains(" One "))
+        .expect("group One");
+    assert!(
+        one.contains(" 1 computer") && !one.contains("1 computers"),
+        "{one}"
+    );
+    let check = gs(&dir, &["check"]).ok().stdout;
+    assert!(!check.contains("(s)"), "{check}");
+}

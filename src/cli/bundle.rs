@@ -11,7 +11,7 @@ use gapsync::journal::Anchor;
 use gapsync::progress::Progress;
 use gapsync::store::Store;
 use gapsync::trust::{PublicKey, SecretKey};
-use gapsync::units::human_bytes;
+use gapsync::units::{count, human_bytes};
 use gapsync::verify::{self, TrustView};
 
 use super::args;
@@ -77,26 +77,36 @@ pub fn export(server: &Path, a: ExportArgs, progress: &dyn Progress) -> Result<(
         print_json(&r)?;
     } else {
         println!(
-            "exported {} bundle {} seq {} to {:?}: {} revisions, {} groups, {} deployments ({} removed), {} declines, {} content files ({}), {} volume(s), {} written in {:.1} s",
+            "exported {} bundle {} seq {} to {:?}: {}, {}, {} ({} removed), {}, {} ({}), {}, {} written in {:.1} s",
             r.kind,
             r.bundle_id,
             r.seq,
             r.destination,
-            r.counts.revisions,
-            r.counts.groups,
-            r.counts.deployments,
+            count(r.counts.revisions, "revision"),
+            count(r.counts.groups, "group"),
+            count(r.counts.deployments, "deployment"),
             r.counts.dead_deployments,
-            r.counts.declined,
-            r.counts.content_files,
+            count(r.counts.declined, "decline"),
+            count(r.counts.content_files, "content file"),
             human_bytes(r.counts.content_bytes),
-            r.volumes,
+            count(u64::from(r.volumes), "volume"),
             human_bytes(r.bytes_written),
             secs
         );
         if r.counts.content_missing > 0 {
             println!(
-                "note: {} content file(s) in scope are not in this store yet and were not sent",
-                r.counts.content_missing
+                "note: {} in scope {} not in this store yet and {} not sent",
+                count(r.counts.content_missing, "content file"),
+                if r.counts.content_missing == 1 {
+                    "is"
+                } else {
+                    "are"
+                },
+                if r.counts.content_missing == 1 {
+                    "was"
+                } else {
+                    "were"
+                }
             );
         }
         println!(
@@ -297,7 +307,7 @@ pub fn import(server: &Path, a: ImportArgs<'_>, progress: &dyn Progress) -> Resu
                 p.deployments_created, p.deployments_changed, p.deployments_removed
             );
             println!("  declined      {}", p.updates_declined);
-            println!("  trust         {} statement(s)", p.trust_statements);
+            println!("  trust         {}", count(p.trust_statements, "statement"));
             println!(
                 "  content       {} files, {} to write ({} already present); {} free",
                 p.content_files,

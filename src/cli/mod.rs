@@ -23,7 +23,7 @@ use gapsync::generate::{self, GenerateOptions};
 use gapsync::metadata::UpdateKind;
 use gapsync::store::{Mode, Store, UpdateFilter};
 use gapsync::trust::KeyId;
-use gapsync::units::human_bytes;
+use gapsync::units::{count, human_bytes};
 
 use failure::usage;
 use progress::TermProgress;
@@ -518,11 +518,6 @@ pub(crate) fn print_json<T: Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
-/// "1 computer", "2 computers".
-fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
-    if n == 1 { one } else { many }
-}
-
 /// A warning on stderr (the exit status is unchanged): something legal but
 /// probably wrong.
 pub(crate) fn warn(msg: impl std::fmt::Display) {
@@ -628,11 +623,11 @@ fn run(cli: Cli) -> Result<()> {
                 print_json(&r)?;
             } else {
                 println!(
-                    "{} documents: {} revisions added, {} already present; {} content files ({}) added, {} not found",
-                    r.documents,
-                    r.revisions_added,
+                    "{}: {} added, {} already present; {} ({}) added, {} not found",
+                    count(r.documents, "document"),
+                    count(r.revisions_added, "revision"),
                     r.revisions_already_present,
-                    r.content_files_added,
+                    count(r.content_files_added, "content file"),
                     human_bytes(r.content_bytes_added),
                     r.content_missing
                 );
@@ -654,16 +649,22 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&r)?;
             } else {
+                let revisions = r.revisions_added + r.revisions_already_present;
                 println!(
-                    "generated (seed {seed}): {} revisions added, {} already present; {} categories, {} detectoids, {} software ({} bundles), {} drivers; {} content files, {}",
+                    "generated (seed {seed}): {} of {} ({} added, {} already present): {}, {}, {} ({}), {}; {}, {}",
+                    count(revisions, "revision"),
+                    count(
+                        r.categories + r.detectoids + r.software + r.drivers,
+                        "update"
+                    ),
                     r.revisions_added,
                     r.revisions_already_present,
-                    r.categories,
-                    r.detectoids,
-                    r.software,
-                    r.bundles,
-                    r.drivers,
-                    r.content_files,
+                    count(r.categories, "category"),
+                    count(r.detectoids, "detectoid"),
+                    count(r.software, "software update"),
+                    count(r.bundles, "bundle"),
+                    count(r.drivers, "driver"),
+                    count(r.content_files, "content file"),
                     human_bytes(r.content_bytes)
                 );
             }
@@ -866,21 +867,21 @@ fn run(cli: Cli) -> Result<()> {
                     println!("PROBLEM [{}]: {}", f.rule, f.detail);
                 }
                 println!(
-                    "checked {} revisions and {} content files ({}): {}",
-                    r.revisions_checked,
-                    r.content_files_checked,
+                    "checked {} and {} ({}): {}",
+                    count(r.revisions_checked as u64, "revision"),
+                    count(r.content_files_checked as u64, "content file"),
                     human_bytes(r.content_bytes_checked),
                     if r.clean() {
                         "clean".to_string()
                     } else {
-                        format!("{} problem(s)", r.problems.len())
+                        count(r.problems.len() as u64, "problem")
                     }
                 );
             }
             if !r.clean() {
                 return Err(gapsync::Error::verification(
                     "check",
-                    format!("{} problem(s) found", r.problems.len()),
+                    format!("{} found", count(r.problems.len() as u64, "problem")),
                 )
                 .into());
             }
@@ -1088,11 +1089,11 @@ fn groups(server: &Option<PathBuf>, cmd: GroupsCmd) -> Result<()> {
             } else {
                 for g in list {
                     println!(
-                        "{} {:<30} parent {:<22} {} computers{}",
+                        "{} {:<30} parent {:<22} {}{}",
                         g.id,
                         g.name,
                         g.parent.unwrap_or_else(|| "-".into()),
-                        g.computers,
+                        count(g.computers as u64, "computer"),
                         if g.builtin { " (built in)" } else { "" }
                     );
                 }
@@ -1108,8 +1109,8 @@ fn groups(server: &Option<PathBuf>, cmd: GroupsCmd) -> Result<()> {
                 let n = r.computers_moved.len();
                 if n > 0 {
                     println!(
-                        "moved {n} {} to {:?}: {}",
-                        plural(n, "computer", "computers"),
+                        "moved {} to {:?}: {}",
+                        count(n as u64, "computer"),
                         r.computers_moved_to,
                         r.computers_moved.join(", ")
                     );
@@ -1117,8 +1118,8 @@ fn groups(server: &Option<PathBuf>, cmd: GroupsCmd) -> Result<()> {
                 let n = r.approvals_removed.len();
                 if n > 0 {
                     println!(
-                        "removed {n} {} (listed by `deployments list --removed`):",
-                        plural(n, "approval", "approvals")
+                        "removed {} (listed by `deployments list --removed`):",
+                        count(n as u64, "approval")
                     );
                     for a in &r.approvals_removed {
                         println!("  {} r{} {}", a.update_id, a.revision, a.action);

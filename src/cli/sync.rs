@@ -8,7 +8,7 @@ use gapsync::bundle::ContentMode;
 use gapsync::progress::Progress;
 use gapsync::store::{Store, canonical_guid};
 use gapsync::sync::SyncOptions;
-use gapsync::units::human_bytes;
+use gapsync::units::{count, human_bytes};
 
 use super::failure::usage;
 use super::print_json;
@@ -76,17 +76,17 @@ pub fn sync_with_progress(
         return Ok(());
     }
     println!(
-        "synced from {} ({}{}): {} revisions added, {} already present ({} GetUpdateData requests)",
+        "synced from {} ({}{}): {} added, {} already present ({})",
         r.upstream,
         if r.full { "full" } else { "incremental" },
         if r.replica { ", replica" } else { "" },
-        r.revisions_added,
+        count(r.revisions_added, "revision"),
         r.revisions_already_present,
-        r.update_data_requests
+        count(r.update_data_requests, "GetUpdateData request")
     );
     if r.replica {
         println!(
-            "groups      +{} ~{} -{}; deployments +{} ~{} -{} ({} skipped); {} updates declined",
+            "groups      +{} ~{} -{}; deployments +{} ~{} -{} ({} skipped); {} declined",
             r.groups_added,
             r.groups_changed,
             r.groups_removed,
@@ -94,20 +94,21 @@ pub fn sync_with_progress(
             r.deployments_changed,
             r.deployments_removed,
             r.deployments_skipped,
-            r.updates_declined
+            count(r.updates_declined, "update")
         );
     }
     println!(
-        "content     {} files, {} ({} resumed); {} not on the upstream yet",
-        r.content_files,
+        "content     {}, {} ({} resumed); {} not on the upstream yet",
+        count(r.content_files, "file"),
         human_bytes(r.content_bytes),
         r.content_resumed,
         r.content_missing
     );
     if r.restarts > 0 || r.anchors_reset > 0 {
         println!(
-            "protocol    {} restart(s), {} anchor reset(s)",
-            r.restarts, r.anchors_reset
+            "protocol    {}, {}",
+            count(u64::from(r.restarts), "restart"),
+            count(u64::from(r.anchors_reset), "anchor reset")
         );
     }
     println!("anchor      {}", r.anchor);
