@@ -2,7 +2,7 @@
 //!
 //!     cargo run --example parse_update -- ../shared/reference/wsus-captures/wsus-m0-wsusss/docs/*.xml
 
-use gapsync::metadata::{self, Prerequisite};
+use gapsync::model::metadata::{self, Prerequisite};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let paths: Vec<String> = std::env::args().skip(1).collect();

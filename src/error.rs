@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::metadata::MetadataError;
+use crate::model::metadata::MetadataError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -4,26 +4,15 @@
 //! over it. See docs/architecture.md for the modules, the data flow and the
 //! invariants.
 
-pub mod bundle;
-pub mod catalog;
-pub mod check;
-pub mod content;
-pub mod deployments;
+pub mod airgap;
 pub mod error;
-pub mod export;
 pub mod failpoint;
-pub mod generate;
-pub mod groups;
 pub mod http;
-pub mod import;
-pub mod journal;
-pub mod metadata;
+pub mod model;
 pub mod progress;
+pub mod protocols;
+pub mod seed;
 pub mod store;
-pub mod sync;
 pub mod trust;
-pub mod units;
-pub mod verify;
-pub mod wsusss;
 
 pub use error::{Error, Result};

@@ -1101,8 +1101,8 @@ fn filters_and_content_modes() {
 
 #[test]
 fn volumes_can_arrive_one_at_a_time_at_one_mount_point() {
-    use gapsync::bundle::Layout;
-    use gapsync::import::{ImportOptions, import};
+    use gapsync::airgap::format::Layout;
+    use gapsync::airgap::import::{ImportOptions, import};
     let mut lab = Lab::new("12M");
     let b = lab.export(&["--volume-size", "5M"]);
     let mut vols: Vec<PathBuf> = fs::read_dir(&b)

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use gapsync::metadata::{
+use gapsync::model::metadata::{
     self, CategoryType, Localized, Prerequisite, UpdateKind, UpdateMetadata, UpdateRef,
 };
 use uuid::Uuid;

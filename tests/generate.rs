@@ -3,11 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gapsync::content::hash_file;
-use gapsync::generate::{
+use gapsync::progress::Silent;
+use gapsync::seed::generate::{
     FIXED_CATEGORIES, FIXED_DETECTOIDS, GenerateOptions, GenerateReport, Plan, generate,
 };
-use gapsync::progress::Silent;
+use gapsync::store::content::hash_file;
 use gapsync::store::{Mode, Store};
 
 const FIXED: u64 = FIXED_CATEGORIES + FIXED_DETECTOIDS;

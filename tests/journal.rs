@@ -4,9 +4,9 @@
 mod common;
 
 use common::{FileSpec, noise, update_xml};
-use gapsync::content::Expected;
-use gapsync::deployments::{Action, Approval};
-use gapsync::journal::{Anchor, ChangeKind};
+use gapsync::store::content::Expected;
+use gapsync::store::deployments::{Action, Approval};
+use gapsync::store::journal::{Anchor, ChangeKind};
 use gapsync::store::{Mode, Store};
 use sha1::Digest;
 

@@ -25,15 +25,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::*;
-use gapsync::bundle::ContentMode;
-use gapsync::metadata;
+use gapsync::airgap::format::ContentMode;
+use gapsync::model::metadata;
 use gapsync::progress::Silent;
-use gapsync::store::{Mode, Store};
-use gapsync::sync::{SyncOptions, SyncReport, sync};
-use gapsync::wsusss::client::{
+use gapsync::protocols::wsusss::client::{
     self, BlobForm, Client, ClientOptions, FaultAction, IdAndDelta, Operation, RevisionFilter,
     UpdateIdentity,
 };
+use gapsync::protocols::wsusss::downstream::{SyncOptions, SyncReport, sync};
+use gapsync::store::{Mode, Store};
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------
@@ -771,7 +771,7 @@ fn captured_invalid_cookie_restarts_a_bounded_number_of_times() {
     let e = run_sync(&dir, &options(&server.url())).unwrap_err();
     assert!(e.to_string().contains("InvalidCookie"), "{e}");
     assert!(e.to_string().contains("restarts"), "{e}");
-    let restarts = gapsync::sync::MAX_RESTARTS as usize;
+    let restarts = gapsync::protocols::wsusss::downstream::MAX_RESTARTS as usize;
     assert_eq!(server.count(Operation::GetAuthConfig), restarts + 1);
     assert_eq!(server.count(Operation::GetRevisionIdList), restarts + 1);
     assert_eq!(snapshot(&dir), before);
@@ -1788,10 +1788,10 @@ fn approved_content_only() {
     assert_eq!(r.content_files, 0);
     {
         let mut s = open_writer(&dir);
-        s.approve(&gapsync::deployments::Approval {
+        s.approve(&gapsync::store::deployments::Approval {
             update_id: SMALL,
             group: "All Computers",
-            action: gapsync::deployments::Action::Install,
+            action: gapsync::store::deployments::Action::Install,
             deadline: None,
             admin_name: "test",
         })

@@ -15,12 +15,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use gapsync::bundle::Layout;
-use gapsync::import::{ImportOptions, import};
+use gapsync::airgap::format::Layout;
+use gapsync::airgap::import::{ImportOptions, import};
+use gapsync::airgap::verify::{TrustView, verify_bundle};
 use gapsync::progress::Silent;
 use gapsync::store::Store;
 use gapsync::trust::PublicKey;
-use gapsync::verify::{TrustView, verify_bundle};
 use sha2::{Digest, Sha256};
 
 /// A digest of everything replicated in a store: every table's rows in

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = gapsync::import::fuzz_read_metadata_pack(data);
+    let _ = gapsync::airgap::import::fuzz_read_metadata_pack(data);
 });

@@ -4,10 +4,10 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(env) = gapsync::wsusss::parse_envelope(data) {
-        let _ = gapsync::wsusss::parse_fault(&env.body, env.version);
+    if let Ok(env) = gapsync::protocols::wsusss::parse_envelope(data) {
+        let _ = gapsync::protocols::wsusss::parse_fault(&env.body, env.version);
     }
-    use gapsync::wsusss::client as c;
+    use gapsync::protocols::wsusss::client as c;
     let _ = c::parse_auth_config(data);
     let _ = c::parse_cookie(data);
     let _ = c::parse_config_data(data);

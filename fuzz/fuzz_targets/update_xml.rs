@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = gapsync::metadata::parse(data);
+    let _ = gapsync::model::metadata::parse(data);
 });

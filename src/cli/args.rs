@@ -3,10 +3,10 @@
 //! error (exit 2), which names the flag and the value; the text here says
 //! why and what is allowed.
 
-use gapsync::journal::Anchor;
-use gapsync::units::{
+use gapsync::model::units::{
     self, MAX_EXPIRES, MAX_GENERATED_CONTENT, MIN_EXPIRES, MIN_VOLUME_SIZE, SHORT_EXPIRES,
 };
+use gapsync::store::journal::Anchor;
 
 /// `export --expires`: a duration between 1 minute and 10 years.
 pub fn expires(s: &str) -> Result<time::Duration, String> {
@@ -54,7 +54,7 @@ pub fn guid(s: &str) -> Result<String, String> {
 
 /// `export --to`: a destination name.
 pub fn destination(s: &str) -> Result<String, String> {
-    gapsync::export::check_destination_name(s)
+    gapsync::airgap::export::check_destination_name(s)
         .map(|()| s.to_string())
         .map_err(|_| "must be 1-128 printable characters".to_string())
 }

@@ -4,15 +4,15 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use gapsync::bundle::{ContentMode, Filters, Layout};
-use gapsync::export::{self, ExportOptions};
-use gapsync::import::{self, ImportOptions};
-use gapsync::journal::Anchor;
+use gapsync::airgap::export::{self, ExportOptions};
+use gapsync::airgap::format::{ContentMode, Filters, Layout};
+use gapsync::airgap::import::{self, ImportOptions};
+use gapsync::airgap::verify::{self, TrustView};
+use gapsync::model::units::{count, human_bytes};
 use gapsync::progress::Progress;
 use gapsync::store::Store;
+use gapsync::store::journal::Anchor;
 use gapsync::trust::{PublicKey, SecretKey};
-use gapsync::units::{count, human_bytes};
-use gapsync::verify::{self, TrustView};
 
 use super::args;
 use super::failure::usage;

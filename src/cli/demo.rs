@@ -8,17 +8,17 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use gapsync::bundle::{Filters, Layout};
-use gapsync::deployments::{Action, Approval};
-use gapsync::export::{self, ExportOptions, ExportReport};
-use gapsync::generate::{self, GenerateOptions};
-use gapsync::import::{self, ImportOptions, ImportReport};
-use gapsync::metadata::UpdateKind;
+use gapsync::airgap::export::{self, ExportOptions, ExportReport};
+use gapsync::airgap::format::{Filters, Layout};
+use gapsync::airgap::import::{self, ImportOptions, ImportReport};
+use gapsync::airgap::verify::{self, TrustView};
+use gapsync::model::metadata::UpdateKind;
+use gapsync::model::units::human_bytes;
 use gapsync::progress::Progress;
+use gapsync::seed::generate::{self, GenerateOptions};
+use gapsync::store::deployments::{Action, Approval};
 use gapsync::store::{Mode, Store, UpdateFilter};
 use gapsync::trust::{self, SecretKey};
-use gapsync::units::human_bytes;
-use gapsync::verify::{self, TrustView};
 
 struct Step {
     name: String,

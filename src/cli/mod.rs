@@ -17,13 +17,13 @@ use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use gapsync::catalog;
-use gapsync::deployments::{Action, Approval};
-use gapsync::generate::{self, GenerateOptions};
-use gapsync::metadata::UpdateKind;
+use gapsync::model::metadata::UpdateKind;
+use gapsync::model::units::{count, human_bytes};
+use gapsync::seed::files as seed_files;
+use gapsync::seed::generate::{self, GenerateOptions};
+use gapsync::store::deployments::{Action, Approval};
 use gapsync::store::{Mode, Store, UpdateFilter};
 use gapsync::trust::KeyId;
-use gapsync::units::{count, human_bytes};
 
 use failure::usage;
 use progress::TermProgress;
@@ -118,7 +118,7 @@ enum Command {
     Journal {
         /// Anchor to list changes after (default: from the beginning).
         #[arg(long, value_parser = args::anchor)]
-        since: Option<gapsync::journal::Anchor>,
+        since: Option<gapsync::store::journal::Anchor>,
         #[arg(long)]
         json: bool,
     },
@@ -186,7 +186,7 @@ enum Command {
         /// instead of the chain's last link: replaces bundles lost on the
         /// way.
         #[arg(long, value_parser = args::anchor)]
-        since: Option<gapsync::journal::Anchor>,
+        since: Option<gapsync::store::journal::Anchor>,
         /// Write an incremental bundle even when nothing changed and no
         /// trust statement is queued (refused otherwise).
         #[arg(long)]
@@ -618,7 +618,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
         }) => {
             let mut store = Store::open_writer(server_dir(&cli.server)?)?;
-            let r = catalog::add_paths(&mut store, &paths, content.as_deref(), &progress)?;
+            let r = seed_files::add_paths(&mut store, &paths, content.as_deref(), &progress)?;
             if json {
                 print_json(&r)?;
             } else {
@@ -826,7 +826,7 @@ fn run(cli: Cli) -> Result<()> {
             let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let from = match since {
                 Some(a) => store.own_anchor(&a.to_string())?,
-                None => gapsync::journal::Anchor {
+                None => gapsync::store::journal::Anchor {
                     server_id: store.info().server_id,
                     seq: 0,
                 },
@@ -853,7 +853,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 Store::open_read_only(dir)?
             };
-            let r = gapsync::check::check(&store, repair, &progress)?;
+            let r = gapsync::store::check::check(&store, repair, &progress)?;
             if json {
                 print_json(&r)?;
             } else {
@@ -906,7 +906,7 @@ fn run(cli: Cli) -> Result<()> {
         )?,
         Command::Exports(ListCmd::List { json }) => {
             let store = Store::open_read_only(server_dir(&cli.server)?)?;
-            let list = gapsync::export::history(&store)?;
+            let list = gapsync::airgap::export::history(&store)?;
             if json {
                 print_json(&list)?;
             } else {
@@ -925,7 +925,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Imports(ListCmd::List { json }) => {
             let store = Store::open_read_only(server_dir(&cli.server)?)?;
-            let list = gapsync::import::ledger(&store)?;
+            let list = gapsync::airgap::import::ledger(&store)?;
             if json {
                 print_json(&list)?;
             } else {
@@ -1176,8 +1176,8 @@ fn show_update(d: &gapsync::store::UpdateDetail) {
     );
     for p in &m.prerequisites {
         match p {
-            gapsync::metadata::Prerequisite::Required(id) => println!("  requires     {id}"),
-            gapsync::metadata::Prerequisite::AtLeastOne { is_category, ids } => println!(
+            gapsync::model::metadata::Prerequisite::Required(id) => println!("  requires     {id}"),
+            gapsync::model::metadata::Prerequisite::AtLeastOne { is_category, ids } => println!(
                 "  {} {}",
                 if *is_category {
                     "category    "

@@ -10,8 +10,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gapsync::model::units::human_bytes;
 use gapsync::progress::Progress;
-use gapsync::units::human_bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Longest time between two plain progress lines while a phase runs.

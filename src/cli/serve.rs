@@ -9,8 +9,8 @@ use anyhow::Result;
 use clap::Args;
 
 use gapsync::http::{ServeOptions, Server, TlsFiles};
+use gapsync::model::units::parse_size;
 use gapsync::store::Store;
-use gapsync::units::parse_size;
 
 /// Flags of `serve`. Limits left out keep the defaults docs/protocol.md
 /// lists.

@@ -4,11 +4,11 @@
 use std::path::Path;
 
 use anyhow::Result;
-use gapsync::bundle::ContentMode;
+use gapsync::airgap::format::ContentMode;
+use gapsync::model::units::{count, human_bytes};
 use gapsync::progress::Progress;
+use gapsync::protocols::wsusss::downstream::SyncOptions;
 use gapsync::store::{Store, canonical_guid};
-use gapsync::sync::SyncOptions;
-use gapsync::units::{count, human_bytes};
 
 use super::failure::usage;
 use super::print_json;
@@ -65,7 +65,7 @@ pub fn sync_with_progress(
     opts.client.ca_file = std::env::var_os("GAPSYNC_UPSTREAM_CA")
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from);
-    let r = gapsync::sync::sync(&mut store, &opts, progress)?;
+    let r = gapsync::protocols::wsusss::downstream::sync(&mut store, &opts, progress)?;
     // After the sync: the categories the upstream has are here now.
     let canonical =
         |ids: &[String]| -> Vec<String> { ids.iter().filter_map(|i| canonical_guid(i)).collect() };

@@ -3,7 +3,7 @@
 //! - `POST /ServerSyncWebService/ServerSyncWebService.asmx` and
 //!   `POST /DssAuthWebService/DssAuthWebService.asmx` (also under a doubled
 //!   leading slash, as Windows WSUS sends, and without regard to case, as
-//!   IIS): SOAP 1.1 or 1.2, answered by [`crate::wsusss::server::Uss`]
+//!   IIS): SOAP 1.1 or 1.2, answered by [`crate::protocols::wsusss::upstream::Uss`]
 //!   through the routing table ([`routes`]: a [`SoapService`] per path, so
 //!   a second protocol plugs in beside).
 //! - `GET` / `HEAD /Content/XX/<SHA-1 HEX>.ext` ([`content`]): content

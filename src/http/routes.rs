@@ -21,9 +21,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::Result;
+use crate::protocols::wsusss::Service;
+use crate::protocols::wsusss::upstream::{SoapCall, SoapReply, Uss, UssOptions};
 use crate::store::Store;
-use crate::wsusss::Service;
-use crate::wsusss::server::{SoapCall, SoapReply, Uss, UssOptions};
 
 /// One SOAP call as the HTTP layer received it.
 #[derive(Debug, Clone, Copy)]
@@ -146,7 +146,7 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wsusss::SoapVersion;
+    use crate::protocols::wsusss::SoapVersion;
 
     struct Echo;
     impl SoapService for Echo {

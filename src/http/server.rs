@@ -24,9 +24,9 @@ use super::content::{self, FileBody};
 use super::pool::{StorePool, WorkError};
 use super::routes::{Route, Routes, SoapRequest, SoapService};
 use crate::error::{Error, Result};
+use crate::protocols::wsusss::upstream::UssOptions;
+use crate::protocols::wsusss::{ErrorCode, FaultInfo, SoapVersion, fault_envelope};
 use crate::store::Store;
-use crate::wsusss::server::UssOptions;
-use crate::wsusss::{ErrorCode, FaultInfo, SoapVersion, fault_envelope};
 
 /// `Retry-After` of a 503, seconds.
 const RETRY_AFTER_SECS: u64 = 5;

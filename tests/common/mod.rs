@@ -241,9 +241,10 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// Re-signs a single-volume bundle after a test changed it, as a trusted
 /// but misbehaving exporter would: `edit` may change the manifest; pack
 /// digests, SHA256SUMS and the signature are recomputed with `key`.
-pub fn resign(dir: &Path, key: &Path, edit: impl FnOnce(&mut gapsync::bundle::Manifest)) {
+pub fn resign(dir: &Path, key: &Path, edit: impl FnOnce(&mut gapsync::airgap::format::Manifest)) {
     resign_json(dir, key, |v| {
-        let mut m: gapsync::bundle::Manifest = serde_json::from_value(v.clone()).expect("manifest");
+        let mut m: gapsync::airgap::format::Manifest =
+            serde_json::from_value(v.clone()).expect("manifest");
         edit(&mut m);
         *v = serde_json::to_value(&m).unwrap();
     });
@@ -252,10 +253,10 @@ pub fn resign(dir: &Path, key: &Path, edit: impl FnOnce(&mut gapsync::bundle::Ma
 /// Like `resign`, editing the manifest as JSON (for fields or versions
 /// this gapsync does not know).
 pub fn resign_json(dir: &Path, key: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    use gapsync::bundle;
+    use gapsync::airgap::format;
     let key = gapsync::trust::SecretKey::read_file(key).expect("key");
     let mut m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join(bundle::MANIFEST)).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join(format::MANIFEST)).unwrap()).unwrap();
     edit(&mut m);
     if let Some(packs) = m["packs"].as_array_mut() {
         for p in packs {
@@ -265,15 +266,15 @@ pub fn resign_json(dir: &Path, key: &Path, edit: impl FnOnce(&mut serde_json::Va
         }
     }
     let mbytes = serde_json::to_vec_pretty(&m).unwrap();
-    std::fs::write(dir.join(bundle::MANIFEST), &mbytes).unwrap();
+    std::fs::write(dir.join(format::MANIFEST), &mbytes).unwrap();
     let mut sums = std::collections::BTreeMap::new();
     for (rel, data) in tree(dir) {
-        if rel != bundle::SUMS && rel != bundle::SUMS_SIG {
+        if rel != format::SUMS && rel != format::SUMS_SIG {
             sums.insert(rel, hex::encode(Sha256::digest(&data)));
         }
     }
-    let text = bundle::format_sums(&sums);
-    std::fs::write(dir.join(bundle::SUMS), &text).unwrap();
+    let text = format::format_sums(&sums);
+    std::fs::write(dir.join(format::SUMS), &text).unwrap();
     let comment = format!(
         "gapsync bundle {} seq {} volume 1/{} source {}",
         m["bundle_id"].as_str().unwrap(),
@@ -282,7 +283,7 @@ pub fn resign_json(dir: &Path, key: &Path, edit: impl FnOnce(&mut serde_json::Va
         m["source"]["server_id"].as_str().unwrap()
     );
     let sig = key.sign(text.as_bytes(), &comment).unwrap();
-    std::fs::write(dir.join(bundle::SUMS_SIG), sig).unwrap();
+    std::fs::write(dir.join(format::SUMS_SIG), sig).unwrap();
 }
 
 /// Flips one byte of a file.

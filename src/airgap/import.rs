@@ -27,19 +27,19 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::bundle::{
+use crate::airgap::format::{
     self, BundleKind, CONTENT_ENTRY, ContentRecord, DeploymentRecord, HashingReader, Layout,
     METADATA_PACK, Manifest, REVISIONS_DIR, STATE_ENTRY, State, VolumeHeader, read_volume_header,
 };
-use crate::content::{Expected, StageWriter, Staged};
+use crate::airgap::verify::{ChainStatus, TrustView, check_chain};
 use crate::error::{Error, IoContext, Result};
-use crate::journal::{self, ChangeKind};
-use crate::metadata::{self, MAX_DOCUMENT_BYTES};
+use crate::model::metadata::{self, MAX_DOCUMENT_BYTES};
 use crate::progress::Progress;
+use crate::store::content::{Expected, StageWriter, Staged};
+use crate::store::journal::{self, ChangeKind};
 use crate::store::{
     Added, Store, UNASSIGNED_COMPUTERS, insert_revision, now_rfc3339, record_content,
 };
-use crate::verify::{ChainStatus, TrustView, check_chain};
 
 /// Decompressed metadata may be at most this many times the compressed
 /// pack, and never more than `MAX_METADATA_BYTES` (decompression bombs).
@@ -127,7 +127,7 @@ pub fn import(
 
     // ---- 1. volume 1 header, validity, chain
     let first_dir = volume_dir(&opts.layout, 1, None, opts.prompt)?;
-    let statements = crate::verify::preload_statements(&first_dir, &mut view, &mut checks)?;
+    let statements = crate::airgap::verify::preload_statements(&first_dir, &mut view, &mut checks)?;
     let h1 = read_volume_header(&first_dir, &view, false)?;
     if h1.volume != Some(1) {
         return Err(fail(
@@ -139,9 +139,9 @@ pub fn import(
             ),
         ));
     }
-    bundle::check_volume_packs(&h1, 1)?;
-    crate::verify::check_statements_listed(&h1.manifest, &statements)?;
-    crate::verify::check_statements_signed(&h1, &statements)?;
+    format::check_volume_packs(&h1, 1)?;
+    crate::airgap::verify::check_statements_listed(&h1.manifest, &statements)?;
+    crate::airgap::verify::check_statements_signed(&h1, &statements)?;
     checks.push(format!(
         "volume 1: signature by trusted key {} valid; files listed exactly",
         h1.signer
@@ -173,7 +173,7 @@ pub fn import(
     }
     let m = h1.manifest.clone();
     let expired =
-        bundle::check_validity_period(&m, time::OffsetDateTime::now_utc(), opts.allow_expired)?;
+        format::check_validity_period(&m, time::OffsetDateTime::now_utc(), opts.allow_expired)?;
     checks.push(if expired {
         format!("EXPIRED {} (allowed by --allow-expired)", m.expires)
     } else {
@@ -216,7 +216,7 @@ pub fn import(
     // ---- 2. metadata pack and content index, hashed before use
     let meta_pack = pack_entry(&m, METADATA_PACK)?;
     let cidx_pack = pack_entry(&m, CONTENT_ENTRY)?;
-    let cidx_bytes = bundle::read_small(
+    let cidx_bytes = format::read_small(
         &first_dir.join(CONTENT_ENTRY),
         MAX_STATE_BYTES,
         "oversized-file",
@@ -230,7 +230,7 @@ pub fn import(
     // ---- 3. one transaction
     let now = now_rfc3339();
     let root = store.root().to_path_buf();
-    let content_store = crate::content::ContentStore::new(
+    let content_store = crate::store::content::ContentStore::new(
         root.join(crate::store::CONTENT_DIR),
         root.join(crate::store::STAGING_DIR),
     );
@@ -299,8 +299,8 @@ pub fn import(
         return Err(Error::Refused(format!(
             "not enough space in {}: the bundle brings {} of content, {} free",
             root.display(),
-            crate::units::human_bytes(plan.disk_needed),
-            crate::units::human_bytes(plan.disk_free)
+            crate::model::units::human_bytes(plan.disk_needed),
+            crate::model::units::human_bytes(plan.disk_free)
         )));
     }
 
@@ -316,7 +316,7 @@ pub fn import(
             let dir = volume_dir(&opts.layout, v, Some(&first_dir), opts.prompt)?;
             let h = read_volume_header(&dir, &view, false)?;
             check_volume_matches(&h, &h1, v)?;
-            bundle::check_volume_packs(&h, v)?;
+            format::check_volume_packs(&h, v)?;
             checks.push(format!(
                 "volume {v}: signature valid; same bundle; files listed exactly"
             ));
@@ -475,7 +475,7 @@ fn check_later_headers(
         };
         let h = read_volume_header(dir, view, false)?;
         check_volume_matches(&h, h1, v)?;
-        bundle::check_volume_packs(&h, v)?;
+        format::check_volume_packs(&h, v)?;
         checks.push(format!(
             "volume {v}: signature valid; same bundle; files listed exactly"
         ));
@@ -493,7 +493,7 @@ pub fn volume_list(v: &[u32]) -> String {
     }
 }
 
-fn pack_entry<'m>(m: &'m Manifest, name: &str) -> Result<&'m bundle::PackEntry> {
+fn pack_entry<'m>(m: &'m Manifest, name: &str) -> Result<&'m format::PackEntry> {
     m.packs
         .iter()
         .find(|p| p.name == name && p.volume == 1)
@@ -506,7 +506,7 @@ fn pack_entry<'m>(m: &'m Manifest, name: &str) -> Result<&'m bundle::PackEntry> 
 }
 
 fn check_bytes_digest(dir: &Path, name: &str, bytes: &[u8], want: &str) -> Result<()> {
-    let got = bundle::sha256_hex(bytes);
+    let got = format::sha256_hex(bytes);
     if got != want {
         return Err(fail(
             "hash-mismatch",
@@ -557,9 +557,9 @@ fn check_content_index(m: &Manifest, index: &[ContentRecord]) -> Result<()> {
         let bad = |why: String| fail("malformed-content-index", format!("{}: {why}", c.path));
         let sha1 = parse_hex::<20>(&c.sha1, "content sha1")?;
         parse_hex::<32>(&c.sha256, "content sha256")?;
-        bundle::check_safe_path(&c.path)?;
+        format::check_safe_path(&c.path)?;
         let ext = c.path.rsplit_once('/').map(|(_, n)| n).unwrap_or("");
-        let expected = crate::content::wsus_rel_path(&sha1, ext);
+        let expected = crate::store::content::wsus_rel_path(&sha1, ext);
         if expected != c.path {
             return Err(bad(format!("path should be {expected}")));
         }
@@ -570,7 +570,7 @@ fn check_content_index(m: &Manifest, index: &[ContentRecord]) -> Result<()> {
             return Err(bad("parts do not add up to the size".into()));
         }
         for p in &c.parts {
-            bundle::check_safe_path(&p.entry)?;
+            format::check_safe_path(&p.entry)?;
             if !packs.contains(p.pack.as_str())
                 || !seen_entries.insert((p.pack.as_str(), p.entry.as_str()))
             {
@@ -605,7 +605,7 @@ fn apply_metadata_pack(
     tx: &Connection,
     now: &str,
     dir: &Path,
-    pack: &bundle::PackEntry,
+    pack: &format::PackEntry,
     plan: &mut Plan,
     progress: &dyn Progress,
     expected_revisions: u64,
@@ -824,7 +824,7 @@ fn entry_name<R: Read>(entry: &tar::Entry<'_, R>, pack: &Path) -> Result<String>
             ),
         ));
     }
-    bundle::check_safe_path(&name).map_err(|_| {
+    format::check_safe_path(&name).map_err(|_| {
         fail(
             "unsafe-path",
             format!("{}: entry {name:?} has an unsafe name", pack.display()),
@@ -899,7 +899,7 @@ pub(crate) fn apply_state(
     plan: &mut Plan,
 ) -> Result<()> {
     // Group records, checked before anything is applied.
-    let mut groups: Vec<(String, Option<String>, &crate::bundle::GroupRecord)> = Vec::new();
+    let mut groups: Vec<(String, Option<String>, &crate::airgap::format::GroupRecord)> = Vec::new();
     for g in &state.groups {
         let id = crate::store::canonical_guid(&g.id)
             .ok_or_else(|| fail("malformed-state", format!("group id {:?}", g.id)))?;
@@ -954,7 +954,7 @@ pub(crate) fn apply_state(
                     "malformed-state",
                     format!(
                         "bundle removes group {id} but keeps {} to it",
-                        crate::units::count(live as u64, "deployment")
+                        crate::model::units::count(live as u64, "deployment")
                     ),
                 ));
             }
@@ -967,7 +967,7 @@ pub(crate) fn apply_state(
                 [id],
             )?;
             journal::record(tx, ChangeKind::GroupRemoved, id, now)?;
-            crate::groups::remember_removed_group(tx, id, now)?;
+            crate::store::groups::remember_removed_group(tx, id, now)?;
             tx.execute("DELETE FROM groups WHERE group_id = ?1", [id])?;
             plan.groups_removed += 1;
         }
@@ -1120,11 +1120,12 @@ fn apply_deployment(
         .ok_or_else(|| bad("update id is not a GUID".into()))?;
     let group_id = crate::store::canonical_guid(&d.group_id)
         .ok_or_else(|| bad("group id is not a GUID".into()))?;
-    if crate::deployments::Action::parse(&d.action).is_none() {
+    if crate::store::deployments::Action::parse(&d.action).is_none() {
         return Err(bad(format!("unknown action {:?}", d.action)));
     }
     if let Some(dl) = &d.deadline {
-        crate::deployments::normalise_deadline(dl).map_err(|_| bad(format!("deadline {dl:?}")))?;
+        crate::store::deployments::normalise_deadline(dl)
+            .map_err(|_| bad(format!("deadline {dl:?}")))?;
     }
     let rev_known: bool = tx
         .prepare_cached("SELECT 1 FROM revisions WHERE update_id = ?1 AND revision = ?2")?
@@ -1253,9 +1254,9 @@ impl<'a> ContentStream<'a> {
     fn read_pack(
         &mut self,
         tx: &Connection,
-        store: &crate::content::ContentStore,
+        store: &crate::store::content::ContentStore,
         path: &Path,
-        pack: &bundle::PackEntry,
+        pack: &format::PackEntry,
         staged: &mut Vec<Staged>,
         progress: &dyn Progress,
     ) -> Result<()> {
@@ -1468,7 +1469,7 @@ pub fn ledger(store: &Store) -> Result<Vec<AppliedBundle>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::{GroupRecord, State};
+    use crate::airgap::format::{GroupRecord, State};
     use crate::store::{Mode, Store};
 
     fn group(id: &str, name: &str) -> GroupRecord {

@@ -8,11 +8,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::content::{self, ContentFile};
 use crate::error::{Error, Result};
+use crate::model::units::count;
 use crate::progress::Progress;
+use crate::store::content::{self, ContentFile};
 use crate::store::{CONTENT_DIR, STAGING_DIR, Store};
-use crate::units::count;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Finding {
@@ -184,7 +184,7 @@ fn rule_revisions_parse(store: &Store, r: &mut CheckReport) -> Result<()> {
             );
             continue;
         }
-        match crate::metadata::parse(xml) {
+        match crate::model::metadata::parse(xml) {
             Ok(m) if m.id.to_string() == id && m.revision == rev => {}
             Ok(m) => r.problem(
                 "revision-identity",

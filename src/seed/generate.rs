@@ -976,7 +976,7 @@ pub fn generate(
     let plan = Plan::new(opts.updates, opts.content_bytes)?;
     // Before anything is written: content already stored is not written
     // again, but it is counted (an upper bound).
-    crate::content::check_free_space(
+    crate::store::content::check_free_space(
         store.root(),
         opts.content_bytes,
         "the generated content (--content-bytes)",

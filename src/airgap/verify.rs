@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::OptionalExtension;
 use serde::Serialize;
 
-use crate::bundle::{
+use crate::airgap::format::{
     self, BundleKind, KeyLookup, Layout, MAX_STATEMENT_BYTES, Manifest, VolumeHeader,
     check_volume_packs, read_small, read_volume_header,
 };
@@ -131,25 +131,25 @@ pub fn preload_statements(
     view: &mut TrustView,
     checks: &mut Vec<String>,
 ) -> Result<Vec<(String, Vec<u8>, String)>> {
-    let tdir = dir.join(bundle::TRUST_DIR);
+    let tdir = dir.join(format::TRUST_DIR);
     let mut names: Vec<String> = Vec::new();
     if tdir.is_dir() {
         for e in std::fs::read_dir(&tdir).map_err(|e| Error::io(&tdir, e))? {
             let e = e.map_err(|e| Error::io(&tdir, e))?;
             let name = e.file_name().to_string_lossy().into_owned();
             if name.ends_with(".json") {
-                names.push(format!("{}/{name}", bundle::TRUST_DIR));
+                names.push(format!("{}/{name}", format::TRUST_DIR));
             }
         }
     }
     names.sort();
     let mut out = Vec::new();
     for name in names {
-        bundle::check_safe_path(&name)?;
+        format::check_safe_path(&name)?;
         let body = read_small(&dir.join(&name), MAX_STATEMENT_BYTES, "oversized-file")?;
         let sig_bytes = read_small(
             &dir.join(format!("{name}.minisig")),
-            bundle::MAX_SIG_BYTES,
+            format::MAX_SIG_BYTES,
             "oversized-file",
         )?;
         let sig_text = String::from_utf8(sig_bytes).map_err(|_| {
@@ -179,7 +179,7 @@ pub fn check_statements_signed(
             (name.clone(), body.as_slice()),
             (format!("{name}.minisig"), sig.as_bytes()),
         ] {
-            let got = bundle::sha256_hex(bytes);
+            let got = format::sha256_hex(bytes);
             match h.sums.get(&file) {
                 Some(want) if *want == got => {}
                 Some(want) => {
@@ -357,7 +357,7 @@ pub fn verify_bundle(
         .ok_or_else(|| Error::verification("missing-volume", "no volume"))?;
     let m = h0.manifest.clone();
     let expired =
-        bundle::check_validity_period(&m, time::OffsetDateTime::now_utc(), allow_expired)?;
+        format::check_validity_period(&m, time::OffsetDateTime::now_utc(), allow_expired)?;
     checks.push(if expired {
         format!(
             "EXPIRED on {} — accepted only because --allow-expired was given",
@@ -382,7 +382,7 @@ pub fn verify_bundle(
         .sum();
     progress.phase("verify", Some(total), "bytes");
     for h in headers.iter().filter(|h| h.volume.is_some()) {
-        bundle::verify_files(h, &|n| progress.advance(n))?;
+        format::verify_files(h, &|n| progress.advance(n))?;
         checks.push(format!(
             "{}: every file's SHA-256 and size match",
             h.dir.display()

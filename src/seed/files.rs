@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use walkdir::WalkDir;
 
-use crate::content::{Expected, hex_upper, sanitized_extension};
 use crate::error::{Error, IoContext, Result};
-use crate::metadata::{self, MAX_DOCUMENT_BYTES};
+use crate::model::metadata::{self, MAX_DOCUMENT_BYTES};
 use crate::progress::Progress;
+use crate::store::content::{Expected, hex_upper, sanitized_extension};
 use crate::store::{Added, Store};
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -35,9 +35,9 @@ use super::{
     PLUGIN_ID, PROTOCOL_VERSION, Service, SoapVersion, XmlWriter, envelope, fault_envelope,
     parse_bool, parse_envelope,
 };
-use crate::content::wsus_rel_path;
 use crate::error::{Error, Result};
-use crate::journal::Anchor;
+use crate::store::content::wsus_rel_path;
+use crate::store::journal::Anchor;
 use crate::store::{Store, canonical_guid};
 
 /// `config` key of the cookie secret (64 hex digits).
@@ -734,7 +734,7 @@ impl Uss {
             let Some((rev_id, xml)) = found else {
                 return Err(Fail::internal(format!("updateIds: no revision {id}/{rev}")));
             };
-            let text = crate::metadata::decode_text(&xml)
+            let text = crate::model::metadata::decode_text(&xml)
                 .map_err(|e| Fail::internal(format!("stored revision {id}/{rev}: {e}")))?;
             let files = revision_files(&tx, rev_id)?;
             w.start("ServerSyncUpdateData")
@@ -1309,8 +1309,8 @@ fn deployments_in(
             update_id: r.get(1)?,
             revision: r.get(2)?,
             group_id: r.get(3)?,
-            action: crate::deployments::Action::parse(&r.get::<_, String>(4)?)
-                .map(crate::deployments::Action::wire_value)
+            action: crate::store::deployments::Action::parse(&r.get::<_, String>(4)?)
+                .map(crate::store::deployments::Action::wire_value)
                 .unwrap_or(0),
             admin_name: r.get(5)?,
             deadline: r.get(6)?,

@@ -15,7 +15,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::journal::{self, Anchor, ChangeKind};
+use crate::store::journal::{self, Anchor, ChangeKind};
 use crate::store::{Mode, Store, now_rfc3339};
 
 /// MS-WSUSSS deployment actions gapsync offers (Action 0, 1 and 3).

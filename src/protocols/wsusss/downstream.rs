@@ -51,19 +51,19 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::bundle::{ContentMode, DeploymentRecord, GroupRecord, State};
-use crate::content::{ContentStore, Expected, Staged};
+use crate::airgap::format::{ContentMode, DeploymentRecord, GroupRecord, State};
+use crate::airgap::import::Plan;
 use crate::error::{Error, Result};
-use crate::import::Plan;
-use crate::metadata;
+use crate::model::metadata;
 use crate::progress::Progress;
+use crate::protocols::wsusss::client::{
+    self, Client, ClientError, ClientOptions, Cookie, Download, FaultAction, IdAndDelta, Operation,
+    RevisionFilter, UpdateIdentity,
+};
+use crate::store::content::{ContentStore, Expected, Staged};
 use crate::store::{
     ALL_COMPUTERS, Added, Mode, Store, UNASSIGNED_COMPUTERS, insert_revision, now_rfc3339,
     record_content,
-};
-use crate::wsusss::client::{
-    self, Client, ClientError, ClientOptions, Cookie, Download, FaultAction, IdAndDelta, Operation,
-    RevisionFilter, UpdateIdentity,
 };
 
 /// Restarts of the whole sequence after InvalidCookie-like faults.
@@ -984,12 +984,12 @@ fn apply_deployments(
         "deployments",
     );
     let mut plan = Plan::default();
-    crate::import::apply_state(
+    crate::airgap::import::apply_state(
         tx,
         now,
         &state,
         false,
-        crate::import::StateSource::Sync,
+        crate::airgap::import::StateSource::Sync,
         &mut plan,
     )?;
     progress.advance(state.deployments.len() as u64);
@@ -1091,8 +1091,8 @@ fn sync_content(
         return Err(Error::Refused(format!(
             "not enough space in {}: the upstream's content needs {}, {} free (metadata was synced; sync again with more space or --content none)",
             root.display(),
-            crate::units::human_bytes(total),
-            crate::units::human_bytes(free)
+            crate::model::units::human_bytes(total),
+            crate::model::units::human_bytes(free)
         )));
     }
     let content_store = ContentStore::new(
@@ -1104,7 +1104,7 @@ fn sync_content(
     let mut not_found: Vec<[u8; 20]> = Vec::new();
     progress.phase("content", Some(total), "bytes");
     for n in &needed {
-        let rel_path = crate::content::wsus_rel_path(&n.sha1, &n.file_name);
+        let rel_path = crate::store::content::wsus_rel_path(&n.sha1, &n.file_name);
         let source = if s.catalog_only_sync {
             s.mu_urls.get(&n.sha1).cloned()
         } else {

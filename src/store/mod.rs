@@ -12,6 +12,12 @@
 //! - A revision's XML never changes: the same (id, revision) with other bytes
 //!   is refused.
 
+pub mod check;
+pub mod content;
+pub mod deployments;
+pub mod groups;
+pub mod journal;
+
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
@@ -20,10 +26,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::content::{ContentFile, ContentStore, Staged};
 use crate::error::{Error, IoContext, Result};
-use crate::journal::{self, Anchor, Change, ChangeKind};
-use crate::metadata::{self, Prerequisite, UpdateKind, UpdateMetadata};
+use crate::model::metadata::{self, Prerequisite, UpdateKind, UpdateMetadata};
+use crate::store::content::{ContentFile, ContentStore, Staged};
+use crate::store::journal::{Anchor, Change, ChangeKind};
 
 pub const DB_FILE: &str = "gapsync.db";
 pub const LOCK_FILE: &str = "gapsync.lock";
@@ -34,12 +40,12 @@ pub const APPLICATION_ID: i64 = 0x4741_5053;
 
 /// Schema migrations; index + 1 is the version each one produces.
 const MIGRATIONS: &[&str] = &[
-    include_str!("schema.sql"),
-    include_str!("schema_v2.sql"),
-    include_str!("schema_v3.sql"),
-    include_str!("schema_v4.sql"),
-    include_str!("schema_v5.sql"),
-    include_str!("schema_v6.sql"),
+    include_str!("schema/v1.sql"),
+    include_str!("schema/v2.sql"),
+    include_str!("schema/v3.sql"),
+    include_str!("schema/v4.sql"),
+    include_str!("schema/v5.sql"),
+    include_str!("schema/v6.sql"),
 ];
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// The trust tables alone (for in-memory trust views).
@@ -610,7 +616,7 @@ impl Store {
         // in staging/ was left by an interrupted writer and is removed.
         let mut staging_cleaned = Vec::new();
         if lock.is_some() {
-            for p in crate::check::staging_files(&dir.join(STAGING_DIR))? {
+            for p in crate::store::check::staging_files(&dir.join(STAGING_DIR))? {
                 fs::remove_file(&p).at(&p)?;
                 staging_cleaned.push(p);
             }
@@ -1218,7 +1224,7 @@ pub(crate) fn record_content(tx: &Connection, now: &str, f: &ContentFile) -> Res
     let seq = journal::record(
         tx,
         ChangeKind::ContentArrived,
-        &crate::content::hex_upper(&f.sha1),
+        &crate::store::content::hex_upper(&f.sha1),
         now,
     )?;
     let size = i64::try_from(f.size).map_err(|_| Error::invalid("content size", "too large"))?;

@@ -14,7 +14,8 @@
 //!   operation element, fault detail elements unqualified).
 
 pub mod client;
-pub mod server;
+pub mod downstream;
+pub mod upstream;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -287,8 +288,8 @@ pub enum EnvelopeError {
 /// `metadata::decode_text` accepts) and returns the first element inside
 /// its Body. Headers are skipped.
 pub fn parse_envelope(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
-    let text =
-        crate::metadata::decode_text(bytes).map_err(|e| EnvelopeError::Encoding(e.to_string()))?;
+    let text = crate::model::metadata::decode_text(bytes)
+        .map_err(|e| EnvelopeError::Encoding(e.to_string()))?;
     parse_envelope_str(&text)
 }
 

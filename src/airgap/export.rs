@@ -19,19 +19,19 @@ use std::path::{Path, PathBuf};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use crate::bundle::{
+use crate::airgap::format::{
     self, BundleKind, CONTENT_ENTRY, ContentMode, ContentRecord, Counts, DeploymentRecord, Filters,
     GroupRecord, HashingWriter, MANIFEST, METADATA_PACK, Manifest, PackEntry, PartRecord,
     REVISIONS_DIR, STATE_ENTRY, SUMS, SUMS_SIG, Source, State, TRUST_DIR,
 };
-use crate::content::sync_dir;
 use crate::error::{Error, IoContext, Result};
-use crate::journal::Anchor;
 use crate::progress::Progress;
+use crate::store::content::sync_dir;
+use crate::store::journal::Anchor;
 use crate::store::{Store, now_rfc3339};
 use crate::trust::SecretKey;
 
-pub use crate::units::{MIN_PART, MIN_VOLUME_SIZE, VOLUME_RESERVE};
+pub use crate::model::units::{MIN_PART, MIN_VOLUME_SIZE, VOLUME_RESERVE};
 const TAR_BLOCK: u64 = 512;
 const TAR_END: u64 = 1024;
 
@@ -48,8 +48,8 @@ pub struct ExportOptions<'a> {
     /// Split into volumes of at most this many bytes (at least
     /// [`MIN_VOLUME_SIZE`]).
     pub volume_size: Option<u64>,
-    /// Validity period, within [`crate::units::MIN_EXPIRES`] and
-    /// [`crate::units::MAX_EXPIRES`].
+    /// Validity period, within [`crate::model::units::MIN_EXPIRES`] and
+    /// [`crate::model::units::MAX_EXPIRES`].
     pub expires: time::Duration,
     pub key: &'a SecretKey,
 }
@@ -151,7 +151,7 @@ pub fn check_destination_name(name: &str) -> Result<()> {
 /// Rule: the options are in range before any work (the command line checks
 /// the same while parsing; this guards other callers).
 fn check_options(opts: &ExportOptions<'_>) -> Result<()> {
-    use crate::units::{MAX_EXPIRES, MIN_EXPIRES, duration_text};
+    use crate::model::units::{MAX_EXPIRES, MIN_EXPIRES, duration_text};
     check_destination_name(opts.destination)?;
     if opts.expires < MIN_EXPIRES || opts.expires > MAX_EXPIRES {
         return Err(Error::bad_argument(
@@ -564,7 +564,7 @@ fn check_reserve_holds(cap: u64, volumes: u32, need: usize) -> Result<()> {
             format!(
                 "{} makes {volumes} volumes, whose manifest and sums ({need} bytes) do not fit the {VOLUME_RESERVE} bytes \
                  each volume keeps for them; choose a larger --volume-size",
-                crate::units::human_bytes(cap)
+                crate::model::units::human_bytes(cap)
             ),
         ));
     }
@@ -586,7 +586,7 @@ fn check_volume1_fits(cap: u64, vol1_used: u64, index_reserve: u64) -> Result<()
             format!(
                 "{} ({cap} bytes) cannot hold volume 1: the metadata and content index need {need} bytes \
                  with the {}-byte reserve; choose a larger --volume-size",
-                crate::units::human_bytes(cap),
+                crate::model::units::human_bytes(cap),
                 VOLUME_RESERVE
             ),
         ));
@@ -931,7 +931,7 @@ fn export_into(
     let multi = opts.volume_size.is_some();
     let vol_dir = |v: u32| {
         if multi {
-            dir.join(bundle::volume_dir_name(v))
+            dir.join(format::volume_dir_name(v))
         } else {
             dir.to_path_buf()
         }
@@ -1038,7 +1038,7 @@ fn export_into(
         volume: 1,
         name: CONTENT_ENTRY.to_string(),
         size: cjson.len() as u64,
-        sha256: bundle::sha256_hex(&cjson),
+        sha256: format::sha256_hex(&cjson),
     });
 
     // --- content packs, one per volume, streamed from the store and
@@ -1069,7 +1069,7 @@ fn export_into(
     for (f, parts) in content.iter().zip(&placements) {
         let src = store_content_path(dir_of_store(&tx)?, &f.rel_path);
         let file = File::open(&src).at(&src)?;
-        let mut reader = crate::content::VerifyingReader::new(file);
+        let mut reader = crate::store::content::VerifyingReader::new(file);
         for p in parts {
             if current.as_ref().map(|(v, _)| *v) != Some(p.volume) {
                 if let Some((v, tar)) = current.take() {
@@ -1101,8 +1101,8 @@ fn export_into(
     // --- manifest, sums and signatures
     let now = time::OffsetDateTime::now_utc();
     let manifest = Manifest {
-        format: bundle::FORMAT.to_string(),
-        version: bundle::version_for(&attach.equivalents),
+        format: format::FORMAT.to_string(),
+        version: format::version_for(&attach.equivalents),
         bundle_id: uuid::Uuid::new_v4().to_string(),
         source: Source {
             server_id: server_id.to_string(),
@@ -1132,7 +1132,7 @@ fn export_into(
     };
     let manifest_bytes = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| Error::invalid("manifest", e.to_string()))?;
-    let manifest_sha256 = bundle::sha256_hex(&manifest_bytes);
+    let manifest_sha256 = format::sha256_hex(&manifest_bytes);
     let mut top_sums: BTreeMap<String, String> = BTreeMap::new();
     let mut bytes_written = 0u64;
     for v in 1..=volumes {
@@ -1148,15 +1148,15 @@ fn export_into(
         if v == 1 {
             for t in &trust_files {
                 for name in [t.clone(), format!("{t}.minisig")] {
-                    let (h, n) = bundle::hash_file_sha256(&vd.join(&name))?;
+                    let (h, n) = format::hash_file_sha256(&vd.join(&name))?;
                     sums.insert(name, h);
                     bytes_written += n;
                 }
             }
         }
-        let sums_text = bundle::format_sums(&sums);
+        let sums_text = format::format_sums(&sums);
         write_file(&vd.join(SUMS), sums_text.as_bytes())?;
-        let comment = bundle::trusted_comment(&manifest, Some(v));
+        let comment = format::trusted_comment(&manifest, Some(v));
         let sig = opts.key.sign(sums_text.as_bytes(), &comment)?;
         if let Some(cap) = opts.volume_size {
             check_reserve_holds(
@@ -1169,28 +1169,28 @@ fn export_into(
         bytes_written += manifest_bytes.len() as u64 + sums_text.len() as u64 + sig.len() as u64;
         sync_dir(&vd)?;
         if multi {
-            let vname = bundle::volume_dir_name(v);
+            let vname = format::volume_dir_name(v);
             for (p, h) in sums {
                 top_sums.insert(format!("{vname}/{p}"), h);
             }
             top_sums.insert(
                 format!("{vname}/{SUMS}"),
-                bundle::sha256_hex(sums_text.as_bytes()),
+                format::sha256_hex(sums_text.as_bytes()),
             );
             top_sums.insert(
                 format!("{vname}/{SUMS_SIG}"),
-                bundle::sha256_hex(sig.as_bytes()),
+                format::sha256_hex(sig.as_bytes()),
             );
         }
     }
     if multi {
         write_file(&dir.join(MANIFEST), &manifest_bytes)?;
         top_sums.insert(MANIFEST.to_string(), manifest_sha256.clone());
-        let sums_text = bundle::format_sums(&top_sums);
+        let sums_text = format::format_sums(&top_sums);
         write_file(&dir.join(SUMS), sums_text.as_bytes())?;
         let sig = opts.key.sign(
             sums_text.as_bytes(),
-            &bundle::trusted_comment(&manifest, None),
+            &format::trusted_comment(&manifest, None),
         )?;
         write_file(&dir.join(SUMS_SIG), sig.as_bytes())?;
         sync_dir(dir)?;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::journal::{self, ChangeKind};
+use crate::store::journal::{self, ChangeKind};
 use crate::store::{ALL_COMPUTERS, Store, UNASSIGNED_COMPUTERS, now_rfc3339};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -143,7 +143,7 @@ impl Store {
         if children > 0 {
             return Err(Error::Refused(format!(
                 "group {name:?} has {}; remove them first",
-                crate::units::count(children as u64, "subgroup")
+                crate::model::units::count(children as u64, "subgroup")
             )));
         }
         let now = now_rfc3339();

@@ -155,8 +155,8 @@ pub fn check_free_space(dir: &Path, needed: u64, what: &str) -> Result<()> {
         return Err(Error::Refused(format!(
             "not enough space in {}: {what} needs {}, {} free",
             dir.display(),
-            crate::units::human_bytes(needed),
-            crate::units::human_bytes(free)
+            crate::model::units::human_bytes(needed),
+            crate::model::units::human_bytes(free)
         )));
     }
     Ok(())

@@ -6,7 +6,7 @@
 //! The parsers are plain functions over response bytes, so they can be fed
 //! the captured answers of a real Windows Server WSUS directly; the
 //! [`Client`] adds the transport. The sequence itself (authorization,
-//! metadata, deployments, content) lives in `crate::sync`.
+//! metadata, deployments, content) lives in `crate::protocols::wsusss::downstream`.
 //!
 //! Wire facts this module relies on (MS-WSUSSS 2.2, 3.1.4; checked against
 //! real Windows Server 2025 WSUS answers):
@@ -42,8 +42,8 @@ use quick_xml::name::{Namespace, ResolveResult};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::content::StageWriter;
-use crate::metadata::MAX_DOCUMENT_BYTES;
+use crate::model::metadata::MAX_DOCUMENT_BYTES;
+use crate::store::content::StageWriter;
 
 /// Namespace of the Server Sync Web Service messages.
 pub const NS_SYNC: &str = super::SSS_NS;
@@ -671,7 +671,7 @@ impl Node {
 
 /// Parses XML text into a [`Node`] tree (document element returned).
 pub fn parse_tree(bytes: &[u8]) -> Result<Node, String> {
-    let text = crate::metadata::decode_text(bytes).map_err(|e| e.to_string())?;
+    let text = crate::model::metadata::decode_text(bytes).map_err(|e| e.to_string())?;
     let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
     let mut reader = quick_xml::NsReader::from_str(text);
     let mut stack: Vec<Node> = Vec::new();
@@ -1987,9 +1987,9 @@ mod tests {
         let b = parse_update_data(&capture(13)).unwrap();
         assert_eq!(b.updates.len(), 1);
         assert_eq!(b.updates[0].form, BlobForm::Compressed);
-        let text = crate::metadata::decode_text(&b.updates[0].xml).unwrap();
+        let text = crate::model::metadata::decode_text(&b.updates[0].xml).unwrap();
         assert!(text.starts_with("<upd:Update"), "{}", &text[..40]);
-        let m = crate::metadata::parse(&b.updates[0].xml).unwrap();
+        let m = crate::model::metadata::parse(&b.updates[0].xml).unwrap();
         assert_eq!(m.id, b.updates[0].id.id);
         let leaf = parse_update_data(&capture(14)).unwrap();
         assert_eq!(leaf.updates[0].file_digests.len(), 1);
@@ -1999,7 +1999,7 @@ mod tests {
         assert_eq!(leaf.file_urls[0].uss_url, None);
         let plain = parse_update_data(&capture(15)).unwrap();
         assert_eq!(plain.updates[0].form, BlobForm::Text);
-        crate::metadata::parse(&plain.updates[0].xml).unwrap();
+        crate::model::metadata::parse(&plain.updates[0].xml).unwrap();
     }
 
     #[test]
@@ -2168,7 +2168,7 @@ mod tests {
     /// index an empty block list: refused as an error, no panic.
     #[test]
     fn fuzz_regression_cabinet_folder_without_blocks() {
-        let body = include_bytes!("../../fuzz/regressions/soap-cab-folder-without-blocks.bin");
+        let body = include_bytes!("../../../fuzz/regressions/soap-cab-folder-without-blocks.bin");
         let hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| panic!("a panic reached the hook")));
         let r = std::panic::catch_unwind(|| parse_update_data(body));

@@ -1,0 +1,7 @@
+//! The transfer bundle across the air gap: its format, export, verify
+//! (with the chain rules) and import.
+
+pub mod export;
+pub mod format;
+pub mod import;
+pub mod verify;

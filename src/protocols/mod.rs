@@ -1,0 +1,3 @@
+//! The WSUS protocols: MS-WSUSSS (server-server).
+
+pub mod wsusss;
