@@ -62,6 +62,17 @@ pub enum Error {
     GroupExists(String),
     #[error("computer {0:?} already exists")]
     ComputerExists(String),
+    /// A group of a bundle or an upstream has the name of another group of
+    /// this server (names are unique).
+    #[error(
+        "{what} ({id}) clashes with group {other_name:?} ({other}) of this server: group names are unique; nothing was applied"
+    )]
+    GroupClash {
+        what: String,
+        id: String,
+        other: String,
+        other_name: String,
+    },
     #[error("{0}")]
     Refused(String),
     #[error("invalid {what}: {why}")]

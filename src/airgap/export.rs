@@ -20,9 +20,9 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use crate::airgap::format::{
-    self, BundleKind, CONTENT_ENTRY, ContentMode, ContentRecord, Counts, DeploymentRecord, Filters,
-    GroupRecord, HashingWriter, MANIFEST, METADATA_PACK, Manifest, PackEntry, PartRecord,
-    REVISIONS_DIR, STATE_ENTRY, SUMS, SUMS_SIG, Source, State, TRUST_DIR,
+    self, BundleKind, CONTENT_ENTRY, ContentMode, ContentRecord, Counts, Filters, GroupRecord,
+    HashingWriter, MANIFEST, METADATA_PACK, Manifest, PackEntry, PartRecord, REVISIONS_DIR,
+    STATE_ENTRY, SUMS, SUMS_SIG, Source, State, TRUST_DIR,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
@@ -172,79 +172,6 @@ fn check_options(opts: &ExportOptions<'_>) -> Result<()> {
             format!("{v} bytes is below the minimum of {MIN_VOLUME_SIZE} bytes"),
         ));
     }
-    Ok(())
-}
-
-/// Fills the temp table `scope(update_id)` with the updates the filters
-/// select: every category and detectoid; software and drivers whose current
-/// revision names a selected product and classification among its
-/// prerequisites (each filter only when given; with or without
-/// `IsCategory="true"`, since real documents such as the Defender installer
-/// bundles name them in plain `AtLeastOne` — the same rule `serve` applies);
-/// and the updates those bundle.
-fn build_scope(conn: &rusqlite::Connection, f: &Filters) -> Result<()> {
-    conn.execute_batch("DROP TABLE IF EXISTS temp.scope; CREATE TEMP TABLE scope (update_id TEXT PRIMARY KEY) WITHOUT ROWID;")?;
-    if f.products.is_empty() && f.classifications.is_empty() {
-        conn.execute("INSERT INTO temp.scope SELECT update_id FROM updates", [])?;
-        return filter_languages(conn, f);
-    }
-    conn.execute("INSERT INTO temp.scope SELECT update_id FROM updates WHERE kind IN ('category', 'detectoid')", [])?;
-    conn.execute_batch("DROP TABLE IF EXISTS temp.wanted_cats; CREATE TEMP TABLE wanted_cats (kind TEXT, id TEXT);")?;
-    for p in &f.products {
-        conn.execute("INSERT INTO temp.wanted_cats VALUES ('product', ?1)", [p])?;
-    }
-    for c in &f.classifications {
-        conn.execute(
-            "INSERT INTO temp.wanted_cats VALUES ('classification', ?1)",
-            [c],
-        )?;
-    }
-    let mut sql = String::from(
-        "INSERT OR IGNORE INTO temp.scope SELECT u.update_id FROM updates u WHERE u.kind IN ('software', 'driver')",
-    );
-    for (kind, given) in [
-        ("product", !f.products.is_empty()),
-        ("classification", !f.classifications.is_empty()),
-    ] {
-        if given {
-            sql.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM relationships x JOIN temp.wanted_cats w ON w.id = x.target_id AND w.kind = '{kind}' \
-                 WHERE x.rev_id = u.current_rev AND x.rel = 'prerequisite')"
-            ));
-        }
-    }
-    conn.execute(&sql, [])?;
-    conn.execute(
-        "INSERT OR IGNORE INTO temp.scope SELECT DISTINCT x.target_id FROM relationships x \
-         JOIN updates u ON u.current_rev = x.rev_id JOIN temp.scope s ON s.update_id = u.update_id \
-         WHERE x.rel = 'bundled' AND x.target_id IN (SELECT update_id FROM updates)",
-        [],
-    )?;
-    filter_languages(conn, f)?;
-    Ok(())
-}
-
-/// `--language`: software and driver updates that declare the languages
-/// they are for (`Properties/Language`) leave the scope unless one of them
-/// is selected; language-neutral updates (no declaration) always stay.
-fn filter_languages(conn: &rusqlite::Connection, f: &Filters) -> Result<()> {
-    if f.languages.is_empty() {
-        return Ok(());
-    }
-    conn.execute_batch("DROP TABLE IF EXISTS temp.wanted_langs; CREATE TEMP TABLE wanted_langs (language TEXT PRIMARY KEY) WITHOUT ROWID;")?;
-    for l in &f.languages {
-        conn.execute(
-            "INSERT OR IGNORE INTO temp.wanted_langs VALUES (lower(?1))",
-            [l],
-        )?;
-    }
-    conn.execute(
-        "DELETE FROM temp.scope WHERE update_id IN (SELECT u.update_id FROM updates u \
-         WHERE u.kind IN ('software', 'driver') \
-         AND EXISTS (SELECT 1 FROM revision_languages l WHERE l.rev_id = u.current_rev) \
-         AND NOT EXISTS (SELECT 1 FROM revision_languages l JOIN temp.wanted_langs w ON w.language = l.language WHERE l.rev_id = u.current_rev))",
-        [],
-    )?;
     Ok(())
 }
 
@@ -837,7 +764,12 @@ fn export_into(
     {
         rule_not_empty(&tx, opts.destination, f, statements.len())?;
     }
-    build_scope(&tx, &opts.filters)?;
+    crate::store::scope::fill_scope(
+        &tx,
+        &opts.filters.products,
+        &opts.filters.classifications,
+        &opts.filters.languages,
+    )?;
     let mut counts = Counts::default();
 
     // --- state
@@ -881,7 +813,10 @@ fn export_into(
             }
         );
         let mut st = tx.prepare(&dsql)?;
-        let rows = st.query_map(params![from_seq, to_seq], DeploymentRecord::from_row)?;
+        let rows = st.query_map(
+            params![from_seq, to_seq],
+            crate::store::state::deployment_from_row,
+        )?;
         for d in rows {
             state.deployments.push(d?);
         }

@@ -165,60 +165,8 @@ pub struct Manifest {
     pub trust_statements: Vec<String>,
 }
 
-/// `state.json` in the metadata pack.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct State {
-    pub groups: Vec<GroupRecord>,
-    pub removed_groups: Vec<String>,
-    pub deployments: Vec<DeploymentRecord>,
-    pub declined: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupRecord {
-    pub id: String,
-    pub name: String,
-    pub parent_id: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeploymentRecord {
-    pub deployment_id: String,
-    pub update_id: String,
-    pub revision: i32,
-    pub group_id: String,
-    pub action: String,
-    pub admin_name: String,
-    pub deadline: Option<String>,
-    pub go_live: String,
-    pub download_priority: i64,
-    pub is_assigned: bool,
-    pub removed: bool,
-}
-
-impl DeploymentRecord {
-    /// Builds a record from a row whose first eleven columns are
-    /// `deployment_id, update_id, revision, group_id, action, admin_name,
-    /// deadline, go_live, download_priority, is_assigned, removed`.
-    pub(crate) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(DeploymentRecord {
-            deployment_id: r.get(0)?,
-            update_id: r.get(1)?,
-            revision: r.get(2)?,
-            group_id: r.get(3)?,
-            action: r.get(4)?,
-            admin_name: r.get(5)?,
-            deadline: r.get(6)?,
-            go_live: r.get(7)?,
-            download_priority: r.get(8)?,
-            is_assigned: r.get::<_, i64>(9)? != 0,
-            removed: r.get::<_, i64>(10)? != 0,
-        })
-    }
-}
+/// `state.json` in the metadata pack: the replicated state of the change.
+pub use crate::model::state::{DeploymentRecord, GroupRecord, State};
 
 /// One entry of `content.json`: a content file and where its bytes are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

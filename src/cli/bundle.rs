@@ -300,13 +300,15 @@ pub fn import(server: &Path, a: ImportArgs<'_>, progress: &dyn Progress) -> Resu
             );
             println!(
                 "  groups        +{} ~{} -{}",
-                p.groups_added, p.groups_changed, p.groups_removed
+                p.state.groups_added, p.state.groups_changed, p.state.groups_removed
             );
             println!(
                 "  deployments   +{} ~{} -{}",
-                p.deployments_created, p.deployments_changed, p.deployments_removed
+                p.state.deployments_created,
+                p.state.deployments_changed,
+                p.state.deployments_removed
             );
-            println!("  declined      {}", p.updates_declined);
+            println!("  declined      {}", p.state.updates_declined);
             println!("  trust         {}", count(p.trust_statements, "statement"));
             println!(
                 "  content       {} files, {} to write ({} already present); {} free",

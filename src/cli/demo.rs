@@ -257,7 +257,7 @@ pub fn run(base: &Path, updates: u64, content_bytes: u64, progress: &dyn Progres
     });
     println!(
         "7. import: {} revisions, {} deployments, {} content files into the disconnected server",
-        i1.plan.revisions_added, i1.plan.deployments_created, i1.plan.content_files
+        i1.plan.revisions_added, i1.plan.state.deployments_created, i1.plan.content_files
     );
 
     // --- changes upstream, incremental bundle
@@ -312,7 +312,7 @@ pub fn run(base: &Path, updates: u64, content_bytes: u64, progress: &dyn Progres
     });
     println!(
         "10. import: {} revisions, {} deployments created",
-        i2.plan.revisions_added, i2.plan.deployments_created
+        i2.plan.revisions_added, i2.plan.state.deployments_created
     );
 
     // --- the two servers agree

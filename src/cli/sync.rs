@@ -87,14 +87,14 @@ pub fn sync_with_progress(
     if r.replica {
         println!(
             "groups      +{} ~{} -{}; deployments +{} ~{} -{} ({} skipped); {} declined",
-            r.groups_added,
-            r.groups_changed,
-            r.groups_removed,
-            r.deployments_created,
-            r.deployments_changed,
-            r.deployments_removed,
+            r.state.groups_added,
+            r.state.groups_changed,
+            r.state.groups_removed,
+            r.state.deployments_created,
+            r.state.deployments_changed,
+            r.state.deployments_removed,
             r.deployments_skipped,
-            count(r.updates_declined, "update")
+            count(r.state.updates_declined, "update")
         );
     }
     println!(

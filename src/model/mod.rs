@@ -1,4 +1,6 @@
-//! The domain model: update metadata, anchors, sizes and durations.
+//! The domain model: update metadata, replicated state, sizes and
+//! durations.
 
 pub mod metadata;
+pub mod state;
 pub mod units;

@@ -10,12 +10,13 @@
 //!   cannot be approved.
 //! - A replica server takes approvals only from upstream.
 
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::store::journal::{self, Anchor, ChangeKind};
+use crate::model::state::DeploymentRecord;
+use crate::store::journal::{Anchor, ChangeKind};
+use crate::store::state;
 use crate::store::{Mode, Store, now_rfc3339};
 
 /// MS-WSUSSS deployment actions gapsync offers (Action 0, 1 and 3).
@@ -136,34 +137,27 @@ impl Store {
         refuse_category_or_detectoid(&update_id, &kind, "approved")?;
         let now = now_rfc3339();
         let tx = self.conn_mut().transaction()?;
-        let existing: Option<String> = tx
-            .query_row(
-                "SELECT deployment_id FROM deployments WHERE update_id = ?1 AND group_id = ?2 AND removed = 0",
-                params![update_id, group_id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let id = match existing {
-            Some(id) => {
-                let seq = journal::record(&tx, ChangeKind::DeploymentChanged, &id, &now)?;
-                tx.execute(
-                    "UPDATE deployments SET revision = ?2, action = ?3, admin_name = ?4, deadline = ?5, go_live = ?6, \
-                     last_change_seq = ?7 WHERE deployment_id = ?1",
-                    params![id, revision, a.action.as_str(), a.admin_name, deadline, now, seq],
-                )?;
-                id
-            }
-            None => {
-                let id = Uuid::new_v4().to_string();
-                let seq = journal::record(&tx, ChangeKind::DeploymentCreated, &id, &now)?;
-                tx.execute(
-                    "INSERT INTO deployments (deployment_id, update_id, revision, group_id, action, admin_name, deadline, \
-                     go_live, download_priority, is_assigned, last_change_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, 1, ?9)",
-                    params![id, update_id, revision, group_id, a.action.as_str(), a.admin_name, deadline, now, seq],
-                )?;
-                id
-            }
+        let (id, kind) = match state::live_deployment(&tx, &update_id, &group_id)? {
+            Some(id) => (id, ChangeKind::DeploymentChanged),
+            None => (Uuid::new_v4().to_string(), ChangeKind::DeploymentCreated),
         };
+        // A change keeps what the deployment had; a new one is assigned
+        // with the default download priority (1).
+        let old = state::deployment_record(&tx, &id)?;
+        let record = DeploymentRecord {
+            deployment_id: id.clone(),
+            update_id: update_id.clone(),
+            revision,
+            group_id: group_id.clone(),
+            action: a.action.as_str().to_string(),
+            admin_name: a.admin_name.to_string(),
+            deadline,
+            go_live: now.clone(),
+            download_priority: old.as_ref().map_or(1, |o| o.download_priority),
+            is_assigned: old.as_ref().is_none_or(|o| o.is_assigned),
+            removed: false,
+        };
+        state::write_deployment(&tx, &record, kind, &now)?;
         tx.commit()?;
         self.deployment(&id)?
             .ok_or_else(|| Error::Refused(format!("deployment {id} vanished")))
@@ -193,17 +187,9 @@ impl Store {
             rows.collect::<rusqlite::Result<Vec<_>>>()?
         };
         for d in live {
-            let seq = journal::record(&tx, ChangeKind::DeploymentRemoved, &d, &now)?;
-            tx.execute(
-                "UPDATE deployments SET removed = 1, last_change_seq = ?2 WHERE deployment_id = ?1",
-                params![d, seq],
-            )?;
+            state::remove_deployment(&tx, &d, &now)?;
         }
-        journal::record(&tx, ChangeKind::UpdateDeclined, &update_id, &now)?;
-        tx.execute(
-            "UPDATE updates SET declined = 1 WHERE update_id = ?1",
-            [&update_id],
-        )?;
+        state::decline_update(&tx, &update_id, &now)?;
         tx.commit()?;
         Ok(true)
     }
@@ -215,19 +201,12 @@ impl Store {
         let group_id = self.group_id(group)?;
         let now = now_rfc3339();
         let tx = self.conn_mut().transaction()?;
-        let id: String = tx
-            .query_row(
-                "SELECT deployment_id FROM deployments WHERE update_id = ?1 AND group_id = ?2 AND removed = 0",
-                params![update_id, group_id],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| Error::Refused(format!("update {update_id} is not approved for group {group:?}")))?;
-        let seq = journal::record(&tx, ChangeKind::DeploymentRemoved, &id, &now)?;
-        tx.execute(
-            "UPDATE deployments SET removed = 1, last_change_seq = ?2 WHERE deployment_id = ?1",
-            params![id, seq],
-        )?;
+        let id = state::live_deployment(&tx, &update_id, &group_id)?.ok_or_else(|| {
+            Error::Refused(format!(
+                "update {update_id} is not approved for group {group:?}"
+            ))
+        })?;
+        state::remove_deployment(&tx, &id, &now)?;
         tx.commit()?;
         Ok(id)
     }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::store::journal::{self, ChangeKind};
+use crate::store::state;
 use crate::store::{ALL_COMPUTERS, Store, UNASSIGNED_COMPUTERS, now_rfc3339};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -103,11 +103,7 @@ impl Store {
         let id = Uuid::new_v4().to_string();
         let now = now_rfc3339();
         let tx = self.conn_mut().transaction()?;
-        let seq = journal::record(&tx, ChangeKind::GroupAdded, &id, &now)?;
-        tx.execute(
-            "INSERT INTO groups (group_id, name, parent_id, builtin, seq) VALUES (?1, ?2, ?3, 0, ?4)",
-            params![id, name, parent_id, seq],
-        )?;
+        state::write_group(&tx, &id, name, Some(&parent_id), false, &now)?;
         tx.commit()?;
         let parent_name: String = self.conn().query_row(
             "SELECT name FROM groups WHERE group_id = ?1",
@@ -168,26 +164,9 @@ impl Store {
             rows.collect::<rusqlite::Result<Vec<_>>>()?
         };
         for a in &approvals {
-            let seq = journal::record(&tx, ChangeKind::DeploymentRemoved, &a.deployment_id, &now)?;
-            tx.execute(
-                "UPDATE deployments SET removed = 1, last_change_seq = ?2 WHERE deployment_id = ?1",
-                params![a.deployment_id, seq],
-            )?;
+            state::remove_deployment(&tx, &a.deployment_id, &now)?;
         }
-        let computers: Vec<String> = {
-            let mut st = tx.prepare(
-                "SELECT name FROM computers WHERE group_id = ?1 ORDER BY name COLLATE NOCASE",
-            )?;
-            let rows = st.query_map([&id], |r| r.get(0))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        tx.execute(
-            "UPDATE computers SET group_id = ?2 WHERE group_id = ?1",
-            params![id, UNASSIGNED_COMPUTERS.0],
-        )?;
-        journal::record(&tx, ChangeKind::GroupRemoved, &id, &now)?;
-        remember_removed_group(&tx, &id, &now)?;
-        tx.execute("DELETE FROM groups WHERE group_id = ?1", [&id])?;
+        let computers = state::remove_group(&tx, &id, &now)?;
         tx.commit()?;
         Ok(GroupRemoval {
             id,
@@ -256,21 +235,6 @@ impl Store {
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
-}
-
-/// Records the name of a group about to be deleted (inside the caller's
-/// transaction), so removed deployments to it still name it.
-pub(crate) fn remember_removed_group(
-    tx: &rusqlite::Connection,
-    group_id: &str,
-    now: &str,
-) -> Result<()> {
-    tx.execute(
-        "INSERT OR REPLACE INTO removed_groups (group_id, name, removed) \
-         SELECT group_id, name, ?2 FROM groups WHERE group_id = ?1",
-        params![group_id, now],
-    )?;
-    Ok(())
 }
 
 /// Rule: a group or computer name is 1-256 characters (after trimming)

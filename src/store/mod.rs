@@ -17,6 +17,8 @@ pub mod content;
 pub mod deployments;
 pub mod groups;
 pub mod journal;
+pub mod scope;
+pub mod state;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};

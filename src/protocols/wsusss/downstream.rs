@@ -52,7 +52,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::airgap::format::{ContentMode, DeploymentRecord, GroupRecord, State};
-use crate::airgap::import::Plan;
 use crate::error::{Error, Result};
 use crate::model::metadata;
 use crate::progress::Progress;
@@ -130,13 +129,9 @@ pub struct SyncReport {
     pub updates_added: u64,
     pub decryption_data_requests: u64,
     pub decryption_keys: u64,
-    pub groups_added: u64,
-    pub groups_changed: u64,
-    pub groups_removed: u64,
-    pub deployments_created: u64,
-    pub deployments_changed: u64,
-    pub deployments_removed: u64,
-    pub updates_declined: u64,
+    /// Groups, deployments and declines applied (replicas).
+    #[serde(flatten)]
+    pub state: crate::model::state::StateChanges,
     /// Deployments of updates outside this store's filters, or with an
     /// action gapsync does not keep (Scan).
     pub deployments_skipped: u64,
@@ -666,13 +661,7 @@ fn effective_filter(tx: &Connection, f: &StoredFilters) -> Result<(Vec<String>, 
     if f.products.is_empty() && f.classifications.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
-    let all_of = |category_type: &str| -> Result<Vec<String>> {
-        let mut st = tx.prepare(
-            "SELECT update_id FROM updates WHERE kind = 'category' AND category_type = ?1 ORDER BY update_id",
-        )?;
-        let rows = st.query_map([category_type], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-    };
+    let all_of = |category_type: &str| crate::store::scope::category_ids(tx, category_type);
     let products = if f.products.is_empty() {
         all_of("Product")?
     } else {
@@ -963,7 +952,7 @@ fn apply_deployments(
                 "SELECT deployment_id, update_id, revision, group_id, action, admin_name, deadline, go_live, download_priority, is_assigned, \
                  1 AS removed FROM deployments WHERE deployment_id = ?1 AND removed = 0",
                 [&id],
-                DeploymentRecord::from_row,
+                crate::store::state::deployment_from_row,
             )
             .optional()?;
         if let Some(d) = row {
@@ -983,24 +972,15 @@ fn apply_deployments(
         Some(state.deployments.len() as u64),
         "deployments",
     );
-    let mut plan = Plan::default();
-    crate::airgap::import::apply_state(
+    report.state += crate::store::state::apply_state(
         tx,
         now,
         &state,
         false,
-        crate::airgap::import::StateSource::Sync,
-        &mut plan,
+        crate::store::state::StateSource::Sync,
     )?;
     progress.advance(state.deployments.len() as u64);
     progress.finish();
-    report.groups_added += plan.groups_added;
-    report.groups_changed += plan.groups_changed;
-    report.groups_removed += plan.groups_removed;
-    report.deployments_created += plan.deployments_created;
-    report.deployments_changed += plan.deployments_changed;
-    report.deployments_removed += plan.deployments_removed;
-    report.updates_declined += plan.updates_declined;
     Ok(())
 }
 

@@ -668,7 +668,6 @@ impl Uss {
             .ok_or_else(|| Fail::invalid("filter", "GetConfig missing or not a boolean"))?;
         let categories = parse_id_and_delta(filter.child("Categories"))?;
         let classifications = parse_id_and_delta(filter.child("Classifications"))?;
-        ensure_tables(store)?;
         let tx = store.conn().unchecked_transaction()?;
         let since = self.own_anchor(store, "filter", filter.child_text("Anchor"))?;
         let head = store.anchor()?;
@@ -1128,15 +1127,6 @@ fn parse_update_ids(
 // Store queries
 // ---------------------------------------------------------------------------
 
-/// The per-connection temp tables the revision filter uses.
-fn ensure_tables(store: &Store) -> Result<()> {
-    store.conn().execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS sss_filter (kind TEXT NOT NULL, id TEXT NOT NULL, delta INTEGER NOT NULL); \
-         CREATE TEMP TABLE IF NOT EXISTS sss_sel (update_id TEXT PRIMARY KEY, delta_only INTEGER NOT NULL) WITHOUT ROWID;",
-    )?;
-    Ok(())
-}
-
 /// The revisions GetRevisionIdList returns, oldest first, all with
 /// `seq <= head`:
 /// - `GetConfig` true: every revision of a category (company, product
@@ -1180,38 +1170,10 @@ fn select_revisions(
         (false, false) => {}
         _ => return Ok(Vec::new()),
     }
-    conn.execute("DELETE FROM temp.sss_filter", [])?;
-    conn.execute("DELETE FROM temp.sss_sel", [])?;
-    {
-        let mut st = conn
-            .prepare_cached("INSERT INTO temp.sss_filter (kind, id, delta) VALUES (?1, ?2, ?3)")?;
-        for (kind, list) in [("c", categories), ("k", classifications)] {
-            for (id, delta) in list {
-                st.execute(params![kind, id, delta])?;
-            }
-        }
-    }
-    conn.execute(
-        "INSERT INTO temp.sss_sel (update_id, delta_only) \
-         SELECT u.update_id, MIN(c.delta AND k.delta) FROM updates u \
-         JOIN relationships xc ON xc.rev_id = u.current_rev AND xc.rel = 'prerequisite' \
-         JOIN temp.sss_filter c ON c.kind = 'c' AND c.id = xc.target_id \
-         JOIN relationships xk ON xk.rev_id = u.current_rev AND xk.rel = 'prerequisite' \
-         JOIN temp.sss_filter k ON k.kind = 'k' AND k.id = xk.target_id \
-         WHERE u.kind IN ('software', 'driver') GROUP BY u.update_id",
-        [],
-    )?;
-    conn.execute(
-        "INSERT INTO temp.sss_sel (update_id, delta_only) \
-         SELECT x.target_id, MIN(s.delta_only) FROM temp.sss_sel s \
-         JOIN updates u ON u.update_id = s.update_id \
-         JOIN relationships x ON x.rev_id = u.current_rev AND x.rel = 'bundled' \
-         WHERE x.target_id IN (SELECT update_id FROM updates) GROUP BY x.target_id \
-         ON CONFLICT (update_id) DO UPDATE SET delta_only = MIN(delta_only, excluded.delta_only)",
-        [],
-    )?;
+    // Categories are the products (and families) a DSS names.
+    crate::store::scope::pick_by_categories(conn, Some(categories), Some(classifications))?;
     collect(
-        "SELECT r.update_id, r.revision FROM temp.sss_sel s JOIN revisions r ON r.update_id = s.update_id \
+        "SELECT r.update_id, r.revision FROM temp.picked s JOIN revisions r ON r.update_id = s.update_id \
          WHERE r.seq <= ?2 AND (s.delta_only = 0 OR r.seq > ?1) ORDER BY r.seq",
     )
 }
