@@ -23,6 +23,10 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::protocols::wsusss::Service;
 use crate::protocols::wsusss::upstream::{SoapCall, SoapReply, Uss, UssOptions};
+use crate::protocols::wusp::server::{
+    CLIENT_PATH, REPORTING_PATH, REPORTING_WSDL_PATH, SIMPLE_AUTH_PATH,
+};
+use crate::protocols::wusp::{Call, Endpoint, Wusp, WuspOptions};
 use crate::store::Store;
 
 /// One SOAP call as the HTTP layer received it.
@@ -67,6 +71,32 @@ impl SoapService for Wsusss {
     }
 }
 
+/// An MS-WUSP web service (client, SimpleAuth or reporting).
+struct WuspService {
+    wusp: Arc<Wusp>,
+    endpoint: Endpoint,
+}
+
+impl SoapService for WuspService {
+    fn handle(&self, store: &Store, call: &SoapRequest<'_>) -> SoapReply {
+        let a = self.wusp.handle(
+            store,
+            &Call {
+                endpoint: self.endpoint,
+                body: call.body,
+                action: call.action,
+                base_url: call.base_url,
+            },
+        );
+        SoapReply {
+            status: a.status,
+            version: crate::protocols::wsusss::SoapVersion::V11,
+            body: a.body,
+            summary: a.summary,
+        }
+    }
+}
+
 /// What a path leads to.
 #[derive(Clone)]
 pub(crate) enum Route {
@@ -106,6 +136,29 @@ impl Routes {
             );
         }
         Ok(routes.content())
+    }
+
+    /// Adds the MS-WUSP web services of `store` (client, SimpleAuth,
+    /// reporting under both of its paths), creating its cookie key on
+    /// first use.
+    pub fn wusp(self, store: &Store, opts: WuspOptions) -> Result<Routes> {
+        let wusp = Arc::new(Wusp::open(store, opts)?);
+        let mut routes = self;
+        for (path, endpoint) in [
+            (CLIENT_PATH, Endpoint::Client),
+            (SIMPLE_AUTH_PATH, Endpoint::SimpleAuth),
+            (REPORTING_PATH, Endpoint::Reporting),
+            (REPORTING_WSDL_PATH, Endpoint::Reporting),
+        ] {
+            routes = routes.soap(
+                path,
+                WuspService {
+                    wusp: wusp.clone(),
+                    endpoint,
+                },
+            );
+        }
+        Ok(routes)
     }
 
     /// Adds a SOAP endpoint at `path` (`/Dir/File.asmx`).

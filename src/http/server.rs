@@ -87,6 +87,9 @@ pub struct ServeOptions {
     /// answered 503 (`Retry-After`; a ServerBusy fault for SOAP).
     pub store_queue: usize,
     pub uss: UssOptions,
+    /// The MS-WUSP client protocol (cookie lifetime, page size, events
+    /// kept per computer).
+    pub wusp: crate::protocols::wusp::WuspOptions,
 }
 
 impl Default for ServeOptions {
@@ -106,6 +109,7 @@ impl Default for ServeOptions {
             store_workers: 8,
             store_queue: 512,
             uss: UssOptions::default(),
+            wusp: crate::protocols::wusp::WuspOptions::default(),
         }
     }
 }
@@ -170,7 +174,7 @@ impl Server {
     /// on first use), loads the TLS files, binds the address.
     pub fn bind(root: &Path, opts: ServeOptions) -> Result<Server> {
         let store = Store::open(root)?;
-        let routes = Routes::wsusss(&store, opts.uss.clone())?;
+        let routes = Routes::wsusss(&store, opts.uss.clone())?.wusp(&store, opts.wusp.clone())?;
         drop(store);
         Self::bind_routes(root, opts, routes)
     }

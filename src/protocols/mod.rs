@@ -1,3 +1,4 @@
-//! The WSUS protocols: MS-WSUSSS (server-server).
+//! The WSUS protocols: MS-WSUSSS (server-server) and MS-WUSP (client-server).
 
 pub mod wsusss;
+pub mod wusp;

@@ -19,6 +19,7 @@ pub mod groups;
 pub mod journal;
 pub mod scope;
 pub mod state;
+pub mod wusp;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -48,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/v4.sql"),
     include_str!("schema/v5.sql"),
     include_str!("schema/v6.sql"),
+    include_str!("schema/v7.sql"),
 ];
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// The trust tables alone (for in-memory trust views).
