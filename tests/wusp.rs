@@ -24,8 +24,6 @@ use gapsync::soap::{Element, Envelope, Limits};
 use common::{gs, new_store, reference};
 
 const CWS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService";
-const CLIENT: &str = "/ClientWebService/client.asmx";
-const CLIENT_ACTION: &str = "http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService/";
 
 /// A running `gapsync serve`; killed on drop.
 struct Served {
@@ -413,6 +411,168 @@ fn replay_of_the_native_scan() {
         r.diffs.push(format!(
             "scan/000010: fragments differ\n ours {got:#?}\n real {want:#?}"
         ));
+    }
+    assert!(r.diffs.is_empty(), "{}", r.diffs.join("\n"));
+}
+
+/// The prerequisites of the captured Defender documents that are not
+/// among them: stand-ins (update id, type, prerequisite categories).
+const STAND_INS: [(&str, &str, &[&str]); 5] = [
+    ("8c3fcc84-7410-4a95-8b89-a166a0190486", "Category", &[]),
+    ("e0789628-ce08-4437-be74-2495b842f43b", "Category", &[]),
+    ("0aac58ee-82a0-4452-a7fa-19f68398f1fa", "Detectoid", &["8c3fcc84-7410-4a95-8b89-a166a0190486"]),
+    ("be4048db-157c-4532-9582-7f05099590c9", "Detectoid", &[]),
+    ("59653007-e2e9-4f71-8525-2ff588527978", "Detectoid", &[]),
+];
+
+fn revision_id(dir: &Path, update: &str) -> i64 {
+    gs(dir, &["updates", "show", update, "--json"]).ok().json()["revision_id"]
+        .as_i64()
+        .expect("revision_id")
+}
+
+/// The captured flow after the scan: the unfiltered SyncUpdates pages
+/// with the approved bundle (Install), its unapproved siblings and
+/// members, the driver pass, GetExtendedUpdateInfo with FileLocations,
+/// and the three event batches, whose 156 and 182 leave the approved
+/// update failed on this computer.
+#[test]
+fn replay_of_the_native_flow() {
+    let (tmp, dir) = new_store("site", "autonomous");
+    gs(&dir, &["catalog", "add", common::captured_docs().to_str().unwrap()]).ok();
+    let stand_ins = tmp.path().join("stand-ins");
+    std::fs::create_dir_all(&stand_ins).unwrap();
+    for (id, kind, cats) in STAND_INS {
+        let x = common::update_xml(id, 1, kind, &format!("stand-in {id}"), cats, &[]);
+        std::fs::write(stand_ins.join(format!("{id}.xml")), x).unwrap();
+    }
+    gs(&dir, &["catalog", "add", stand_ins.to_str().unwrap()]).ok();
+    let approved = "a2fef9b0-7951-4c2c-a42b-9e351dd1c1fe";
+    gs(&dir, &["approve", approved, "--group", "All Computers"]).ok();
+    let installed: Vec<i64> = STAND_INS.iter().map(|(id, _, _)| revision_id(&dir, id)).collect();
+
+    let srv = Served::start(&dir);
+    let mut r = Replayer::new(&srv);
+    handshake(&mut r);
+    for n in ["000005", "000006", "000007", "000008", "000009", "000010"] {
+        r.send(&exchange("scan", n), &[]);
+    }
+    let docs = doc_ids();
+    let mut captured_union = BTreeSet::new();
+    for dir in ["scan", "flow"] {
+        for n in ["000006", "000007", "000008", "000001", "000003", "000012", "000013"] {
+            let p = reference().join("wsus-captures/wsus-m0-native").join(dir).join(n);
+            if p.is_dir() {
+                for (_, u, a, l) in new_updates(&exchange(dir, n).response) {
+                    captured_union.insert((u, a, l));
+                }
+            }
+        }
+    }
+    let mut delivered = BTreeSet::new();
+    for n in ["000001", "000003", "000012", "000013"] {
+        let x = exchange("flow", n);
+        let ours = r.send(&x, &installed);
+        let got: BTreeSet<(String, String, bool)> = new_updates(&ours)
+            .into_iter()
+            .filter(|(_, u, _, _)| docs.contains(u))
+            .map(|(_, u, a, l)| (u, a, l))
+            .collect();
+        let want: BTreeSet<(String, String, bool)> = new_updates(&x.response)
+            .into_iter()
+            .filter(|(_, u, _, _)| docs.contains(u))
+            .map(|(_, u, a, l)| (u, a, l))
+            .collect();
+        for w in want.difference(&got) {
+            r.diffs.push(format!("flow/{n}: the real WSUS sent {w:?}, we did not"));
+        }
+        if find_text(&ours, "DriverSyncNotNeeded") != find_text(&x.response, "DriverSyncNotNeeded") {
+            r.diffs.push(format!("flow/{n}: DriverSyncNotNeeded differs"));
+        }
+        delivered.extend(got);
+    }
+    for d in delivered.difference(&captured_union) {
+        r.diffs.push(format!("flow: we sent {d:?}, the real WSUS never did"));
+    }
+    let all_defender: BTreeSet<&str> = docs
+        .iter()
+        .map(String::as_str)
+        .filter(|u| !["56309036-4c77-4dd9-951a-99ee9c246a94", "6964aab4-c5b5-43bd-a17d-ffb4346a8e1d", "dd78b8a1-0b20-45c1-add6-4da72e9364cf"].contains(u))
+        .collect();
+    let got_ids: BTreeSet<&str> = delivered.iter().map(|(u, _, _)| u.as_str()).collect();
+    if got_ids != all_defender {
+        r.diffs.push(format!("flow: delivered {got_ids:?}, want {all_defender:?}"));
+    }
+    let driver = r.send(&exchange("flow", "000014"), &installed);
+    if find_text(&driver, "DriverSyncNotNeeded").as_deref() != Some("true") {
+        r.diffs.push("flow/000014: driver pass not DriverSyncNotNeeded".into());
+    }
+    // GetExtendedUpdateInfo: every fragment of a document we hold equals
+    // the captured one (the capture's LinkId values are redacted), and
+    // every FileLocation we send is one the real server sent.
+    let x = exchange("flow", "000015");
+    let ours = r.send(&x, &installed);
+    let redact = |s: &str| -> String {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find("LinkId=") {
+            out.push_str(&rest[..i + 7]);
+            rest = &rest[i + 7..];
+            let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            if end > 0 {
+                out.push_str("REDACTED");
+                rest = &rest[end..];
+            }
+        }
+        out.push_str(rest);
+        out
+    };
+    let frags = |xml: &str, ids: &HashMap<i64, String>| -> BTreeSet<(String, String)> {
+        let b = body(xml);
+        let mut ups = Vec::new();
+        all(&b, "Update", &mut ups);
+        ups.into_iter()
+            .filter_map(|u| {
+                let id: i64 = u.child_text("ID")?.parse().ok()?;
+                Some((ids.get(&id)?.clone(), redact(u.text_of("Xml")?)))
+            })
+            .filter(|(u, _)| docs.contains(u))
+            .collect()
+    };
+    let ours_by_rev: HashMap<i64, String> = r.ours.iter().map(|(u, i)| (*i, u.clone())).collect();
+    let want = frags(&x.response, &r.theirs);
+    let got = frags(&ours, &ours_by_rev);
+    if want.is_empty() || want != got {
+        r.diffs.push(format!("flow/000015: fragments differ\n ours {got:#?}\n real {want:#?}"));
+    }
+    let digests = |xml: &str| -> BTreeSet<String> {
+        let b = body(xml);
+        let mut v = Vec::new();
+        all(&b, "FileDigest", &mut v);
+        v.into_iter().map(|e| e.text().trim().to_string()).collect()
+    };
+    let (want_d, got_d) = (digests(&x.response), digests(&ours));
+    if got_d.is_empty() || !got_d.is_subset(&want_d) {
+        r.diffs.push(format!("flow/000015: FileDigests {got_d:?} not among {want_d:?}"));
+    }
+    for n in ["000016", "000017", "000018", "000016"] {
+        let answer = r.send(&exchange("flow", n), &[]);
+        if find_text(&answer, "ReportEventBatchResult").as_deref() != Some("true") {
+            r.diffs.push(format!("flow/{n}: {answer}"));
+        }
+    }
+    let db = rusqlite::Connection::open(dir.join("gapsync.db")).unwrap();
+    let (events, state): (i64, String) = db
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM wusp_events), (SELECT state FROM wusp_status WHERE update_id = ?1)",
+            [approved],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    // 4 + 9 + 2 events, the repeated batch not stored twice.
+    assert_eq!(events, 15, "stored events");
+    if state != "failed" {
+        r.diffs.push(format!("status of {approved}: {state}, want failed (156 U then 182)"));
     }
     assert!(r.diffs.is_empty(), "{}", r.diffs.join("\n"));
 }
