@@ -438,19 +438,9 @@ fn revision_id(dir: &Path, update: &str) -> i64 {
 /// update failed on this computer.
 #[test]
 fn replay_of_the_native_flow() {
-    let (tmp, dir) = new_store("site", "autonomous");
-    gs(&dir, &["catalog", "add", common::captured_docs().to_str().unwrap()]).ok();
-    let stand_ins = tmp.path().join("stand-ins");
-    std::fs::create_dir_all(&stand_ins).unwrap();
-    for (id, kind, cats) in STAND_INS {
-        let x = common::update_xml(id, 1, kind, &format!("stand-in {id}"), cats, &[]);
-        std::fs::write(stand_ins.join(format!("{id}.xml")), x).unwrap();
-    }
-    gs(&dir, &["catalog", "add", stand_ins.to_str().unwrap()]).ok();
     let approved = "a2fef9b0-7951-4c2c-a42b-9e351dd1c1fe";
-    gs(&dir, &["approve", approved, "--group", "All Computers"]).ok();
-    let installed: Vec<i64> = STAND_INS.iter().map(|(id, _, _)| revision_id(&dir, id)).collect();
-
+    // As captured: approved for All Computers, no deadline.
+    let (_tmp, dir, installed) = seeded_store(approved, None);
     let srv = Served::start(&dir);
     let mut r = Replayer::new(&srv);
     handshake(&mut r);
@@ -575,4 +565,72 @@ fn replay_of_the_native_flow() {
         r.diffs.push(format!("status of {approved}: {state}, want failed (156 U then 182)"));
     }
     assert!(r.diffs.is_empty(), "{}", r.diffs.join("\n"));
+}
+
+/// Seeds a store with the captured documents, stand-ins for their
+/// missing prerequisites, and `approved` approved for All Computers.
+/// Returns the stand-ins' revision ids (a client reports them installed).
+fn seeded_store(approved: &str, deadline: Option<&str>) -> (tempfile::TempDir, PathBuf, Vec<i64>) {
+    let (tmp, dir) = new_store("site", "autonomous");
+    gs(&dir, &["catalog", "add", common::captured_docs().to_str().unwrap()]).ok();
+    let stand_ins = tmp.path().join("stand-ins");
+    std::fs::create_dir_all(&stand_ins).unwrap();
+    for (id, kind, cats) in STAND_INS {
+        let x = common::update_xml(id, 1, kind, &format!("stand-in {id}"), cats, &[]);
+        std::fs::write(stand_ins.join(format!("{id}.xml")), x).unwrap();
+    }
+    gs(&dir, &["catalog", "add", stand_ins.to_str().unwrap()]).ok();
+    let mut approve = vec!["approve", approved, "--group", "All Computers"];
+    if let Some(d) = deadline {
+        approve.extend(["--deadline", d]);
+    }
+    gs(&dir, &approve).ok();
+    let installed = STAND_INS.iter().map(|(id, _, _)| revision_id(&dir, id)).collect();
+    (tmp, dir, installed)
+}
+
+/// python zeep, loaded with the MS-WUSP WSDLs (client, SimpleAuth,
+/// reporting; service addresses overridden), completes GetConfig →
+/// GetAuthorizationCookie → GetCookie → RegisterComputer → SyncUpdates
+/// until nothing is new → driver pass → GetExtendedUpdateInfo →
+/// GetFileLocations → ReportEventBatch over SOAP 1.1 and 1.2; the
+/// reported install leaves the update installed on that computer.
+#[test]
+fn zeep_client_completes_the_client_sequence() {
+    let approved = "a2fef9b0-7951-4c2c-a42b-9e351dd1c1fe";
+    let (_tmp, dir, _) = seeded_store(approved, Some("2027-01-15T18:00:00Z"));
+    let srv = Served::start(&dir);
+    let specs = reference().join("specs");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/zeep_wusp.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(format!("http://{}", srv.addr))
+        .arg(specs.join("wusp_client.corrected.wsdl"))
+        .arg(specs.join("wusp_simpleauth.wsdl"))
+        .arg(specs.join("wusp_reporting.wsdl"))
+        .arg(serde_json::json!({"approved": approved}).to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("python3 is needed for this test ({e}): install Python 3, then `pip install zeep`"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(3), "the python module zeep is missing: `pip install zeep`\n{stderr}");
+    assert!(out.status.success(), "the zeep client failed: {stderr}");
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
+    let results = results.as_array().expect("one summary per binding");
+    assert_eq!(results.len(), 2);
+    let db = rusqlite::Connection::open(dir.join("gapsync.db")).unwrap();
+    for r in results {
+        // 5 stand-ins, 3 categories, 6 Defender documents.
+        assert_eq!(r["updates"].as_u64(), Some(14), "{r}");
+        assert!(r["rounds"].as_u64().unwrap_or(0) >= 3, "{r}");
+        assert!(r["files"].as_u64().unwrap_or(0) > 0, "{r}");
+        let state: String = db
+            .query_row(
+                "SELECT s.state FROM wusp_status s JOIN computers c ON c.computer_id = s.computer_id \
+                 WHERE c.client_id = ?1 AND s.update_id = ?2",
+                [r["client_id"].as_str().unwrap(), approved],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(state, "installed", "{r}");
+    }
 }

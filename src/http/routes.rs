@@ -90,7 +90,10 @@ impl SoapService for WuspService {
         );
         SoapReply {
             status: a.status,
-            version: crate::protocols::wsusss::SoapVersion::V11,
+            version: match a.version {
+                crate::soap::SoapVersion::V11 => crate::protocols::wsusss::SoapVersion::V11,
+                crate::soap::SoapVersion::V12 => crate::protocols::wsusss::SoapVersion::V12,
+            },
             body: a.body,
             summary: a.summary,
         }

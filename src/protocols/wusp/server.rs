@@ -117,6 +117,8 @@ pub struct Call<'a> {
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub status: u16,
+    /// The request's SOAP version (1.1 when unreadable).
+    pub version: SoapVersion,
     pub body: String,
     pub summary: String,
 }
@@ -292,18 +294,29 @@ impl Wusp {
             max_bytes: call.body.len().max(Limits::REQUEST.max_bytes),
             ..Limits::REQUEST
         };
-        let (op, outcome) = match Envelope::read(call.body, &limits) {
-            Err(e) => (String::from("?"), Err(invalid("request", e.to_string()))),
+        let (op, version, outcome) = match Envelope::read(call.body, &limits) {
+            Err(e) => (
+                String::from("?"),
+                SoapVersion::V11,
+                Err(invalid("request", e.to_string())),
+            ),
             Ok(env) => {
                 let op = env.body.name().to_string();
                 let r = self.dispatch(store, call, &env.body);
-                (op, r)
+                (op, env.version, r)
             }
         };
         match outcome {
-            Ok((body, summary)) => Answer {
+            Ok((inner, summary)) => Answer {
                 status: 200,
-                body,
+                version,
+                // The client service answers as WCF writes (s: prefix, no
+                // XML declaration), the others as ASMX.
+                body: if call.endpoint == Endpoint::Client && version == SoapVersion::V11 {
+                    client_envelope(&inner)
+                } else {
+                    crate::soap::envelope(version, &inner)
+                },
                 summary: format!("{op}: {summary}"),
             },
             Err(f) => {
@@ -311,7 +324,8 @@ impl Wusp {
                 let fault = Fault::new(f.code, f.message.clone()).with_method(Some(&method));
                 Answer {
                     status: 500,
-                    body: fault.to_envelope(SoapVersion::V11),
+                    version,
+                    body: fault.to_envelope(version),
                     summary: format!(
                         "{op}: fault {} {} ({})",
                         f.code.as_str(),
@@ -492,7 +506,7 @@ impl Wusp {
                 .end("ConfigurationProperty");
         }
         w.end("Properties").end("GetConfigResult").end("GetConfigResponse");
-        Ok((client_envelope(w.as_str()), format!("client protocol {v}")))
+        Ok((w.into_string(), format!("client protocol {v}")))
     }
 
     fn get_authorization_cookie(&self, store: &Store, body: &Element) -> Outcome {
@@ -533,7 +547,7 @@ impl Wusp {
             .end("GetAuthorizationCookieResult")
             .end("GetAuthorizationCookieResponse");
         Ok((
-            crate::soap::envelope(SoapVersion::V11, w.as_str()),
+            w.into_string(),
             format!("client {client_id}"),
         ))
     }
@@ -599,7 +613,7 @@ impl Wusp {
         w.start_ns("GetCookieResponse", CLIENT_NS);
         self.write_cookie(store, &mut w, "GetCookieResult", &state)?;
         w.end("GetCookieResponse");
-        Ok((client_envelope(w.as_str()), format!("client {}", state.client_id)))
+        Ok((w.into_string(), format!("client {}", state.client_id)))
     }
 
     fn register_computer(&self, store: &Store, body: &Element) -> Outcome {
@@ -637,7 +651,7 @@ impl Wusp {
         }
         let mut w = XmlWriter::new();
         w.empty_ns("RegisterComputerResponse", CLIENT_NS);
-        Ok((client_envelope(w.as_str()), format!("computer {} ({})", c.name, c.computer_id)))
+        Ok((w.into_string(), format!("computer {} ({})", c.name, c.computer_id)))
     }
 
     fn start_category_scan(&self, store: &Store, body: &Element) -> Outcome {
@@ -715,7 +729,7 @@ impl Wusp {
         }
         w.end("StartCategoryScanResponse");
         Ok((
-            client_envelope(w.as_str()),
+            w.into_string(),
             format!("{} preferred, {} unknown", preferred.len(), errors.len()),
         ))
     }
@@ -852,7 +866,7 @@ impl Wusp {
             );
         }
         w.end("SyncUpdatesResult").end("SyncUpdatesResponse");
-        Ok((client_envelope(w.as_str()), summary))
+        Ok((w.into_string(), summary))
     }
 
     fn get_extended(&self, store: &Store, call: &Call<'_>, body: &Element, v2: bool) -> Outcome {
@@ -989,7 +1003,7 @@ impl Wusp {
         }
         w.end(&format!("{op}Result")).end(&format!("{op}Response"));
         Ok((
-            client_envelope(w.as_str()),
+            w.into_string(),
             format!(
                 "{} fragments of {} revisions, {} files, {} out of scope",
                 updates.len(),
@@ -1028,7 +1042,7 @@ impl Wusp {
         write_locations(&mut w, &locations);
         self.write_cookie(store, &mut w, "NewCookie", &state)?;
         w.end("GetFileLocationsResult").end("GetFileLocationsResponse");
-        Ok((client_envelope(w.as_str()), format!("{} locations", locations.len())))
+        Ok((w.into_string(), format!("{} locations", locations.len())))
     }
 
     fn refresh_cache(&self, store: &Store, body: &Element) -> Outcome {
@@ -1069,7 +1083,7 @@ impl Wusp {
             w.end("RefreshCacheResult");
         }
         w.end("RefreshCacheResult").end("RefreshCacheResponse");
-        Ok((client_envelope(w.as_str()), format!("{n} revisions")))
+        Ok((w.into_string(), format!("{n} revisions")))
     }
 
     fn sync_printer_catalog(&self, store: &Store, body: &Element) -> Outcome {
@@ -1080,7 +1094,7 @@ impl Wusp {
             .bool_elem("Truncated", false);
         self.write_cookie(store, &mut w, "NewCookie", &state)?;
         w.end("SyncPrinterCatalogResult").end("SyncPrinterCatalogResponse");
-        Ok((client_envelope(w.as_str()), "no printer drivers".into()))
+        Ok((w.into_string(), "no printer drivers".into()))
     }
 
     fn report_event_batch(&self, store: &Store, body: &Element) -> Outcome {
@@ -1129,7 +1143,7 @@ impl Wusp {
             .bool_elem("ReportEventBatchResult", true)
             .end("ReportEventBatchResponse");
         Ok((
-            crate::soap::envelope(SoapVersion::V11, w.as_str()),
+            w.into_string(),
             format!(
                 "{} events, {stored} new{}",
                 events.len(),
