@@ -86,7 +86,10 @@ impl Served {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .expect("status");
-        (status, String::from_utf8_lossy(&raw[split + 4..]).into_owned())
+        (
+            status,
+            String::from_utf8_lossy(&raw[split + 4..]).into_owned(),
+        )
     }
 }
 
@@ -107,7 +110,10 @@ struct Exchange {
 }
 
 fn exchange(dir: &str, n: &str) -> Exchange {
-    let d: PathBuf = reference().join("wsus-captures/wsus-m0-native").join(dir).join(n);
+    let d: PathBuf = reference()
+        .join("wsus-captures/wsus-m0-native")
+        .join(dir)
+        .join(n);
     let read = |f: &str| {
         std::fs::read_to_string(d.join(f))
             .unwrap_or_else(|e| panic!("{}: {e}", d.join(f).display()))
@@ -116,7 +122,11 @@ fn exchange(dir: &str, n: &str) -> Exchange {
     Exchange {
         name: format!("{dir}/{n}"),
         path: meta["path"].as_str().unwrap().to_string(),
-        action: meta["soap_action"].as_str().unwrap().trim_matches('"').to_string(),
+        action: meta["soap_action"]
+            .as_str()
+            .unwrap()
+            .trim_matches('"')
+            .to_string(),
         request: read("request.body"),
         response: read("response.body"),
     }
@@ -183,7 +193,9 @@ fn set_text(xml: &str, tag: &str, value: &str) -> String {
     let mut rest = xml;
     while let Some(i) = rest.find(&open) {
         let start = i + open.len();
-        let Some(j) = rest[start..].find(&close) else { break };
+        let Some(j) = rest[start..].find(&close) else {
+            break;
+        };
         out.push_str(&rest[..start]);
         out.push_str(value);
         rest = &rest[start + j..];
@@ -217,15 +229,20 @@ fn map_ints(xml: &str, tag: &str, map: impl Fn(i64) -> Option<i64>, extra: &[i64
 /// (revision id, update id, action, IsLeaf) of every NewUpdates item.
 fn new_updates(xml: &str) -> Vec<(i64, String, String, bool)> {
     let b = body(xml);
-    let mut infos = Vec::new();
-    all(&b, "UpdateInfo", &mut infos);
+    let mut lists = Vec::new();
+    all(&b, "NewUpdates", &mut lists);
+    let infos = lists
+        .into_iter()
+        .flat_map(|l| l.children_named("UpdateInfo"));
     infos
         .into_iter()
         .map(|u| {
             let x = u.text_of("Xml").unwrap_or("");
             let at = x.find("UpdateID=\"").map(|a| a + 10).unwrap_or(0);
             (
-                u.child_text("ID").and_then(|i| i.parse().ok()).unwrap_or(-1),
+                u.child_text("ID")
+                    .and_then(|i| i.parse().ok())
+                    .unwrap_or(-1),
                 x.get(at..at + 36).unwrap_or("?").to_ascii_lowercase(),
                 u.child("Deployment")
                     .and_then(|d| d.child_text("Action"))
@@ -279,7 +296,10 @@ impl<'a> Replayer<'a> {
     }
 
     fn map(&self, theirs: i64) -> Option<i64> {
-        self.theirs.get(&theirs).and_then(|u| self.ours.get(u)).copied()
+        self.theirs
+            .get(&theirs)
+            .and_then(|u| self.ours.get(u))
+            .copied()
     }
 
     /// Sends a captured request with our state substituted; compares the
@@ -295,7 +315,11 @@ impl<'a> Replayer<'a> {
         if !self.last_change.is_empty() {
             req = set_text(&req, "lastChange", &self.last_change);
         }
-        for list in ["InstalledNonLeafUpdateIDs", "OtherCachedUpdateIDs", "revisionIDs"] {
+        for list in [
+            "InstalledNonLeafUpdateIDs",
+            "OtherCachedUpdateIDs",
+            "revisionIDs",
+        ] {
             let extra = if list == "InstalledNonLeafUpdateIDs" {
                 installed_extra
             } else {
@@ -317,7 +341,12 @@ impl<'a> Replayer<'a> {
         for p in got.difference(&want) {
             // Lists the capture happens not to hold are allowed when the
             // real server sends them too (MS-WUSP 2.2.2.2.4).
-            let optional = ["OutOfScopeRevisionIDs", "ChangedUpdates", "DeployedOutOfScopeRevisionIds", "Deadline"];
+            let optional = [
+                "OutOfScopeRevisionIDs",
+                "ChangedUpdates",
+                "DeployedOutOfScopeRevisionIds",
+                "Deadline",
+            ];
             if !optional.iter().any(|o| p.contains(o)) {
                 self.diffs.push(format!("{}: extra element {p}", x.name));
             }
@@ -354,7 +383,11 @@ fn handshake(r: &mut Replayer<'_>) {
 #[test]
 fn replay_of_the_native_scan() {
     let (_tmp, dir) = new_store("site", "autonomous");
-    gs(&dir, &["catalog", "add", common::captured_docs().to_str().unwrap()]).ok();
+    gs(
+        &dir,
+        &["catalog", "add", common::captured_docs().to_str().unwrap()],
+    )
+    .ok();
     let srv = Served::start(&dir);
     let mut r = Replayer::new(&srv);
     handshake(&mut r);
@@ -375,8 +408,9 @@ fn replay_of_the_native_scan() {
             .map(|(_, u, a, l)| (u, a, l))
             .collect();
         if want != got {
-            r.diffs
-                .push(format!("scan/{n}: NewUpdates {got:?}, the real WSUS {want:?}"));
+            r.diffs.push(format!(
+                "scan/{n}: NewUpdates {got:?}, the real WSUS {want:?}"
+            ));
         }
         for f in ["Truncated", "DriverSyncNotNeeded"] {
             if find_text(&ours, f) != find_text(&x.response, f) {
@@ -386,7 +420,9 @@ fn replay_of_the_native_scan() {
     }
     let x = exchange("scan", "000009");
     let driver = r.send(&x, &[]);
-    if !new_updates(&driver).is_empty() || find_text(&driver, "DriverSyncNotNeeded").as_deref() != Some("true") {
+    if !new_updates(&driver).is_empty()
+        || find_text(&driver, "DriverSyncNotNeeded").as_deref() != Some("true")
+    {
         r.diffs.push(format!("scan/000009: driver pass {driver}"));
     }
     // GetExtendedUpdateInfo: the fragments per (update, kind).
@@ -400,7 +436,10 @@ fn replay_of_the_native_scan() {
             .filter_map(|u| {
                 let id: i64 = u.child_text("ID")?.parse().ok()?;
                 let x = u.text_of("Xml")?.to_string();
-                Some(((ids.get(&id)?.clone(), x.starts_with("<ExtendedProperties")), x))
+                Some((
+                    (ids.get(&id)?.clone(), x.starts_with("<ExtendedProperties")),
+                    x,
+                ))
             })
             .collect()
     };
@@ -420,7 +459,11 @@ fn replay_of_the_native_scan() {
 const STAND_INS: [(&str, &str, &[&str]); 5] = [
     ("8c3fcc84-7410-4a95-8b89-a166a0190486", "Category", &[]),
     ("e0789628-ce08-4437-be74-2495b842f43b", "Category", &[]),
-    ("0aac58ee-82a0-4452-a7fa-19f68398f1fa", "Detectoid", &["8c3fcc84-7410-4a95-8b89-a166a0190486"]),
+    (
+        "0aac58ee-82a0-4452-a7fa-19f68398f1fa",
+        "Detectoid",
+        &["8c3fcc84-7410-4a95-8b89-a166a0190486"],
+    ),
     ("be4048db-157c-4532-9582-7f05099590c9", "Detectoid", &[]),
     ("59653007-e2e9-4f71-8525-2ff588527978", "Detectoid", &[]),
 ];
@@ -450,8 +493,13 @@ fn replay_of_the_native_flow() {
     let docs = doc_ids();
     let mut captured_union = BTreeSet::new();
     for dir in ["scan", "flow"] {
-        for n in ["000006", "000007", "000008", "000001", "000003", "000012", "000013"] {
-            let p = reference().join("wsus-captures/wsus-m0-native").join(dir).join(n);
+        for n in [
+            "000006", "000007", "000008", "000001", "000003", "000012", "000013",
+        ] {
+            let p = reference()
+                .join("wsus-captures/wsus-m0-native")
+                .join(dir)
+                .join(n);
             if p.is_dir() {
                 for (_, u, a, l) in new_updates(&exchange(dir, n).response) {
                     captured_union.insert((u, a, l));
@@ -474,28 +522,42 @@ fn replay_of_the_native_flow() {
             .map(|(_, u, a, l)| (u, a, l))
             .collect();
         for w in want.difference(&got) {
-            r.diffs.push(format!("flow/{n}: the real WSUS sent {w:?}, we did not"));
+            r.diffs
+                .push(format!("flow/{n}: the real WSUS sent {w:?}, we did not"));
         }
-        if find_text(&ours, "DriverSyncNotNeeded") != find_text(&x.response, "DriverSyncNotNeeded") {
-            r.diffs.push(format!("flow/{n}: DriverSyncNotNeeded differs"));
+        if find_text(&ours, "DriverSyncNotNeeded") != find_text(&x.response, "DriverSyncNotNeeded")
+        {
+            r.diffs
+                .push(format!("flow/{n}: DriverSyncNotNeeded differs"));
         }
         delivered.extend(got);
     }
     for d in delivered.difference(&captured_union) {
-        r.diffs.push(format!("flow: we sent {d:?}, the real WSUS never did"));
+        r.diffs
+            .push(format!("flow: we sent {d:?}, the real WSUS never did"));
     }
     let all_defender: BTreeSet<&str> = docs
         .iter()
         .map(String::as_str)
-        .filter(|u| !["56309036-4c77-4dd9-951a-99ee9c246a94", "6964aab4-c5b5-43bd-a17d-ffb4346a8e1d", "dd78b8a1-0b20-45c1-add6-4da72e9364cf"].contains(u))
+        .filter(|u| {
+            ![
+                "56309036-4c77-4dd9-951a-99ee9c246a94",
+                "6964aab4-c5b5-43bd-a17d-ffb4346a8e1d",
+                "dd78b8a1-0b20-45c1-add6-4da72e9364cf",
+            ]
+            .contains(u)
+        })
         .collect();
     let got_ids: BTreeSet<&str> = delivered.iter().map(|(u, _, _)| u.as_str()).collect();
     if got_ids != all_defender {
-        r.diffs.push(format!("flow: delivered {got_ids:?}, want {all_defender:?}"));
+        r.diffs.push(format!(
+            "flow: delivered {got_ids:?}, want {all_defender:?}"
+        ));
     }
     let driver = r.send(&exchange("flow", "000014"), &installed);
     if find_text(&driver, "DriverSyncNotNeeded").as_deref() != Some("true") {
-        r.diffs.push("flow/000014: driver pass not DriverSyncNotNeeded".into());
+        r.diffs
+            .push("flow/000014: driver pass not DriverSyncNotNeeded".into());
     }
     // GetExtendedUpdateInfo: every fragment of a document we hold equals
     // the captured one (the capture's LinkId values are redacted), and
@@ -508,7 +570,9 @@ fn replay_of_the_native_flow() {
         while let Some(i) = rest.find("LinkId=") {
             out.push_str(&rest[..i + 7]);
             rest = &rest[i + 7..];
-            let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             if end > 0 {
                 out.push_str("REDACTED");
                 rest = &rest[end..];
@@ -533,7 +597,9 @@ fn replay_of_the_native_flow() {
     let want = frags(&x.response, &r.theirs);
     let got = frags(&ours, &ours_by_rev);
     if want.is_empty() || want != got {
-        r.diffs.push(format!("flow/000015: fragments differ\n ours {got:#?}\n real {want:#?}"));
+        r.diffs.push(format!(
+            "flow/000015: fragments differ\n ours {got:#?}\n real {want:#?}"
+        ));
     }
     let digests = |xml: &str| -> BTreeSet<String> {
         let b = body(xml);
@@ -543,7 +609,9 @@ fn replay_of_the_native_flow() {
     };
     let (want_d, got_d) = (digests(&x.response), digests(&ours));
     if got_d.is_empty() || !got_d.is_subset(&want_d) {
-        r.diffs.push(format!("flow/000015: FileDigests {got_d:?} not among {want_d:?}"));
+        r.diffs.push(format!(
+            "flow/000015: FileDigests {got_d:?} not among {want_d:?}"
+        ));
     }
     for n in ["000016", "000017", "000018", "000016"] {
         let answer = r.send(&exchange("flow", n), &[]);
@@ -562,7 +630,9 @@ fn replay_of_the_native_flow() {
     // 4 + 9 + 2 events, the repeated batch not stored twice.
     assert_eq!(events, 15, "stored events");
     if state != "failed" {
-        r.diffs.push(format!("status of {approved}: {state}, want failed (156 U then 182)"));
+        r.diffs.push(format!(
+            "status of {approved}: {state}, want failed (156 U then 182)"
+        ));
     }
     assert!(r.diffs.is_empty(), "{}", r.diffs.join("\n"));
 }
@@ -572,7 +642,11 @@ fn replay_of_the_native_flow() {
 /// Returns the stand-ins' revision ids (a client reports them installed).
 fn seeded_store(approved: &str, deadline: Option<&str>) -> (tempfile::TempDir, PathBuf, Vec<i64>) {
     let (tmp, dir) = new_store("site", "autonomous");
-    gs(&dir, &["catalog", "add", common::captured_docs().to_str().unwrap()]).ok();
+    gs(
+        &dir,
+        &["catalog", "add", common::captured_docs().to_str().unwrap()],
+    )
+    .ok();
     let stand_ins = tmp.path().join("stand-ins");
     std::fs::create_dir_all(&stand_ins).unwrap();
     for (id, kind, cats) in STAND_INS {
@@ -585,7 +659,10 @@ fn seeded_store(approved: &str, deadline: Option<&str>) -> (tempfile::TempDir, P
         approve.extend(["--deadline", d]);
     }
     gs(&dir, &approve).ok();
-    let installed = STAND_INS.iter().map(|(id, _, _)| revision_id(&dir, id)).collect();
+    let installed = STAND_INS
+        .iter()
+        .map(|(id, _, _)| revision_id(&dir, id))
+        .collect();
     (tmp, dir, installed)
 }
 
@@ -610,9 +687,17 @@ fn zeep_client_completes_the_client_sequence() {
         .arg(specs.join("wusp_reporting.wsdl"))
         .arg(serde_json::json!({"approved": approved}).to_string())
         .output()
-        .unwrap_or_else(|e| panic!("python3 is needed for this test ({e}): install Python 3, then `pip install zeep`"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "python3 is needed for this test ({e}): install Python 3, then `pip install zeep`"
+            )
+        });
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(3), "the python module zeep is missing: `pip install zeep`\n{stderr}");
+    assert_ne!(
+        out.status.code(),
+        Some(3),
+        "the python module zeep is missing: `pip install zeep`\n{stderr}"
+    );
     assert!(out.status.success(), "the zeep client failed: {stderr}");
     let results: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
     let results = results.as_array().expect("one summary per binding");
@@ -633,4 +718,238 @@ fn zeep_client_completes_the_client_sequence() {
             .unwrap();
         assert_eq!(state, "installed", "{r}");
     }
+}
+
+fn client_envelope(op: &str, inner: &str) -> String {
+    format!(
+        "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body><{op} xmlns=\"{CWS}\">{inner}</{op}></s:Body></s:Envelope>"
+    )
+}
+
+fn cookie_xml(encrypted: &str) -> String {
+    format!(
+        "<cookie><Expiration>2099-01-01T00:00:00Z</Expiration><EncryptedData>{encrypted}</EncryptedData></cookie>"
+    )
+}
+
+fn int_list(name: &str, ids: impl IntoIterator<Item = i64>) -> String {
+    let items: String = ids.into_iter().map(|i| format!("<int>{i}</int>")).collect();
+    format!("<{name}>{items}</{name}>")
+}
+
+fn sync_body(cookie: &str, installed: &[i64], other: &[i64]) -> String {
+    client_envelope(
+        "SyncUpdates",
+        &format!(
+            "{}<parameters><ExpressQuery>false</ExpressQuery>{}{}<SkipSoftwareSync>false</SkipSoftwareSync></parameters>",
+            cookie_xml(cookie),
+            int_list("InstalledNonLeafUpdateIDs", installed.iter().copied()),
+            int_list("OtherCachedUpdateIDs", other.iter().copied())
+        ),
+    )
+}
+
+/// (ErrorCode, Message) of a fault answer.
+fn fault_of(status: u16, answer: &str) -> (String, String) {
+    assert_eq!(status, 500, "expected a fault: {answer}");
+    (
+        find_text(answer, "ErrorCode").unwrap_or_default(),
+        find_text(answer, "Message").unwrap_or_default(),
+    )
+}
+
+/// GetAuthorizationCookie and GetCookie for a new client: its cookie.
+fn new_client(srv: &Served, client_id: &str, last_change: &str) -> String {
+    let (st, a) = srv.soap(
+        "/SimpleAuthWebService/SimpleAuth.asmx",
+        "http://www.microsoft.com/SoftwareDistribution/Server/SimpleAuthWebService/GetAuthorizationCookie",
+        &format!(
+            "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body><GetAuthorizationCookie xmlns=\"http://www.microsoft.com/SoftwareDistribution/Server/SimpleAuthWebService\"><clientId>{client_id}</clientId><dnsName>new.lab.invalid</dnsName></GetAuthorizationCookie></s:Body></s:Envelope>"
+        ),
+    );
+    assert_eq!(st, 200, "{a}");
+    let auth = find_text(&a, "CookieData").unwrap();
+    let (st, c) = srv.soap(
+        "/ClientWebService/client.asmx",
+        &format!("{CLIENT_ACTION}GetCookie"),
+        &client_envelope(
+            "GetCookie",
+            &format!(
+                "<authCookies><AuthorizationCookie><PlugInId>SimpleTargeting</PlugInId><CookieData>{auth}</CookieData></AuthorizationCookie></authCookies><oldCookie><Expiration>2026-10-04T15:03:36Z</Expiration></oldCookie><lastChange>{last_change}</lastChange><currentTime>2026-10-04T15:03:36Z</currentTime><protocolVersion>2.90</protocolVersion>"
+            ),
+        ),
+    );
+    assert_eq!(st, 200, "{c}");
+    find_text(&c, "EncryptedData").unwrap()
+}
+
+const CLIENT_PATH: &str = "/ClientWebService/client.asmx";
+const CLIENT_ACTION: &str =
+    "http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService/";
+
+/// The faults of MS-WUSP 2.2.2.4 where the spec puts them, the server
+/// serving normally after each; a restart keeps cookies valid; a
+/// targeting change makes clients fetch the configuration again.
+#[test]
+fn client_faults_and_recovery() {
+    let approved = "a2fef9b0-7951-4c2c-a42b-9e351dd1c1fe";
+    let (_tmp, dir, installed) = seeded_store(approved, None);
+    let mut srv = Served::start(&dir);
+    let mut r = Replayer::new(&srv);
+    handshake(&mut r);
+    let (cookie, last_change) = (r.cookie.clone(), r.last_change.clone());
+    drop(r);
+    let sync = |srv: &Served, body: &str| {
+        srv.soap(CLIENT_PATH, &format!("{CLIENT_ACTION}SyncUpdates"), body)
+    };
+    let (st, first) = sync(&srv, &sync_body(&cookie, &installed, &[]));
+    assert_eq!(st, 200, "{first}");
+    let delivered: Vec<i64> = new_updates(&first)
+        .into_iter()
+        .map(|(i, _, _, _)| i)
+        .collect();
+    assert!(delivered.len() >= 6, "{first}");
+    // The new cookie carries the mark: nothing is "changed" after it.
+    let marked = find_text(&first, "EncryptedData").unwrap();
+    let still_serving = |srv: &Served| {
+        let (st, a) = sync(srv, &sync_body(&marked, &installed, &delivered));
+        assert_eq!(st, 200, "{a}");
+        a
+    };
+
+    let mut forged = cookie.clone().into_bytes();
+    forged[10] = if forged[10] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    for (body, want) in [
+        (sync_body(&forged, &[], &[]), ("InvalidCookie", "cookie")),
+        (sync_body("", &[], &[]), ("InvalidCookie", "cookie")),
+        (sync_body("not base64!", &[], &[]), ("InvalidCookie", "cookie")),
+        (
+            sync_body(&cookie, &(0..401).collect::<Vec<_>>(), &[]),
+            ("InvalidParameters", "parameters.InstalledNonLeafUpdateIDs"),
+        ),
+        (
+            client_envelope("SyncUpdates", &cookie_xml(&cookie)),
+            ("InvalidParameters", "parameters"),
+        ),
+        (
+            client_envelope(
+                "SyncUpdates",
+                &format!("{}<parameters><ExpressQuery>false</ExpressQuery><SystemSpec><Device/></SystemSpec><SkipSoftwareSync>false</SkipSoftwareSync></parameters>", cookie_xml(&cookie)),
+            ),
+            ("InvalidParameters", "parameters.SystemSpec"),
+        ),
+        ("<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body><SyncUpdates xmlns=\"urn:other\"/></s:Body></s:Envelope>".to_string(), ("InvalidParameters", "request")),
+        ("<not xml".to_string(), ("InvalidParameters", "request")),
+    ] {
+        let (st, a) = sync(&srv, &body);
+        let (code, message) = fault_of(st, &a);
+        assert_eq!((code.as_str(), message.as_str()), want, "{a}");
+        still_serving(&srv);
+    }
+    let op = |srv: &Served, name: &str, inner: &str| {
+        srv.soap(
+            CLIENT_PATH,
+            &format!("{CLIENT_ACTION}{name}"),
+            &client_envelope(name, inner),
+        )
+    };
+    let (st, a) = op(
+        &srv,
+        "GetExtendedUpdateInfo",
+        &format!(
+            "{}{}<infoTypes><XmlUpdateFragmentType>Extended</XmlUpdateFragmentType></infoTypes>",
+            cookie_xml(&cookie),
+            int_list("revisionIDs", 1..=51)
+        ),
+    );
+    assert_eq!(
+        fault_of(st, &a),
+        ("InvalidParameters".into(), "revisionIDs".into())
+    );
+    let (st, a) = op(
+        &srv,
+        "GetExtendedUpdateInfo",
+        &format!("{}{}", cookie_xml(&cookie), int_list("revisionIDs", [1])),
+    );
+    assert_eq!(
+        fault_of(st, &a),
+        ("InvalidParameters".into(), "infoTypes".into())
+    );
+    let (st, a) = op(
+        &srv,
+        "GetFileLocations",
+        &format!(
+            "{}<fileDigests><base64Binary>AAEC</base64Binary></fileDigests>",
+            cookie_xml(&cookie)
+        ),
+    );
+    assert_eq!(
+        fault_of(st, &a),
+        ("InvalidParameters".into(), "fileDigests".into())
+    );
+    // A SOAPAction naming another operation.
+    let (st, a) = srv.soap(
+        CLIENT_PATH,
+        &format!("{CLIENT_ACTION}GetCookie"),
+        &sync_body(&cookie, &[], &[]),
+    );
+    assert_eq!(fault_of(st, &a).0, "InvalidParameters");
+    // GetAuthorizationCookie without a DNS name: InternalServerError (WSUS).
+    let (st, a) = srv.soap(
+        "/simpleauthwebservice/simpleauth.asmx",
+        "http://www.microsoft.com/SoftwareDistribution/Server/SimpleAuthWebService/GetAuthorizationCookie",
+        "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body><GetAuthorizationCookie xmlns=\"http://www.microsoft.com/SoftwareDistribution/Server/SimpleAuthWebService\"><clientId>e1da06a3-5601-43c9-bac3-52d5db701494</clientId></GetAuthorizationCookie></s:Body></s:Envelope>",
+    );
+    assert_eq!(fault_of(st, &a).0, "InternalServerError");
+    // A client that never registered.
+    let unregistered = new_client(&srv, "7f000001-0000-4000-8000-000000000001", &last_change);
+    let (st, a) = sync(&srv, &sync_body(&unregistered, &[], &[]));
+    assert_eq!(fault_of(st, &a).0, "RegistrationRequired");
+
+    // RefreshCache: the current revisions of the identities asked.
+    let (st, a) = op(
+        &srv,
+        "RefreshCache",
+        &format!(
+            "{}<globalIDs><UpdateIdentity><UpdateID>{approved}</UpdateID><RevisionNumber>200</RevisionNumber></UpdateIdentity><UpdateIdentity><UpdateID>{approved}</UpdateID><RevisionNumber>1</RevisionNumber></UpdateIdentity></globalIDs>",
+            cookie_xml(&cookie)
+        ),
+    );
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(
+        find_text(&a, "RevisionID"),
+        Some(revision_id(&dir, approved).to_string())
+    );
+    assert_eq!(find_text(&a, "Action").as_deref(), Some("Install"));
+    assert_eq!(a.matches("<RevisionID>").count(), 1, "{a}");
+
+    // A restart changes nothing a client holds: same cookie, nothing new.
+    drop(srv);
+    srv = Served::start(&dir);
+    let again = still_serving(&srv);
+    assert!(new_updates(&again).is_empty(), "{again}");
+    assert!(!again.contains("ChangedUpdates"), "{again}");
+
+    // A declined update leaves the client's scope.
+    let declined = "7366a74a-ef29-44e1-b738-570b516aca1f";
+    gs(&dir, &["decline", declined]).ok();
+    let after = still_serving(&srv);
+    let gone = format!(
+        "<OutOfScopeRevisionIDs><int>{}</int></OutOfScopeRevisionIDs>",
+        revision_id(&dir, declined)
+    );
+    assert!(after.contains(&gone), "{after}");
+
+    // Changing the targeting mode changes the configuration.
+    gs(&dir, &["config", "set", "targeting", "client"]).ok();
+    assert_eq!(
+        gs(&dir, &["config", "get", "targeting", "--json"])
+            .ok()
+            .json()["targeting"],
+        "client"
+    );
+    let (st, a) = sync(&srv, &sync_body(&marked, &installed, &delivered));
+    assert_eq!(fault_of(st, &a).0, "ConfigChanged");
+    gs(&dir, &["config", "set", "targeting", "sideways"]).fails(2, "allowed: server, client");
 }

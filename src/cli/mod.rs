@@ -78,6 +78,10 @@ enum Command {
     /// Computers (minimal: name and group).
     #[command(subcommand)]
     Computers(ComputersCmd),
+    /// Settings of this store (`targeting`: where Windows clients' target
+    /// groups come from).
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Approve an update's current revision for a group.
     Approve {
         #[arg(value_parser = args::guid)]
@@ -394,6 +398,29 @@ enum GroupsCmd {
 }
 
 #[derive(Subcommand)]
+enum ConfigCmd {
+    /// Set a setting: `targeting server` (groups assigned here, the
+    /// default) or `targeting client` (clients name their groups).
+    Set {
+        key: ConfigKey,
+        value: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a setting.
+    Get {
+        key: ConfigKey,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ConfigKey {
+    Targeting,
+}
+
+#[derive(Subcommand)]
 enum ComputersCmd {
     Add {
         name: String,
@@ -679,6 +706,33 @@ fn run(cli: Cli) -> Result<()> {
                 println!("added computer {:?} to group {:?}", c.name, c.group);
             }
         }
+        Command::Config(ConfigCmd::Set { key, value, json }) => match key {
+            ConfigKey::Targeting => {
+                let Some(mode) = gapsync::store::wusp::Targeting::parse(&value) else {
+                    return Err(usage!(
+                        "config set targeting {value:?}: not a targeting mode; allowed: server, client"
+                    ));
+                };
+                let store = Store::open_writer(server_dir(&cli.server)?)?;
+                store.set_targeting(mode)?;
+                if json {
+                    print_json(&serde_json::json!({ "targeting": mode }))?;
+                } else {
+                    println!("targeting: {}", mode.as_str());
+                }
+            }
+        },
+        Command::Config(ConfigCmd::Get { key, json }) => match key {
+            ConfigKey::Targeting => {
+                let store = Store::open_read_only(server_dir(&cli.server)?)?;
+                let mode = store.targeting()?;
+                if json {
+                    print_json(&serde_json::json!({ "targeting": mode }))?;
+                } else {
+                    println!("{}", mode.as_str());
+                }
+            }
+        },
         Command::Computers(ComputersCmd::List { json }) => {
             let store = Store::open_read_only(server_dir(&cli.server)?)?;
             let list = store.list_computers()?;
