@@ -1565,4 +1565,109 @@ mod tests {
         assert!(ints(&e, "Z").unwrap().is_empty());
         assert!(ints(&e, "B").is_err());
     }
+
+    fn ev(id: &str, event_id: i64, update: Option<&str>, misc: &[&str]) -> EventRow {
+        EventRow {
+            instance_id: id.into(),
+            time_at_target: String::new(),
+            namespace_id: 1,
+            event_id,
+            source_id: 101,
+            update_id: update.map(str::to_string),
+            revision: None,
+            hresult: 0,
+            app_name: None,
+            replacement: vec![],
+            misc: misc.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    /// The status rules of docs/protocol.md, one event at a time.
+    #[test]
+    fn status_follows_the_156_snapshot_and_the_events_after_it() {
+        use crate::store::wusp::{CatalogRow, CatalogRows, RelationRow};
+        let row = |id: &str, rev: i64, ed: bool| CatalogRow {
+            update_id: id.into(),
+            kind: "software".into(),
+            category_type: None,
+            rev_id: rev,
+            revision: 1,
+            declined: false,
+            publication_state: None,
+            explicitly_deployable: Some(ed),
+            arrived: String::new(),
+            seq: rev,
+        };
+        let u = "0000000a-0000-0000-0000-000000000000";
+        let v = "0000000b-0000-0000-0000-000000000000";
+        let m = "0000000c-0000-0000-0000-000000000000";
+        let catalog = Catalog::build(CatalogRows {
+            generation: 1,
+            updates: vec![row(u, 1, true), row(v, 2, true), row(m, 3, false)],
+            relations: vec![RelationRow {
+                rev_id: 1,
+                rel: "bundled".into(),
+                grp: 0,
+                target_id: m.into(),
+            }],
+            ..CatalogRows::default()
+        });
+        let reportable: HashSet<usize> =
+            [u, v].iter().filter_map(|x| catalog.by_update(x)).collect();
+        let events = [
+            ev(
+                "1",
+                156,
+                None,
+                &[
+                    "U=0000000A-0000-0000-0000-000000000000;0000000C-0000-0000-0000-000000000000",
+                    "B=1",
+                ],
+            ),
+            ev("2", 162, Some(u), &[]),
+            ev("3", 183, Some(u), &[]),
+            ev("4", 162, Some(u), &[]),
+            ev("5", 182, Some(v), &[]),
+            ev("6", 183, Some(m), &[]),
+            ev("7", 181, Some(v), &[]),
+            ev("8", 183, Some(v), &[]),
+        ];
+        let fresh = [true, true, true, true, true, true, true, false];
+        let got = derive_status(&catalog, &reportable, &events, &fresh, HashMap::new());
+        assert_eq!(
+            got,
+            [
+                StatusChange::Snapshot(vec![
+                    (u.to_string(), UpdateState::Needed),
+                    (v.to_string(), UpdateState::NotApplicable),
+                ]),
+                StatusChange::Set(u.into(), UpdateState::Downloaded),
+                StatusChange::Set(u.into(), UpdateState::Installed),
+                StatusChange::Set(v.into(), UpdateState::Failed),
+            ]
+        );
+        // V, W, g and h lists.
+        let snap = derive_status(
+            &catalog,
+            &reportable,
+            &[ev(
+                "9",
+                156,
+                None,
+                &[
+                    "V=0000000A-0000-0000-0000-000000000000",
+                    "g=0000000B-0000-0000-0000-000000000000",
+                ],
+            )],
+            &[true],
+            HashMap::new(),
+        );
+        assert_eq!(
+            snap,
+            [StatusChange::Snapshot(vec![
+                (u.to_string(), UpdateState::Installed),
+                (v.to_string(), UpdateState::Failed),
+            ])]
+        );
+    }
 }
