@@ -410,10 +410,10 @@ impl Store {
             .prepare_cached("SELECT group_id FROM groups WHERE name = ?1 COLLATE NOCASE")?;
         let mut out = Vec::new();
         for n in names {
-            if let Some(id) = st.query_row([n], |r| r.get::<_, String>(0)).optional()? {
-                if !out.contains(&id) {
-                    out.push(id);
-                }
+            if let Some(id) = st.query_row([n], |r| r.get::<_, String>(0)).optional()?
+                && !out.contains(&id)
+            {
+                out.push(id);
             }
         }
         Ok(out)

@@ -220,12 +220,15 @@ impl Catalog {
         }
         // IsLeaf over the whole store; the change of IsLeaf dates from the
         // newest revision naming the update.
-        for i in 0..c.entries.len() {
-            let targets = c.entries[i].prereq_targets.clone();
-            for t in targets {
-                c.entries[t].is_leaf = false;
-                c.entries[t].changed_seq = c.entries[t].changed_seq.max(seq_of[i]);
-            }
+        let named: Vec<(usize, i64)> = c
+            .entries
+            .iter()
+            .zip(&seq_of)
+            .flat_map(|(e, &seq)| e.prereq_targets.iter().map(move |&t| (t, seq)))
+            .collect();
+        for (t, seq) in named {
+            c.entries[t].is_leaf = false;
+            c.entries[t].changed_seq = c.entries[t].changed_seq.max(seq);
         }
         for (u, seq) in &rows.changed {
             if let Some(&i) = c.by_id.get(&u.to_ascii_lowercase()) {
@@ -320,11 +323,11 @@ impl Catalog {
         let mut found: Vec<&Explicit> = Vec::new();
         for g in &audience.groups {
             for link in self.chain(g) {
-                if let Some(d) = deps.get(&link) {
-                    if d.go_live.as_str() <= now {
-                        found.push(d);
-                        break;
-                    }
+                if let Some(d) = deps.get(&link)
+                    && d.go_live.as_str() <= now
+                {
+                    found.push(d);
+                    break;
                 }
             }
         }
@@ -466,10 +469,10 @@ impl Catalog {
         cached_sorted.sort_unstable();
         for r in cached_sorted {
             if in_n.contains(&r) {
-                if let Some(i) = self.by_rev(r) {
-                    if self.entries[i].changed_seq > q.mark {
-                        sel.changed.push(i);
-                    }
+                if let Some(i) = self.by_rev(r)
+                    && self.entries[i].changed_seq > q.mark
+                {
+                    sel.changed.push(i);
                 }
             } else if filter.is_some() && q.need_two_groups && in_unfiltered.contains(&r) {
                 sel.deployed_out_of_scope.push(r);

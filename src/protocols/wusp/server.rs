@@ -237,12 +237,11 @@ impl Wusp {
         let text = store
             .config_value(crate::store::wusp::COOKIE_KEYS)?
             .unwrap_or_default();
-        if let Ok(slot) = self.keys.lock() {
-            if let Some((t, k)) = slot.as_ref() {
-                if *t == text {
-                    return Ok(k.clone());
-                }
-            }
+        if let Ok(slot) = self.keys.lock()
+            && let Some((t, k)) = slot.as_ref()
+            && *t == text
+        {
+            return Ok(k.clone());
         }
         let k = Arc::new(Keys::load(store)?);
         let text = store
@@ -263,12 +262,11 @@ impl Wusp {
     /// changed).
     pub fn catalog(&self, store: &Store) -> Result<Arc<Catalog>> {
         let generation = store.wusp_generation()?;
-        if let Ok(slot) = self.catalog.lock() {
-            if let Some(c) = slot.as_ref() {
-                if c.generation == generation {
-                    return Ok(c.clone());
-                }
-            }
+        if let Ok(slot) = self.catalog.lock()
+            && let Some(c) = slot.as_ref()
+            && c.generation == generation
+        {
+            return Ok(c.clone());
         }
         let missing = store.wusp_unrecorded_revisions()?;
         if !missing.is_empty() {
@@ -619,17 +617,17 @@ impl Wusp {
             return Err(bad_auth("authorization cookie expired"));
         }
         let current = self.config_change(store)?;
-        if let Some(lc) = body.child_text("lastChange") {
-            if parse_millis(lc) != Some(current) {
-                return Err(fail(
-                    ErrorCode::ConfigChanged,
-                    "lastChange",
-                    format!(
-                        "client configuration of {lc}, current {}",
-                        format_millis(current)
-                    ),
-                ));
-            }
+        if let Some(lc) = body.child_text("lastChange")
+            && parse_millis(lc) != Some(current)
+        {
+            return Err(fail(
+                ErrorCode::ConfigChanged,
+                "lastChange",
+                format!(
+                    "client configuration of {lc}, current {}",
+                    format_millis(current)
+                ),
+            ));
         }
         let pv = body.child_text("protocolVersion").unwrap_or("");
         let protocol = parse_version(pv)
@@ -1085,10 +1083,10 @@ impl Wusp {
                     "LocalizedProperties" => {
                         let mut got: Vec<String> =
                             langs.iter().filter_map(|l| d.localized(l)).collect();
-                        if got.is_empty() {
-                            if let Some(f) = d.default_language().and_then(|l| d.localized(&l)) {
-                                got.push(f);
-                            }
+                        if got.is_empty()
+                            && let Some(f) = d.default_language().and_then(|l| d.localized(&l))
+                        {
+                            got.push(f);
                         }
                         updates.extend(got.into_iter().map(|x| (rev, x)));
                     }
@@ -1109,10 +1107,10 @@ impl Wusp {
             let mut seen = HashSet::new();
             for &i in asked.iter().flatten() {
                 for (sha1, name) in store.wusp_files_of(catalog.entry(i).rev_id)? {
-                    if seen.insert(sha1.clone()) {
-                        if let Some(url) = file_url(call.base_url, &sha1, &name) {
-                            locations.push((sha1, url));
-                        }
+                    if seen.insert(sha1.clone())
+                        && let Some(url) = file_url(call.base_url, &sha1, &name)
+                    {
+                        locations.push((sha1, url));
                     }
                 }
             }
@@ -1171,10 +1169,10 @@ impl Wusp {
                 .ok()
                 .filter(|r| r.len() == 20)
                 .ok_or_else(|| invalid("fileDigests", "a digest is not 20 bytes of base64"))?;
-            if let Some(name) = store.wusp_file_name(&raw)? {
-                if let Some(url) = file_url(call.base_url, &raw, &name) {
-                    locations.push((raw, url));
-                }
+            if let Some(name) = store.wusp_file_name(&raw)?
+                && let Some(url) = file_url(call.base_url, &raw, &name)
+            {
+                locations.push((raw, url));
             }
         }
         let mut w = XmlWriter::new();
