@@ -905,11 +905,12 @@ fn bad_requests_get_the_spec_faults_and_the_server_keeps_serving() {
     assert_eq!(srv.get(SSS, "").status, 405);
     // A malformed request head.
     assert_eq!(http(srv.addr, b"NOT HTTP AT ALL\r\n\r\n").status, 400);
-    // Unknown paths.
+    // Unknown paths (the reporting path is MS-WUSP's now: SOAP, so POST).
+    assert_eq!(srv.get("/ApiRemoting30/WebService.asmx", "").status, 404);
     assert_eq!(
         srv.get("/ReportingWebService/ReportingWebService.asmx", "")
             .status,
-        404
+        405
     );
     still_serving("bad HTTP");
 
