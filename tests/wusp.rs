@@ -627,6 +627,18 @@ fn replay_of_the_native_flow() {
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .unwrap();
+    let computers = gs(&dir, &["computers", "list", "--json"]).ok().json();
+    let registered = computers
+        .as_array()
+        .and_then(|l| {
+            l.iter()
+                .find(|c| c["id"] == "e1da06a3-5601-43c9-bac3-52d5db701494")
+        })
+        .unwrap_or_else(|| panic!("the captured client is a computer: {computers}"));
+    assert_eq!(registered["os"], "10.0.26200", "{registered}");
+    assert_eq!(registered["arch"], "AMD64", "{registered}");
+    assert_eq!(registered["group"], "Unassigned Computers", "{registered}");
+    assert!(registered["last_report"].is_string(), "{registered}");
     // 4 + 9 + 2 events, the repeated batch not stored twice.
     assert_eq!(events, 15, "stored events");
     if state != "failed" {

@@ -740,7 +740,16 @@ fn run(cli: Cli) -> Result<()> {
                 print_json(&list)?;
             } else {
                 for c in list {
-                    println!("{:<40} {}", c.name, c.group);
+                    match &c.last_sync {
+                        Some(seen) => println!(
+                            "{:<40} {:<24} {} {} last contact {seen}",
+                            c.name,
+                            c.group,
+                            c.os.as_deref().unwrap_or("-"),
+                            c.arch.as_deref().unwrap_or("-")
+                        ),
+                        None => println!("{:<40} {}", c.name, c.group),
+                    }
                 }
             }
         }

@@ -48,6 +48,13 @@ pub struct Computer {
     pub name: String,
     pub group: String,
     pub added: String,
+    /// What a Windows client reported (RegisterComputer): OS
+    /// `major.minor.build`, processor architecture; its last contact and
+    /// last event report (MS-WUSP). None for a computer that never called.
+    pub os: Option<String>,
+    pub arch: Option<String>,
+    pub last_sync: Option<String>,
+    pub last_report: Option<String>,
 }
 
 impl Store {
@@ -217,12 +224,17 @@ impl Store {
             name: name.to_string(),
             group,
             added,
+            os: None,
+            arch: None,
+            last_sync: None,
+            last_report: None,
         })
     }
 
     pub fn list_computers(&self) -> Result<Vec<Computer>> {
         let mut st = self.conn().prepare(
-            "SELECT c.computer_id, c.name, g.name, c.added FROM computers c JOIN groups g ON g.group_id = c.group_id \
+            "SELECT c.computer_id, c.name, g.name, c.added, c.os_version, c.arch, c.last_sync, c.last_report \
+             FROM computers c JOIN groups g ON g.group_id = c.group_id \
              ORDER BY c.name COLLATE NOCASE",
         )?;
         let rows = st.query_map([], |r| {
@@ -231,6 +243,10 @@ impl Store {
                 name: r.get(1)?,
                 group: r.get(2)?,
                 added: r.get(3)?,
+                os: r.get(4)?,
+                arch: r.get(5)?,
+                last_sync: r.get(6)?,
+                last_report: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
