@@ -4,10 +4,11 @@
 //! approvals upstream; an incremental export and import; then a summary
 //! and the stock-tool commands that check the bundle independently.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use clap::Args;
 use gapsync::airgap::export::{self, ExportOptions, ExportReport};
 use gapsync::airgap::format::{Filters, Layout};
 use gapsync::airgap::import::{self, ImportOptions, ImportReport};
@@ -19,6 +20,8 @@ use gapsync::seed::generate::{self, GenerateOptions};
 use gapsync::store::deployments::{Action, Approval};
 use gapsync::store::{Mode, Store, UpdateFilter};
 use gapsync::trust::{self, SecretKey};
+
+use super::{Ctx, args};
 
 struct Step {
     name: String,
@@ -117,7 +120,23 @@ fn import_step(
     Ok((r, t.elapsed().as_secs_f64()))
 }
 
-pub fn run(base: &Path, updates: u64, content_bytes: u64, progress: &dyn Progress) -> Result<()> {
+/// Flags of `demo`.
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Folder to create the demo servers in (a fresh one is made inside).
+    #[arg(long, default_value = "gapsync-demo")]
+    dir: PathBuf,
+    /// Updates to generate (1-100000000).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=generate::MAX_UPDATES))]
+    updates: u64,
+    /// Total content size (e.g. 128M, 2G; at most 16T).
+    #[arg(long, default_value = "128M", value_parser = args::content_bytes)]
+    content_bytes: u64,
+}
+
+pub fn run(ctx: &Ctx, a: DemoArgs) -> Result<()> {
+    let (base, updates, content_bytes, progress) =
+        (a.dir.as_path(), a.updates, a.content_bytes, &ctx.progress);
     let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
     let root = base.join(format!("run-{stamp}"));
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
