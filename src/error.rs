@@ -148,9 +148,7 @@ pub enum Error {
     #[error("key {0} is not in the trust store")]
     KeyNotTrusted(String),
     /// `trust statement --cancel SEQ` of no queued statement.
-    #[error(
-        "there is no queued trust statement {0} (`trust statement --list` shows the queue)"
-    )]
+    #[error("there is no queued trust statement {0} (`trust statement --list` shows the queue)")]
     NoQueuedStatement(i64),
     /// A trust statement the exporter's queue refuses (`rule` names which
     /// `rule_queue_*` or cancellation rule).

@@ -664,7 +664,7 @@ pub fn export(
     progress: &dyn Progress,
 ) -> Result<ExportReport> {
     check_options(opts)?;
-    crate::trust::check_export_signer(store.conn(), &opts.key.id())?;
+    crate::trust::check_export_signer(store, &opts.key.id())?;
     if opts.out.exists() {
         return Err(Error::invalid(
             opts.out.display().to_string(),
@@ -758,7 +758,7 @@ fn export_into(
         seq: to_seq,
     };
     let from_seq = from.map(|a| a.seq);
-    let statements = crate::trust::statements_after(&tx, last_stmt)?;
+    let statements = crate::store::trust::statements_after(&tx, last_stmt)?;
     if let Some(f) = &from
         && !opts.allow_empty
     {
@@ -879,11 +879,14 @@ fn export_into(
     // --- trust statement files (volume 1)
     if !statements.is_empty() {
         fs::create_dir_all(vol_dir(1).join(TRUST_DIR)).at(vol_dir(1))?;
-        for (i, (_, body, sig)) in statements.iter().enumerate() {
+        for (i, q) in statements.iter().enumerate() {
             let name = format!("{TRUST_DIR}/{:04}.json", i + 1);
-            write_file(&vol_dir(1).join(&name), body)?;
-            write_file(&vol_dir(1).join(format!("{name}.minisig")), sig.as_bytes())?;
-            vol1_used += body.len() as u64 + sig.len() as u64;
+            write_file(&vol_dir(1).join(&name), &q.body)?;
+            write_file(
+                &vol_dir(1).join(format!("{name}.minisig")),
+                q.minisig.as_bytes(),
+            )?;
+            vol1_used += q.body.len() as u64 + q.minisig.len() as u64;
             trust_files.push(name);
         }
     }
@@ -1145,7 +1148,7 @@ fn export_into(
         manifest_sha256,
         trust_statements: statements
             .iter()
-            .map(|(seq, body, _)| crate::trust::StatementSummary::from_body(*seq, body))
+            .map(|q| crate::trust::StatementSummary::from_body(q.seq, &q.body))
             .collect::<Result<_>>()?,
         sent_sha1: content.iter().map(|c| c.sha1).collect(),
     })

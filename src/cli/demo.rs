@@ -11,14 +11,14 @@ use anyhow::{Context, Result, bail};
 use gapsync::airgap::export::{self, ExportOptions, ExportReport};
 use gapsync::airgap::format::{Filters, Layout};
 use gapsync::airgap::import::{self, ImportOptions, ImportReport};
-use gapsync::airgap::verify::{self, TrustView};
+use gapsync::airgap::verify;
 use gapsync::model::metadata::UpdateKind;
 use gapsync::model::units::human_bytes;
 use gapsync::progress::Progress;
 use gapsync::seed::generate::{self, GenerateOptions};
 use gapsync::store::deployments::{Action, Approval};
 use gapsync::store::{Mode, Store, UpdateFilter};
-use gapsync::trust::{self, SecretKey};
+use gapsync::trust::{self, SecretKey, TrustView};
 
 struct Step {
     name: String,
@@ -198,12 +198,7 @@ pub fn run(base: &Path, updates: u64, content_bytes: u64, progress: &dyn Progres
     // --- keys and trust
     let key = SecretKey::generate()?;
     let (key_path, pub_path) = key.write_pair(&root.join("hq-signing"))?;
-    trust::trust_add(
-        down.conn(),
-        &key.public(),
-        "hq-signing",
-        trust::ADDED_BY_ADMIN,
-    )?;
+    trust::trust_add(&down, &key.public(), "hq-signing", trust::ADDED_BY_ADMIN)?;
     println!(
         "4. key generate: {} (secret {}); the disconnected server trusts it",
         key.id(),

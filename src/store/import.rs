@@ -9,14 +9,18 @@
 
 use std::path::PathBuf;
 
-use rusqlite::{Connection, OptionalExtension, Transaction};
+use rusqlite::{OptionalExtension, Transaction};
 
 use crate::error::{DbContext, Error, Result};
 use crate::model::metadata::UpdateMetadata;
+use crate::model::state::{State, StateChanges};
 use crate::store::content::{ContentStore, Staged};
 use crate::store::ledgers::ImportRecord;
+use crate::store::state::StateSource;
 use crate::store::trust::TrustChange;
-use crate::store::{Added, CONTENT_DIR, STAGING_DIR, Store, insert_revision, now_rfc3339, record_content};
+use crate::store::{
+    Added, CONTENT_DIR, STAGING_DIR, Store, insert_revision, now_rfc3339, record_content,
+};
 
 /// What update metadata says of a content file (by its SHA-1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,10 +75,16 @@ impl ImportTx<'_> {
         &self.now
     }
 
-    /// The transaction's connection, for the state applied with it
-    /// (`airgap::import::apply_state`).
-    pub(crate) fn conn(&self) -> &Connection {
-        &self.tx
+    /// Applies the bundle's replicated state (groups, deployments,
+    /// declines): [`crate::store::state::apply_state`] inside this
+    /// transaction.
+    pub fn apply_state(
+        &self,
+        state: &State,
+        replace: bool,
+        source: StateSource,
+    ) -> Result<StateChanges> {
+        crate::store::state::apply_state(&self.tx, &self.now, state, replace, source)
     }
 
     /// Writes the changes the bundle's trust statements made to a view of

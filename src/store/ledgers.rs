@@ -178,9 +178,8 @@ fn write_export(tx: &Connection, r: &ExportRecord<'_>, now: &str) -> rusqlite::R
             [r.destination],
         )?;
     }
-    let mut st = tx.prepare(
-        "INSERT OR IGNORE INTO export_sent_content (destination, sha1) VALUES (?1, ?2)",
-    )?;
+    let mut st = tx
+        .prepare("INSERT OR IGNORE INTO export_sent_content (destination, sha1) VALUES (?1, ?2)")?;
     for sha1 in r.sent_sha1 {
         st.execute(params![r.destination, &sha1[..]])?;
     }

@@ -18,9 +18,9 @@ pub mod deployments;
 pub mod groups;
 pub mod import;
 pub mod journal;
+pub mod ledgers;
 pub mod scope;
 pub mod state;
-pub mod ledgers;
 pub mod trust;
 
 use std::fs::{self, File};

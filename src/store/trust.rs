@@ -162,8 +162,7 @@ impl Store {
     pub fn trust_rows(&self) -> Result<TrustRows> {
         Ok(TrustRows {
             keys: key_rows(self.conn()).during("reading the trusted keys")?,
-            applied: applied_digests(self.conn())
-                .during("reading the applied trust statements")?,
+            applied: applied_digests(self.conn()).during("reading the applied trust statements")?,
         })
     }
 

@@ -258,7 +258,11 @@ fn malformed_len(name: &str) -> Error {
 
 /// Rule: the 32 bytes are a valid Ed25519 point of large order (a small-order
 /// "weak" key would verify signatures it never made).
-pub(super) fn rule_public_key_point(name: &str, id: &KeyId, bytes: &[u8; 32]) -> Result<VerifyingKey> {
+pub(super) fn rule_public_key_point(
+    name: &str,
+    id: &KeyId,
+    bytes: &[u8; 32],
+) -> Result<VerifyingKey> {
     let key = VerifyingKey::from_bytes(bytes).map_err(|_| {
         Error::verification(
             "malformed-key",
@@ -585,7 +589,6 @@ mod tests {
         }
     }
 
-
     #[test]
     fn key_id_formatting() {
         // minisign prints le64_load(keynum) with %016" PRIX64.
@@ -619,7 +622,6 @@ mod tests {
         )));
     }
 
-
     #[test]
     fn secret_key_file_round_trip() {
         let dir = tempfile::tempdir().unwrap();
@@ -647,7 +649,6 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
     }
-
 
     #[test]
     fn secret_key_damage_is_detected() {
@@ -690,7 +691,6 @@ mod tests {
         assert!(!format!("{sk:?}").contains(&hex::encode(&raw[62..94])));
     }
 
-
     #[cfg(unix)]
     #[test]
     fn secret_key_file_is_private() {
@@ -709,7 +709,6 @@ mod tests {
         assert_eq!(pub_mode & 0o600, 0o600);
         assert_eq!(pub_mode & 0o022, 0);
     }
-
 
     #[test]
     fn key_file_errors_say_their_cause_once() {
@@ -736,5 +735,4 @@ mod tests {
             "malformed-key"
         );
     }
-
 }

@@ -10,7 +10,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use blake2::{Blake2b512, Digest};
 use ed25519_dalek::{Signature, Signer};
 
-use super::keys::{ALG_ED, KeyId, PublicKey, SecretKey, UNTRUSTED_PREFIX, decode_b64, file_lines, read_small_text};
+use super::keys::{
+    ALG_ED, KeyId, PublicKey, SecretKey, UNTRUSTED_PREFIX, decode_b64, file_lines, read_small_text,
+};
 use crate::error::{Error, Result};
 
 /// `trusted comment: ` — third line of a signature file.
@@ -356,7 +358,6 @@ fn check_trusted_comment_to_sign(c: &str) -> Result<()> {
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,7 +384,6 @@ mod tests {
         .unwrap();
     }
 
-
     #[test]
     fn tampered_message_fails() {
         let sk = SecretKey::generate().unwrap();
@@ -391,7 +391,6 @@ mod tests {
         let e = verify(&sk.public(), b"hellp", &sig).unwrap_err();
         assert_eq!(rule_of(&e), "bad-signature");
     }
-
 
     #[test]
     fn tampered_trusted_comment_fails() {
@@ -401,7 +400,6 @@ mod tests {
         let e = verify(&sk.public(), b"hello", &sig).unwrap_err();
         assert_eq!(rule_of(&e), "bad-comment-signature");
     }
-
 
     #[test]
     fn wrong_key_fails() {
@@ -421,7 +419,6 @@ mod tests {
             "bad-signature"
         );
     }
-
 
     #[test]
     fn malformed_signatures_fail() {
@@ -456,7 +453,6 @@ mod tests {
         }
     }
 
-
     #[test]
     fn trusted_comment_must_be_one_line() {
         let sk = SecretKey::generate().unwrap();
@@ -471,5 +467,4 @@ mod tests {
                 .is_ok()
         );
     }
-
 }

@@ -47,7 +47,6 @@
 //! (kebab-case, stable) and the file or key. The rules are written beside
 //! the function that enforces each one (`rule_*`).
 
-
 pub mod keys;
 pub mod minisign;
 pub mod statements;

@@ -178,10 +178,9 @@ impl TrustView {
 /// Rule: each statement applies once: one whose body SHA-256 is in
 /// `applied_statements` is a no-op.
 fn rule_statement_not_replayed(view: &TrustView, digest: &[u8; 32]) -> Option<Applied> {
-    view.is_applied(digest)
-        .then(|| Applied::AlreadyApplied {
-            body_sha256: hex::encode(digest),
-        })
+    view.is_applied(digest).then(|| Applied::AlreadyApplied {
+        body_sha256: hex::encode(digest),
+    })
 }
 
 /// Rule: the body is JSON of a `gapsync-trust-statement` version 1 with no
@@ -678,14 +677,16 @@ mod tests {
     use super::*;
     use crate::store::ledgers::ExportRecord;
     use crate::trust::tests_common::{rule_of, store};
-    use crate::trust::view::{ADDED_BY_ADMIN, apply_statement, require_trusted, trust_add, trust_list, trust_remove, trusted_key};
+    use crate::trust::view::{
+        ADDED_BY_ADMIN, apply_statement, require_trusted, trust_add, trust_list, trust_remove,
+        trusted_key,
+    };
 
     fn trusted_store(issuer: &SecretKey) -> (tempfile::TempDir, Store) {
         let (d, s) = store();
         trust_add(&s, &issuer.public(), "root", ADDED_BY_ADMIN).unwrap();
         (d, s)
     }
-
 
     #[test]
     fn statement_add_and_revoke() {
@@ -762,7 +763,6 @@ mod tests {
         ));
     }
 
-
     #[test]
     fn statement_self_revoke_and_replay() {
         let root = SecretKey::generate().unwrap();
@@ -796,7 +796,6 @@ mod tests {
         );
     }
 
-
     #[test]
     fn statement_replayed_add_is_noop() {
         let root = SecretKey::generate().unwrap();
@@ -824,7 +823,6 @@ mod tests {
         assert_eq!(trust_list(c).unwrap().len(), 2);
     }
 
-
     #[test]
     fn statement_by_unknown_issuer_is_refused() {
         let root = SecretKey::generate().unwrap();
@@ -839,7 +837,6 @@ mod tests {
         assert!(e.to_string().contains(&stranger.id().to_string()));
         assert!(trusted_key(&s, &stranger.id()).unwrap().is_none());
     }
-
 
     #[test]
     fn tampered_statement_is_refused() {
@@ -903,7 +900,6 @@ mod tests {
         assert_eq!(s.trust_rows().unwrap().applied.len(), 0);
     }
 
-
     #[test]
     fn statement_format_rules() {
         let root = SecretKey::generate().unwrap();
@@ -948,7 +944,6 @@ mod tests {
         assert!(base.sign(&next).is_err());
     }
 
-
     #[test]
     fn revoke_of_unknown_key_is_recorded() {
         let root = SecretKey::generate().unwrap();
@@ -970,7 +965,6 @@ mod tests {
         );
         assert!(trust_add(c, &never.public(), "later", ADDED_BY_ADMIN).is_err());
     }
-
 
     /// A view's statements change no store until its changes are written,
     /// and they are written inside the caller's transaction: an import that
@@ -1039,7 +1033,6 @@ mod tests {
         assert!(queue_statement(c, &b1, &wrong).is_err());
         assert!(queue_statement(c, b"{}", &s1).is_err());
     }
-
 
     #[test]
     fn queue_rules_keep_the_chain_open() {
@@ -1145,7 +1138,13 @@ mod tests {
         );
         let e = cancel_statement(&s, 3).unwrap_err();
         assert!(
-            matches!(e, Error::StatementQueue { rule: "already-sent", .. }),
+            matches!(
+                e,
+                Error::StatementQueue {
+                    rule: "already-sent",
+                    ..
+                }
+            ),
             "{e:?}"
         );
         refused(e, "already carried to \"plant\"");

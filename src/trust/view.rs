@@ -439,8 +439,10 @@ mod tests {
         let e = v.require_trusted(&b.id).unwrap_err();
         assert_eq!(rule_of(&e), "unknown-key");
         assert!(
-            e.to_string()
-                .contains(&format!("among the keys given with --trust ({}, {})", a.id, a.id)),
+            e.to_string().contains(&format!(
+                "among the keys given with --trust ({}, {})",
+                a.id, a.id
+            )),
             "{e}"
         );
         let damaged = TrustRows {
