@@ -503,10 +503,10 @@ fn dry_run_missing_volumes(opts: &ImportOptions<'_>, total: u32) -> Result<Vec<u
     if missing.is_empty() || opts.plan_from_first_volume {
         return Ok(missing);
     }
-    Err(Error::Refused(format!(
-        "dry run: {} of this {total}-volume bundle not given; give every volume (--volumes DIR1 ... DIR{total}), or add --plan-from-first-volume to plan from volume 1 alone",
-        volume_list(&missing)
-    )))
+    Err(Error::VolumesNotGiven {
+        missing: volume_list(&missing),
+        total,
+    })
 }
 
 /// A dry run checks the header of every later volume it was given as the

@@ -20,6 +20,7 @@ pub mod import;
 pub mod journal;
 pub mod ledgers;
 pub mod scope;
+pub mod snapshot;
 pub mod state;
 pub mod trust;
 

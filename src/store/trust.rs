@@ -146,16 +146,6 @@ pub(crate) fn statements_after(conn: &Connection, after: i64) -> Result<Vec<Queu
         .during("reading the queued trust statements")
 }
 
-/// The newest queued statement's seq (0 when none was ever queued).
-pub(crate) fn last_statement_seq(conn: &Connection) -> Result<i64> {
-    conn.query_row(
-        "SELECT COALESCE(MAX(stmt_seq), 0) FROM trust_statements",
-        [],
-        |r| r.get(0),
-    )
-    .during("reading the queued trust statements")
-}
-
 impl Store {
     /// Every trusted key (revoked ones included, by key id) and the digests
     /// of the applied trust statements.
