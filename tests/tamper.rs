@@ -17,10 +17,11 @@ use std::path::{Path, PathBuf};
 use common::*;
 use gapsync::airgap::format::Layout;
 use gapsync::airgap::import::{ImportOptions, import};
-use gapsync::airgap::verify::{TrustView, verify_bundle};
+use gapsync::airgap::verify::verify_bundle;
 use gapsync::progress::Silent;
 use gapsync::store::Store;
 use gapsync::trust::PublicKey;
+use gapsync::trust::TrustView;
 use sha2::{Digest, Sha256};
 
 /// A digest of everything replicated in a store: every table's rows in

@@ -8,11 +8,11 @@ use clap::{Args, Subcommand};
 use gapsync::airgap::export::{self, ExportOptions};
 use gapsync::airgap::format::{ContentMode, Filters, Layout};
 use gapsync::airgap::import::{self, ImportOptions};
-use gapsync::airgap::verify::{self, TrustView};
+use gapsync::airgap::verify;
 use gapsync::model::units::{count, human_bytes};
 use gapsync::store::Store;
 use gapsync::store::journal::Anchor;
-use gapsync::trust::{PublicKey, SecretKey};
+use gapsync::trust::{PublicKey, SecretKey, TrustView};
 
 use super::failure::usage;
 use super::{Ctx, args, print_json};
@@ -238,7 +238,7 @@ pub fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<()> {
         None => None,
     };
     let mut view = match &store {
-        Some(s) => TrustView::from_store(s.conn())?,
+        Some(s) => TrustView::from_store(s)?,
         None => {
             if trust.is_empty() {
                 return Err(usage!(
@@ -258,7 +258,7 @@ pub fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<()> {
     let mut v = verify::verify_bundle(&layout, &mut view, allow_expired, progress)?;
     if let Some(s) = &store {
         let chain = verify::check_chain(
-            s.conn(),
+            s,
             &s.info().server_id.to_string(),
             &v.manifest,
             &v.manifest_sha256,

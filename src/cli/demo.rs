@@ -12,14 +12,14 @@ use clap::Args;
 use gapsync::airgap::export::{self, ExportOptions, ExportReport};
 use gapsync::airgap::format::{Filters, Layout};
 use gapsync::airgap::import::{self, ImportOptions, ImportReport};
-use gapsync::airgap::verify::{self, TrustView};
+use gapsync::airgap::verify;
 use gapsync::model::metadata::UpdateKind;
 use gapsync::model::units::{count, human_bytes};
 use gapsync::progress::Progress;
 use gapsync::seed::generate::{self, GenerateOptions};
 use gapsync::store::deployments::{Action, Approval};
 use gapsync::store::{Mode, Store, UpdateFilter};
-use gapsync::trust::{self, SecretKey};
+use gapsync::trust::{self, SecretKey, TrustView};
 
 use super::{Ctx, args};
 
@@ -177,12 +177,7 @@ impl<'a> Demo<'a> {
         );
         let key = SecretKey::generate()?;
         let (_, pub_path) = key.write_pair(&root.join("hq-signing"))?;
-        trust::trust_add(
-            down.conn(),
-            &key.public(),
-            "hq-signing",
-            trust::ADDED_BY_ADMIN,
-        )?;
+        trust::trust_add(&down, &key.public(), "hq-signing", trust::ADDED_BY_ADMIN)?;
         Ok(Demo {
             root,
             up,

@@ -181,7 +181,7 @@ fn trust_add(server: &Path, pub_path: &Path, label: Option<&str>, json: bool) ->
         .map(str::to_string)
         .unwrap_or_else(|| default_label(pub_path, &pk));
     let store = Store::open_writer(server)?;
-    let added = trust::trust_add(store.conn(), &pk, &label, ADDED_BY_ADMIN)?;
+    let added = trust::trust_add(&store, &pk, &label, ADDED_BY_ADMIN)?;
     let (outcome, key) = match &added {
         TrustAdded::Added(k) => ("added", k),
         TrustAdded::AlreadyTrusted(k) => ("already_trusted", k),
@@ -202,7 +202,7 @@ fn trust_add(server: &Path, pub_path: &Path, label: Option<&str>, json: bool) ->
 /// `gapsync trust list`: every key, revoked ones included.
 fn trust_list(server: &Path, json: bool) -> Result<()> {
     let store = Store::open(server)?;
-    let keys = trust::trust_list(store.conn())?;
+    let keys = trust::trust_list(&store)?;
     if json {
         return print_json(&keys);
     }
@@ -239,7 +239,7 @@ pub fn key_id_arg(s: &str) -> Result<KeyId, String> {
 /// revocation, so the key could be added again).
 fn trust_remove(server: &Path, id: &KeyId) -> Result<()> {
     let store = Store::open_writer(server)?;
-    let k = trust::trust_remove(store.conn(), id)?;
+    let k = trust::trust_remove(&store, id)?;
     println!(
         "removed key {} ({:?}) from the trust store{}",
         k.key_id,
@@ -296,7 +296,7 @@ fn trust_statement(
     };
     let (body, minisig) = statement.sign(&signer)?;
     let store = Store::open_writer(server)?;
-    let queued = trust::queue_statement(store.conn(), &body, &minisig)?;
+    let queued = trust::queue_statement(&store, &body, &minisig)?;
     if json {
         print_json(&QueuedOut {
             stmt_seq: queued.seq,
@@ -360,7 +360,7 @@ pub fn describe(s: &StatementSummary) -> String {
 /// destinations each statement has gone to.
 fn statement_list(server: &Path, json: bool) -> Result<()> {
     let store = Store::open(server)?;
-    let list = trust::queued_statements(store.conn())?;
+    let list = trust::queued_statements(&store)?;
     if json {
         return print_json(&list);
     }
@@ -387,7 +387,7 @@ fn statement_list(server: &Path, json: bool) -> Result<()> {
 /// no bundle has carried yet.
 fn statement_cancel(server: &Path, seq: i64, json: bool) -> Result<()> {
     let store = Store::open_writer(server)?;
-    let q = trust::cancel_statement(store.conn(), seq)?;
+    let q = trust::cancel_statement(&store, seq)?;
     if json {
         print_json(&q)?;
     } else {

@@ -16,9 +16,13 @@ pub mod check;
 pub mod content;
 pub mod deployments;
 pub mod groups;
+pub mod import;
 pub mod journal;
+pub mod ledgers;
 pub mod scope;
+pub mod snapshot;
 pub mod state;
+pub mod trust;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -50,10 +54,6 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/v6.sql"),
 ];
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
-/// The trust tables alone (for in-memory trust views).
-pub const TRUST_SCHEMA: &str = "CREATE TABLE trusted_keys (key_id TEXT PRIMARY KEY, public_key BLOB NOT NULL, label TEXT NOT NULL, \
-    added TEXT NOT NULL, added_by TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0, revoked_at TEXT, revoked_by TEXT) WITHOUT ROWID; \
-    CREATE TABLE applied_statements (body_sha256 BLOB PRIMARY KEY, applied TEXT NOT NULL) WITHOUT ROWID;";
 
 /// Well-known target groups every WSUS server has (MS-WSUSOD 2.5.3).
 pub const ALL_COMPUTERS: (&str, &str) = ("a0a08746-4dbe-4a37-9adf-9e7652c0b421", "All Computers");
