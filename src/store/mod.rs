@@ -18,7 +18,9 @@ pub mod deployments;
 pub mod groups;
 pub mod journal;
 pub mod scope;
+pub mod serving;
 pub mod state;
+pub mod syncing;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
