@@ -12,6 +12,7 @@ pub mod model;
 pub mod progress;
 pub mod protocols;
 pub mod seed;
+pub mod soap;
 pub mod store;
 pub mod trust;
 

@@ -20,8 +20,10 @@ pub mod import;
 pub mod journal;
 pub mod ledgers;
 pub mod scope;
+pub mod serving;
 pub mod snapshot;
 pub mod state;
+pub mod syncing;
 pub mod trust;
 
 use std::fs::{self, File};
