@@ -347,6 +347,51 @@ mod tests {
         );
     }
 
+    /// Rule: named refusals carry their counts and names in words, as the
+    /// messages they replace did.
+    #[test]
+    fn named_refusals_say_what_and_how_many() {
+        let one = Error::HasSubgroups {
+            name: "Pilot".into(),
+            subgroups: 1,
+        };
+        let two = Error::HasSubgroups {
+            name: "Pilot".into(),
+            subgroups: 2,
+        };
+        assert!(
+            one.to_string().contains("\"Pilot\" has 1 subgroup;"),
+            "{one}"
+        );
+        assert!(
+            two.to_string().contains("\"Pilot\" has 2 subgroups;"),
+            "{two}"
+        );
+        let wal = Error::NoWalFiles {
+            path: "srv".into(),
+            why: "unable to open".into(),
+        }
+        .to_string();
+        assert!(wal.contains("(unable to open)"), "{wal}");
+        assert!(
+            wal.contains(&format!("{0}-wal and {0}-shm", crate::store::DB_FILE)),
+            "{wal}"
+        );
+        let upgrade = Error::UpgradeNeedsWriter {
+            path: "srv".into(),
+            found: 1,
+            why: "read-only".into(),
+        }
+        .to_string();
+        assert!(
+            upgrade.contains(&format!(
+                "schema version 1 and this gapsync uses {}",
+                crate::store::SCHEMA_VERSION
+            )),
+            "{upgrade}"
+        );
+    }
+
     /// Every cause in the chain of `e`, outermost first.
     fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
         let mut out = vec![e.to_string()];
