@@ -99,6 +99,70 @@ pub enum Error {
         need: u64,
         free: u64,
     },
+    // ---- store
+    /// `init DIR` where DIR lies inside another store.
+    #[error(
+        "{}: inside the gapsync server store {}; a store cannot hold another one (choose a folder outside it)",
+        path.display(),
+        store.display()
+    )]
+    InsideAStore { path: PathBuf, store: PathBuf },
+    /// `init DIR` where a store lies in DIR's folders.
+    #[error(
+        "{}: holds the gapsync server store {}; a store cannot hold another one (choose a folder that holds no store)",
+        path.display(),
+        store.display()
+    )]
+    HoldsAStore { path: PathBuf, store: PathBuf },
+    /// `init DIR` where DIR is a file.
+    #[error("{}: not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    /// `init DIR` where DIR holds a `gapsync.db` that is not a store.
+    #[error("{}: not a gapsync server store ({why}); init does not replace it", path.display())]
+    ForeignDatabase { path: PathBuf, why: String },
+    /// A read-only open of a store whose WAL files this user may not create.
+    #[error(
+        "{}: cannot read the store read-only ({why}): SQLite reads a WAL database only with {db}-wal and {db}-shm beside it, which this user may not create; run any gapsync command on the store once as a user who may write it (they are kept from then on)",
+        path.display(),
+        db = crate::store::DB_FILE
+    )]
+    NoWalFiles { path: PathBuf, why: String },
+    /// A read-only open of a store of an older schema by a user who may
+    /// not write it (the upgrade writes).
+    #[error(
+        "{}: the store has schema version {found} and this gapsync uses {}; the upgrade writes the store, which this user may not do ({why}): run any gapsync command on it once as a user who may write it",
+        path.display(),
+        crate::store::SCHEMA_VERSION
+    )]
+    UpgradeNeedsWriter {
+        path: PathBuf,
+        found: i64,
+        why: String,
+    },
+    /// A local change a replica takes only from its upstream.
+    #[error(
+        "this server is a replica: {what} come from its upstream server, not from local administration"
+    )]
+    ReplicaRefuses { what: String },
+    /// Approving or declining a category or detectoid.
+    #[error("update {update_id} is a {kind}; only software and driver updates are {what}")]
+    NotSoftware {
+        update_id: String,
+        kind: String,
+        what: &'static str,
+    },
+    #[error("update {0} is declined and cannot be approved")]
+    UpdateDeclined(String),
+    #[error("update {update_id} is not approved for group {group:?}")]
+    NotApproved { update_id: String, group: String },
+    #[error("group {0:?} is built in and cannot be removed")]
+    BuiltinGroup(String),
+    #[error("group {name:?} has {}; remove them first", crate::model::units::count(*subgroups, "subgroup"))]
+    HasSubgroups { name: String, subgroups: u64 },
+    #[error("groups cannot be created under \"Unassigned Computers\"")]
+    GroupUnderUnassigned,
+    #[error("computers belong to a group under \"All Computers\", not to it directly")]
+    ComputerInAllComputers,
     // ---- export
     /// An incremental export whose filters differ from the chain's.
     #[error(
@@ -280,6 +344,51 @@ mod tests {
                 .count(),
             1,
             "{text}"
+        );
+    }
+
+    /// Rule: named refusals carry their counts and names in words, as the
+    /// messages they replace did.
+    #[test]
+    fn named_refusals_say_what_and_how_many() {
+        let one = Error::HasSubgroups {
+            name: "Pilot".into(),
+            subgroups: 1,
+        };
+        let two = Error::HasSubgroups {
+            name: "Pilot".into(),
+            subgroups: 2,
+        };
+        assert!(
+            one.to_string().contains("\"Pilot\" has 1 subgroup;"),
+            "{one}"
+        );
+        assert!(
+            two.to_string().contains("\"Pilot\" has 2 subgroups;"),
+            "{two}"
+        );
+        let wal = Error::NoWalFiles {
+            path: "srv".into(),
+            why: "unable to open".into(),
+        }
+        .to_string();
+        assert!(wal.contains("(unable to open)"), "{wal}");
+        assert!(
+            wal.contains(&format!("{0}-wal and {0}-shm", crate::store::DB_FILE)),
+            "{wal}"
+        );
+        let upgrade = Error::UpgradeNeedsWriter {
+            path: "srv".into(),
+            found: 1,
+            why: "read-only".into(),
+        }
+        .to_string();
+        assert!(
+            upgrade.contains(&format!(
+                "schema version 1 and this gapsync uses {}",
+                crate::store::SCHEMA_VERSION
+            )),
+            "{upgrade}"
         );
     }
 

@@ -767,6 +767,53 @@ fn export_into(
     drop(snap); // read-only: nothing to commit
 
     // ---- 5. manifest, sums and signatures
+    let manifest = build_manifest(
+        opts,
+        Source {
+            server_id: server_id.to_string(),
+            name: server_name,
+        },
+        position,
+        to,
+        &counts,
+        volumes,
+        packs,
+        trust_files,
+    )?;
+    let (manifest_sha256, bytes_written) =
+        write_signed_headers(&vols, &manifest, opts.key, opts.volume_size)?;
+    Ok(ExportReport {
+        path: dir.to_path_buf(),
+        bundle_id: manifest.bundle_id,
+        seq: manifest.seq,
+        kind: manifest.kind,
+        from_anchor: manifest.from_anchor,
+        to_anchor: manifest.to_anchor,
+        destination: opts.destination.to_string(),
+        volumes,
+        counts,
+        bytes_written,
+        manifest_sha256,
+        trust_statements: statements
+            .iter()
+            .map(|q| crate::trust::StatementSummary::from_body(q.seq, &q.body))
+            .collect::<Result<_>>()?,
+        sent_sha1: content.iter().map(|c| c.sha1).collect(),
+    })
+}
+
+/// Step 5: the manifest of the bundle written.
+#[allow(clippy::too_many_arguments)]
+fn build_manifest(
+    opts: &ExportOptions<'_>,
+    source: Source,
+    position: ChainPosition,
+    to: Anchor,
+    counts: &Counts,
+    volumes: u32,
+    packs: Vec<PackEntry>,
+    trust_files: Vec<String>,
+) -> Result<Manifest> {
     let now = time::OffsetDateTime::now_utc();
     let Attach {
         seq,
@@ -774,14 +821,11 @@ fn export_into(
         equivalents,
         ..
     } = position.attach;
-    let manifest = Manifest {
+    Ok(Manifest {
         format: format::FORMAT.to_string(),
         version: format::version_for(&equivalents),
         bundle_id: uuid::Uuid::new_v4().to_string(),
-        source: Source {
-            server_id: server_id.to_string(),
-            name: server_name,
-        },
+        source,
         destination: opts.destination.to_string(),
         seq,
         prev_manifest_sha256: prev,
@@ -803,26 +847,6 @@ fn export_into(
         volumes,
         packs,
         trust_statements: trust_files,
-    };
-    let (manifest_sha256, bytes_written) =
-        write_signed_headers(&vols, &manifest, opts.key, opts.volume_size)?;
-    Ok(ExportReport {
-        path: dir.to_path_buf(),
-        bundle_id: manifest.bundle_id,
-        seq,
-        kind: manifest.kind,
-        from_anchor: manifest.from_anchor,
-        to_anchor: manifest.to_anchor,
-        destination: opts.destination.to_string(),
-        volumes,
-        counts,
-        bytes_written,
-        manifest_sha256,
-        trust_statements: statements
-            .iter()
-            .map(|q| crate::trust::StatementSummary::from_body(q.seq, &q.body))
-            .collect::<Result<_>>()?,
-        sent_sha1: content.iter().map(|c| c.sha1).collect(),
     })
 }
 

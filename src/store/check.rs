@@ -160,7 +160,7 @@ fn rule_revisions_parse(store: &Store, r: &mut CheckReport) -> Result<()> {
         let xml = row
             .get_ref(3)?
             .as_blob()
-            .map_err(|e| Error::Refused(e.to_string()))?;
+            .map_err(|e| Error::Corrupt(format!("revision {rev_id} ({id}/{rev}): {e}")))?;
         let digest: Vec<u8> = row.get(4)?;
         r.revisions_checked += 1;
         if Sha256::digest(xml).as_slice() != digest.as_slice() {

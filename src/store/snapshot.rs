@@ -43,6 +43,10 @@ pub struct ContentToSend {
     pub sha256: [u8; 32],
 }
 
+/// What [`ExportSnapshot::for_each_revision`] passes each revision to:
+/// its update id, revision number and verbatim XML.
+pub type RevisionSink<'a> = dyn FnMut(&str, i32, &[u8]) -> Result<()> + 'a;
+
 /// An export's read transaction (see the module documentation); dropped,
 /// it ends (there is nothing to commit).
 pub struct ExportSnapshot<'s> {
@@ -223,7 +227,7 @@ impl ExportSnapshot<'_> {
     pub fn for_each_revision(
         &self,
         range: JournalRange,
-        each: &mut dyn FnMut(&str, i32, &[u8]) -> Result<()>,
+        each: &mut RevisionSink<'_>,
     ) -> Result<()> {
         const DURING: &str = "reading the revisions to export";
         let sql = match range.after {
