@@ -60,6 +60,7 @@ pub fn sync(ctx: &Ctx, a: SyncArgs) -> Result<()> {
     opts.client.ca_file = std::env::var_os("GAPSYNC_UPSTREAM_CA")
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from);
+    opts.account_name = host_name();
     let r = gapsync::protocols::wsusss::downstream::sync(&mut store, &opts, progress)?;
     // After the sync: the categories the upstream has are here now.
     let canonical =
@@ -108,4 +109,15 @@ pub fn sync(ctx: &Ctx, a: SyncArgs) -> Result<()> {
     }
     println!("anchor      {}", r.anchor);
     Ok(())
+}
+
+/// This machine's host name, the name a sync gives its upstream (as a
+/// Windows WSUS gives its FQDN).
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }

@@ -149,7 +149,7 @@ impl<'a> Snapshot<'a> {
         for row in rows {
             let (name, sha1) = row?;
             let sha1: [u8; 20] = sha1.try_into().map_err(|_| {
-                Error::Refused(format!("revision {rev_id}: a file's SHA-1 is not 20 bytes"))
+                Error::Corrupt(format!("revision {rev_id}: a file's SHA-1 is not 20 bytes"))
             })?;
             out.push((name, sha1));
         }

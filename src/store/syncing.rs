@@ -83,7 +83,7 @@ pub fn needed_content(store: &Store, approved_only: bool) -> Result<Vec<NeededCo
     let mut out: Vec<NeededContent> = Vec::new();
     for row in rows {
         let (sha1, sha256, size, file_name) = row?;
-        let bad = || Error::Refused("corrupt file row in the store".into());
+        let bad = || Error::Corrupt("a file row's SHA-1 is not 20 bytes".into());
         let sha1: [u8; 20] = sha1.try_into().map_err(|_| bad())?;
         if out.last().is_some_and(|n| n.sha1 == sha1) {
             continue;

@@ -79,8 +79,9 @@ pub struct SyncOptions {
     /// Classification ids; empty: as stored for this upstream.
     pub classifications: Vec<String>,
     pub content: ContentMode,
-    /// The name this server gives the upstream (an FQDN); default: the host
-    /// name.
+    /// The name this server gives the upstream (an FQDN; the binary passes
+    /// the host name); default: the store's name. Limited to the characters
+    /// RFC 1035 allows.
     pub account_name: Option<String>,
     pub client: ClientOptions,
     /// Cap on revisions per GetUpdateData, below the upstream's own limit.
@@ -211,15 +212,10 @@ fn save_state(tx: &SyncTxn<'_>, url: &str, st: &UpstreamState, now: &str) -> Res
     )
 }
 
-/// An FQDN-like name for GetAuthorizationCookie: the host name, limited to
-/// the characters RFC 1035 allows.
-fn local_account_name(store_name: &str) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .ok()
-        .or_else(|| std::env::var("COMPUTERNAME").ok())
-        .unwrap_or_else(|| store_name.to_string());
-    let clean: String = host
+/// The name given to GetAuthorizationCookie: `name` limited to the
+/// characters RFC 1035 allows (letters, digits, `-`, `.`; 253 at most).
+fn account_name(name: &str) -> String {
+    let clean: String = name
         .trim()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
@@ -363,10 +359,7 @@ pub fn sync(store: &mut Store, opts: &SyncOptions, progress: &dyn Progress) -> R
     };
     let mut session = Session {
         client: &client,
-        account_name: opts
-            .account_name
-            .clone()
-            .unwrap_or_else(|| local_account_name(&info.name)),
+        account_name: account_name(opts.account_name.as_deref().unwrap_or(&info.name)),
         account_guid: info.server_id,
         cookie: None,
         renew_at: None,
