@@ -386,8 +386,7 @@ fn compare(real: &Element, ours: &Element, path: &str, parent_ns: &str, diffs: &
             .join(", ")
     };
     if a.len() != b.len()
-        || a
-            .iter()
+        || a.iter()
             .zip(&b)
             .any(|(x, y)| x.qualified_name() != y.qualified_name())
     {

@@ -32,8 +32,7 @@
 use std::sync::Arc;
 
 use crate::soap::{
-    CommonCode, Element, Envelope, Limits, Refusal, SoapVersion, action_names,
-    envelope,
+    CommonCode, Element, Envelope, Limits, Refusal, SoapVersion, action_names, envelope,
 };
 use crate::store::Store;
 
@@ -86,16 +85,16 @@ pub struct SoapAnswer {
 
 /// The handler of one operation. Called on a blocking thread with a store
 /// handle of its own; a failure is a [`Refusal`] (the fault it answers and
-/// why, for the log), never a panic.
+/// why, for the log; boxed, as it is large), never a panic.
 pub trait SoapHandler: Send + Sync + 'static {
-    fn call(&self, store: &Store, call: &SoapCall<'_>) -> Result<SoapAnswer, Refusal>;
+    fn call(&self, store: &Store, call: &SoapCall<'_>) -> Result<SoapAnswer, Box<Refusal>>;
 }
 
 impl<F> SoapHandler for F
 where
-    F: Fn(&Store, &SoapCall<'_>) -> Result<SoapAnswer, Refusal> + Send + Sync + 'static,
+    F: Fn(&Store, &SoapCall<'_>) -> Result<SoapAnswer, Box<Refusal>> + Send + Sync + 'static,
 {
-    fn call(&self, store: &Store, call: &SoapCall<'_>) -> Result<SoapAnswer, Refusal> {
+    fn call(&self, store: &Store, call: &SoapCall<'_>) -> Result<SoapAnswer, Box<Refusal>> {
         self(store, call)
     }
 }
@@ -126,7 +125,9 @@ struct Row {
 #[derive(Clone)]
 pub(crate) enum Route {
     /// A SOAP endpoint, by its canonical path.
-    Soap { path: &'static str },
+    Soap {
+        path: &'static str,
+    },
     Content,
 }
 
@@ -205,7 +206,8 @@ impl Routes {
     /// fault.
     pub fn answer(&self, store: &Store, req: &SoapRequest<'_>) -> SoapReply {
         let actor = format!("{}{}", req.base_url, req.path);
-        let invalid = |param: &str, why: String| Refusal::new(CommonCode::InvalidParameters, param, why);
+        let invalid =
+            |param: &str, why: String| Refusal::new(CommonCode::InvalidParameters, param, why);
         let env = match Envelope::read(req.body, &req.limits) {
             Ok(e) => e,
             Err(e) => {
@@ -258,7 +260,7 @@ impl Routes {
                 body: envelope(version, &answer.body),
                 summary: format!("{} ok {}", row.op.name, answer.summary),
             },
-            Err(refusal) => fault_reply(version, Some(&row.op), &actor, refusal),
+            Err(refusal) => fault_reply(version, Some(&row.op), &actor, *refusal),
         }
     }
 }
@@ -291,7 +293,12 @@ fn fault_reply(
 
 /// A fault the HTTP layer answers itself (the request never reached the
 /// table): `code`, `message`, the endpoint's URL as actor.
-pub(crate) fn http_fault(version: SoapVersion, code: CommonCode, message: &str, actor: &str) -> String {
+pub(crate) fn http_fault(
+    version: SoapVersion,
+    code: CommonCode,
+    message: &str,
+    actor: &str,
+) -> String {
     crate::soap::Fault::new(code, message)
         .with_actor(actor)
         .to_envelope(version)
@@ -314,9 +321,13 @@ mod tests {
         }
     }
 
-    fn echo(_: &Store, call: &SoapCall<'_>) -> Result<SoapAnswer, Refusal> {
+    fn echo(_: &Store, call: &SoapCall<'_>) -> Result<SoapAnswer, Box<Refusal>> {
         if call.body.child_text("fail").is_some() {
-            return Err(Refusal::new(CommonCode::InternalServerError, "", "asked to"));
+            return Err(Box::new(Refusal::new(
+                CommonCode::InternalServerError,
+                "",
+                "asked to",
+            )));
         }
         Ok(SoapAnswer {
             body: format!("<{0}Response xmlns=\"urn:t\" />", call.body.name()),
@@ -397,10 +408,22 @@ mod tests {
         assert_eq!(ok.status, 200);
 
         for (path, action, body, message, method) in [
-            (SSS, None, "<B xmlns=\"urn:t\"/>", "operation", Some("urn:t/B")),
+            (
+                SSS,
+                None,
+                "<B xmlns=\"urn:t\"/>",
+                "operation",
+                Some("urn:t/B"),
+            ),
             (SSS, None, "<Z xmlns=\"urn:t\"/>", "operation", None),
             (SSS, None, "<A/>", "operation", None),
-            (SSS, Some("urn:t/B"), "<A xmlns=\"urn:t\"/>", "SOAPAction", Some("urn:t/A")),
+            (
+                SSS,
+                Some("urn:t/B"),
+                "<A xmlns=\"urn:t\"/>",
+                "SOAPAction",
+                Some("urn:t/A"),
+            ),
         ] {
             let reply = call(path, action, body);
             let f: Fault = fault_of(&reply);
@@ -408,7 +431,11 @@ mod tests {
             assert_eq!(f.message, message, "{body}");
             assert_eq!(f.method.as_deref(), method, "{body}");
             assert_eq!(f.actor.as_deref(), Some(&*format!("http://h{path}")));
-            assert!(reply.summary.contains(" fault InvalidParameters "), "{}", reply.summary);
+            assert!(
+                reply.summary.contains(" fault InvalidParameters "),
+                "{}",
+                reply.summary
+            );
         }
         let junk = r.answer(
             &store,
@@ -421,7 +448,11 @@ mod tests {
             },
         );
         assert_eq!(fault_of(&junk).message, "request");
-        assert!(junk.summary.starts_with("- fault InvalidParameters "), "{}", junk.summary);
+        assert!(
+            junk.summary.starts_with("- fault InvalidParameters "),
+            "{}",
+            junk.summary
+        );
         let failed = call(SSS, None, "<A xmlns=\"urn:t\"><fail>1</fail></A>");
         let f = fault_of(&failed);
         assert_eq!(f.code(), "InternalServerError");

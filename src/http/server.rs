@@ -738,12 +738,7 @@ async fn read_body(
 /// A SOAP call: HTTP-level checks (faults with the status the limit
 /// names), the body within its limits, then the endpoint on a store
 /// worker.
-async fn soap(
-    ctx: &Ctx,
-    conn: &ConnInfo,
-    req: Request<Incoming>,
-    path: &'static str,
-) -> Reply {
+async fn soap(ctx: &Ctx, conn: &ConnInfo, req: Request<Incoming>, path: &'static str) -> Reply {
     let (parts, body) = req.into_parts();
     let (version, action) = soap_headers(&parts.headers);
     let base = base_url(ctx.tls.is_some(), &parts.headers, conn.local);

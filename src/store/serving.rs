@@ -114,10 +114,16 @@ impl<'a> Snapshot<'a> {
     }
 
     /// A revision's key and stored document, if the store holds it.
-    pub fn revision_document(&self, update_id: &str, revision: i32) -> Result<Option<(i64, Vec<u8>)>> {
+    pub fn revision_document(
+        &self,
+        update_id: &str,
+        revision: i32,
+    ) -> Result<Option<(i64, Vec<u8>)>> {
         Ok(self
             .tx
-            .prepare_cached("SELECT rev_id, xml FROM revisions WHERE update_id = ?1 AND revision = ?2")?
+            .prepare_cached(
+                "SELECT rev_id, xml FROM revisions WHERE update_id = ?1 AND revision = ?2",
+            )?
             .query_row(params![update_id, revision], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?)
     }
@@ -189,7 +195,12 @@ impl<'a> Snapshot<'a> {
 
     /// Deployments whose last change is in `(from, to]`: live ones, or the
     /// removed ones when `removed`.
-    pub fn deployments_changed(&self, from: i64, to: i64, removed: bool) -> Result<Vec<ServedDeployment>> {
+    pub fn deployments_changed(
+        &self,
+        from: i64,
+        to: i64,
+        removed: bool,
+    ) -> Result<Vec<ServedDeployment>> {
         let mut st = self.tx.prepare_cached(
             "SELECT deployment_id, update_id, revision, group_id, action, admin_name, deadline, go_live, \
              download_priority, is_assigned FROM deployments \
@@ -256,7 +267,9 @@ pub fn config_value_or_insert(store: &Store, key: &str, value: &str) -> Result<S
     )?;
     Ok(store
         .conn()
-        .query_row("SELECT value FROM config WHERE key = ?1", [key], |r| r.get(0))?)
+        .query_row("SELECT value FROM config WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })?)
 }
 
 /// Records a downstream server (by id, with its FQDN) in the DSS table.
@@ -290,7 +303,11 @@ pub fn record_downstream_replica(store: &Store, dss: &str) -> Result<()> {
 
 /// Tunes a store handle a server keeps open: how long a bookkeeping write
 /// waits for another writer's lock, and the handle's page cache (KiB).
-pub fn tune_pooled_handle(store: &Store, busy_timeout: std::time::Duration, cache_kib: i64) -> Result<()> {
+pub fn tune_pooled_handle(
+    store: &Store,
+    busy_timeout: std::time::Duration,
+    cache_kib: i64,
+) -> Result<()> {
     let conn = store.conn();
     conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "cache_size", -cache_kib)?;

@@ -145,7 +145,9 @@ impl<'a> SyncTxn<'a> {
         Ok(self
             .tx
             .prepare_cached("SELECT secured FROM revisions WHERE update_id = ?1 AND revision = ?2")?
-            .query_row(params![update_id, revision], |r| Ok(r.get::<_, i64>(0)? != 0))
+            .query_row(params![update_id, revision], |r| {
+                Ok(r.get::<_, i64>(0)? != 0)
+            })
             .optional()?
             .unwrap_or(false))
     }

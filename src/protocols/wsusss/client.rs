@@ -115,7 +115,7 @@ impl FaultReaction for Fault {
 pub enum ClientError {
     /// The upstream answered with a SOAP fault.
     #[error("{op}: {fault}")]
-    Fault { op: Operation, fault: Fault },
+    Fault { op: Operation, fault: Box<Fault> },
     /// The answer could not be read as the operation's response.
     #[error("{op}: malformed answer: {why}")]
     Malformed { op: Operation, why: String },
@@ -161,7 +161,7 @@ pub enum ClientError {
 impl ClientError {
     pub fn fault(&self) -> Option<&Fault> {
         match self {
-            ClientError::Fault { fault, .. } => Some(fault),
+            ClientError::Fault { fault, .. } => Some(fault.as_ref()),
             _ => None,
         }
     }
@@ -522,7 +522,10 @@ pub fn read_envelope(op: Operation, body: &[u8]) -> Result<Result<Element, Fault
 /// The `<Op>Result` element inside an answer.
 fn result_of(op: Operation, body: &[u8]) -> Result<Element, ClientError> {
     match read_envelope(op, body)? {
-        Err(fault) => Err(ClientError::Fault { op, fault }),
+        Err(fault) => Err(ClientError::Fault {
+            op,
+            fault: Box::new(fault),
+        }),
         Ok(resp) => {
             let want = format!("{}Result", op.name());
             resp.into_children()
@@ -709,9 +712,10 @@ pub fn parse_update_data(body: &[u8]) -> Result<UpdateDataBatch, ClientError> {
                 (Some(t), None) => (t.text().as_bytes().to_vec(), BlobForm::Text),
                 (None, Some(c)) => {
                     let cab = parse_b64(op, "XmlUpdateBlobCompressed", c.text())?;
-                    let xml = crate::soap::cab::read_single_member(&cab, MAX_DOCUMENT_BYTES).map_err(|e| {
-                        malformed(op, format!("{id}: XmlUpdateBlobCompressed: {e}"))
-                    })?;
+                    let xml = crate::soap::cab::read_single_member(&cab, MAX_DOCUMENT_BYTES)
+                        .map_err(|e| {
+                            malformed(op, format!("{id}: XmlUpdateBlobCompressed: {e}"))
+                        })?;
                     (xml, BlobForm::Compressed)
                 }
                 (Some(_), Some(_)) => {
@@ -843,7 +847,10 @@ pub fn parse_deployments(body: &[u8]) -> Result<DeploymentResult, ClientError> {
 pub fn parse_download_files(body: &[u8]) -> Result<(), ClientError> {
     let op = Operation::DownloadFiles;
     match read_envelope(op, body)? {
-        Err(fault) => Err(ClientError::Fault { op, fault }),
+        Err(fault) => Err(ClientError::Fault {
+            op,
+            fault: Box::new(fault),
+        }),
         Ok(_) => Ok(()),
     }
 }
@@ -1678,7 +1685,11 @@ mod tests {
         }
         // A damaged Cabinet from a real answer.
         let b = parse_document(&capture(13), &Limits::ANSWER).unwrap();
-        let blob = b.find("XmlUpdateBlobCompressed").unwrap().text().to_string();
+        let blob = b
+            .find("XmlUpdateBlobCompressed")
+            .unwrap()
+            .text()
+            .to_string();
         let mut cab = base64::engine::general_purpose::STANDARD
             .decode(blob.trim())
             .unwrap();

@@ -183,14 +183,16 @@ impl UpstreamState {
 }
 
 fn load_state(store: &Store, url: &str) -> Result<Option<UpstreamState>> {
-    Ok(syncing::upstream_record(store, url)?.map(|r| UpstreamState {
-        config_anchor: r.config_anchor,
-        sync_anchor: r.sync_anchor,
-        deployment_anchor: r.deployment_anchor,
-        replica: r.replica,
-        // Unreadable filters are forgotten: the next sync is a full one.
-        filters: serde_json::from_str(&r.filters).unwrap_or_default(),
-    }))
+    Ok(
+        syncing::upstream_record(store, url)?.map(|r| UpstreamState {
+            config_anchor: r.config_anchor,
+            sync_anchor: r.sync_anchor,
+            deployment_anchor: r.deployment_anchor,
+            replica: r.replica,
+            // Unreadable filters are forgotten: the next sync is a full one.
+            filters: serde_json::from_str(&r.filters).unwrap_or_default(),
+        }),
+    )
 }
 
 fn save_state(tx: &SyncTxn<'_>, url: &str, st: &UpstreamState, now: &str) -> Result<()> {
@@ -244,7 +246,7 @@ fn canonical_ids(what: &str, ids: &[String]) -> Result<Vec<String>> {
 
 /// How a failed step ends.
 enum Step {
-    Fault(Operation, client::Fault),
+    Fault(Operation, Box<client::Fault>),
     Fail(Error),
 }
 

@@ -29,8 +29,7 @@ use base64::Engine as _;
 use uuid::Uuid;
 
 use super::{
-    DSS_AUTH_SERVICE_URL, ErrorCode, NIL_GUID, NO_DEADLINE, Operation, PLUGIN_ID,
-    PROTOCOL_VERSION,
+    DSS_AUTH_SERVICE_URL, ErrorCode, NIL_GUID, NO_DEADLINE, Operation, PLUGIN_ID, PROTOCOL_VERSION,
 };
 use crate::error::{Error, Result};
 use crate::http::{Routes, SoapAnswer, SoapCall, SoapOperation};
@@ -182,7 +181,8 @@ impl Uss {
         let mut fresh = [0u8; 32];
         getrandom::fill(&mut fresh)
             .map_err(|e| Error::invalid("random number generator", e.to_string()))?;
-        let stored = serving::config_value_or_insert(store, COOKIE_SECRET_KEY, &hex::encode(fresh))?;
+        let stored =
+            serving::config_value_or_insert(store, COOKIE_SECRET_KEY, &hex::encode(fresh))?;
         let secret: [u8; 32] = hex::decode(stored.trim())
             .ok()
             .and_then(|v| v.try_into().ok())
@@ -206,7 +206,7 @@ impl Uss {
         store: &Store,
         op: Operation,
         call: &SoapCall<'_>,
-    ) -> std::result::Result<SoapAnswer, Refusal> {
+    ) -> std::result::Result<SoapAnswer, Box<Refusal>> {
         let body = call.body;
         let result = match op {
             Operation::GetAuthConfig => Ok(self.get_auth_config()),
@@ -220,7 +220,7 @@ impl Uss {
             Operation::DownloadFiles => self.download_files(store, body),
             Operation::GetRelatedRevisionsForUpdates => self.get_related_revisions(body),
         };
-        let (body, summary) = result?;
+        let (body, summary) = result.map_err(|f| Box::new(Refusal::from(f)))?;
         Ok(SoapAnswer { body, summary })
     }
 
@@ -289,9 +289,10 @@ impl Uss {
         if data.len() != SYNC_LEN || &data[..4] != SYNC_MAGIC {
             return Err(Fail::cookie("EncryptedData is not a cookie of gapsync"));
         }
-        let signed = self.key.open(&data).ok_or_else(|| {
-            Fail::cookie("cookie fails its MAC (forged, or of another server)")
-        })?;
+        let signed = self
+            .key
+            .open(&data)
+            .ok_or_else(|| Fail::cookie("cookie fails its MAC (forged, or of another server)"))?;
         let field = |r: std::ops::Range<usize>| signed.get(r).unwrap_or(&[]);
         let dss = Uuid::from_slice(field(4..20)).map_err(|e| Fail::cookie(e.to_string()))?;
         let uss = Uuid::from_slice(field(20..36)).map_err(|e| Fail::cookie(e.to_string()))?;
