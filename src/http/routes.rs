@@ -85,16 +85,16 @@ pub struct SoapAnswer {
 
 /// The handler of one operation. Called on a blocking thread with a store
 /// handle of its own; a failure is a [`Refusal`] (the fault it answers and
-/// why, for the log), never a panic.
+/// why, for the log; boxed, as it is large), never a panic.
 pub trait SoapHandler: Send + Sync + 'static {
-    fn call(&self, store: &Store, call: &SoapCall<'_>) -> Result<SoapAnswer, Refusal>;
+    fn call(&self, store: &Store, call: &SoapCall<'_>) -> Result<SoapAnswer, Box<Refusal>>;
 }
 
 impl<F> SoapHandler for F
 where
-    F: Fn(&Store, &SoapCall<'_>) -> Result<SoapAnswer, Refusal> + Send + Sync + 'static,
+    F: Fn(&Store, &SoapCall<'_>) -> Result<SoapAnswer, Box<Refusal>> + Send + Sync + 'static,
 {
-    fn call(&self, store: &Store, call: &SoapCall<'_>) -> Result<SoapAnswer, Refusal> {
+    fn call(&self, store: &Store, call: &SoapCall<'_>) -> Result<SoapAnswer, Box<Refusal>> {
         self(store, call)
     }
 }
@@ -260,7 +260,7 @@ impl Routes {
                 body: envelope(version, &answer.body),
                 summary: format!("{} ok {}", row.op.name, answer.summary),
             },
-            Err(refusal) => fault_reply(version, Some(&row.op), &actor, refusal),
+            Err(refusal) => fault_reply(version, Some(&row.op), &actor, *refusal),
         }
     }
 }
@@ -321,13 +321,13 @@ mod tests {
         }
     }
 
-    fn echo(_: &Store, call: &SoapCall<'_>) -> Result<SoapAnswer, Refusal> {
+    fn echo(_: &Store, call: &SoapCall<'_>) -> Result<SoapAnswer, Box<Refusal>> {
         if call.body.child_text("fail").is_some() {
-            return Err(Refusal::new(
+            return Err(Box::new(Refusal::new(
                 CommonCode::InternalServerError,
                 "",
                 "asked to",
-            ));
+            )));
         }
         Ok(SoapAnswer {
             body: format!("<{0}Response xmlns=\"urn:t\" />", call.body.name()),

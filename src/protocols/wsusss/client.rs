@@ -115,7 +115,7 @@ impl FaultReaction for Fault {
 pub enum ClientError {
     /// The upstream answered with a SOAP fault.
     #[error("{op}: {fault}")]
-    Fault { op: Operation, fault: Fault },
+    Fault { op: Operation, fault: Box<Fault> },
     /// The answer could not be read as the operation's response.
     #[error("{op}: malformed answer: {why}")]
     Malformed { op: Operation, why: String },
@@ -161,7 +161,7 @@ pub enum ClientError {
 impl ClientError {
     pub fn fault(&self) -> Option<&Fault> {
         match self {
-            ClientError::Fault { fault, .. } => Some(fault),
+            ClientError::Fault { fault, .. } => Some(fault.as_ref()),
             _ => None,
         }
     }
@@ -522,7 +522,10 @@ pub fn read_envelope(op: Operation, body: &[u8]) -> Result<Result<Element, Fault
 /// The `<Op>Result` element inside an answer.
 fn result_of(op: Operation, body: &[u8]) -> Result<Element, ClientError> {
     match read_envelope(op, body)? {
-        Err(fault) => Err(ClientError::Fault { op, fault }),
+        Err(fault) => Err(ClientError::Fault {
+            op,
+            fault: Box::new(fault),
+        }),
         Ok(resp) => {
             let want = format!("{}Result", op.name());
             resp.into_children()
@@ -844,7 +847,10 @@ pub fn parse_deployments(body: &[u8]) -> Result<DeploymentResult, ClientError> {
 pub fn parse_download_files(body: &[u8]) -> Result<(), ClientError> {
     let op = Operation::DownloadFiles;
     match read_envelope(op, body)? {
-        Err(fault) => Err(ClientError::Fault { op, fault }),
+        Err(fault) => Err(ClientError::Fault {
+            op,
+            fault: Box::new(fault),
+        }),
         Ok(_) => Ok(()),
     }
 }

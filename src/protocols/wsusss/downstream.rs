@@ -242,7 +242,7 @@ fn canonical_ids(what: &str, ids: &[String]) -> Result<Vec<String>> {
 
 /// How a failed step ends.
 enum Step {
-    Fault(Operation, client::Fault),
+    Fault(Operation, Box<client::Fault>),
     Fail(Error),
 }
 

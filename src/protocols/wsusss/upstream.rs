@@ -206,7 +206,7 @@ impl Uss {
         store: &Store,
         op: Operation,
         call: &SoapCall<'_>,
-    ) -> std::result::Result<SoapAnswer, Refusal> {
+    ) -> std::result::Result<SoapAnswer, Box<Refusal>> {
         let body = call.body;
         let result = match op {
             Operation::GetAuthConfig => Ok(self.get_auth_config()),
@@ -220,7 +220,7 @@ impl Uss {
             Operation::DownloadFiles => self.download_files(store, body),
             Operation::GetRelatedRevisionsForUpdates => self.get_related_revisions(body),
         };
-        let (body, summary) = result?;
+        let (body, summary) = result.map_err(|f| Box::new(Refusal::from(f)))?;
         Ok(SoapAnswer { body, summary })
     }
 
