@@ -337,15 +337,9 @@ impl ExportSnapshot<'_> {
                 )?;
             }
             ContentScope::Approved => {
+                super::scope::fill_approved(conn, true)?;
                 conn.execute(
-                    "INSERT OR IGNORE INTO temp.content_updates SELECT DISTINCT d.update_id FROM deployments d \
-                     JOIN temp.scope s ON s.update_id = d.update_id WHERE d.removed = 0 AND d.action = 'install'",
-                    [],
-                )?;
-                conn.execute(
-                    "INSERT OR IGNORE INTO temp.content_updates SELECT DISTINCT x.target_id FROM relationships x \
-                     JOIN updates u ON u.current_rev = x.rev_id JOIN temp.content_updates c ON c.update_id = u.update_id \
-                     WHERE x.rel = 'bundled'",
+                    "INSERT INTO temp.content_updates SELECT update_id FROM temp.approved",
                     [],
                 )?;
             }

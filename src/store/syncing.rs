@@ -54,15 +54,12 @@ pub struct NeededContent {
 
 /// The content files the store lacks, once per SHA-1 (the row with a
 /// SHA-256 first): of every revision, or with `approved_only` of the
-/// revisions of updates with a live Install deployment and of the updates
-/// their current revision bundles (as export's approved scope).
+/// revisions of the approved updates (`store::scope`'s approved-content
+/// rule, as export's).
 pub fn needed_content(store: &Store, approved_only: bool) -> Result<Vec<NeededContent>> {
     let scope = if approved_only {
-        "SELECT r.rev_id FROM revisions r WHERE r.update_id IN ( \
-           SELECT d.update_id FROM deployments d WHERE d.removed = 0 AND d.action = 'install' \
-           UNION SELECT x.target_id FROM deployments d JOIN updates u ON u.update_id = d.update_id \
-           JOIN relationships x ON x.rev_id = u.current_rev AND x.rel = 'bundled' \
-           WHERE d.removed = 0 AND d.action = 'install')"
+        super::scope::fill_approved(store.conn(), false)?;
+        "SELECT r.rev_id FROM revisions r JOIN temp.approved a ON a.update_id = r.update_id"
     } else {
         "SELECT rev_id FROM revisions"
     };
