@@ -84,8 +84,15 @@ pub enum Error {
         other: String,
         other_name: String,
     },
-    #[error("{0}")]
-    Refused(String),
+    /// An upstream server (MS-WSUSSS) failed, refused or answered what a
+    /// sync cannot use; the store is unchanged by the failed step.
+    #[error("upstream {url}: {detail}")]
+    Upstream { url: String, detail: String },
+    /// `sync --replica` into a store that is not a replica.
+    #[error(
+        "--replica takes groups and approvals from {url}, but this store is {mode}: create the replica with `gapsync init --mode replica`"
+    )]
+    NotAReplica { url: String, mode: String },
     /// The file system has less room than content about to be written needs.
     #[error(
         "not enough space in {}: {what} needs {}, {} free",

@@ -255,7 +255,10 @@ impl From<Error> for Step {
 fn upstream_error(url: &str, e: ClientError) -> Error {
     match e {
         ClientError::Local(e) => e,
-        other => Error::Refused(format!("upstream {url}: {other}")),
+        other => Error::Upstream {
+            url: url.to_string(),
+            detail: other.to_string(),
+        },
     }
 }
 
@@ -300,11 +303,13 @@ impl Session<'_> {
             .iter()
             .find(|p| p.plugin_id.eq_ignore_ascii_case(client::DSS_PLUGIN_ID))
             .ok_or_else(|| {
-                Step::Fail(Error::Refused(format!(
-                    "upstream {}: GetAuthConfig offers no {} authorization plug-in",
-                    self.client.base(),
-                    client::DSS_PLUGIN_ID
-                )))
+                Step::Fail(Error::Upstream {
+                    url: self.client.base().to_string(),
+                    detail: format!(
+                        "GetAuthConfig offers no {} authorization plug-in",
+                        client::DSS_PLUGIN_ID
+                    ),
+                })
             })?;
         let auth = self.wrap(self.client.get_authorization_cookie(
             &plugin.service_url,
@@ -331,10 +336,10 @@ pub fn sync(store: &mut Store, opts: &SyncOptions, progress: &dyn Progress) -> R
     let url = client.base().to_string();
     let info = store.info().clone();
     if opts.replica && info.mode != Mode::Replica {
-        return Err(Error::Refused(format!(
-            "--replica takes groups and approvals from {url}, but this store is {}: create the replica with `gapsync init --mode replica`",
-            info.mode.as_str()
-        )));
+        return Err(Error::NotAReplica {
+            url,
+            mode: info.mode.as_str().to_string(),
+        });
     }
     let products = canonical_ids("product id", &opts.products)?;
     let classifications = canonical_ids("classification id", &opts.classifications)?;
@@ -389,10 +394,11 @@ pub fn sync(store: &mut Store, opts: &SyncOptions, progress: &dyn Progress) -> R
                 }
                 Err(Step::Fail(e)) => return Err(e),
                 Err(Step::Fault(op, fault)) => {
-                    let stop = |why: &str| {
-                        Error::Refused(format!(
-                            "upstream {url}: {op}: {fault}; {why}; the sync stopped and the store is unchanged"
-                        ))
+                    let stop = |why: &str| Error::Upstream {
+                        url: url.clone(),
+                        detail: format!(
+                            "{op}: {fault}; {why}; the sync stopped and the store is unchanged"
+                        ),
                     };
                     match fault.action() {
                         FaultAction::Restart if report.restarts < MAX_RESTARTS => {
@@ -709,12 +715,15 @@ fn fetch_revisions(
                 .take(5)
                 .map(|u| u.to_string())
                 .collect();
-            return Err(Step::Fail(Error::Refused(format!(
-                "upstream {url}: GetUpdateData returned no metadata for {} of {} requested revisions (e.g. {})",
-                wanted.len() - got.len(),
-                wanted.len(),
-                missing.join(", ")
-            ))));
+            return Err(Step::Fail(Error::Upstream {
+                url: url.to_string(),
+                detail: format!(
+                    "GetUpdateData returned no metadata for {} of {} requested revisions (e.g. {})",
+                    wanted.len() - got.len(),
+                    wanted.len(),
+                    missing.join(", ")
+                ),
+            }));
         }
         for f in data.file_urls {
             if let Some(mu) = f.mu_url {
@@ -944,12 +953,13 @@ fn sync_content(
     let total: u64 = needed.iter().map(|n| n.size).sum();
     let free = fs4::available_space(&root).unwrap_or(u64::MAX);
     if total > free {
-        return Err(Error::Refused(format!(
-            "not enough space in {}: the upstream's content needs {}, {} free (metadata was synced; sync again with more space or --content none)",
-            root.display(),
-            crate::model::units::human_bytes(total),
-            crate::model::units::human_bytes(free)
-        )));
+        return Err(Error::DiskFull {
+            path: root,
+            what: "the upstream's content (metadata was synced; sync again with more space or --content none)"
+                .to_string(),
+            need: total,
+            free,
+        });
     }
     let content_store = ContentStore::new(
         root.join(crate::store::CONTENT_DIR),
