@@ -16,57 +16,16 @@ use common::*;
 /// Tar entries as (raw header, data).
 type Entries = Vec<(tar::Header, Vec<u8>)>;
 
+/// The shared lab (20 updates, 1 MiB of content) and a genuine full bundle.
 struct Case {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    down: PathBuf,
-    key: PathBuf,
+    lab: Lab,
     bundle: PathBuf,
 }
 
 fn setup() -> Case {
-    let (tmp, up) = new_store("hq", "autonomous");
-    let root = tmp.path().to_path_buf();
-    gs(
-        &up,
-        &[
-            "catalog",
-            "generate",
-            "--updates",
-            "20",
-            "--content-bytes",
-            "1M",
-        ],
-    )
-    .ok();
-    let key = root.join("k");
-    gs_plain(&["key", "generate", "--out", key.to_str().unwrap()]).ok();
-    let bundle = root.join("genuine");
-    gs(
-        &up,
-        &[
-            "export",
-            "--key",
-            key.with_extension("key").to_str().unwrap(),
-            "--out",
-            bundle.to_str().unwrap(),
-        ],
-    )
-    .ok();
-    let down = root.join("down");
-    gs_plain(&["init", down.to_str().unwrap(), "--mode", "replica"]).ok();
-    gs(
-        &down,
-        &["trust", "add", key.with_extension("pub").to_str().unwrap()],
-    )
-    .ok();
-    Case {
-        _tmp: tmp,
-        root,
-        down,
-        key: key.with_extension("key"),
-        bundle,
-    }
+    let lab = Lab::new(20, "1M");
+    let bundle = lab.export("genuine", &[]);
+    Case { lab, bundle }
 }
 
 /// The entries of the genuine metadata pack.
@@ -126,7 +85,7 @@ fn regular(name: &str, data: &[u8]) -> (tar::Header, Vec<u8>) {
 
 impl Case {
     fn variant(&self, name: &str) -> PathBuf {
-        let p = self.root.join(name);
+        let p = self.lab.root.join(name);
         copy_tree(&self.bundle, &p);
         p
     }
@@ -134,22 +93,22 @@ impl Case {
     /// Import must fail mentioning `needle`; nothing changes; nothing is
     /// written outside the store's staging area.
     fn refused(&self, bundle: &Path, needle: &str) {
-        let before = snapshot(&self.down);
-        let outside_before = tree(&self.root).len();
-        let r = gs(&self.down, &["import", bundle.to_str().unwrap()]);
+        let before = snapshot(&self.lab.plant);
+        let outside_before = tree(&self.lab.root).len();
+        let r = gs(&self.lab.plant, &["import", bundle.to_str().unwrap()]);
         assert_ne!(r.code, 0, "{needle}: accepted");
         assert!(
             r.stderr.contains(needle),
             "expected {needle:?} in: {}",
             r.stderr
         );
-        assert_eq!(snapshot(&self.down), before, "{needle}: store changed");
+        assert_eq!(snapshot(&self.lab.plant), before, "{needle}: store changed");
         assert_eq!(
-            tree(&self.root).len(),
+            tree(&self.lab.root).len(),
             outside_before,
             "{needle}: files appeared"
         );
-        assert!(!self.root.join("evil").exists() && !Path::new("/tmp/gapsync-evil").exists());
+        assert!(!self.lab.root.join("evil").exists() && !Path::new("/tmp/gapsync-evil").exists());
     }
 }
 
@@ -179,7 +138,7 @@ fn hostile_metadata_entries_are_refused() {
     for (name, entries, needle) in cases {
         let v = c.variant(name);
         write_metadata(&v, &entries);
-        resign(&v, &c.key, |m| {
+        resign(&v, &c.lab.key, |m| {
             m.counts.revisions = (entries.len() as u64).saturating_sub(1)
         });
         c.refused(&v, needle);
@@ -201,7 +160,7 @@ fn decompression_bombs_and_oversized_files_are_refused() {
         b.into_inner().unwrap().finish().unwrap();
     }
     assert!(fs::metadata(v.join("metadata.tar.zst")).unwrap().len() < 1 << 20);
-    resign(&v, &c.key, |_| {});
+    resign(&v, &c.lab.key, |_| {});
     c.refused(&v, "oversized");
     // Valid revisions of 14 MiB each (whitespace in a title), each under the
     // per-document limit, together over the decompression limit: stopped
@@ -242,7 +201,7 @@ fn decompression_bombs_and_oversized_files_are_refused() {
         }
         b.into_inner().unwrap().finish().unwrap();
     }
-    resign(&v, &c.key, |m| m.counts.revisions = 6);
+    resign(&v, &c.lab.key, |m| m.counts.revisions = 6);
     c.refused(&v, "[decompression-limit]");
     // An oversized manifest.
     let v = c.variant("big-manifest");
@@ -313,9 +272,9 @@ fn hostile_content_entries_are_refused() {
     for (name, entries, needle) in cases {
         let v = c.variant(name);
         write(&v, &entries);
-        resign(&v, &c.key, |_| {});
+        resign(&v, &c.lab.key, |_| {});
         c.refused(&v, needle);
     }
     // The genuine bundle still imports.
-    gs(&c.down, &["import", c.bundle.to_str().unwrap()]).ok();
+    gs(&c.lab.plant, &["import", c.bundle.to_str().unwrap()]).ok();
 }

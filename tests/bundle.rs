@@ -11,27 +11,38 @@ use std::process::Command;
 
 use common::*;
 
-struct Lab {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    up: PathBuf,
-    down: PathBuf,
-    key: PathBuf,
-    pubkey: PathBuf,
+/// The shared lab (120 updates; groups Servers and Pilot under it) and
+/// the chain of bundles exported to its plant.
+struct Chain {
+    lab: Lab,
+    /// Bundles exported so far (`bundle-N`).
     n: u32,
     /// (update id, group) approved by `new`.
     approved: Vec<(String, String)>,
 }
 
-impl Lab {
-    /// A connected server with a small generated catalog, groups and
-    /// approvals, and a disconnected replica that trusts its key.
-    fn new(content: &str) -> Lab {
-        let mut lab = Lab::setup(content);
+impl std::ops::Deref for Chain {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.lab
+    }
+}
+
+impl std::ops::DerefMut for Chain {
+    fn deref_mut(&mut self) -> &mut Lab {
+        &mut self.lab
+    }
+}
+
+impl Chain {
+    /// The lab with four updates approved (deadline 2027-01-01) for
+    /// Servers and Pilot in turn.
+    fn new(content: &str) -> Chain {
+        let mut lab = Chain::setup(content);
         for (i, id) in lab.visible_updates().iter().take(4).enumerate() {
             let group = if i % 2 == 0 { "Servers" } else { "Pilot" };
             gs(
-                &lab.up,
+                &lab.hq,
                 &[
                     "approve",
                     id,
@@ -47,64 +58,21 @@ impl Lab {
         lab
     }
 
-    fn setup(content: &str) -> Lab {
-        let (tmp, up) = new_store("hq", "autonomous");
-        let root = tmp.path().to_path_buf();
-        let down = root.join("plant");
-        gs_plain(&[
-            "init",
-            down.to_str().unwrap(),
-            "--name",
-            "plant",
-            "--mode",
-            "replica",
-        ])
-        .ok();
-        gs(
-            &up,
-            &[
-                "catalog",
-                "generate",
-                "--updates",
-                "120",
-                "--content-bytes",
-                content,
-                "--seed",
-                "1",
-            ],
-        )
-        .ok();
-        gs(&up, &["groups", "add", "Servers"]).ok();
-        gs(&up, &["groups", "add", "Pilot", "--parent", "Servers"]).ok();
-        let prefix = root.join("signing");
-        gs_plain(&["key", "generate", "--out", prefix.to_str().unwrap()]).ok();
-        let lab = Lab {
-            _tmp: tmp,
-            key: prefix.with_extension("key"),
-            pubkey: prefix.with_extension("pub"),
-            root,
-            up,
-            down,
+    /// The lab with its groups, nothing approved.
+    fn setup(content: &str) -> Chain {
+        let lab = Lab::new(120, content);
+        gs(&lab.hq, &["groups", "add", "Servers"]).ok();
+        gs(&lab.hq, &["groups", "add", "Pilot", "--parent", "Servers"]).ok();
+        Chain {
+            lab,
             n: 0,
             approved: Vec::new(),
-        };
-        gs(
-            &lab.down,
-            &[
-                "trust",
-                "add",
-                lab.pubkey.to_str().unwrap(),
-                "--label",
-                "hq",
-            ],
-        )
-        .ok();
-        lab
+        }
     }
 
     fn visible_updates(&self) -> Vec<String> {
         let list = gs(
-            &self.up,
+            &self.hq,
             &["updates", "list", "--json", "--kind", "software"],
         )
         .ok()
@@ -119,6 +87,7 @@ impl Lab {
             .collect()
     }
 
+    /// The next bundle of the chain to the plant (`bundle-N`).
     fn export(&mut self, extra: &[&str]) -> PathBuf {
         self.n += 1;
         let out = self.root.join(format!("bundle-{}", self.n));
@@ -132,28 +101,28 @@ impl Lab {
             "plant",
         ];
         args.extend_from_slice(extra);
-        gs(&self.up, &args).ok();
+        gs(&self.hq, &args).ok();
         out
     }
 
     fn import(&self, bundle: &Path) -> Run {
-        gs(&self.down, &["import", bundle.to_str().unwrap(), "--json"])
+        gs(&self.plant, &["import", bundle.to_str().unwrap(), "--json"])
     }
 
     /// The downstream refuses `bundle` with exit 3 naming `rule`, and is
     /// unchanged.
     fn refused(&self, bundle: &Path, rule: &str) {
-        let before = snapshot(&self.down);
-        let content_before = tree(&self.down.join("content"));
+        let before = snapshot(&self.plant);
+        let content_before = tree(&self.plant.join("content"));
         self.import(bundle).fails(3, &format!("[{rule}]"));
-        assert_eq!(snapshot(&self.down), before, "{rule}: store changed");
+        assert_eq!(snapshot(&self.plant), before, "{rule}: store changed");
         assert_eq!(
-            tree(&self.down.join("content")),
+            tree(&self.plant.join("content")),
             content_before,
             "{rule}: content changed"
         );
         assert_eq!(
-            fs::read_dir(self.down.join("staging")).unwrap().count(),
+            fs::read_dir(self.plant.join("staging")).unwrap().count(),
             0,
             "{rule}: staging debris"
         );
@@ -166,8 +135,8 @@ impl Lab {
             &["deployments", "list", "--removed", "--json"],
         ] {
             assert_eq!(
-                gs(&self.up, args).ok().stdout,
-                gs(&self.down, args).ok().stdout,
+                gs(&self.hq, args).ok().stdout,
+                gs(&self.plant, args).ok().stdout,
                 "{args:?} differ"
             );
         }
@@ -185,19 +154,19 @@ impl Lab {
                 })
                 .collect()
         };
-        assert_eq!(groups(&self.up), groups(&self.down));
+        assert_eq!(groups(&self.hq), groups(&self.plant));
         assert_eq!(
-            tree(&self.up.join("content")),
-            tree(&self.down.join("content")),
+            tree(&self.hq.join("content")),
+            tree(&self.plant.join("content")),
             "content trees differ"
         );
         // Byte-identical XML for every update.
-        let list = gs(&self.up, &["updates", "list", "--json"]).ok().json();
+        let list = gs(&self.hq, &["updates", "list", "--json"]).ok().json();
         for u in list.as_array().unwrap().iter().step_by(7) {
             let id = u["id"].as_str().unwrap();
             assert_eq!(
-                gs(&self.up, &["updates", "show", id, "--xml"]).ok().stdout,
-                gs(&self.down, &["updates", "show", id, "--xml"])
+                gs(&self.hq, &["updates", "show", id, "--xml"]).ok().stdout,
+                gs(&self.plant, &["updates", "show", id, "--xml"])
                     .ok()
                     .stdout
             );
@@ -207,7 +176,7 @@ impl Lab {
 
 #[test]
 fn full_bundle_and_three_incremental_links_make_the_stores_equal() {
-    let mut lab = Lab::new("6M");
+    let mut lab = Chain::new("6M");
     let b1 = lab.export(&["--json"]);
     let r = lab.import(&b1).ok().json();
     assert_eq!(r["status"], "imported");
@@ -216,7 +185,7 @@ fn full_bundle_and_three_incremental_links_make_the_stores_equal() {
 
     // Link 2: new updates (another seed) with content, new approvals.
     gs(
-        &lab.up,
+        &lab.hq,
         &[
             "catalog",
             "generate",
@@ -231,7 +200,7 @@ fn full_bundle_and_three_incremental_links_make_the_stores_equal() {
     .ok();
     let visible = lab.visible_updates();
     gs(
-        &lab.up,
+        &lab.hq,
         &[
             "approve",
             &visible[10],
@@ -264,13 +233,13 @@ fn full_bundle_and_three_incremental_links_make_the_stores_equal() {
     let (a1, g1) = lab.approved[1].clone();
     let (a2, _) = lab.approved[2].clone();
     gs(
-        &lab.up,
+        &lab.hq,
         &["approve", &a0, "--group", &g0, "--action", "block"],
     )
     .ok();
-    gs(&lab.up, &["unapprove", &a1, "--group", &g1]).ok();
-    gs(&lab.up, &["decline", &a2]).ok();
-    gs(&lab.up, &["groups", "add", "Temporary"]).ok();
+    gs(&lab.hq, &["unapprove", &a1, "--group", &g1]).ok();
+    gs(&lab.hq, &["decline", &a2]).ok();
+    gs(&lab.hq, &["groups", "add", "Temporary"]).ok();
     let b3 = lab.export(&[]);
     let r3 = lab.import(&b3).ok().json();
     assert_eq!(r3["plan"]["deployments_changed"], 1);
@@ -282,7 +251,7 @@ fn full_bundle_and_three_incremental_links_make_the_stores_equal() {
     lab.assert_equal();
 
     // Link 4: a group removed, nothing else.
-    gs(&lab.up, &["groups", "remove", "Temporary"]).ok();
+    gs(&lab.hq, &["groups", "remove", "Temporary"]).ok();
     let b4 = lab.export(&[]);
     let m4: serde_json::Value =
         serde_json::from_slice(&fs::read(b4.join("manifest.json")).unwrap()).unwrap();
@@ -292,17 +261,17 @@ fn full_bundle_and_three_incremental_links_make_the_stores_equal() {
     lab.import(&b4).ok();
     lab.assert_equal();
     assert_eq!(
-        gs(&lab.down, &["status", "--json"]).ok().json()["bundles_imported"],
+        gs(&lab.plant, &["status", "--json"]).ok().json()["bundles_imported"],
         4
     );
 
     // An export with nothing changed is refused and leaves nothing behind;
     // with --allow-empty it is an empty link that still chains.
-    let before = snapshot(&lab.up);
-    let links_before = gs(&lab.up, &["exports", "list", "--json"]).ok().stdout;
+    let before = snapshot(&lab.hq);
+    let links_before = gs(&lab.hq, &["exports", "list", "--json"]).ok().stdout;
     let empty = lab.root.join("empty");
     gs(
-        &lab.up,
+        &lab.hq,
         &[
             "export",
             "--key",
@@ -317,12 +286,12 @@ fn full_bundle_and_three_incremental_links_make_the_stores_equal() {
     .fails(1, "--allow-empty");
     assert!(!empty.exists());
     assert_no_partial(&lab.root);
-    assert_eq!(snapshot(&lab.up), before);
+    assert_eq!(snapshot(&lab.hq), before);
     assert_eq!(
-        gs(&lab.up, &["exports", "list", "--json"]).ok().stdout,
+        gs(&lab.hq, &["exports", "list", "--json"]).ok().stdout,
         links_before
     );
-    gs(&lab.up, &["check"]).ok();
+    gs(&lab.hq, &["check"]).ok();
     let b5 = lab.export(&["--allow-empty"]);
     let r5 = lab.import(&b5).ok().json();
     assert_eq!(r5["plan"]["revisions_added"], 0);
@@ -331,24 +300,26 @@ fn full_bundle_and_three_incremental_links_make_the_stores_equal() {
 
 #[test]
 fn the_same_bundle_again_is_a_no_op() {
-    let mut lab = Lab::new("1M");
+    let mut lab = Chain::new("1M");
     let b1 = lab.export(&[]);
     lab.import(&b1).ok();
-    let before = snapshot(&lab.down);
+    let before = snapshot(&lab.plant);
     let r = lab.import(&b1).ok().json();
     assert_eq!(r["status"], "already-imported");
-    assert_eq!(snapshot(&lab.down), before);
-    let text = gs(&lab.down, &["import", b1.to_str().unwrap()]).ok().stdout;
+    assert_eq!(snapshot(&lab.plant), before);
+    let text = gs(&lab.plant, &["import", b1.to_str().unwrap()])
+        .ok()
+        .stdout;
     assert!(text.contains("already imported"), "{text}");
 }
 
 #[test]
 fn dry_run_prints_the_plan_and_changes_nothing() {
-    let mut lab = Lab::new("2M");
+    let mut lab = Chain::new("2M");
     let b1 = lab.export(&[]);
-    let before = snapshot(&lab.down);
+    let before = snapshot(&lab.plant);
     let r = gs(
-        &lab.down,
+        &lab.plant,
         &["import", b1.to_str().unwrap(), "--dry-run", "--json"],
     )
     .ok()
@@ -362,8 +333,8 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     assert_eq!(r["plan"]["groups_added"], 2);
     assert_eq!(r["plan"]["content_bytes"], 2 << 20);
     assert!(r["plan"]["disk_free"].as_u64().unwrap() > 0);
-    assert_eq!(snapshot(&lab.down), before);
-    assert!(tree(&lab.down.join("content")).is_empty());
+    assert_eq!(snapshot(&lab.plant), before);
+    assert!(tree(&lab.plant.join("content")).is_empty());
 }
 
 /// A dry run plans for the whole bundle: with volumes missing it names
@@ -371,7 +342,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
 /// then the plan says which volumes it did not see. Nothing changes.
 #[test]
 fn dry_run_names_missing_volumes_unless_planning_from_volume_1() {
-    let mut lab = Lab::new("10M");
+    let mut lab = Chain::new("10M");
     let b = lab.export(&["--volume-size", "5M"]);
     let vols: Vec<PathBuf> = {
         let mut v: Vec<PathBuf> = fs::read_dir(&b)
@@ -384,13 +355,13 @@ fn dry_run_names_missing_volumes_unless_planning_from_volume_1() {
     };
     assert_eq!(vols.len(), 3, "10 MiB in 5 MiB volumes");
     let v: Vec<&str> = vols.iter().map(|p| p.to_str().unwrap()).collect();
-    let before = snapshot(&lab.down);
+    let before = snapshot(&lab.plant);
     let dry = |volumes: &[&str], extra: &[&str]| {
         let mut args = vec!["import", "--dry-run"];
         args.extend_from_slice(extra);
         args.push("--volumes");
         args.extend_from_slice(volumes);
-        gs(&lab.down, &args)
+        gs(&lab.plant, &args)
     };
 
     let r = dry(&v[..1], &[]).fails(1, "volumes 2 and 3 of this 3-volume bundle not given");
@@ -407,12 +378,12 @@ fn dry_run_names_missing_volumes_unless_planning_from_volume_1() {
     fs::remove_dir_all(partial.join("vol-002")).unwrap();
     fs::remove_dir_all(partial.join("vol-003")).unwrap();
     gs(
-        &lab.down,
+        &lab.plant,
         &["import", partial.to_str().unwrap(), "--dry-run"],
     )
     .fails(1, "volumes 2 and 3");
     let j = gs(
-        &lab.down,
+        &lab.plant,
         &[
             "import",
             partial.to_str().unwrap(),
@@ -428,7 +399,7 @@ fn dry_run_names_missing_volumes_unless_planning_from_volume_1() {
     dry(&[v[0], v[2], v[1]], &[]).fails(3, "[wrong-volume]");
     // Without --dry-run the flag is a usage error.
     let r = gs(
-        &lab.down,
+        &lab.plant,
         &["import", "--plan-from-first-volume", "--volumes", v[0]],
     );
     assert_eq!(r.code, 2, "{}", r.stderr);
@@ -456,18 +427,18 @@ fn dry_run_names_missing_volumes_unless_planning_from_volume_1() {
     assert_eq!(j["plan"]["volumes_missing"], serde_json::json!([]));
     let checks = j["checks"].to_string();
     assert!(checks.contains("volume 3: signature valid"), "{checks}");
-    assert_eq!(snapshot(&lab.down), before, "a dry run changed the store");
-    assert!(tree(&lab.down.join("content")).is_empty());
+    assert_eq!(snapshot(&lab.plant), before, "a dry run changed the store");
+    assert!(tree(&lab.plant.join("content")).is_empty());
 
     let mut args = vec!["import", "--volumes"];
     args.extend_from_slice(&v);
-    gs(&lab.down, &args).ok();
+    gs(&lab.plant, &args).ok();
     lab.assert_equal();
 }
 
 #[test]
 fn stock_tools_verify_a_bundle() {
-    let mut lab = Lab::new("3M");
+    let mut lab = Chain::new("3M");
     let b = lab.export(&[]);
     let run = |cmd: &mut Command| {
         let out = cmd
@@ -521,7 +492,7 @@ fn stock_tools_verify_a_bundle() {
         .unwrap();
     assert_eq!(
         fs::read(extract.join(first_xml)).unwrap(),
-        gs(&lab.up, &["updates", "show", id, "--xml"])
+        gs(&lab.hq, &["updates", "show", id, "--xml"])
             .ok()
             .stdout
             .into_bytes()
@@ -540,7 +511,7 @@ fn stock_tools_verify_a_bundle() {
 
 #[test]
 fn verify_needs_no_store_and_names_failures() {
-    let mut lab = Lab::new("1M");
+    let mut lab = Chain::new("1M");
     let b = lab.export(&[]);
     let r = gs_plain(&[
         "verify",
@@ -554,7 +525,7 @@ fn verify_needs_no_store_and_names_failures() {
     assert_eq!(r["seq"], 1);
     assert!(r["checks"].as_array().unwrap().len() >= 4);
     // With --server: its chain position is checked too.
-    let r = gs(&lab.down, &["verify", b.to_str().unwrap()]).ok().stdout;
+    let r = gs(&lab.plant, &["verify", b.to_str().unwrap()]).ok().stdout;
     assert!(
         r.contains("chain position") && r.contains("the first link"),
         "{r}"
@@ -582,7 +553,7 @@ fn verify_needs_no_store_and_names_failures() {
 
 #[test]
 fn rule_unknown_key() {
-    let mut lab = Lab::new("1M");
+    let mut lab = Chain::new("1M");
     let other = lab.root.join("stranger");
     gs_plain(&["key", "generate", "--out", other.to_str().unwrap()]).ok();
     lab.key = other.with_extension("key");
@@ -592,7 +563,7 @@ fn rule_unknown_key() {
 
 #[test]
 fn rule_unsupported_version() {
-    let mut lab = Lab::new("1M");
+    let mut lab = Chain::new("1M");
     let b = lab.export(&[]);
     // A later version may add fields; it is still named as a version problem.
     resign_json(&b, &lab.key, |m| {
@@ -604,7 +575,7 @@ fn rule_unsupported_version() {
 
 #[test]
 fn rule_bad_signature() {
-    let mut lab = Lab::new("1M");
+    let mut lab = Chain::new("1M");
     let b = lab.export(&[]);
     // Change SHA256SUMS (re-point one digest) without re-signing.
     let sums = fs::read_to_string(b.join("SHA256SUMS")).unwrap();
@@ -616,7 +587,7 @@ fn rule_bad_signature() {
 
 #[test]
 fn rule_hash_mismatch_in_every_file() {
-    let mut lab = Lab::new("2M");
+    let mut lab = Chain::new("2M");
     let b = lab.export(&[]);
     for name in [
         "content-001.tar",
@@ -647,7 +618,7 @@ fn rule_hash_mismatch_in_every_file() {
 
 #[test]
 fn rule_missing_and_extra_files() {
-    let mut lab = Lab::new("1M");
+    let mut lab = Chain::new("1M");
     let b = lab.export(&[]);
     let missing = lab.root.join("missing");
     copy_tree(&b, &missing);
@@ -665,7 +636,7 @@ fn rule_missing_and_extra_files() {
 
 #[test]
 fn rule_expired_and_the_loud_override() {
-    let mut lab = Lab::new("1M");
+    let mut lab = Chain::new("1M");
     let b = lab.export(&[]);
     resign(&b, &lab.key, |m| {
         m.created = "2026-01-01T00:00:00Z".into();
@@ -673,7 +644,7 @@ fn rule_expired_and_the_loud_override() {
     });
     lab.refused(&b, "expired");
     let r = gs(
-        &lab.down,
+        &lab.plant,
         &["import", b.to_str().unwrap(), "--allow-expired"],
     )
     .ok();
@@ -690,14 +661,14 @@ fn rule_expired_and_the_loud_override() {
 
 #[test]
 fn rules_replay_gap_fork_and_rebase() {
-    let mut lab = Lab::new("1M");
+    let mut lab = Chain::new("1M");
     let b1 = lab.export(&[]);
-    gs(&lab.up, &["groups", "add", "G2"]).ok();
+    gs(&lab.hq, &["groups", "add", "G2"]).ok();
     // Keep a copy of the connected store as it is now, to fork the chain.
     let fork_store = lab.root.join("hq-copy");
-    copy_tree(&lab.up, &fork_store);
+    copy_tree(&lab.hq, &fork_store);
     let b2 = lab.export(&[]);
-    gs(&lab.up, &["groups", "add", "G3"]).ok();
+    gs(&lab.hq, &["groups", "add", "G3"]).ok();
     let b3 = lab.export(&[]);
 
     // Gap: an incremental bundle first, or a link skipped.
@@ -729,7 +700,7 @@ fn rules_replay_gap_fork_and_rebase() {
     let b4 = lab.export(&["--full"]);
     lab.refused(&b4, "rebase-required");
     let r = gs(
-        &lab.down,
+        &lab.plant,
         &["import", b4.to_str().unwrap(), "--rebase", "--json"],
     )
     .ok()
@@ -758,7 +729,7 @@ fn rules_replay_gap_fork_and_rebase() {
 
 #[test]
 fn rule_content_must_match_update_metadata_even_when_signed() {
-    let mut lab = Lab::new("2M");
+    let mut lab = Chain::new("2M");
     let b = lab.export(&[]);
     // A trusted exporter gone wrong: content bytes changed, bundle re-signed.
     let index: serde_json::Value =
@@ -779,25 +750,25 @@ fn rule_content_must_match_update_metadata_even_when_signed() {
 
 #[test]
 fn imports_are_exclusive_and_interrupted_imports_complete_on_rerun() {
-    let mut lab = Lab::new("2M");
+    let mut lab = Chain::new("2M");
     let b = lab.export(&[]);
     {
-        let _held = gapsync::store::Store::open_writer(&lab.down).unwrap();
+        let _held = gapsync::store::Store::open_writer(&lab.plant).unwrap();
         lab.import(&b).fails(1, "locked");
     }
     for point in ["import-before-content-rename", "import-before-commit"] {
-        let before = snapshot_db(&lab.down);
+        let before = snapshot_db(&lab.plant);
         let r = gs_env(
-            &lab.down,
+            &lab.plant,
             &["import", b.to_str().unwrap()],
             &[("GAPSYNC_FAILPOINT", point)],
         );
         assert_ne!(r.code, 0, "{point}");
         assert!(r.stderr.contains(point), "{}", r.stderr);
-        assert_eq!(snapshot_db(&lab.down), before, "{point}: the old state");
+        assert_eq!(snapshot_db(&lab.plant), before, "{point}: the old state");
         // At most complete, verified files without a database row (a crash
         // after they were moved in), which the re-run adopts.
-        content_files_are_whole(&lab.down);
+        content_files_are_whole(&lab.plant);
     }
     lab.import(&b).ok();
     lab.assert_equal();
@@ -805,7 +776,7 @@ fn imports_are_exclusive_and_interrupted_imports_complete_on_rerun() {
 
 #[test]
 fn volumes_split_big_files_verify_alone_and_import_in_sequence() {
-    let mut lab = Lab::new("24M");
+    let mut lab = Chain::new("24M");
     let b = lab.export(&["--volume-size", "5M"]);
     let vols: Vec<PathBuf> = {
         let mut v: Vec<PathBuf> = fs::read_dir(&b)
@@ -860,7 +831,7 @@ fn volumes_split_big_files_verify_alone_and_import_in_sequence() {
         .collect();
     let mut args = vec!["import", "--volumes"];
     args.extend(&some);
-    gs(&lab.down, &args).fails(3, &format!("volume {}", vols.len()));
+    gs(&lab.plant, &args).fails(3, &format!("volume {}", vols.len()));
 
     // A damaged volume is named.
     let damaged = lab.root.join("damaged");
@@ -885,11 +856,11 @@ fn volumes_split_big_files_verify_alone_and_import_in_sequence() {
     let all: Vec<&str> = vols.iter().map(|p| p.to_str().unwrap()).collect();
     let mut args = vec!["import", "--volumes"];
     args.extend(&all);
-    gs(&lab.down, &args).ok();
+    gs(&lab.plant, &args).ok();
     lab.assert_equal();
 
     // Volumes of another bundle mixed in are refused.
-    gs(&lab.up, &["groups", "add", "X"]).ok();
+    gs(&lab.hq, &["groups", "add", "X"]).ok();
     let other = lab.export(&["--full", "--volume-size", "5M"]);
     let mixed = lab.root.join("mixed");
     copy_tree(&b, &mixed);
@@ -906,14 +877,14 @@ fn volumes_split_big_files_verify_alone_and_import_in_sequence() {
 
 #[test]
 fn key_rotation_and_revocation_travel_in_bundles() {
-    let mut lab = Lab::new("1M");
+    let mut lab = Chain::new("1M");
     let b1 = lab.export(&[]);
     lab.import(&b1).ok();
     // Introduce k2, signed by the trusted k1; the next bundle carries it.
     let k2 = lab.root.join("k2");
     gs_plain(&["key", "generate", "--out", k2.to_str().unwrap()]).ok();
     gs(
-        &lab.up,
+        &lab.hq,
         &[
             "trust",
             "statement",
@@ -975,7 +946,7 @@ fn key_rotation_and_revocation_travel_in_bundles() {
     ])
     .ok();
     lab.import(&b2).ok();
-    let keys = gs(&lab.down, &["trust", "list", "--json"]).ok().json();
+    let keys = gs(&lab.plant, &["trust", "list", "--json"]).ok().json();
     assert_eq!(keys.as_array().unwrap().len(), 2);
     // k2 revokes k1; bundles signed by k1 are refused from then on.
     let k1_id = gs_plain(&[
@@ -991,7 +962,7 @@ fn key_rotation_and_revocation_travel_in_bundles() {
         .unwrap()
         .to_string();
     gs(
-        &lab.up,
+        &lab.hq,
         &[
             "trust",
             "statement",
@@ -1004,7 +975,7 @@ fn key_rotation_and_revocation_travel_in_bundles() {
     .ok();
     let b3 = lab.export(&[]);
     lab.import(&b3).ok();
-    let keys = gs(&lab.down, &["trust", "list", "--json"]).ok().json();
+    let keys = gs(&lab.plant, &["trust", "list", "--json"]).ok().json();
     assert!(
         keys.as_array()
             .unwrap()
@@ -1014,11 +985,11 @@ fn key_rotation_and_revocation_travel_in_bundles() {
     );
     // The exporter refuses to sign with k1 from then on (the bundle would
     // be refused everywhere), and changes nothing.
-    gs(&lab.up, &["groups", "add", "After"]).ok();
+    gs(&lab.hq, &["groups", "add", "After"]).ok();
     let refused_out = lab.root.join("signed-by-revoked");
-    let exports_before = gs(&lab.up, &["exports", "list", "--json"]).ok().stdout;
+    let exports_before = gs(&lab.hq, &["exports", "list", "--json"]).ok().stdout;
     gs(
-        &lab.up,
+        &lab.hq,
         &[
             "export",
             "--key",
@@ -1032,7 +1003,7 @@ fn key_rotation_and_revocation_travel_in_bundles() {
     .fails(1, "revoked by queued trust statement 2");
     assert!(!refused_out.exists());
     assert_eq!(
-        gs(&lab.up, &["exports", "list", "--json"]).ok().stdout,
+        gs(&lab.hq, &["exports", "list", "--json"]).ok().stdout,
         exports_before
     );
     // A bundle signed by k1 elsewhere (the side store, which never heard of
@@ -1056,7 +1027,7 @@ fn key_rotation_and_revocation_travel_in_bundles() {
 
 #[test]
 fn filters_and_content_modes() {
-    let mut lab = Lab::new("4M");
+    let mut lab = Chain::new("4M");
     // Content only for approved updates; metadata only for one classification.
     let b = lab.export(&[
         "--content",
@@ -1071,7 +1042,7 @@ fn filters_and_content_modes() {
         m["filters"]["classifications"][0],
         "0fa1201d-4330-4fa8-8ae9-b877473b6441"
     );
-    let total = gs(&lab.up, &["status", "--json"]).ok().json()["revisions"]
+    let total = gs(&lab.hq, &["status", "--json"]).ok().json()["revisions"]
         .as_u64()
         .unwrap();
     assert!(
@@ -1081,7 +1052,7 @@ fn filters_and_content_modes() {
     lab.import(&b).ok();
     // A later export with other filters must start a new chain explicitly.
     gs(
-        &lab.up,
+        &lab.hq,
         &[
             "export",
             "--key",
@@ -1103,7 +1074,7 @@ fn filters_and_content_modes() {
 fn volumes_can_arrive_one_at_a_time_at_one_mount_point() {
     use gapsync::airgap::format::Layout;
     use gapsync::airgap::import::{ImportOptions, import};
-    let mut lab = Lab::new("12M");
+    let mut lab = Chain::new("12M");
     let b = lab.export(&["--volume-size", "5M"]);
     let mut vols: Vec<PathBuf> = fs::read_dir(&b)
         .unwrap()
@@ -1122,7 +1093,7 @@ fn volumes_can_arrive_one_at_a_time_at_one_mount_point() {
         copy_tree(&vols[v as usize - 1], at);
         true
     };
-    let mut store = gapsync::store::Store::open_writer(&lab.down).unwrap();
+    let mut store = gapsync::store::Store::open_writer(&lab.plant).unwrap();
     let r = import(
         &mut store,
         &ImportOptions {
@@ -1206,12 +1177,12 @@ fn language_filter_keeps_neutral_and_selected_language_updates() {
 
 #[test]
 fn lost_bundles_are_replaced_by_an_export_since_the_last_applied_anchor() {
-    let mut lab = Lab::new("2M");
+    let mut lab = Chain::new("2M");
     let b1 = lab.export(&[]);
     lab.import(&b1).ok();
     // Two links are exported but lost on the way.
     gs(
-        &lab.up,
+        &lab.hq,
         &[
             "catalog",
             "generate",
@@ -1225,12 +1196,12 @@ fn lost_bundles_are_replaced_by_an_export_since_the_last_applied_anchor() {
     )
     .ok();
     let _lost2 = lab.export(&[]);
-    gs(&lab.up, &["groups", "add", "Lost"]).ok();
+    gs(&lab.hq, &["groups", "add", "Lost"]).ok();
     let _lost3 = lab.export(&[]);
-    let links = gs(&lab.up, &["exports", "list", "--json"]).ok().json();
+    let links = gs(&lab.hq, &["exports", "list", "--json"]).ok().json();
     assert_eq!(links.as_array().unwrap().len(), 3);
     // The disconnected side says where it stands.
-    let applied = gs(&lab.down, &["imports", "list", "--json"]).ok().json();
+    let applied = gs(&lab.plant, &["imports", "list", "--json"]).ok().json();
     let anchor = applied[0]["to_anchor"].as_str().unwrap().to_string();
     assert_eq!(applied[0]["seq"], 1);
     // A new link from there replaces the lost ones, content included.
@@ -1247,12 +1218,12 @@ fn lost_bundles_are_replaced_by_an_export_since_the_last_applied_anchor() {
     lab.import(&again).ok();
     lab.assert_equal();
     // And the chain goes on from the new link.
-    gs(&lab.up, &["groups", "add", "After"]).ok();
+    gs(&lab.hq, &["groups", "add", "After"]).ok();
     let next = lab.export(&[]);
     lab.import(&next).ok();
     lab.assert_equal();
     assert_eq!(
-        gs(&lab.up, &["exports", "list", "--json"])
+        gs(&lab.hq, &["exports", "list", "--json"])
             .ok()
             .json()
             .as_array()
@@ -1261,14 +1232,14 @@ fn lost_bundles_are_replaced_by_an_export_since_the_last_applied_anchor() {
         3
     );
     // An anchor that ends no exported link is refused with a pointer.
-    gs(&lab.up, &["groups", "add", "Z"]).ok();
-    let head = gs(&lab.up, &["status", "--json"]).ok().json()["anchor"]
+    gs(&lab.hq, &["groups", "add", "Z"]).ok();
+    let head = gs(&lab.hq, &["status", "--json"]).ok().json()["anchor"]
         .as_str()
         .unwrap()
         .to_string();
     let out = lab.root.join("x");
     gs(
-        &lab.up,
+        &lab.hq,
         &[
             "export",
             "--key",
@@ -1303,7 +1274,7 @@ fn manifest_of(bundle: &Path) -> serde_json::Value {
 /// The `to_anchor` the disconnected side applied last, as `imports list`
 /// shows it.
 fn last_applied_anchor(lab: &Lab) -> String {
-    let applied = gs(&lab.down, &["imports", "list", "--json"]).ok().json();
+    let applied = gs(&lab.plant, &["imports", "list", "--json"]).ok().json();
     let last = applied.as_array().unwrap().last().unwrap().clone();
     last["to_anchor"].as_str().unwrap().to_string()
 }
@@ -1326,7 +1297,7 @@ fn dashed(anchor: &str) -> String {
 #[test]
 fn export_since_continues_after_a_lost_empty_link_or_the_link_after_it() {
     for lost in [2, 3] {
-        let mut lab = Lab::new("1M");
+        let mut lab = Chain::new("1M");
         let b1 = lab.export(&[]);
         let b2 = lab.export(&["--allow-empty"]);
         let m1 = manifest_of(&b1);
@@ -1336,7 +1307,7 @@ fn export_since_continues_after_a_lost_empty_link_or_the_link_after_it() {
             m2["to_anchor"], m1["to_anchor"],
             "an empty link ends where it starts"
         );
-        gs(&lab.up, &["groups", "add", "After-A"]).ok();
+        gs(&lab.hq, &["groups", "add", "After-A"]).ok();
         let b3 = lab.export(&[]);
         lab.import(&b1).ok();
         if lost == 3 {
@@ -1372,13 +1343,13 @@ fn export_since_continues_after_a_lost_empty_link_or_the_link_after_it() {
         // The bundle it replaced is refused now, as a fork of seq 3.
         lab.refused(&b3, "fork");
         // The chain goes on.
-        gs(&lab.up, &["groups", "add", "Later"]).ok();
+        gs(&lab.hq, &["groups", "add", "Later"]).ok();
         let b4 = lab.export(&[]);
         assert_eq!(manifest_of(&b4)["seq"], 4);
         assert_eq!(manifest_of(&b4)["version"], 1);
         lab.import(&b4).ok();
         lab.assert_equal();
-        let links = gs(&lab.up, &["exports", "list", "--json"]).ok().json();
+        let links = gs(&lab.hq, &["exports", "list", "--json"]).ok().json();
         let seqs: Vec<i64> = links
             .as_array()
             .unwrap()
@@ -1386,8 +1357,8 @@ fn export_since_continues_after_a_lost_empty_link_or_the_link_after_it() {
             .map(|l| l["seq"].as_i64().unwrap())
             .collect();
         assert_eq!(seqs, [1, 2, 3, 4]);
-        gs(&lab.down, &["check"]).ok();
-        gs(&lab.up, &["check"]).ok();
+        gs(&lab.plant, &["check"]).ok();
+        gs(&lab.hq, &["check"]).ok();
     }
 }
 
@@ -1396,13 +1367,13 @@ fn export_since_continues_after_a_lost_empty_link_or_the_link_after_it() {
 /// introduction that rode in an otherwise empty link which was lost.
 #[test]
 fn export_since_carries_again_the_trust_statements_of_lost_links() {
-    let mut lab = Lab::new("0");
+    let mut lab = Chain::new("0");
     let b1 = lab.export(&[]);
     lab.import(&b1).ok();
     let k2 = lab.root.join("k2");
     gs_plain(&["key", "generate", "--out", k2.to_str().unwrap()]).ok();
     gs(
-        &lab.up,
+        &lab.hq,
         &[
             "trust",
             "statement",
@@ -1422,7 +1393,7 @@ fn export_since_carries_again_the_trust_statements_of_lost_links() {
         manifest_of(&lost)["to_anchor"],
         manifest_of(&b1)["to_anchor"]
     );
-    gs(&lab.up, &["groups", "add", "After"]).ok();
+    gs(&lab.hq, &["groups", "add", "After"]).ok();
     let anchor = last_applied_anchor(&lab);
     lab.key = k2.with_extension("key");
     let again = lab.export(&["--since", &anchor]);
@@ -1431,11 +1402,11 @@ fn export_since_carries_again_the_trust_statements_of_lost_links() {
     assert!(again.join("trust/0001.json").is_file());
     // Signed with the new key: accepted because the statement travels with it.
     lab.import(&again).ok();
-    let keys = gs(&lab.down, &["trust", "list", "--json"]).ok().json();
+    let keys = gs(&lab.plant, &["trust", "list", "--json"]).ok().json();
     assert_eq!(keys.as_array().unwrap().len(), 2);
     lab.assert_equal();
     // Once carried in the new chain, it is not carried again.
-    gs(&lab.up, &["groups", "add", "Later"]).ok();
+    gs(&lab.hq, &["groups", "add", "Later"]).ok();
     let next = lab.export(&[]);
     assert_eq!(manifest_of(&next)["counts"]["trust_statements"], 0);
     lab.import(&next).ok();
@@ -1447,12 +1418,12 @@ fn export_since_carries_again_the_trust_statements_of_lost_links() {
 /// leaves a trace.
 #[test]
 fn export_since_to_a_new_destination_and_empty_exports_are_refused() {
-    let lab = Lab::new("0");
-    let head = gs(&lab.up, &["status", "--json"]).ok().json()["anchor"]
+    let lab = Chain::new("0");
+    let head = gs(&lab.hq, &["status", "--json"]).ok().json()["anchor"]
         .as_str()
         .unwrap()
         .to_string();
-    let before = snapshot(&lab.up);
+    let before = snapshot(&lab.hq);
     let out = lab.root.join("never");
     let export = |to: &str, extra: &[&str]| {
         let mut args = vec![
@@ -1465,17 +1436,17 @@ fn export_since_to_a_new_destination_and_empty_exports_are_refused() {
             to,
         ];
         args.extend_from_slice(extra);
-        gs(&lab.up, &args)
+        gs(&lab.hq, &args)
     };
     export("new-site", &["--since", &head]).fails(1, "must be a full one");
     assert!(!out.exists());
     assert_no_partial(&lab.root);
-    assert_eq!(snapshot(&lab.up), before);
+    assert_eq!(snapshot(&lab.hq), before);
     assert_eq!(
-        gs(&lab.up, &["exports", "list", "--json"]).ok().json(),
+        gs(&lab.hq, &["exports", "list", "--json"]).ok().json(),
         serde_json::json!([])
     );
-    gs(&lab.up, &["check"]).ok();
+    gs(&lab.hq, &["check"]).ok();
     // A full bundle, then --since its end with nothing new: empty, refused.
     export("new-site", &[]).ok();
     let out2 = lab.root.join("empty");
@@ -1490,12 +1461,12 @@ fn export_since_to_a_new_destination_and_empty_exports_are_refused() {
         "--since",
         &head,
     ];
-    gs(&lab.up, &args).fails(1, "nothing to export");
+    gs(&lab.hq, &args).fails(1, "nothing to export");
     assert!(!out2.exists());
     args.push("--allow-empty");
-    gs(&lab.up, &args).ok();
+    gs(&lab.hq, &args).ok();
     assert_eq!(manifest_of(&out2)["from_anchor"], head.as_str());
-    gs(&lab.up, &["check"]).ok();
+    gs(&lab.hq, &["check"]).ok();
 }
 
 /// Issue 9: 300 generated updates with 48 MiB of content in 4 MiB volumes

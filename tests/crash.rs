@@ -28,70 +28,30 @@ fn view(dir: &Path) -> String {
     s
 }
 
+/// The shared lab, a full bundle of its hq, and the views of a replica
+/// before and after importing it (the only two states a crash may leave).
 struct Setup {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    key_pub: PathBuf,
+    lab: Lab,
     bundle: PathBuf,
-    /// The state after a successful import, and before any.
     new_view: String,
     old_view: String,
 }
 
-fn fresh_down(root: &Path, name: &str, key_pub: &Path) -> PathBuf {
-    let d = root.join(name);
-    gs_plain(&[
-        "init",
-        d.to_str().unwrap(),
-        "--name",
-        "down",
-        "--mode",
-        "replica",
-    ])
-    .ok();
-    gs(&d, &["trust", "add", key_pub.to_str().unwrap()]).ok();
-    d
+/// A fresh replica `root/dir` (server name `down`) trusting `key_pub`.
+fn fresh_down(root: &Path, dir: &str, key_pub: &Path) -> PathBuf {
+    replica_trusting(root, dir, "down", key_pub)
 }
 
-fn setup(updates: &str, content: &str) -> Setup {
-    let (tmp, up) = new_store("hq", "autonomous");
-    let root = tmp.path().to_path_buf();
-    gs(
-        &up,
-        &[
-            "catalog",
-            "generate",
-            "--updates",
-            updates,
-            "--content-bytes",
-            content,
-        ],
-    )
-    .ok();
-    gs(&up, &["groups", "add", "Pilot"]).ok();
-    let key = root.join("k");
-    gs_plain(&["key", "generate", "--out", key.to_str().unwrap()]).ok();
-    let bundle = root.join("b");
-    gs(
-        &up,
-        &[
-            "export",
-            "--key",
-            key.with_extension("key").to_str().unwrap(),
-            "--out",
-            bundle.to_str().unwrap(),
-        ],
-    )
-    .ok();
-    let key_pub = key.with_extension("pub");
-    let probe = fresh_down(&root, "probe", &key_pub);
+fn setup(updates: u32, content: &str) -> Setup {
+    let lab = Lab::new(updates, content);
+    gs(&lab.hq, &["groups", "add", "Pilot"]).ok();
+    let bundle = lab.export("b", &[]);
+    let probe = fresh_down(&lab.root, "probe", &lab.pubkey);
     let old_view = view(&probe);
     gs(&probe, &["import", bundle.to_str().unwrap()]).ok();
     let new_view = view(&probe);
     Setup {
-        _tmp: tmp,
-        root,
-        key_pub,
+        lab,
         bundle,
         new_view,
         old_view,
@@ -113,7 +73,7 @@ fn server_id(dir: &Path) -> String {
 
 /// After a crash: old or new state, check clean, re-run completes.
 fn after_crash(s: &Setup, dir: &Path, what: &str) -> bool {
-    let probe_id = server_id(&s.root.join("probe"));
+    let probe_id = server_id(&s.lab.root.join("probe"));
     let id = server_id(dir);
     let v = normalise(&view(dir), &id, &probe_id);
     let old = normalise(&s.old_view, &id, &probe_id);
@@ -156,13 +116,13 @@ fn after_crash(s: &Setup, dir: &Path, what: &str) -> bool {
 
 #[test]
 fn failpoints_leave_old_or_new_state_and_rerun_completes() {
-    let s = setup("200", "8M");
+    let s = setup(200, "8M");
     for point in [
         "import-after-metadata",
         "import-before-content-rename",
         "import-before-commit",
     ] {
-        let dir = fresh_down(&s.root, point, &s.key_pub);
+        let dir = fresh_down(&s.lab.root, point, &s.lab.pubkey);
         let r = gs_env(
             &dir,
             &["import", s.bundle.to_str().unwrap()],
@@ -179,10 +139,10 @@ fn failpoints_leave_old_or_new_state_and_rerun_completes() {
 
 #[test]
 fn sigkill_at_random_moments() {
-    let s = setup("1500", "48M");
+    let s = setup(1500, "48M");
     // How long an import takes here.
     let t = Instant::now();
-    let probe = fresh_down(&s.root, "timing", &s.key_pub);
+    let probe = fresh_down(&s.lab.root, "timing", &s.lab.pubkey);
     gs(&probe, &["import", s.bundle.to_str().unwrap()]).ok();
     let full = t.elapsed().as_millis().max(20) as u64;
     let kills = 16u64;
@@ -193,7 +153,7 @@ fn sigkill_at_random_moments() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let delay = seed % (full + full / 4);
-        let dir = fresh_down(&s.root, &format!("kill-{i}"), &s.key_pub);
+        let dir = fresh_down(&s.lab.root, &format!("kill-{i}"), &s.lab.pubkey);
         let mut child = Command::new(bin())
             .arg("--server")
             .arg(&dir)
@@ -221,8 +181,8 @@ fn sigkill_at_random_moments() {
 #[test]
 fn disk_full_fails_cleanly() {
     // A small tmpfs holds the disconnected store (CI runs as root).
-    let s = setup("3000", "6M");
-    let mnt = s.root.join("small");
+    let s = setup(3000, "6M");
+    let mnt = s.lab.root.join("small");
     std::fs::create_dir_all(&mnt).unwrap();
     let out = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=12m", "tmpfs"])
@@ -241,7 +201,7 @@ fn disk_full_fails_cleanly() {
         }
     }
     let _guard = Unmount(mnt.clone());
-    let dir = fresh_down(&mnt, "down", &s.key_pub);
+    let dir = fresh_down(&mnt, "down", &s.lab.pubkey);
     let before = snapshot(&dir);
     let r = gs(&dir, &["import", s.bundle.to_str().unwrap()]);
     assert_ne!(r.code, 0, "the import cannot fit");
@@ -262,8 +222,8 @@ fn disk_full_fails_cleanly() {
         serde_json::json!([])
     );
     // Too much content for the free space is refused before anything is written.
-    let s2 = setup("50", "20M");
-    let dir2 = fresh_down(&mnt, "down2", &s2.key_pub);
+    let s2 = setup(50, "20M");
+    let dir2 = fresh_down(&mnt, "down2", &s2.lab.pubkey);
     gs(&dir2, &["import", s2.bundle.to_str().unwrap()]).fails(1, "not enough space");
 }
 

@@ -7,107 +7,38 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
 
-struct Lab {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    hq: PathBuf,
-    plant: PathBuf,
-    key: PathBuf,
+/// The shared lab (40 updates, 2 MiB of content) with, to `plant`: a
+/// signed full bundle, a tampered copy, and a bundle that would leave a gap
+/// (seq 3, whose seq 2 the plant never gets); a malformed `bad.pub`.
+struct Fixture {
+    lab: Lab,
     bundle: PathBuf,
     tampered: PathBuf,
     gap: PathBuf,
 }
 
-fn p(path: &Path) -> &str {
-    path.to_str().expect("utf8 path")
-}
-
-/// An HQ with a small catalog and content, a signed full bundle, a tampered
-/// copy, a plant that trusts HQ and has applied nothing yet, and a bundle
-/// that would leave a gap.
-fn lab() -> Lab {
-    let (tmp, hq) = new_store("hq", "autonomous");
-    let root = tmp.path().to_path_buf();
-    gs(
-        &hq,
-        &[
-            "catalog",
-            "generate",
-            "--updates",
-            "40",
-            "--content-bytes",
-            "2M",
-        ],
-    )
-    .ok();
-    let key = root.join("k");
-    gs_plain(&["key", "generate", "--out", p(&key)]).ok();
-    let key = root.join("k.key");
-    let bundle = root.join("b1");
-    gs(
-        &hq,
-        &[
-            "export",
-            "--key",
-            p(&key),
-            "--out",
-            p(&bundle),
-            "--to",
-            "plant",
-        ],
-    )
-    .ok();
-    let tampered = root.join("b1-tampered");
+fn lab() -> Fixture {
+    let lab = Lab::new(40, "2M");
+    let bundle = lab.export("b1", &["--to", "plant"]);
+    let tampered = lab.root.join("b1-tampered");
     copy_tree(&bundle, &tampered);
     flip_byte(&tampered.join("metadata.tar.zst"), 100);
-    gs(&hq, &["groups", "add", "G"]).ok();
-    gs(
-        &hq,
-        &[
-            "export",
-            "--key",
-            p(&key),
-            "--out",
-            p(&root.join("b2")),
-            "--to",
-            "plant",
-        ],
-    )
-    .ok();
-    gs(&hq, &["groups", "add", "H"]).ok();
-    let gap = root.join("b3");
-    gs(
-        &hq,
-        &[
-            "export",
-            "--key",
-            p(&key),
-            "--out",
-            p(&gap),
-            "--to",
-            "plant",
-        ],
-    )
-    .ok();
-    let plant = root.join("plant");
-    gs_plain(&["init", p(&plant), "--name", "plant", "--mode", "replica"]).ok();
-    gs(&plant, &["trust", "add", p(&root.join("k.pub"))]).ok();
+    gs(&lab.hq, &["groups", "add", "G"]).ok();
+    lab.export("b2", &["--to", "plant"]);
+    gs(&lab.hq, &["groups", "add", "H"]).ok();
+    let gap = lab.export("b3", &["--to", "plant"]);
     std::fs::write(
-        root.join("bad.pub"),
+        lab.root.join("bad.pub"),
         "untrusted comment: x\nnot base64 at all\n",
     )
     .expect("write");
-    Lab {
-        _tmp: tmp,
-        root,
-        hq,
-        plant,
-        key,
+    Fixture {
+        lab,
         bundle,
         tampered,
         gap,
@@ -131,10 +62,11 @@ fn run(args: &[String]) -> (i32, String, String) {
 #[test]
 fn every_class_of_failure_has_its_exit_code_and_a_json_error() {
     let l = lab();
-    let hq = p(&l.hq).to_string();
-    let plant = p(&l.plant).to_string();
-    let key = p(&l.key).to_string();
-    let r = |name: &str| p(&l.root.join(name)).to_string();
+    let hq = p(&l.lab.hq).to_string();
+    let plant = p(&l.lab.plant).to_string();
+    let key = p(&l.lab.key).to_string();
+    let pubkey = p(&l.lab.pubkey).to_string();
+    let r = |name: &str| p(&l.lab.root.join(name)).to_string();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
     // (exit code, rule for --json, words stderr must contain, arguments)
     let cases: Vec<(i32, Option<&str>, &str, Vec<String>)> = vec![
@@ -213,7 +145,7 @@ fn every_class_of_failure_has_its_exit_code_and_a_json_error() {
                 "verify",
                 p(&l.bundle),
                 "--trust",
-                &r("k.pub"),
+                &pubkey,
             ]),
         ),
         // 1: runtime: not found, I/O, a malformed key file, network, a store that is not one
@@ -227,7 +159,7 @@ fn every_class_of_failure_has_its_exit_code_and_a_json_error() {
             1,
             None,
             "missing-bundle",
-            s(&["verify", &r("missing-bundle"), "--trust", &r("k.pub")]),
+            s(&["verify", &r("missing-bundle"), "--trust", &pubkey]),
         ),
         (
             1,
@@ -266,7 +198,7 @@ fn every_class_of_failure_has_its_exit_code_and_a_json_error() {
             1,
             None,
             "not a gapsync server store",
-            s(&["--server", &r("k.pub"), "status"]),
+            s(&["--server", &pubkey, "status"]),
         ),
         (
             1,
@@ -291,7 +223,7 @@ fn every_class_of_failure_has_its_exit_code_and_a_json_error() {
             3,
             Some("hash-mismatch"),
             "metadata.tar.zst",
-            s(&["verify", p(&l.tampered), "--trust", &r("k.pub")]),
+            s(&["verify", p(&l.tampered), "--trust", &pubkey]),
         ),
         (
             3,
@@ -306,8 +238,8 @@ fn every_class_of_failure_has_its_exit_code_and_a_json_error() {
             s(&["--server", &plant, "import", p(&l.gap)]),
         ),
     ];
-    let before_hq = snapshot(&l.hq);
-    let before_plant = snapshot(&l.plant);
+    let before_hq = snapshot(&l.lab.hq);
+    let before_plant = snapshot(&l.lab.plant);
     let mut wrong = Vec::new();
     for (code, rule, needle, args) in &cases {
         let (got, _, stderr) = run(args);
@@ -350,16 +282,20 @@ fn every_class_of_failure_has_its_exit_code_and_a_json_error() {
         "exit-code contract broken:\n{}",
         wrong.join("\n")
     );
-    assert_eq!(before_hq, snapshot(&l.hq), "a refused command changed hq");
+    assert_eq!(
+        before_hq,
+        snapshot(&l.lab.hq),
+        "a refused command changed hq"
+    );
     assert_eq!(
         before_plant,
-        snapshot(&l.plant),
+        snapshot(&l.lab.plant),
         "a refused command changed plant"
     );
-    gs(&l.hq, &["check"]).ok();
-    gs(&l.plant, &["check"]).ok();
+    gs(&l.lab.hq, &["check"]).ok();
+    gs(&l.lab.plant, &["check"]).ok();
     for x in ["x1", "x2", "x3"] {
-        assert!(!l.root.join(x).exists(), "{x} was written");
+        assert!(!l.lab.root.join(x).exists(), "{x} was written");
     }
 }
 

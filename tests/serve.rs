@@ -18,8 +18,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use quick_xml::events::Event;
-use quick_xml::name::{Namespace, ResolveResult};
+use gapsync::soap::{Element, Limits, parse_document};
 
 use common::{gs, new_store, reference};
 
@@ -346,54 +345,20 @@ fn populated_store() -> (tempfile::TempDir, PathBuf, String, String) {
 // 1. Structure of every captured exchange
 // ---------------------------------------------------------------------------
 
-/// An element: `{namespace}local` and its children.
-#[derive(Debug, Clone, PartialEq)]
-struct Node {
-    name: String,
-    children: Vec<Node>,
-}
-
-fn structure(xml: &[u8]) -> Node {
-    let text = String::from_utf8_lossy(xml).into_owned();
-    let mut reader = quick_xml::NsReader::from_str(&text);
-    let mut stack: Vec<Node> = Vec::new();
-    loop {
-        let event = reader.read_event().expect("well-formed XML");
-        let (start, empty) = match &event {
-            Event::Start(e) => (Some(e.clone()), false),
-            Event::Empty(e) => (Some(e.clone()), true),
-            _ => (None, false),
-        };
-        if let Some(e) = start {
-            let (ns, local) = reader.resolver().resolve_element(e.name());
-            let ns = match ns {
-                ResolveResult::Bound(Namespace(n)) => n.to_string(),
-                _ => String::new(),
-            };
-            stack.push(Node {
-                name: format!("{{{ns}}}{}", local.into_inner()),
-                children: Vec::new(),
-            });
-        }
-        if empty || matches!(event, Event::End(_)) {
-            let done = stack.pop().expect("balanced");
-            match stack.last_mut() {
-                Some(parent) => parent.children.push(done),
-                None => return done,
-            }
-        }
-        if matches!(event, Event::Eof) {
-            panic!("document ended early");
-        }
-    }
+/// A SOAP message's element tree, read with gapsync's SOAP layer.
+fn structure(xml: &[u8]) -> Element {
+    parse_document(xml, &Limits::ANSWER).expect("well-formed XML")
 }
 
 /// Collapses runs of same-named siblings to their first element (lists
 /// are compared by their items' shape, not their length).
-fn collapse(children: &[Node]) -> Vec<&Node> {
-    let mut out: Vec<&Node> = Vec::new();
+fn collapse(children: &[Element]) -> Vec<&Element> {
+    let mut out: Vec<&Element> = Vec::new();
     for c in children {
-        if out.last().is_none_or(|l| l.name != c.name) {
+        if out
+            .last()
+            .is_none_or(|l| l.qualified_name() != c.qualified_name())
+        {
             out.push(c);
         }
     }
@@ -402,25 +367,29 @@ fn collapse(children: &[Node]) -> Vec<&Node> {
 
 /// Every difference of element structure between the real response and
 /// gapsync's, with its path (a namespace is shown where it changes).
-fn compare(real: &Node, ours: &Node, path: &str, parent_ns: &str, diffs: &mut Vec<String>) {
-    let here = format!("{path}/{}", short(&real.name, parent_ns));
-    if real.name != ours.name {
+fn compare(real: &Element, ours: &Element, path: &str, parent_ns: &str, diffs: &mut Vec<String>) {
+    let (real_name, our_name) = (real.qualified_name(), ours.qualified_name());
+    let here = format!("{path}/{}", short(&real_name, parent_ns));
+    if real_name != our_name {
         diffs.push(format!(
-            "{path}: real has {}, gapsync has {}",
-            real.name, ours.name
+            "{path}: real has {real_name}, gapsync has {our_name}"
         ));
         return;
     }
-    let ns = namespace(&real.name);
-    let a = collapse(&real.children);
-    let b = collapse(&ours.children);
-    let names = |v: &[&Node]| {
+    let ns = namespace(&real_name);
+    let a = collapse(real.children());
+    let b = collapse(ours.children());
+    let names = |v: &[&Element]| {
         v.iter()
-            .map(|n| short(&n.name, ns))
+            .map(|n| short(&n.qualified_name(), ns))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    if a.len() != b.len() || a.iter().zip(&b).any(|(x, y)| x.name != y.name) {
+    if a.len() != b.len()
+        || a.iter()
+            .zip(&b)
+            .any(|(x, y)| x.qualified_name() != y.qualified_name())
+    {
         diffs.push(format!(
             "{here}: real children [{}], gapsync children [{}]",
             names(&a),

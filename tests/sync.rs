@@ -29,8 +29,8 @@ use gapsync::airgap::format::ContentMode;
 use gapsync::model::metadata;
 use gapsync::progress::Silent;
 use gapsync::protocols::wsusss::client::{
-    self, BlobForm, Client, ClientOptions, FaultAction, IdAndDelta, Operation, RevisionFilter,
-    UpdateIdentity,
+    self, BlobForm, Client, ClientOptions, FaultAction, FaultReaction as _, IdAndDelta, Operation,
+    RevisionFilter, UpdateIdentity,
 };
 use gapsync::protocols::wsusss::downstream::{SyncOptions, SyncReport, sync};
 use gapsync::store::{Mode, Store};
@@ -1071,7 +1071,7 @@ impl FakeUss {
                 s.push_str(&format!(
                     "<ServerSyncUpdateData><Id><UpdateID>{}</UpdateID><RevisionNumber>{rev}</RevisionNumber></Id><XmlUpdateBlob>{}</XmlUpdateBlob></ServerSyncUpdateData>",
                     id.to_uppercase(), // GUIDs in either case
-                    client::escape(xml)
+                    gapsync::soap::escape(xml)
                 ));
             }
         }

@@ -17,10 +17,11 @@ use std::path::{Path, PathBuf};
 use common::*;
 use gapsync::airgap::format::Layout;
 use gapsync::airgap::import::{ImportOptions, import};
-use gapsync::airgap::verify::{TrustView, verify_bundle};
+use gapsync::airgap::verify::verify_bundle;
 use gapsync::progress::Silent;
 use gapsync::store::Store;
 use gapsync::trust::PublicKey;
+use gapsync::trust::TrustView;
 use sha2::{Digest, Sha256};
 
 /// A digest of everything replicated in a store: every table's rows in
@@ -66,13 +67,12 @@ fn state_digest(dir: &Path) -> String {
     hex::encode(h.finalize())
 }
 
+/// The shared lab (60 updates, 6 MiB) and its bundles: to `a` a full
+/// (single volume) and an incremental one; to `b` a full multi-volume one
+/// and a second for substitutions.
 struct Fixture {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    down: PathBuf,
+    lab: Lab,
     pubkey: PublicKey,
-    /// Bundles: full (single volume), incremental, full multi-volume, and a
-    /// second multi-volume bundle for substitutions.
     full: PathBuf,
     incr: PathBuf,
     multi: PathBuf,
@@ -80,69 +80,17 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let (tmp, up) = new_store("hq", "autonomous");
-    let root = tmp.path().to_path_buf();
-    gs(
-        &up,
-        &[
-            "catalog",
-            "generate",
-            "--updates",
-            "60",
-            "--content-bytes",
-            "6M",
-        ],
-    )
-    .ok();
-    gs(&up, &["groups", "add", "Pilot"]).ok();
-    let key = root.join("k");
-    gs_plain(&["key", "generate", "--out", key.to_str().unwrap()]).ok();
-    let k = key.with_extension("key");
-    let ex = |out: &str, extra: &[&str]| {
-        let p = root.join(out);
-        let mut args = vec![
-            "export",
-            "--key",
-            k.to_str().unwrap(),
-            "--out",
-            p.to_str().unwrap(),
-            "--to",
-        ];
-        args.extend_from_slice(extra);
-        gs(&up, &args).ok();
-        p
-    };
-    let full = ex("full", &["a"]);
-    gs(
-        &up,
-        &[
-            "catalog",
-            "generate",
-            "--updates",
-            "10",
-            "--content-bytes",
-            "1M",
-            "--seed",
-            "2",
-        ],
-    )
-    .ok();
-    let incr = ex("incr", &["a"]);
-    let multi = ex("multi", &["b", "--volume-size", "3M"]);
-    gs(&up, &["groups", "add", "Other"]).ok();
-    let multi2 = ex("multi2", &["b", "--full", "--volume-size", "3M"]);
-    let down = root.join("down");
-    gs_plain(&["init", down.to_str().unwrap(), "--mode", "replica"]).ok();
-    gs(
-        &down,
-        &["trust", "add", key.with_extension("pub").to_str().unwrap()],
-    )
-    .ok();
-    let pubkey = PublicKey::read_file(&key.with_extension("pub")).unwrap();
+    let lab = Lab::new(60, "6M");
+    gs(&lab.hq, &["groups", "add", "Pilot"]).ok();
+    let full = lab.export("full", &["--to", "a"]);
+    lab.generate(10, "1M", 2);
+    let incr = lab.export("incr", &["--to", "a"]);
+    let multi = lab.export("multi", &["--to", "b", "--volume-size", "3M"]);
+    gs(&lab.hq, &["groups", "add", "Other"]).ok();
+    let multi2 = lab.export("multi2", &["--to", "b", "--full", "--volume-size", "3M"]);
+    let pubkey = PublicKey::read_file(&lab.pubkey).unwrap();
     Fixture {
-        _tmp: tmp,
-        root,
-        down,
+        lab,
         pubkey,
         full,
         incr,
@@ -154,7 +102,7 @@ fn fixture() -> Fixture {
 impl Fixture {
     /// Both verify and import must reject `bundle`; the store must not change.
     fn rejected(&self, bundle: &Path, what: &str) {
-        let before = state_digest(&self.down);
+        let before = state_digest(&self.lab.plant);
         let layout = Layout::discover(bundle);
         let v = layout.as_ref().ok().map(|l| {
             verify_bundle(
@@ -166,7 +114,7 @@ impl Fixture {
         });
         assert!(!matches!(v, Some(Ok(_))), "{what}: verify accepted it");
         if let Ok(layout) = layout {
-            let mut store = Store::open_writer(&self.down).unwrap();
+            let mut store = Store::open_writer(&self.lab.plant).unwrap();
             let r = import(
                 &mut store,
                 &ImportOptions {
@@ -182,14 +130,14 @@ impl Fixture {
             assert!(r.is_err(), "{what}: import accepted it");
         }
         assert_eq!(
-            state_digest(&self.down),
+            state_digest(&self.lab.plant),
             before,
             "{what}: the store changed"
         );
     }
 
     fn variant(&self, from: &Path, name: &str) -> PathBuf {
-        let p = self.root.join("variants").join(name);
+        let p = self.lab.root.join("variants").join(name);
         let _ = fs::remove_dir_all(&p);
         copy_tree(from, &p);
         p
@@ -320,7 +268,7 @@ fn every_tampering_is_rejected_and_changes_nothing() {
     fx.rejected(&v, "content entries reordered");
     *count.entry("entries reordered").or_default() += 1;
     // Signed by an untrusted key.
-    let other = fx.root.join("other");
+    let other = fx.lab.root.join("other");
     gs_plain(&["key", "generate", "--out", other.to_str().unwrap()]).ok();
     let v = fx.variant(&fx.full, "untrusted");
     resign(&v, &other.with_extension("key"), |m| {
@@ -334,7 +282,7 @@ fn every_tampering_is_rejected_and_changes_nothing() {
 
     // The genuine bundles still import, in order; the incremental one is
     // then tampered with against the store that follows the chain.
-    gs(&fx.down, &["import", fx.full.to_str().unwrap()]).ok();
+    gs(&fx.lab.plant, &["import", fx.full.to_str().unwrap()]).ok();
     for rel in files_of(&fx.incr) {
         let len = fs::metadata(fx.incr.join(&rel)).unwrap().len() as usize;
         for off in [0, len / 3, len / 2, len.saturating_sub(1)] {
@@ -344,8 +292,8 @@ fn every_tampering_is_rejected_and_changes_nothing() {
             *count.entry("byte flipped").or_default() += 1;
         }
     }
-    gs(&fx.down, &["import", fx.incr.to_str().unwrap()]).ok();
-    gs(&fx.down, &["check"]).ok();
+    gs(&fx.lab.plant, &["import", fx.incr.to_str().unwrap()]).ok();
+    gs(&fx.lab.plant, &["check"]).ok();
     eprintln!("tamper variants rejected: {count:?}");
     assert!(count.values().sum::<usize>() > 150);
 }

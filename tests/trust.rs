@@ -330,7 +330,7 @@ fn trust_statement_signed_by_stock_minisign() {
     let minisig = fs::read_to_string(f.path("stmt.json.minisig")).unwrap();
 
     let store = Store::init(&f.path("srv"), "site", Mode::Replica).unwrap();
-    let c = store.conn();
+    let c = &store;
     assert_eq!(
         rule_of(&trust::apply_statement(c, &body, &minisig).unwrap_err()),
         "unknown-key"

@@ -851,7 +851,7 @@ fn client_faults_and_recovery() {
             ),
             ("InvalidParameters", "parameters.SystemSpec"),
         ),
-        ("<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body><SyncUpdates xmlns=\"urn:other\"/></s:Body></s:Envelope>".to_string(), ("InvalidParameters", "request")),
+        ("<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body><SyncUpdates xmlns=\"urn:other\"/></s:Body></s:Envelope>".to_string(), ("InvalidParameters", "operation")),
         ("<not xml".to_string(), ("InvalidParameters", "request")),
     ] {
         let (st, a) = sync(&srv, &body);

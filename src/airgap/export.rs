@@ -10,26 +10,43 @@
 //! the rename and the commit can leave a complete bundle the ledger does not
 //! know; exporting again makes another bundle with the same seq, and the
 //! importer takes whichever arrives first and refuses the other as a fork.)
+//!
+//! Steps (`export_into`):
+//! 1. Where the bundle attaches to the destination's chain: full or
+//!    incremental, its seq, the link it follows (`chain_position`).
+//! 2. One read snapshot (`store::snapshot`): the journal head, the queued
+//!    trust statements, the scope, the state and the content to send
+//!    (`read_snapshot`).
+//! 3. Volume 1: the trust statement files, the metadata pack, the content
+//!    placement over volumes and `content.json`.
+//! 4. The content packs, one per volume, streamed from the content store
+//!    and re-verified while copied.
+//! 5. The manifest, SHA256SUMS and signature of every volume (and of the
+//!    top level of a multi-volume bundle).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use crate::airgap::format::{
-    self, BundleKind, CONTENT_ENTRY, ContentMode, ContentRecord, Counts, Filters, GroupRecord,
-    HashingWriter, MANIFEST, METADATA_PACK, Manifest, PackEntry, PartRecord, REVISIONS_DIR,
-    STATE_ENTRY, SUMS, SUMS_SIG, Source, State, TRUST_DIR,
+    self, BundleKind, CONTENT_ENTRY, ContentMode, ContentRecord, Counts, Filters, HashingWriter,
+    MANIFEST, METADATA_PACK, Manifest, PackEntry, PartRecord, REVISIONS_DIR, STATE_ENTRY, SUMS,
+    SUMS_SIG, Source, State, TRUST_DIR,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
+use crate::store::Store;
 use crate::store::content::sync_dir;
 use crate::store::journal::Anchor;
-use crate::store::{Store, now_rfc3339};
+use crate::store::ledgers::{ExportLink, ExportRecord};
+use crate::store::snapshot::{ContentScope, ContentToSend, ExportSnapshot, JournalRange};
+use crate::store::trust::QueuedRow;
 use crate::trust::SecretKey;
+
+pub use crate::store::ledgers::ExportedLink;
 
 pub use crate::model::units::{MIN_PART, MIN_VOLUME_SIZE, VOLUME_RESERVE};
 const TAR_BLOCK: u64 = 512;
@@ -74,25 +91,6 @@ pub struct ExportReport {
     pub sent_sha1: Vec<[u8; 20]>,
 }
 
-struct Ledger {
-    last_seq: u64,
-    last_manifest_sha256: String,
-    last_to_anchor: String,
-    last_stmt_seq: i64,
-    filters: String,
-}
-
-/// One exported link of a destination's chain (`export_history`).
-struct Link {
-    seq: u64,
-    manifest_sha256: String,
-    full: bool,
-    to_anchor: String,
-    /// The last trust statement the chain had carried once this link was
-    /// exported (unknown for links exported before schema 6).
-    last_stmt_seq: Option<i64>,
-}
-
 /// Where a new bundle attaches to its destination's chain.
 struct Attach {
     seq: u64,
@@ -103,37 +101,11 @@ struct Attach {
     stmt_after: i64,
 }
 
-/// One content file to send.
-struct Planned {
-    sha1: [u8; 20],
-    rel_path: String,
-    size: u64,
-    sha256: [u8; 32],
-}
-
 fn rfc3339(t: time::OffsetDateTime) -> Result<String> {
     t.replace_nanosecond(0)
         .map_err(|e| Error::invalid("time", e.to_string()))?
         .format(&time::format_description::well_known::Rfc3339)
         .map_err(|e| Error::invalid("time", e.to_string()))
-}
-
-fn read_ledger(conn: &rusqlite::Connection, destination: &str) -> Result<Option<Ledger>> {
-    Ok(conn
-        .query_row(
-            "SELECT last_seq, last_manifest_sha256, last_to_anchor, last_stmt_seq, filters FROM export_ledger WHERE destination = ?1",
-            [destination],
-            |r| {
-                Ok(Ledger {
-                    last_seq: r.get::<_, i64>(0)? as u64,
-                    last_manifest_sha256: r.get(1)?,
-                    last_to_anchor: r.get(2)?,
-                    last_stmt_seq: r.get(3)?,
-                    filters: r.get(4)?,
-                })
-            },
-        )
-        .optional()?)
 }
 
 /// Rule: a destination name is 1-128 characters, none of them a control
@@ -175,116 +147,6 @@ fn check_options(opts: &ExportOptions<'_>) -> Result<()> {
     Ok(())
 }
 
-/// The content files to send, in a stable order.
-fn plan_content(
-    conn: &rusqlite::Connection,
-    destination: &str,
-    mode: ContentMode,
-    since: Option<i64>,
-    to: i64,
-    resend: bool,
-) -> Result<(Vec<Planned>, u64)> {
-    if mode == ContentMode::None {
-        return Ok((Vec::new(), 0));
-    }
-    // Updates whose files qualify.
-    conn.execute_batch("DROP TABLE IF EXISTS temp.content_updates; CREATE TEMP TABLE content_updates (update_id TEXT PRIMARY KEY) WITHOUT ROWID;")?;
-    match mode {
-        ContentMode::All => {
-            conn.execute(
-                "INSERT INTO temp.content_updates SELECT update_id FROM temp.scope",
-                [],
-            )?;
-        }
-        ContentMode::Approved => {
-            conn.execute(
-                "INSERT OR IGNORE INTO temp.content_updates SELECT DISTINCT d.update_id FROM deployments d \
-                 JOIN temp.scope s ON s.update_id = d.update_id WHERE d.removed = 0 AND d.action = 'install'",
-                [],
-            )?;
-            conn.execute(
-                "INSERT OR IGNORE INTO temp.content_updates SELECT DISTINCT x.target_id FROM relationships x \
-                 JOIN updates u ON u.current_rev = x.rev_id JOIN temp.content_updates c ON c.update_id = u.update_id \
-                 WHERE x.rel = 'bundled'",
-                [],
-            )?;
-        }
-        ContentMode::None => {}
-    }
-    // Candidate files: everything for a full bundle; for an incremental one,
-    // only what the change touches (content arrived, revisions added,
-    // approvals changed), so the work is proportional to the change.
-    conn.execute_batch("DROP TABLE IF EXISTS temp.cand; CREATE TEMP TABLE cand (sha1 BLOB PRIMARY KEY) WITHOUT ROWID;")?;
-    match since {
-        None => {
-            conn.execute(
-                "INSERT OR IGNORE INTO temp.cand SELECT f.sha1 FROM files f JOIN revisions r ON r.rev_id = f.rev_id \
-                 JOIN temp.content_updates c ON c.update_id = r.update_id",
-                [],
-            )?;
-        }
-        Some(from) => {
-            conn.execute("INSERT OR IGNORE INTO temp.cand SELECT sha1 FROM content WHERE seq > ?1 AND seq <= ?2", params![from, to])?;
-            conn.execute(
-                "INSERT OR IGNORE INTO temp.cand SELECT f.sha1 FROM files f JOIN revisions r ON r.rev_id = f.rev_id \
-                 WHERE r.seq > ?1 AND r.seq <= ?2",
-                params![from, to],
-            )?;
-            conn.execute(
-                "INSERT OR IGNORE INTO temp.cand SELECT f.sha1 FROM deployments d \
-                 JOIN temp.content_updates c ON c.update_id = d.update_id \
-                 JOIN revisions r ON r.update_id = d.update_id JOIN files f ON f.rev_id = r.rev_id \
-                 WHERE d.last_change_seq > ?1 AND d.last_change_seq <= ?2",
-                params![from, to],
-            )?;
-            conn.execute(
-                "INSERT OR IGNORE INTO temp.cand SELECT f.sha1 FROM deployments d \
-                 JOIN updates u ON u.update_id = d.update_id JOIN relationships x ON x.rev_id = u.current_rev AND x.rel = 'bundled' \
-                 JOIN revisions r ON r.update_id = x.target_id JOIN files f ON f.rev_id = r.rev_id \
-                 WHERE d.last_change_seq > ?1 AND d.last_change_seq <= ?2",
-                params![from, to],
-            )?;
-        }
-    }
-    // Keep candidates that qualify, are held, and were not sent before.
-    let mut st = conn.prepare(
-        "SELECT c.sha1, c.rel_path, c.size, c.sha256 FROM temp.cand k JOIN content c ON c.sha1 = k.sha1 \
-         WHERE c.seq <= ?2 \
-         AND EXISTS (SELECT 1 FROM files f JOIN revisions r ON r.rev_id = f.rev_id JOIN temp.content_updates u ON u.update_id = r.update_id WHERE f.sha1 = c.sha1) \
-         AND (?3 OR NOT EXISTS (SELECT 1 FROM export_sent_content s WHERE s.destination = ?1 AND s.sha1 = c.sha1)) \
-         ORDER BY c.rel_path",
-    )?;
-    // A full bundle starts a new chain: it carries all content again.
-    let full = since.is_none() || resend;
-    let rows = st.query_map(params![destination, to, full], |r| {
-        Ok((
-            r.get::<_, Vec<u8>>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, Vec<u8>>(3)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (sha1, rel_path, size, sha256) = row?;
-        let bad = || Error::Refused(format!("store content row {rel_path} is corrupt"));
-        out.push(Planned {
-            sha1: sha1.try_into().map_err(|_| bad())?,
-            rel_path: rel_path.clone(),
-            size: u64::try_from(size).map_err(|_| bad())?,
-            sha256: sha256.try_into().map_err(|_| bad())?,
-        });
-    }
-    // Referenced by the scope but not held (not downloaded yet).
-    let missing: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM temp.cand k WHERE NOT EXISTS (SELECT 1 FROM content c WHERE c.sha1 = k.sha1 AND c.seq <= ?1) \
-         AND EXISTS (SELECT 1 FROM files f JOIN revisions r ON r.rev_id = f.rev_id JOIN temp.content_updates u ON u.update_id = r.update_id WHERE f.sha1 = k.sha1)",
-        [to],
-        |r| r.get(0),
-    )?;
-    Ok((out, missing.max(0) as u64))
-}
-
 /// Where each content part goes: volume, tar entry name, length.
 struct Placement {
     volume: u32,
@@ -300,7 +162,7 @@ fn padded(n: u64) -> u64 {
 /// `volume_size` (tar headers, padding and end blocks included). Returns the
 /// placements per file and the number of volumes.
 fn place_content(
-    files: &[Planned],
+    files: &[ContentToSend],
     volume_size: Option<u64>,
     first_volume_used: u64,
 ) -> Result<(Vec<Vec<Placement>>, u32)> {
@@ -364,7 +226,7 @@ fn place_content(
 }
 
 /// `content.json` for a placement.
-fn content_index(files: &[Planned], placements: &[Vec<Placement>]) -> Result<Vec<u8>> {
+fn content_index(files: &[ContentToSend], placements: &[Vec<Placement>]) -> Result<Vec<u8>> {
     let index: Vec<ContentRecord> = files
         .iter()
         .zip(placements)
@@ -390,7 +252,7 @@ fn content_index(files: &[Planned], placements: &[Vec<Placement>]) -> Result<Vec
 /// `files`: every part but a file's last is at least [`MIN_PART`] (so a
 /// file has at most `size / MIN_PART + 1` parts), and each part record is
 /// bounded by one with the longest pack name, entry suffix and size.
-fn content_index_bound(files: &[Planned]) -> Result<u64> {
+fn content_index_bound(files: &[ContentToSend]) -> Result<u64> {
     let mut total: u64 = 2; // [ ]
     for f in files {
         let record = ContentRecord {
@@ -438,7 +300,11 @@ struct Placed {
 /// place again with a larger one (a round or two reach a fixed point). If
 /// it has not after [`PLACEMENT_ROUNDS`], the provable bound of
 /// [`content_index_bound`] is reserved, which always holds.
-fn place_with_index(files: &[Planned], volume_size: Option<u64>, vol1_used: u64) -> Result<Placed> {
+fn place_with_index(
+    files: &[ContentToSend],
+    volume_size: Option<u64>,
+    vol1_used: u64,
+) -> Result<Placed> {
     let Some(cap) = volume_size else {
         let (placements, volumes) = place_content(files, None, 0)?;
         let index = content_index(files, &placements)?;
@@ -472,11 +338,14 @@ fn place_with_index(files: &[Planned], volume_size: Option<u64>, vol1_used: u64)
     }
     let placed = attempt(content_index_bound(files)?)?;
     if placed.index.len() as u64 > placed.reserve {
-        return Err(Error::Refused(format!(
-            "content index ({} bytes) larger than its bound ({} bytes); report this bug",
-            placed.index.len(),
-            placed.reserve
-        )));
+        return Err(Error::invalid(
+            "content index",
+            format!(
+                "{} bytes, larger than its bound ({} bytes); report this bug",
+                placed.index.len(),
+                placed.reserve
+            ),
+        ));
     }
     Ok(placed)
 }
@@ -552,24 +421,6 @@ fn write_file(path: &Path, data: &[u8]) -> Result<()> {
     fs::rename(&tmp, path).at(path)
 }
 
-/// The links exported to `destination`, oldest first.
-fn links(conn: &rusqlite::Connection, destination: &str) -> Result<Vec<Link>> {
-    let mut st = conn.prepare(
-        "SELECT seq, manifest_sha256, kind, to_anchor, last_stmt_seq FROM export_history \
-         WHERE destination = ?1 ORDER BY seq",
-    )?;
-    let rows = st.query_map([destination], |r| {
-        Ok(Link {
-            seq: r.get::<_, i64>(0)?.max(0) as u64,
-            manifest_sha256: r.get(1)?,
-            full: r.get::<_, String>(2)? == "full",
-            to_anchor: r.get(3)?,
-            last_stmt_seq: r.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-}
-
 /// `export --since ANCHOR`: where the new link attaches (docs/bundle-format.md
 /// §13.3). Links that ended at ANCHOR are equivalent positions (the same
 /// state; the ones after the first carried no change, at most trust
@@ -582,7 +433,7 @@ fn links(conn: &rusqlite::Connection, destination: &str) -> Result<Vec<Link>> {
 /// the first and by the replaced links travel again (applying a statement
 /// twice is a no-op).
 fn attach_since(
-    conn: &rusqlite::Connection,
+    store: &Store,
     destination: &str,
     has_chain: bool,
     anchor: &Anchor,
@@ -591,16 +442,16 @@ fn attach_since(
     // Rule: `--since` continues a chain; the importer refuses an
     // incremental bundle before its first full one.
     if !has_chain {
-        return Err(Error::Refused(format!(
-            "no bundle was exported to {destination:?} yet: its first bundle must be a full one (export without --since)"
-        )));
+        return Err(Error::NoChain {
+            destination: destination.to_string(),
+        });
     }
-    let links = links(conn, destination)?;
+    let links: Vec<ExportLink> = store.export_links(destination)?;
     let Some(newest) = links.iter().rposition(|l| l.to_anchor == anchor) else {
-        return Err(Error::Refused(format!(
-            "no bundle exported to {destination:?} ended at anchor {anchor}; `gapsync exports list` shows the links, \
-             `gapsync imports list` on the disconnected server the last one it applied"
-        )));
+        return Err(Error::UnknownLink {
+            destination: destination.to_string(),
+            anchor,
+        });
     };
     let mut first = newest;
     while !links[first].full && first > 0 && links[first - 1].to_anchor == anchor {
@@ -624,23 +475,30 @@ fn attach_since(
 /// the chain (and, lost, confuse `--since`); `--allow-empty` makes one
 /// anyway. Full bundles are never empty in this sense.
 fn rule_not_empty(
-    tx: &rusqlite::Connection,
+    snap: &ExportSnapshot<'_>,
     destination: &str,
     from: &Anchor,
     statements: usize,
 ) -> Result<()> {
-    let changed: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM journal WHERE seq > ?1)",
-        [from.seq],
-        |r| r.get(0),
-    )?;
-    if changed || statements > 0 {
+    if statements > 0 || snap.changed_after(from.seq)? {
         return Ok(());
     }
-    Err(Error::Refused(format!(
-        "nothing to export to {destination:?}: no change since {from} and no trust statement queued; \
-         pass --allow-empty to write an empty bundle anyway"
-    )))
+    Err(Error::NothingToExport {
+        destination: destination.to_string(),
+        since: from.to_string(),
+    })
+}
+
+/// Rule: an incremental bundle keeps its chain's filters (a full one
+/// starts the chain again with new ones).
+fn rule_same_filters(destination: &str, chain_filters: &str, filters: &str) -> Result<()> {
+    if chain_filters != filters {
+        return Err(Error::ChainFilterMismatch {
+            destination: destination.to_string(),
+            chain_filters: chain_filters.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// A `.partial` folder beside `--out` that is removed when dropped (on
@@ -664,7 +522,7 @@ pub fn export(
     progress: &dyn Progress,
 ) -> Result<ExportReport> {
     check_options(opts)?;
-    crate::trust::check_export_signer(store.conn(), &opts.key.id())?;
+    crate::trust::check_export_signer(store, &opts.key.id())?;
     if opts.out.exists() {
         return Err(Error::invalid(
             opts.out.display().to_string(),
@@ -694,17 +552,159 @@ pub fn export(
     // The ledger rows and the bundle appear together: the rows are
     // written, the folder renamed into place, then the transaction
     // commits; if the commit fails the folder is taken back.
-    let tx = record_ledger(store, opts, &report)?;
+    let filters = filters_json(&opts.filters)?;
+    let pending = store.record_export(&ExportRecord {
+        destination: opts.destination,
+        seq: report.seq,
+        bundle_id: &report.bundle_id,
+        manifest_sha256: &report.manifest_sha256,
+        full: report.kind == BundleKind::Full,
+        from_anchor: report.from_anchor.as_deref(),
+        to_anchor: &report.to_anchor,
+        signer: opts.key.id().to_string(),
+        filters: &filters,
+        sent_sha1: &report.sent_sha1,
+    })?;
     fs::rename(&partial.path, opts.out).map_err(|e| Error::io(opts.out, e))?;
     partial.armed = false;
     crate::failpoint::hit("export-before-ledger-commit");
-    if let Err(e) = tx.commit() {
+    if let Err(e) = pending.commit() {
         let _ = fs::remove_dir_all(opts.out);
-        return Err(e.into());
+        return Err(e);
     }
     sync_dir(out_parent)?;
     report.path = opts.out.to_path_buf();
     Ok(report)
+}
+
+/// The filters as the ledger records a chain's.
+fn filters_json(filters: &Filters) -> Result<String> {
+    serde_json::to_string(filters).map_err(|e| Error::invalid("filters", e.to_string()))
+}
+
+/// Where the bundle stands in its destination's chain (step 1).
+struct ChainPosition {
+    /// The anchor an incremental bundle starts after (`None`: full).
+    from: Option<Anchor>,
+    attach: Attach,
+}
+
+/// Step 1: full or incremental (and from where), and where the bundle
+/// attaches: after the chain's last link, or after the links that ended
+/// at `--since`.
+fn chain_position(store: &Store, opts: &ExportOptions<'_>) -> Result<ChainPosition> {
+    let ledger = store.export_ledger(opts.destination)?;
+    let from: Option<Anchor> = if opts.full {
+        None
+    } else if let Some(a) = &opts.since {
+        Some(store.own_anchor(&a.to_string())?)
+    } else if let Some(l) = &ledger {
+        Some(store.own_anchor(&l.last_to_anchor)?)
+    } else {
+        None
+    };
+    if let (Some(_), Some(l)) = (&from, &ledger) {
+        rule_same_filters(opts.destination, &l.filters, &filters_json(&opts.filters)?)?;
+    }
+    let attach = match (&opts.since, &from) {
+        (Some(_), Some(anchor)) => attach_since(store, opts.destination, ledger.is_some(), anchor)?,
+        _ => Attach {
+            seq: ledger.as_ref().map(|l| l.last_seq + 1).unwrap_or(1),
+            prev: ledger.as_ref().map(|l| l.last_manifest_sha256.clone()),
+            equivalents: Vec::new(),
+            stmt_after: ledger.as_ref().map(|l| l.last_stmt_seq).unwrap_or(0),
+        },
+    };
+    Ok(ChainPosition { from, attach })
+}
+
+/// What the read snapshot gave (step 2).
+struct Contents {
+    to: Anchor,
+    range: JournalRange,
+    statements: Vec<QueuedRow>,
+    state: State,
+    content: Vec<ContentToSend>,
+    counts: Counts,
+}
+
+/// Step 2: the journal head, the trust statements that travel, the rule
+/// that an incremental bundle is not empty, the scope, the state and the
+/// content to send.
+fn read_snapshot(
+    snap: &ExportSnapshot<'_>,
+    opts: &ExportOptions<'_>,
+    position: &ChainPosition,
+    server_id: uuid::Uuid,
+) -> Result<Contents> {
+    let to = Anchor {
+        server_id,
+        seq: snap.head()?,
+    };
+    let range = JournalRange {
+        after: position.from.map(|a| a.seq),
+        to: to.seq,
+    };
+    let statements = snap.statements_after(position.attach.stmt_after)?;
+    if let Some(f) = &position.from
+        && !opts.allow_empty
+    {
+        rule_not_empty(snap, opts.destination, f, statements.len())?;
+    }
+    snap.select_scope(
+        &opts.filters.products,
+        &opts.filters.classifications,
+        &opts.filters.languages,
+    )?;
+    let state = snap.state(range)?;
+    let mut counts = Counts {
+        groups: state.groups.len() as u64,
+        removed_groups: state.removed_groups.len() as u64,
+        deployments: state.deployments.iter().filter(|d| !d.removed).count() as u64,
+        dead_deployments: state.deployments.iter().filter(|d| d.removed).count() as u64,
+        declined: state.declined.len() as u64,
+        trust_statements: statements.len() as u64,
+        ..Counts::default()
+    };
+    // After `--since`, content sent in the replaced links is sent again.
+    let resend = opts.since.is_some();
+    let scope = match opts.filters.content {
+        ContentMode::None => None,
+        ContentMode::All => Some(ContentScope::All),
+        ContentMode::Approved => Some(ContentScope::Approved),
+    };
+    let (content, missing) = match scope {
+        None => (Vec::new(), 0),
+        Some(scope) => snap.content_to_send(opts.destination, scope, range, resend)?,
+    };
+    counts.content_missing = missing;
+    counts.content_files = content.len() as u64;
+    counts.content_bytes = content.iter().map(|c| c.size).sum();
+    Ok(Contents {
+        to,
+        range,
+        statements,
+        state,
+        content,
+        counts,
+    })
+}
+
+/// The folders of a bundle's volumes: the bundle folder itself, or
+/// `vol-NNN/` in it when split into volumes.
+struct VolumeDirs<'a> {
+    dir: &'a Path,
+    multi: bool,
+}
+
+impl VolumeDirs<'_> {
+    fn of(&self, v: u32) -> PathBuf {
+        if self.multi {
+            self.dir.join(format::volume_dir_name(v))
+        } else {
+            self.dir.to_path_buf()
+        }
+    }
 }
 
 fn export_into(
@@ -715,247 +715,31 @@ fn export_into(
 ) -> Result<ExportReport> {
     let server_id = store.info().server_id;
     let server_name = store.info().name.clone();
-    let ledger = read_ledger(store.conn(), opts.destination)?;
-    let filters_json = serde_json::to_string(&opts.filters)
-        .map_err(|e| Error::invalid("filters", e.to_string()))?;
-    // Which kind of bundle, from where.
-    let from: Option<Anchor> = if opts.full {
-        None
-    } else if let Some(a) = &opts.since {
-        Some(store.own_anchor(&a.to_string())?)
-    } else if let Some(l) = &ledger {
-        Some(store.own_anchor(&l.last_to_anchor)?)
-    } else {
-        None
+    // ---- 1. chain position
+    let position = chain_position(store, opts)?;
+
+    // ---- 2. one read snapshot
+    let snap = store.export_snapshot()?;
+    let Contents {
+        to,
+        range,
+        statements,
+        state,
+        content,
+        mut counts,
+    } = read_snapshot(&snap, opts, &position, server_id)?;
+
+    // ---- 3. volume 1: trust statements, metadata, content index
+    let vols = VolumeDirs {
+        dir,
+        multi: opts.volume_size.is_some(),
     };
-    if let (Some(_), Some(l)) = (&from, &ledger)
-        && l.filters != filters_json
-    {
-        return Err(Error::Refused(format!(
-            "the filters differ from those of the chain to {:?} ({}); export with --full to start over with the new filters",
-            opts.destination, l.filters
-        )));
-    }
-    let attach = match (&opts.since, &from) {
-        (Some(_), Some(anchor)) => {
-            attach_since(store.conn(), opts.destination, ledger.is_some(), anchor)?
-        }
-        _ => Attach {
-            seq: ledger.as_ref().map(|l| l.last_seq + 1).unwrap_or(1),
-            prev: ledger.as_ref().map(|l| l.last_manifest_sha256.clone()),
-            equivalents: Vec::new(),
-            stmt_after: ledger.as_ref().map(|l| l.last_stmt_seq).unwrap_or(0),
-        },
-    };
-    let (seq, prev, last_stmt) = (attach.seq, attach.prev.clone(), attach.stmt_after);
-
-    let tx = store.conn_mut().transaction()?;
-    let to_seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM journal", [], |r| {
-        r.get(0)
-    })?;
-    let to = Anchor {
-        server_id,
-        seq: to_seq,
-    };
-    let from_seq = from.map(|a| a.seq);
-    let statements = crate::trust::statements_after(&tx, last_stmt)?;
-    if let Some(f) = &from
-        && !opts.allow_empty
-    {
-        rule_not_empty(&tx, opts.destination, f, statements.len())?;
-    }
-    crate::store::scope::fill_scope(
-        &tx,
-        &opts.filters.products,
-        &opts.filters.classifications,
-        &opts.filters.languages,
-    )?;
-    let mut counts = Counts::default();
-
-    // --- state
-    let mut state = State::default();
-    {
-        let (sql, args): (&str, Vec<i64>) = match from_seq {
-            None => (
-                "SELECT group_id, name, parent_id FROM groups WHERE builtin = 0 ORDER BY seq",
-                vec![],
-            ),
-            Some(f) => (
-                "SELECT group_id, name, parent_id FROM groups WHERE builtin = 0 AND seq > ?1 AND seq <= ?2 ORDER BY seq",
-                vec![f, to_seq],
-            ),
-        };
-        let mut st = tx.prepare(sql)?;
-        let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
-            Ok(GroupRecord {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                parent_id: r.get(2)?,
-            })
-        })?;
-        for g in rows {
-            state.groups.push(g?);
-        }
-        if let Some(f) = from_seq {
-            let mut st = tx.prepare("SELECT subject FROM journal WHERE kind = 'group_removed' AND seq > ?1 AND seq <= ?2 ORDER BY seq")?;
-            for r in st.query_map(params![f, to_seq], |r| r.get(0))? {
-                state.removed_groups.push(r?);
-            }
-        }
-        let dsql = format!(
-            "SELECT d.deployment_id, d.update_id, d.revision, d.group_id, d.action, d.admin_name, d.deadline, d.go_live, \
-             d.download_priority, d.is_assigned, d.removed FROM deployments d JOIN temp.scope s ON s.update_id = d.update_id \
-             WHERE {} ORDER BY d.last_change_seq",
-            if from_seq.is_some() {
-                "d.last_change_seq > ?1 AND d.last_change_seq <= ?2"
-            } else {
-                "d.last_change_seq <= ?2 OR ?1 IS NULL"
-            }
-        );
-        let mut st = tx.prepare(&dsql)?;
-        let rows = st.query_map(
-            params![from_seq, to_seq],
-            crate::store::state::deployment_from_row,
-        )?;
-        for d in rows {
-            state.deployments.push(d?);
-        }
-        let decl_sql = match from_seq {
-            None => {
-                "SELECT u.update_id FROM updates u JOIN temp.scope s ON s.update_id = u.update_id WHERE u.declined = 1 AND (?1 IS NULL OR 1) ORDER BY u.update_id"
-            }
-            Some(_) => {
-                "SELECT j.subject FROM journal j JOIN temp.scope s ON s.update_id = j.subject WHERE j.kind = 'update_declined' AND j.seq > ?1 AND j.seq <= ?2 ORDER BY j.seq"
-            }
-        };
-        let mut st = tx.prepare(decl_sql)?;
-        let rows = match from_seq {
-            None => st
-                .query_map(params![from_seq], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()?,
-            Some(f) => st
-                .query_map(params![f, to_seq], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()?,
-        };
-        state.declined = rows;
-    }
-    counts.groups = state.groups.len() as u64;
-    counts.removed_groups = state.removed_groups.len() as u64;
-    counts.deployments = state.deployments.iter().filter(|d| !d.removed).count() as u64;
-    counts.dead_deployments = state.deployments.iter().filter(|d| d.removed).count() as u64;
-    counts.declined = state.declined.len() as u64;
-
-    // --- content plan
-    // After `--since`, content sent in the replaced links is sent again.
-    let resend = opts.since.is_some();
-    let (content, missing) = plan_content(
-        &tx,
-        opts.destination,
-        opts.filters.content,
-        from_seq,
-        to_seq,
-        resend,
-    )?;
-    counts.content_missing = missing;
-    counts.content_files = content.len() as u64;
-    counts.content_bytes = content.iter().map(|c| c.size).sum();
-
-    // --- trust statements
-    counts.trust_statements = statements.len() as u64;
-
-    let multi = opts.volume_size.is_some();
-    let vol_dir = |v: u32| {
-        if multi {
-            dir.join(format::volume_dir_name(v))
-        } else {
-            dir.to_path_buf()
-        }
-    };
-    fs::create_dir_all(vol_dir(1)).at(vol_dir(1))?;
+    fs::create_dir_all(vols.of(1)).at(vols.of(1))?;
+    let (trust_files, mut vol1_used) = write_statement_files(&vols.of(1), &statements)?;
     let mut packs: Vec<PackEntry> = Vec::new();
-    let mut trust_files: Vec<String> = Vec::new();
-    let mut vol1_used = 0u64;
-
-    // --- trust statement files (volume 1)
-    if !statements.is_empty() {
-        fs::create_dir_all(vol_dir(1).join(TRUST_DIR)).at(vol_dir(1))?;
-        for (i, (_, body, sig)) in statements.iter().enumerate() {
-            let name = format!("{TRUST_DIR}/{:04}.json", i + 1);
-            write_file(&vol_dir(1).join(&name), body)?;
-            write_file(&vol_dir(1).join(format!("{name}.minisig")), sig.as_bytes())?;
-            vol1_used += body.len() as u64 + sig.len() as u64;
-            trust_files.push(name);
-        }
-    }
-
-    // --- metadata pack
-    let revision_count_sql = match from_seq {
-        None => {
-            "SELECT COUNT(*) FROM revisions r JOIN temp.scope s ON s.update_id = r.update_id WHERE r.seq <= ?2 OR ?1 IS NULL"
-        }
-        Some(_) => {
-            "SELECT COUNT(*) FROM revisions r JOIN temp.scope s ON s.update_id = r.update_id WHERE r.seq > ?1 AND r.seq <= ?2"
-        }
-    };
-    let n_revisions: i64 =
-        tx.query_row(revision_count_sql, params![from_seq, to_seq], |r| r.get(0))?;
-    progress.phase("metadata", Some(n_revisions.max(0) as u64), "revisions");
-    {
-        let path = vol_dir(1).join(METADATA_PACK);
-        let file = File::create(&path).at(&path)?;
-        let hw = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-        let enc = zstd::stream::write::Encoder::new(hw, 3).at(&path)?;
-        let mut tar = tar::Builder::new(enc);
-        let state_json =
-            serde_json::to_vec(&state).map_err(|e| Error::invalid("state", e.to_string()))?;
-        append_entry(
-            &mut tar,
-            STATE_ENTRY,
-            state_json.len() as u64,
-            &mut &state_json[..],
-        )?;
-        let rsql = match from_seq {
-            None => {
-                "SELECT r.update_id, r.revision, r.xml FROM revisions r JOIN temp.scope s ON s.update_id = r.update_id WHERE r.seq <= ?2 OR ?1 IS NULL ORDER BY r.rev_id"
-            }
-            Some(_) => {
-                "SELECT r.update_id, r.revision, r.xml FROM revisions r JOIN temp.scope s ON s.update_id = r.update_id WHERE r.seq > ?1 AND r.seq <= ?2 ORDER BY r.seq"
-            }
-        };
-        let mut st = tx.prepare(rsql)?;
-        let mut rows = st.query(params![from_seq, to_seq])?;
-        while let Some(row) = rows.next()? {
-            let id: String = row.get(0)?;
-            let rev: i32 = row.get(1)?;
-            let xml = row
-                .get_ref(2)?
-                .as_blob()
-                .map_err(|e| Error::Refused(format!("revision {id}/{rev}: {e}")))?;
-            append_entry(
-                &mut tar,
-                &format!("{REVISIONS_DIR}/{id}-r{rev}.xml"),
-                xml.len() as u64,
-                &mut &xml[..],
-            )?;
-            counts.revisions += 1;
-            progress.advance(1);
-        }
-        let enc = tar.into_inner().map_err(|e| Error::io(&path, e))?;
-        let hw = enc.finish().at(&path)?;
-        let (mut bw, sha, size) = hw.into_parts();
-        bw.flush().at(&path)?;
-        bw.get_ref().sync_all().at(&path)?;
-        packs.push(PackEntry {
-            volume: 1,
-            name: METADATA_PACK.to_string(),
-            size,
-            sha256: sha,
-        });
-        vol1_used += size;
-    }
-    progress.finish();
-
-    // --- content placement and content.json (volume 1)
+    let meta = write_metadata_pack(&snap, range, &state, &vols.of(1), &mut counts, progress)?;
+    vol1_used += meta.size;
+    packs.push(meta);
     let Placed {
         placements,
         volumes,
@@ -968,7 +752,7 @@ fn export_into(
         let estimate = 16 * 1024 + 256 * (volumes as usize + 2) + 128 * trust_files.len();
         check_reserve_holds(cap, volumes, estimate)?;
     }
-    write_file(&vol_dir(1).join(CONTENT_ENTRY), &cjson)?;
+    write_file(&vols.of(1).join(CONTENT_ENTRY), &cjson)?;
     packs.push(PackEntry {
         volume: 1,
         name: CONTENT_ENTRY.to_string(),
@@ -976,41 +760,208 @@ fn export_into(
         sha256: format::sha256_hex(&cjson),
     });
 
-    // --- content packs, one per volume, streamed from the store and
-    //     re-verified while copied.
+    // ---- 4. content packs
     progress.phase("content", Some(counts.content_bytes), "bytes");
-    // The tar builder writes into a BufWriter (so std's copy reads the
-    // content straight into its 1 MiB buffer), whose flushes feed the
-    // pack's SHA-256 in large pieces.
-    type PackWriter = BufWriter<HashingWriter<File>>;
+    write_content_packs(&snap, &content, &placements, &vols, &mut packs, progress)?;
+    progress.finish();
+    drop(snap); // read-only: nothing to commit
+
+    // ---- 5. manifest, sums and signatures
+    let manifest = build_manifest(
+        opts,
+        Source {
+            server_id: server_id.to_string(),
+            name: server_name,
+        },
+        position,
+        to,
+        &counts,
+        volumes,
+        packs,
+        trust_files,
+    )?;
+    let (manifest_sha256, bytes_written) =
+        write_signed_headers(&vols, &manifest, opts.key, opts.volume_size)?;
+    Ok(ExportReport {
+        path: dir.to_path_buf(),
+        bundle_id: manifest.bundle_id,
+        seq: manifest.seq,
+        kind: manifest.kind,
+        from_anchor: manifest.from_anchor,
+        to_anchor: manifest.to_anchor,
+        destination: opts.destination.to_string(),
+        volumes,
+        counts,
+        bytes_written,
+        manifest_sha256,
+        trust_statements: statements
+            .iter()
+            .map(|q| crate::trust::StatementSummary::from_body(q.seq, &q.body))
+            .collect::<Result<_>>()?,
+        sent_sha1: content.iter().map(|c| c.sha1).collect(),
+    })
+}
+
+/// Step 5: the manifest of the bundle written.
+#[allow(clippy::too_many_arguments)]
+fn build_manifest(
+    opts: &ExportOptions<'_>,
+    source: Source,
+    position: ChainPosition,
+    to: Anchor,
+    counts: &Counts,
+    volumes: u32,
+    packs: Vec<PackEntry>,
+    trust_files: Vec<String>,
+) -> Result<Manifest> {
+    let now = time::OffsetDateTime::now_utc();
+    let Attach {
+        seq,
+        prev,
+        equivalents,
+        ..
+    } = position.attach;
+    Ok(Manifest {
+        format: format::FORMAT.to_string(),
+        version: format::version_for(&equivalents),
+        bundle_id: uuid::Uuid::new_v4().to_string(),
+        source,
+        destination: opts.destination.to_string(),
+        seq,
+        prev_manifest_sha256: prev,
+        prev_equivalent_sha256: equivalents,
+        kind: if position.from.is_some() {
+            BundleKind::Incremental
+        } else {
+            BundleKind::Full
+        },
+        from_anchor: position.from.map(|a| a.to_string()),
+        to_anchor: to.to_string(),
+        created: rfc3339(now)?,
+        expires: rfc3339(now.checked_add(opts.expires).ok_or_else(|| {
+            Error::bad_argument("expiry", "the end of the validity period is out of range")
+        })?)?,
+        signer: opts.key.public().id.to_string(),
+        filters: opts.filters.clone(),
+        counts: counts.clone(),
+        volumes,
+        packs,
+        trust_statements: trust_files,
+    })
+}
+
+/// Step 3: the queued trust statements as `trust/NNNN.json` with their
+/// `.minisig` (volume 1). Returns their names and the bytes written.
+fn write_statement_files(vol1: &Path, statements: &[QueuedRow]) -> Result<(Vec<String>, u64)> {
+    let mut names = Vec::new();
+    let mut used = 0u64;
+    if statements.is_empty() {
+        return Ok((names, used));
+    }
+    fs::create_dir_all(vol1.join(TRUST_DIR)).at(vol1)?;
+    for (i, q) in statements.iter().enumerate() {
+        let name = format!("{TRUST_DIR}/{:04}.json", i + 1);
+        write_file(&vol1.join(&name), &q.body)?;
+        write_file(&vol1.join(format!("{name}.minisig")), q.minisig.as_bytes())?;
+        used += q.body.len() as u64 + q.minisig.len() as u64;
+        names.push(name);
+    }
+    Ok((names, used))
+}
+
+/// Step 3: the metadata pack (zstd tar: `state.json`, then the verbatim
+/// revisions of the range in scope), fsynced. Counts the revisions.
+fn write_metadata_pack(
+    snap: &ExportSnapshot<'_>,
+    range: JournalRange,
+    state: &State,
+    vol1: &Path,
+    counts: &mut Counts,
+    progress: &dyn Progress,
+) -> Result<PackEntry> {
+    progress.phase("metadata", Some(snap.revision_count(range)?), "revisions");
+    let path = vol1.join(METADATA_PACK);
+    let file = File::create(&path).at(&path)?;
+    let hw = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let enc = zstd::stream::write::Encoder::new(hw, 3).at(&path)?;
+    let mut tar = tar::Builder::new(enc);
+    let state_json =
+        serde_json::to_vec(state).map_err(|e| Error::invalid("state", e.to_string()))?;
+    append_entry(
+        &mut tar,
+        STATE_ENTRY,
+        state_json.len() as u64,
+        &mut &state_json[..],
+    )?;
+    snap.for_each_revision(range, &mut |id, rev, xml| {
+        append_entry(
+            &mut tar,
+            &format!("{REVISIONS_DIR}/{id}-r{rev}.xml"),
+            xml.len() as u64,
+            &mut &xml[..],
+        )?;
+        counts.revisions += 1;
+        progress.advance(1);
+        Ok(())
+    })?;
+    let enc = tar.into_inner().map_err(|e| Error::io(&path, e))?;
+    let hw = enc.finish().at(&path)?;
+    let (mut bw, sha, size) = hw.into_parts();
+    bw.flush().at(&path)?;
+    bw.get_ref().sync_all().at(&path)?;
+    progress.finish();
+    Ok(PackEntry {
+        volume: 1,
+        name: METADATA_PACK.to_string(),
+        size,
+        sha256: sha,
+    })
+}
+
+/// The tar builder writes into a BufWriter (so std's copy reads the
+/// content straight into its 1 MiB buffer), whose flushes feed the pack's
+/// SHA-256 in large pieces.
+type PackWriter = BufWriter<HashingWriter<File>>;
+
+/// Ends a content pack: flushed, fsynced, listed in `packs`.
+fn finish_pack(v: u32, tar: tar::Builder<PackWriter>, packs: &mut Vec<PackEntry>) -> Result<()> {
+    let name = content_pack_name(v);
+    let bw = tar.into_inner().map_err(|e| Error::io(&name, e))?;
+    let hw = bw
+        .into_inner()
+        .map_err(|e| Error::io(&name, e.into_error()))?;
+    let (file, sha, size) = hw.into_parts();
+    file.sync_all().at(&name)?;
+    packs.push(PackEntry {
+        volume: v,
+        name,
+        size,
+        sha256: sha,
+    });
+    Ok(())
+}
+
+/// Step 4: the content packs, one per volume, each file streamed from the
+/// content store into its parts and re-verified while copied.
+fn write_content_packs(
+    snap: &ExportSnapshot<'_>,
+    content: &[ContentToSend],
+    placements: &[Vec<Placement>],
+    vols: &VolumeDirs<'_>,
+    packs: &mut Vec<PackEntry>,
+    progress: &dyn Progress,
+) -> Result<()> {
     let mut current: Option<(u32, tar::Builder<PackWriter>)> = None;
-    let finish_pack =
-        |v: u32, tar: tar::Builder<PackWriter>, packs: &mut Vec<PackEntry>| -> Result<()> {
-            let name = content_pack_name(v);
-            let bw = tar.into_inner().map_err(|e| Error::io(&name, e))?;
-            let hw = bw
-                .into_inner()
-                .map_err(|e| Error::io(&name, e.into_error()))?;
-            let (file, sha, size) = hw.into_parts();
-            file.sync_all().at(&name)?;
-            packs.push(PackEntry {
-                volume: v,
-                name,
-                size,
-                sha256: sha,
-            });
-            Ok(())
-        };
-    for (f, parts) in content.iter().zip(&placements) {
-        let src = store_content_path(dir_of_store(&tx)?, &f.rel_path);
+    for (f, parts) in content.iter().zip(placements) {
+        let src = snap.content_path(&f.rel_path);
         let file = File::open(&src).at(&src)?;
         let mut reader = crate::store::content::VerifyingReader::new(file);
         for p in parts {
             if current.as_ref().map(|(v, _)| *v) != Some(p.volume) {
                 if let Some((v, tar)) = current.take() {
-                    finish_pack(v, tar, &mut packs)?;
+                    finish_pack(v, tar, packs)?;
                 }
-                let vd = vol_dir(p.volume);
+                let vd = vols.of(p.volume);
                 fs::create_dir_all(&vd).at(&vd)?;
                 let path = vd.join(content_pack_name(p.volume));
                 let file = File::create(&path).at(&path)?;
@@ -1029,59 +980,37 @@ fn export_into(
         reader.check(&src, &f.sha1, f.size)?;
     }
     if let Some((v, tar)) = current.take() {
-        finish_pack(v, tar, &mut packs)?;
+        finish_pack(v, tar, packs)?;
     }
-    progress.finish();
+    Ok(())
+}
 
-    // --- manifest, sums and signatures
-    let now = time::OffsetDateTime::now_utc();
-    let manifest = Manifest {
-        format: format::FORMAT.to_string(),
-        version: format::version_for(&attach.equivalents),
-        bundle_id: uuid::Uuid::new_v4().to_string(),
-        source: Source {
-            server_id: server_id.to_string(),
-            name: server_name,
-        },
-        destination: opts.destination.to_string(),
-        seq,
-        prev_manifest_sha256: prev,
-        prev_equivalent_sha256: attach.equivalents.clone(),
-        kind: if from.is_some() {
-            BundleKind::Incremental
-        } else {
-            BundleKind::Full
-        },
-        from_anchor: from.map(|a| a.to_string()),
-        to_anchor: to.to_string(),
-        created: rfc3339(now)?,
-        expires: rfc3339(now.checked_add(opts.expires).ok_or_else(|| {
-            Error::bad_argument("expiry", "the end of the validity period is out of range")
-        })?)?,
-        signer: opts.key.public().id.to_string(),
-        filters: opts.filters.clone(),
-        counts: counts.clone(),
-        volumes,
-        packs: packs.clone(),
-        trust_statements: trust_files.clone(),
-    };
-    let manifest_bytes = serde_json::to_vec_pretty(&manifest)
+/// Step 5: every volume's manifest, SHA256SUMS and signature (within the
+/// volume reserve), and the top level's of a multi-volume bundle. Returns
+/// the manifest's digest and the bytes the bundle holds.
+fn write_signed_headers(
+    vols: &VolumeDirs<'_>,
+    manifest: &Manifest,
+    key: &SecretKey,
+    volume_size: Option<u64>,
+) -> Result<(String, u64)> {
+    let manifest_bytes = serde_json::to_vec_pretty(manifest)
         .map_err(|e| Error::invalid("manifest", e.to_string()))?;
     let manifest_sha256 = format::sha256_hex(&manifest_bytes);
     let mut top_sums: BTreeMap<String, String> = BTreeMap::new();
     let mut bytes_written = 0u64;
-    for v in 1..=volumes {
-        let vd = vol_dir(v);
+    for v in 1..=manifest.volumes {
+        let vd = vols.of(v);
         fs::create_dir_all(&vd).at(&vd)?;
         write_file(&vd.join(MANIFEST), &manifest_bytes)?;
         let mut sums: BTreeMap<String, String> = BTreeMap::new();
         sums.insert(MANIFEST.to_string(), manifest_sha256.clone());
-        for p in packs.iter().filter(|p| p.volume == v) {
+        for p in manifest.packs.iter().filter(|p| p.volume == v) {
             sums.insert(p.name.clone(), p.sha256.clone());
             bytes_written += p.size;
         }
         if v == 1 {
-            for t in &trust_files {
+            for t in &manifest.trust_statements {
                 for name in [t.clone(), format!("{t}.minisig")] {
                     let (h, n) = format::hash_file_sha256(&vd.join(&name))?;
                     sums.insert(name, h);
@@ -1091,19 +1020,19 @@ fn export_into(
         }
         let sums_text = format::format_sums(&sums);
         write_file(&vd.join(SUMS), sums_text.as_bytes())?;
-        let comment = format::trusted_comment(&manifest, Some(v));
-        let sig = opts.key.sign(sums_text.as_bytes(), &comment)?;
-        if let Some(cap) = opts.volume_size {
+        let comment = format::trusted_comment(manifest, Some(v));
+        let sig = key.sign(sums_text.as_bytes(), &comment)?;
+        if let Some(cap) = volume_size {
             check_reserve_holds(
                 cap,
-                volumes,
+                manifest.volumes,
                 manifest_bytes.len() + sums_text.len() + sig.len(),
             )?;
         }
         write_file(&vd.join(SUMS_SIG), sig.as_bytes())?;
         bytes_written += manifest_bytes.len() as u64 + sums_text.len() as u64 + sig.len() as u64;
         sync_dir(&vd)?;
-        if multi {
+        if vols.multi {
             let vname = format::volume_dir_name(v);
             for (p, h) in sums {
                 top_sums.insert(format!("{vname}/{p}"), h);
@@ -1118,157 +1047,33 @@ fn export_into(
             );
         }
     }
-    if multi {
+    if vols.multi {
+        let dir = vols.dir;
         write_file(&dir.join(MANIFEST), &manifest_bytes)?;
         top_sums.insert(MANIFEST.to_string(), manifest_sha256.clone());
         let sums_text = format::format_sums(&top_sums);
         write_file(&dir.join(SUMS), sums_text.as_bytes())?;
-        let sig = opts.key.sign(
+        let sig = key.sign(
             sums_text.as_bytes(),
-            &format::trusted_comment(&manifest, None),
+            &format::trusted_comment(manifest, None),
         )?;
         write_file(&dir.join(SUMS_SIG), sig.as_bytes())?;
         sync_dir(dir)?;
     }
-    drop(tx); // read-only: nothing to commit
-    Ok(ExportReport {
-        path: dir.to_path_buf(),
-        bundle_id: manifest.bundle_id,
-        seq,
-        kind: manifest.kind,
-        from_anchor: manifest.from_anchor,
-        to_anchor: manifest.to_anchor,
-        destination: opts.destination.to_string(),
-        volumes,
-        counts,
-        bytes_written,
-        manifest_sha256,
-        trust_statements: statements
-            .iter()
-            .map(|(seq, body, _)| crate::trust::StatementSummary::from_body(*seq, body))
-            .collect::<Result<_>>()?,
-        sent_sha1: content.iter().map(|c| c.sha1).collect(),
-    })
-}
-
-fn dir_of_store(tx: &rusqlite::Connection) -> Result<PathBuf> {
-    let path: Option<String> = tx.path().map(|p| p.to_string());
-    let db = path.ok_or_else(|| Error::Refused("store database has no path".into()))?;
-    Ok(Path::new(&db)
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default())
-}
-
-fn store_content_path(root: PathBuf, rel: &str) -> PathBuf {
-    let mut p = root.join(crate::store::CONTENT_DIR);
-    for part in rel.split('/') {
-        p.push(part);
-    }
-    p
-}
-
-/// Records the bundle in the export ledger, with the content it sent and
-/// the trust statements it carried.
-fn record_ledger<'s>(
-    store: &'s mut Store,
-    opts: &ExportOptions<'_>,
-    r: &ExportReport,
-) -> Result<rusqlite::Transaction<'s>> {
-    let filters = serde_json::to_string(&opts.filters)
-        .map_err(|e| Error::invalid("filters", e.to_string()))?;
-    let now = now_rfc3339();
-    let tx = store.conn_mut().transaction()?;
-    let max_stmt: i64 = tx.query_row(
-        "SELECT COALESCE(MAX(stmt_seq), 0) FROM trust_statements",
-        [],
-        |row| row.get(0),
-    )?;
-    tx.execute(
-        "INSERT INTO export_ledger (destination, last_seq, last_bundle_id, last_manifest_sha256, last_to_anchor, last_stmt_seq, filters, updated) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (destination) DO UPDATE SET last_seq = excluded.last_seq, \
-         last_bundle_id = excluded.last_bundle_id, last_manifest_sha256 = excluded.last_manifest_sha256, \
-         last_to_anchor = excluded.last_to_anchor, last_stmt_seq = excluded.last_stmt_seq, filters = excluded.filters, updated = excluded.updated",
-        params![opts.destination, r.seq as i64, r.bundle_id, r.manifest_sha256, r.to_anchor, max_stmt, filters, now],
-    )?;
-    tx.execute(
-        "INSERT OR REPLACE INTO export_history (destination, seq, bundle_id, manifest_sha256, kind, from_anchor, to_anchor, created, signer, last_stmt_seq) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
-            opts.destination,
-            r.seq as i64,
-            r.bundle_id,
-            r.manifest_sha256,
-            if r.kind == BundleKind::Full { "full" } else { "incremental" },
-            r.from_anchor,
-            r.to_anchor,
-            now,
-            opts.key.id().to_string(),
-            max_stmt
-        ],
-    )?;
-    // Links after this one (replaced by a `--since` export) are forgotten.
-    tx.execute(
-        "DELETE FROM export_history WHERE destination = ?1 AND seq > ?2",
-        params![opts.destination, r.seq as i64],
-    )?;
-    if r.kind == BundleKind::Full {
-        tx.execute(
-            "DELETE FROM export_sent_content WHERE destination = ?1",
-            [opts.destination],
-        )?;
-    }
-    {
-        let mut st = tx.prepare(
-            "INSERT OR IGNORE INTO export_sent_content (destination, sha1) VALUES (?1, ?2)",
-        )?;
-        for sha1 in &r.sent_sha1 {
-            st.execute(params![opts.destination, &sha1[..]])?;
-        }
-    }
-    Ok(tx)
-}
-
-/// A row of `exports list`: one bundle exported to a destination.
-#[derive(Debug, Clone, Serialize)]
-pub struct ExportedLink {
-    pub destination: String,
-    pub seq: i64,
-    pub bundle_id: String,
-    pub kind: String,
-    pub from_anchor: Option<String>,
-    pub to_anchor: String,
-    pub manifest_sha256: String,
-    pub created: String,
+    Ok((manifest_sha256, bytes_written))
 }
 
 /// Every bundle exported, per destination and seq (the chains).
 pub fn history(store: &Store) -> Result<Vec<ExportedLink>> {
-    let mut st = store.conn().prepare(
-        "SELECT destination, seq, bundle_id, kind, from_anchor, to_anchor, manifest_sha256, created \
-         FROM export_history ORDER BY destination, seq",
-    )?;
-    let rows = st.query_map([], |r| {
-        Ok(ExportedLink {
-            destination: r.get(0)?,
-            seq: r.get(1)?,
-            bundle_id: r.get(2)?,
-            kind: r.get(3)?,
-            from_anchor: r.get(4)?,
-            to_anchor: r.get(5)?,
-            manifest_sha256: r.get(6)?,
-            created: r.get(7)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    store.export_history()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn planned(size: u64) -> Planned {
-        Planned {
+    fn planned(size: u64) -> ContentToSend {
+        ContentToSend {
             sha1: [1; 20],
             rel_path: "01/X.cab".into(),
             size,
@@ -1319,11 +1124,11 @@ mod tests {
         used
     }
 
-    fn files_of(sizes: &[u64]) -> Vec<Planned> {
+    fn files_of(sizes: &[u64]) -> Vec<ContentToSend> {
         sizes
             .iter()
             .enumerate()
-            .map(|(i, &size)| Planned {
+            .map(|(i, &size)| ContentToSend {
                 sha1: [i as u8; 20],
                 rel_path: format!("{:02X}/{:040X}.cab", i % 256, i),
                 size,

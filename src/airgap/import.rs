@@ -24,22 +24,26 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::airgap::format::{
     self, BundleKind, CONTENT_ENTRY, ContentRecord, HashingReader, Layout, METADATA_PACK, Manifest,
     REVISIONS_DIR, STATE_ENTRY, State, VolumeHeader, read_volume_header,
 };
-use crate::airgap::verify::{ChainStatus, TrustView, check_chain};
+use crate::airgap::verify::{ChainStatus, check_chain};
 use crate::error::{Error, IoContext, Result};
 use crate::model::metadata::{self, MAX_DOCUMENT_BYTES};
 use crate::model::state::StateChanges;
 use crate::progress::Progress;
 use crate::store::content::{Expected, StageWriter, Staged};
-use crate::store::journal::{self};
+use crate::store::import::ImportTx;
+use crate::store::journal;
+pub use crate::store::ledgers::AppliedBundle;
+use crate::store::ledgers::ImportRecord;
 use crate::store::state::StateSource;
-use crate::store::{Added, Store, insert_revision, now_rfc3339, record_content};
+use crate::store::trust::TrustChange;
+use crate::store::{Added, Mode, Store};
+use crate::trust::TrustView;
 
 /// Decompressed metadata may be at most this many times the compressed
 /// pack, and never more than `MAX_METADATA_BYTES` (decompression bombs).
@@ -111,20 +115,139 @@ fn fail(rule: &'static str, detail: impl Into<String>) -> Error {
     Error::verification(rule, detail)
 }
 
+/// What step 1 established about the bundle.
+struct Checked {
+    /// The folder volume 1 was read from.
+    first_dir: PathBuf,
+    h1: VolumeHeader,
+    /// Dry run with `plan_from_first_volume`: the volumes not given.
+    missing: Vec<u32>,
+    expired: bool,
+    chain: ChainStatus,
+}
+
 pub fn import(
     store: &mut Store,
     opts: &ImportOptions<'_>,
     progress: &dyn Progress,
 ) -> Result<ImportReport> {
-    let this_server = store.info().server_id.to_string();
-    let store_mode = store.info().mode;
-    let mut view = TrustView::from_store(store.conn())?;
+    let mut view = TrustView::from_store(store)?;
     let mut checks: Vec<String> = Vec::new();
 
     // ---- 1. volume 1 header, validity, chain
+    let checked = check_bundle(store, opts, &mut view, &mut checks)?;
+    let m = &checked.h1.manifest;
+    let base = ImportReport {
+        status: "imported",
+        bundle_id: m.bundle_id.clone(),
+        source_server_id: m.source.server_id.clone(),
+        source_name: m.source.name.clone(),
+        seq: m.seq,
+        kind: m.kind,
+        chain: checked.chain,
+        from_anchor: m.from_anchor.clone(),
+        to_anchor: m.to_anchor.clone(),
+        expired_but_allowed: checked.expired,
+        plan: Plan::default(),
+        anchor: store.anchor()?.to_string(),
+        checks: Vec::new(),
+    };
+    if checked.chain == ChainStatus::AlreadyApplied {
+        return Ok(ImportReport {
+            status: "already-imported",
+            checks,
+            ..base
+        });
+    }
+
+    // ---- 2. metadata pack and content index, hashed before use
+    let meta_pack = pack_entry(m, METADATA_PACK)?;
+    let content_index = read_content_index(&checked.first_dir, m)?;
+    checks.push("metadata pack and content index digests match".into());
+
+    // ---- 3. one transaction
+    // A rebase replaces the chain: on a replica (whose deployments all come
+    // from upstream) deployments the full bundle does not carry are removed;
+    // an autonomous server keeps its own approvals.
+    let replace = checked.chain == ChainStatus::Rebase && store.info().mode == Mode::Replica;
+    let server_id = store.info().server_id;
+    let root = store.root().to_path_buf();
+    let tx = store.begin_import()?;
+    let mut plan = Plan::default();
+    // The bundle's statements were applied to the view (step 1): their
+    // changes are this store's.
+    tx.apply_trust_changes(view.changes())?;
+    plan.trust_statements = view
+        .changes()
+        .iter()
+        .filter(|c| matches!(c, TrustChange::StatementApplied { .. }))
+        .count() as u64;
+    let state = apply_metadata_pack(
+        &tx,
+        &checked.first_dir,
+        meta_pack,
+        &mut plan,
+        progress,
+        m.counts.revisions,
+    )?;
+    plan.state += tx.apply_state(&state, replace, StateSource::Import)?;
+    crate::failpoint::hit("import-after-metadata");
+    checks.push(format!(
+        "{} revisions re-parsed; identities match their entries",
+        plan.revisions_added + plan.revisions_already_present
+    ));
+
+    // ---- content: what is needed, disk space
+    let needed = plan_content(&tx, &content_index, &mut plan)?;
+    plan.disk_needed = plan.content_bytes;
+    plan.disk_free = fs4::available_space(&root).unwrap_or(0);
+    plan.volumes = m.volumes;
+    if opts.dry_run {
+        drop(tx);
+        check_later_headers(opts, &view, &checked.h1, &checked.missing, &mut checks)?;
+        plan.volumes_missing = checked.missing;
+        return Ok(ImportReport {
+            status: "dry-run",
+            plan,
+            checks,
+            ..base
+        });
+    }
+    rule_room_for_content(&root, &plan)?;
+
+    // ---- 4. volumes, one at a time
+    let staged = read_volumes(
+        &tx,
+        opts,
+        &view,
+        &checked,
+        &content_index,
+        &needed,
+        progress,
+        &mut checks,
+    )?;
+
+    // ---- 5. apply
+    let anchor = apply_and_commit(tx, staged, &checked.h1, server_id)?;
+    Ok(ImportReport {
+        plan,
+        checks,
+        anchor,
+        ..base
+    })
+}
+
+/// Step 1: the bundle's own trust statements (applied to `view`), volume
+/// 1's header, the top level's, the validity period and the chain position.
+fn check_bundle(
+    store: &Store,
+    opts: &ImportOptions<'_>,
+    view: &mut TrustView,
+    checks: &mut Vec<String>,
+) -> Result<Checked> {
     let first_dir = volume_dir(&opts.layout, 1, None, opts.prompt)?;
-    let statements = crate::airgap::verify::preload_statements(&first_dir, &mut view, &mut checks)?;
-    let h1 = read_volume_header(&first_dir, &view, false)?;
+    let statements = crate::airgap::verify::preload_statements(&first_dir, view, checks)?;
+    let h1 = read_volume_header(&first_dir, view, false)?;
     if h1.volume != Some(1) {
         return Err(fail(
             "wrong-volume",
@@ -158,7 +281,7 @@ pub fn import(
             volume_list(&missing)
         ));
     } else if let Some(top) = opts.layout.top_with_files() {
-        let ht = read_volume_header(top, &view, true)?;
+        let ht = read_volume_header(top, view, true)?;
         if ht.manifest_sha256 != h1.manifest_sha256 {
             return Err(fail(
                 "mixed-volumes",
@@ -167,18 +290,18 @@ pub fn import(
         }
         checks.push(format!("{}: top-level signature valid", top.display()));
     }
-    let m = h1.manifest.clone();
+    let m = &h1.manifest;
     let expired =
-        format::check_validity_period(&m, time::OffsetDateTime::now_utc(), opts.allow_expired)?;
+        format::check_validity_period(m, time::OffsetDateTime::now_utc(), opts.allow_expired)?;
     checks.push(if expired {
         format!("EXPIRED {} (allowed by --allow-expired)", m.expires)
     } else {
         "within validity period".into()
     });
     let chain = check_chain(
-        store.conn(),
-        &this_server,
-        &m,
+        store,
+        &store.info().server_id.to_string(),
+        m,
         &h1.manifest_sha256,
         opts.rebase,
     )?;
@@ -186,133 +309,91 @@ pub fn import(
         "chain: {chain:?} (seq {} from {})",
         m.seq, m.source.name
     ));
-    let base = ImportReport {
-        status: "imported",
-        bundle_id: m.bundle_id.clone(),
-        source_server_id: m.source.server_id.clone(),
-        source_name: m.source.name.clone(),
-        seq: m.seq,
-        kind: m.kind,
+    Ok(Checked {
+        first_dir,
+        h1,
+        missing,
+        expired,
         chain,
-        from_anchor: m.from_anchor.clone(),
-        to_anchor: m.to_anchor.clone(),
-        expired_but_allowed: expired,
-        plan: Plan::default(),
-        anchor: store.anchor()?.to_string(),
-        checks: Vec::new(),
-    };
-    if chain == ChainStatus::AlreadyApplied {
-        return Ok(ImportReport {
-            status: "already-imported",
-            checks,
-            ..base
-        });
-    }
+    })
+}
 
-    // ---- 2. metadata pack and content index, hashed before use
-    let meta_pack = pack_entry(&m, METADATA_PACK)?;
-    let cidx_pack = pack_entry(&m, CONTENT_ENTRY)?;
+/// Step 2: the content index (`content.json` of volume 1), hashed before
+/// it is read, and its rules.
+fn read_content_index(first_dir: &Path, m: &Manifest) -> Result<Vec<ContentRecord>> {
+    let cidx_pack = pack_entry(m, CONTENT_ENTRY)?;
     let cidx_bytes = format::read_small(
         &first_dir.join(CONTENT_ENTRY),
         MAX_STATE_BYTES,
         "oversized-file",
     )?;
-    check_bytes_digest(&first_dir, CONTENT_ENTRY, &cidx_bytes, &cidx_pack.sha256)?;
+    check_bytes_digest(first_dir, CONTENT_ENTRY, &cidx_bytes, &cidx_pack.sha256)?;
     let content_index: Vec<ContentRecord> = serde_json::from_slice(&cidx_bytes)
         .map_err(|e| fail("malformed-content-index", format!("{CONTENT_ENTRY}: {e}")))?;
-    check_content_index(&m, &content_index)?;
-    checks.push("metadata pack and content index digests match".into());
+    check_content_index(m, &content_index)?;
+    Ok(content_index)
+}
 
-    // ---- 3. one transaction
-    let now = now_rfc3339();
-    let root = store.root().to_path_buf();
-    let content_store = crate::store::content::ContentStore::new(
-        root.join(crate::store::CONTENT_DIR),
-        root.join(crate::store::STAGING_DIR),
-    );
-    let tx = store.conn_mut().transaction()?;
-    let mut plan = Plan::default();
-    for (_, body, sig) in &statements {
-        if !matches!(
-            crate::trust::apply_statement(&tx, body, sig)?,
-            crate::trust::Applied::AlreadyApplied { .. }
-        ) {
-            plan.trust_statements += 1;
-        }
-    }
-    let state = apply_metadata_pack(
-        &tx,
-        &now,
-        &first_dir,
-        meta_pack,
-        &mut plan,
-        progress,
-        m.counts.revisions,
-    )?;
-    // A rebase replaces the chain: on a replica (whose deployments all come
-    // from upstream) deployments the full bundle does not carry are removed;
-    // an autonomous server keeps its own approvals.
-    let replace = chain == ChainStatus::Rebase && store_mode == crate::store::Mode::Replica;
-    plan.state +=
-        crate::store::state::apply_state(&tx, &now, &state, replace, StateSource::Import)?;
-    crate::failpoint::hit("import-after-metadata");
-    checks.push(format!(
-        "{} revisions re-parsed; identities match their entries",
-        plan.revisions_added + plan.revisions_already_present
-    ));
-
-    // ---- content: what is needed, disk space
-    let mut needed: Vec<&ContentRecord> = Vec::new();
-    for c in &content_index {
+/// The content files of the index that the store does not hold (SHA-1s);
+/// counts both kinds in `plan`.
+fn plan_content<'i>(
+    tx: &ImportTx<'_>,
+    content_index: &'i [ContentRecord],
+    plan: &mut Plan,
+) -> Result<BTreeSet<&'i str>> {
+    let mut needed = BTreeSet::new();
+    for c in content_index {
         let sha1 = parse_hex::<20>(&c.sha1, "content sha1")?;
-        let present: bool = tx
-            .prepare_cached("SELECT 1 FROM content WHERE sha1 = ?1")?
-            .query_row([&sha1[..]], |_| Ok(()))
-            .optional()?
-            .is_some();
-        if present {
+        if tx.has_content(&sha1)? {
             plan.content_already_present += 1;
         } else {
             plan.content_files += 1;
             plan.content_bytes += c.size;
-            needed.push(c);
+            needed.insert(c.sha1.as_str());
         }
     }
-    plan.disk_needed = plan.content_bytes;
-    plan.disk_free = fs4::available_space(&root).unwrap_or(0);
-    plan.volumes = m.volumes;
-    if opts.dry_run {
-        drop(tx);
-        check_later_headers(opts, &view, &h1, &missing, &mut checks)?;
-        plan.volumes_missing = missing;
-        return Ok(ImportReport {
-            status: "dry-run",
-            plan,
-            checks,
-            ..base
+    Ok(needed)
+}
+
+/// Rule: the store's file system has room for the content the bundle
+/// brings (checked before any is written).
+fn rule_room_for_content(root: &Path, plan: &Plan) -> Result<()> {
+    if plan.disk_needed > plan.disk_free {
+        return Err(Error::DiskFull {
+            path: root.to_path_buf(),
+            what: "the bundle's content".into(),
+            need: plan.disk_needed,
+            free: plan.disk_free,
         });
     }
-    if plan.disk_needed > plan.disk_free {
-        return Err(Error::Refused(format!(
-            "not enough space in {}: the bundle brings {} of content, {} free",
-            root.display(),
-            crate::model::units::human_bytes(plan.disk_needed),
-            crate::model::units::human_bytes(plan.disk_free)
-        )));
-    }
+    Ok(())
+}
 
-    // ---- 4. volumes, one at a time
+/// Step 4: volume by volume, each later header checked, each content pack
+/// streamed once; returns the staged (verified) content files.
+#[allow(clippy::too_many_arguments)]
+fn read_volumes(
+    tx: &ImportTx<'_>,
+    opts: &ImportOptions<'_>,
+    view: &TrustView,
+    checked: &Checked,
+    content_index: &[ContentRecord],
+    needed: &BTreeSet<&str>,
+    progress: &dyn Progress,
+    checks: &mut Vec<String>,
+) -> Result<Vec<Staged>> {
+    let h1 = &checked.h1;
+    let m = &h1.manifest;
     let mut staged: Vec<Staged> = Vec::new();
-    let needed_set: BTreeSet<&str> = needed.iter().map(|c| c.sha1.as_str()).collect();
-    let mut stream = ContentStream::new(&content_index, &needed_set);
+    let mut stream = ContentStream::new(content_index, needed);
     progress.phase("content", Some(m.counts.content_bytes), "bytes");
     for v in 1..=m.volumes {
         let h = if v == 1 {
             h1.clone()
         } else {
-            let dir = volume_dir(&opts.layout, v, Some(&first_dir), opts.prompt)?;
-            let h = read_volume_header(&dir, &view, false)?;
-            check_volume_matches(&h, &h1, v)?;
+            let dir = volume_dir(&opts.layout, v, Some(&checked.first_dir), opts.prompt)?;
+            let h = read_volume_header(&dir, view, false)?;
+            check_volume_matches(&h, h1, v)?;
             format::check_volume_packs(&h, v)?;
             checks.push(format!(
                 "volume {v}: signature valid; same bundle; files listed exactly"
@@ -327,7 +408,7 @@ pub fn import(
             .filter(|p| p.volume == v && p.name.starts_with("content-"))
         {
             let path = h.dir.join(&p.name);
-            stream.read_pack(&tx, &content_store, &path, p, &mut staged, progress)?;
+            stream.read_pack(tx, &path, p, &mut staged, progress)?;
         }
     }
     stream.finish()?;
@@ -336,67 +417,42 @@ pub fn import(
         "{} content files verified against the update metadata",
         staged.len()
     ));
+    Ok(staged)
+}
 
-    // ---- 5. apply
+/// Step 5: the staged content renamed into place and recorded, the import
+/// ledger's row, COMMIT. Returns this server's anchor after the import.
+fn apply_and_commit(
+    mut tx: ImportTx<'_>,
+    staged: Vec<Staged>,
+    h1: &VolumeHeader,
+    server_id: uuid::Uuid,
+) -> Result<String> {
     crate::failpoint::hit("import-before-content-rename");
     // Files placed by this import are removed again if it fails from here
     // on (a crash leaves them as verified orphans that a re-run adopts).
-    let mut placed = PlacedFiles { paths: Vec::new() };
     for s in staged {
-        let f = content_store.commit(s)?;
-        placed.paths.push(content_store.path_of(&f.rel_path));
-        record_content(&tx, &now, &f)?;
+        tx.place_content(s)?;
     }
-    let local_anchor_seq: i64 =
-        tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM journal", [], |r| {
-            r.get(0)
-        })?;
     let local_anchor = journal::Anchor {
-        server_id: base_server_id(&this_server)?,
-        seq: local_anchor_seq,
+        server_id,
+        seq: tx.head()?,
     }
     .to_string();
-    tx.execute(
-        "INSERT INTO import_ledger (source_server_id, seq, bundle_id, manifest_sha256, full, from_anchor, to_anchor, imported, local_anchor) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            m.source.server_id,
-            m.seq as i64,
-            m.bundle_id,
-            h1.manifest_sha256,
-            m.kind == BundleKind::Full,
-            m.from_anchor,
-            m.to_anchor,
-            now,
-            local_anchor
-        ],
-    )?;
+    let m = &h1.manifest;
+    tx.record_import(&ImportRecord {
+        source_server_id: &m.source.server_id,
+        seq: m.seq,
+        bundle_id: &m.bundle_id,
+        manifest_sha256: &h1.manifest_sha256,
+        full: m.kind == BundleKind::Full,
+        from_anchor: m.from_anchor.as_deref(),
+        to_anchor: &m.to_anchor,
+        local_anchor: &local_anchor,
+    })?;
     crate::failpoint::hit("import-before-commit");
     tx.commit()?;
-    placed.paths.clear();
-    Ok(ImportReport {
-        plan,
-        checks,
-        anchor: local_anchor,
-        ..base
-    })
-}
-
-/// Content files moved into place by an import that has not committed yet.
-struct PlacedFiles {
-    paths: Vec<PathBuf>,
-}
-
-impl Drop for PlacedFiles {
-    fn drop(&mut self) {
-        for p in &self.paths {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-fn base_server_id(s: &str) -> Result<uuid::Uuid> {
-    uuid::Uuid::parse_str(s).map_err(|_| Error::Refused("bad server id".into()))
+    Ok(local_anchor)
 }
 
 /// The folder of volume `v`: from the layout (by position), or the same
@@ -447,10 +503,10 @@ fn dry_run_missing_volumes(opts: &ImportOptions<'_>, total: u32) -> Result<Vec<u
     if missing.is_empty() || opts.plan_from_first_volume {
         return Ok(missing);
     }
-    Err(Error::Refused(format!(
-        "dry run: {} of this {total}-volume bundle not given; give every volume (--volumes DIR1 ... DIR{total}), or add --plan-from-first-volume to plan from volume 1 alone",
-        volume_list(&missing)
-    )))
+    Err(Error::VolumesNotGiven {
+        missing: volume_list(&missing),
+        total,
+    })
 }
 
 /// A dry run checks the header of every later volume it was given as the
@@ -599,8 +655,7 @@ fn parse_hex<const N: usize>(s: &str, what: &str) -> Result<[u8; N]> {
 /// Reads the metadata pack: state.json first, then revisions, each re-parsed
 /// and inserted into the transaction.
 fn apply_metadata_pack(
-    tx: &Connection,
-    now: &str,
+    tx: &ImportTx<'_>,
     dir: &Path,
     pack: &format::PackEntry,
     plan: &mut Plan,
@@ -617,23 +672,15 @@ fn apply_metadata_pack(
     let mut hashing = HashingReader::new(io::BufReader::with_capacity(1 << 20, file));
     progress.phase("metadata", Some(expected_revisions), "revisions");
     let result = read_metadata_pack(&mut hashing, compressed, path, &mut |name, xml, meta| {
-        let before: Option<i32> = tx
-            .prepare_cached("SELECT r.revision FROM updates u JOIN revisions r ON r.rev_id = u.current_rev WHERE u.update_id = ?1")?
-            .query_row([meta.id.to_string()], |r| r.get(0))
-            .optional()?;
-        match insert_revision(tx, now, name, xml, meta)? {
+        let before = tx.current_revision(&meta.id.to_string())?;
+        match tx.add_revision(name, xml, meta)? {
             Added::New(_) => {
                 plan.revisions_added += 1;
                 if before.is_none() {
                     plan.updates_added += 1;
                 }
                 for s in &meta.superseded {
-                    let exists: bool = tx
-                        .prepare_cached("SELECT 1 FROM updates WHERE update_id = ?1")?
-                        .query_row([s.to_string()], |_| Ok(()))
-                        .optional()?
-                        .is_some();
-                    if exists {
+                    if tx.update_exists(&s.to_string())? {
                         plan.updates_superseded += 1;
                     }
                 }
@@ -888,8 +935,7 @@ impl<'a> ContentStream<'a> {
 
     fn read_pack(
         &mut self,
-        tx: &Connection,
-        store: &crate::store::content::ContentStore,
+        tx: &ImportTx<'_>,
         path: &Path,
         pack: &format::PackEntry,
         staged: &mut Vec<Staged>,
@@ -934,7 +980,7 @@ impl<'a> ContentStream<'a> {
                 }
                 if j == 0 {
                     let writer = if self.needed.contains(rec.sha1.as_str()) {
-                        Some(store.begin_stage(&rec.path)?)
+                        Some(tx.content().begin_stage(&rec.path)?)
                     } else {
                         None
                     };
@@ -1023,15 +1069,9 @@ fn content_error(e: Error, rec: &ContentRecord) -> Error {
 /// metadata (in this store, including what this bundle adds) lists a file
 /// with its SHA-1, and then it must have that metadata's size and SHA-256;
 /// the index's own digests must agree with the metadata too.
-fn expected_from_metadata(tx: &Connection, rec: &ContentRecord) -> Result<Expected> {
+fn expected_from_metadata(tx: &ImportTx<'_>, rec: &ContentRecord) -> Result<Expected> {
     let sha1 = parse_hex::<20>(&rec.sha1, "content sha1")?;
-    let row: Option<(i64, Option<Vec<u8>>)> = tx
-        .prepare_cached(
-            "SELECT size, sha256 FROM files WHERE sha1 = ?1 ORDER BY sha256 IS NULL LIMIT 1",
-        )?
-        .query_row([&sha1[..]], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let Some((size, sha256)) = row else {
+    let Some(listed) = tx.metadata_file(&sha1)? else {
         return Err(fail(
             "content-not-in-metadata",
             format!(
@@ -1040,15 +1080,9 @@ fn expected_from_metadata(tx: &Connection, rec: &ContentRecord) -> Result<Expect
             ),
         ));
     };
-    let sha256: Option<[u8; 32]> = match sha256 {
-        Some(v) => Some(
-            v.try_into()
-                .map_err(|_| Error::Refused("corrupt sha256 in store".into()))?,
-        ),
-        None => None,
-    };
+    let (size, sha256) = (listed.size, listed.sha256);
     let index_sha256 = parse_hex::<32>(&rec.sha256, "content sha256")?;
-    if sha256.is_some_and(|m| m != index_sha256) || size as u64 != rec.size {
+    if sha256.is_some_and(|m| m != index_sha256) || size != rec.size {
         return Err(fail(
             "content-mismatch",
             format!(
@@ -1064,39 +1098,7 @@ fn expected_from_metadata(tx: &Connection, rec: &ContentRecord) -> Result<Expect
     })
 }
 
-/// A row of `imports list`: one bundle applied on this server.
-#[derive(Debug, Clone, Serialize)]
-pub struct AppliedBundle {
-    pub source_server_id: String,
-    pub seq: i64,
-    pub bundle_id: String,
-    pub full: bool,
-    pub from_anchor: Option<String>,
-    /// Pass this to `export --since` on the source to continue after it.
-    pub to_anchor: String,
-    pub manifest_sha256: String,
-    pub imported: String,
-    pub local_anchor: String,
-}
-
-/// The import ledger, per source and seq.
+/// The import ledger, per source and seq (`imports list`).
 pub fn ledger(store: &Store) -> Result<Vec<AppliedBundle>> {
-    let mut st = store.conn().prepare(
-        "SELECT source_server_id, seq, bundle_id, full, from_anchor, to_anchor, manifest_sha256, imported, local_anchor \
-         FROM import_ledger ORDER BY source_server_id, seq",
-    )?;
-    let rows = st.query_map([], |r| {
-        Ok(AppliedBundle {
-            source_server_id: r.get(0)?,
-            seq: r.get(1)?,
-            bundle_id: r.get(2)?,
-            full: r.get::<_, i64>(3)? != 0,
-            from_anchor: r.get(4)?,
-            to_anchor: r.get(5)?,
-            manifest_sha256: r.get(6)?,
-            imported: r.get(7)?,
-            local_anchor: r.get(8)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    store.import_ledger()
 }

@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::OptionalExtension;
 use serde::Serialize;
 
 use crate::airgap::format::{
@@ -17,68 +16,19 @@ use crate::airgap::format::{
 };
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::trust::{self, KeyId, PublicKey};
+use crate::store::Store;
+use crate::store::ledgers::ImportLink;
+use crate::trust::{KeyId, PublicKey, TrustView};
 
-/// The keys a verifier accepts: from a store's trust store or from
-/// `--trust` files, plus those that verified trust statements introduce.
-/// It is an in-memory copy of the trust tables, so statements are applied
-/// by exactly the code an import uses, without touching any store.
-pub struct TrustView {
-    conn: rusqlite::Connection,
-    /// Where the keys came from, completing "key K is not ..." in an
-    /// `unknown-key` failure.
-    place: String,
-}
-
-impl TrustView {
-    fn empty(place: String) -> Result<Self> {
-        let conn = rusqlite::Connection::open_in_memory()?;
-        conn.execute_batch(crate::store::TRUST_SCHEMA)?;
-        Ok(TrustView { conn, place })
-    }
-
-    /// Trusts exactly these keys (`verify --trust`).
-    pub fn from_keys(keys: &[PublicKey]) -> Result<Self> {
-        let ids: Vec<String> = keys.iter().map(|k| k.id.to_string()).collect();
-        let v = Self::empty(format!(
-            "among the keys given with --trust ({})",
-            ids.join(", ")
-        ))?;
-        for k in keys {
-            trust::trust_add(&v.conn, k, "--trust", "admin")?;
-        }
-        Ok(v)
-    }
-
-    /// A copy of a store's trust store.
-    pub fn from_store(conn: &rusqlite::Connection) -> Result<Self> {
-        let path = conn.path().unwrap_or("").to_string();
-        if path.is_empty() {
-            return Err(Error::Refused("store database has no path".into()));
-        }
-        let name: String = conn.query_row("SELECT name FROM server", [], |r| r.get(0))?;
-        let dir = Path::new(&path)
-            .parent()
-            .map(|d| d.display().to_string())
-            .unwrap_or_default();
-        let v = Self::empty(format!("in the trust store of server {name:?} ({dir})"))?;
-        v.conn.execute("ATTACH DATABASE ?1 AS src", [path])?;
-        v.conn.execute_batch(
-            "INSERT INTO main.trusted_keys SELECT * FROM src.trusted_keys; \
-             INSERT INTO main.applied_statements SELECT * FROM src.applied_statements; DETACH DATABASE src;",
-        )?;
-        Ok(v)
-    }
-
-    /// Applies a signed trust statement to this view (nothing is written
-    /// to any store).
-    pub fn apply_statement(&mut self, body: &[u8], minisig: &str, name: &str) -> Result<()> {
-        trust::apply_statement_in(&self.conn, body, minisig, &self.place)
-            .map_err(|e| rename(e, name))?;
-        Ok(())
+/// Rule: only signatures by a known, unrevoked key are accepted (the
+/// trust view's [`TrustView::require_trusted`]).
+impl KeyLookup for TrustView {
+    fn trusted_key(&self, id: &KeyId) -> Result<PublicKey> {
+        self.require_trusted(id)
     }
 }
 
+/// Names the statement file in a failed rule's detail.
 fn rename(e: Error, name: &str) -> Error {
     match e {
         Error::Verification { rule, detail } => Error::Verification {
@@ -86,13 +36,6 @@ fn rename(e: Error, name: &str) -> Error {
             detail: format!("{name}: {detail}"),
         },
         other => other,
-    }
-}
-
-impl KeyLookup for TrustView {
-    /// Rule: only signatures by a known, unrevoked key are accepted.
-    fn trusted_key(&self, id: &KeyId) -> Result<PublicKey> {
-        trust::require_trusted_in(&self.conn, id, &self.place)
     }
 }
 
@@ -158,7 +101,9 @@ pub fn preload_statements(
                 format!("{name}.minisig is not UTF-8"),
             )
         })?;
-        view.apply_statement(&body, &sig_text, &name)?;
+        // Applied to the view only: nothing is written to any store.
+        view.apply_statement(&body, &sig_text)
+            .map_err(|e| rename(e, &name))?;
         checks.push(format!(
             "trust statement {name}: signed by a trusted key, applied"
         ));
@@ -441,36 +386,22 @@ impl std::fmt::Display for ChainStatus {
     }
 }
 
-struct LastLink {
-    seq: u64,
-    manifest_sha256: String,
-    to_anchor: String,
-}
-
-fn last_link(conn: &rusqlite::Connection, source: &str) -> Result<Option<LastLink>> {
-    Ok(conn
-        .query_row(
-            "SELECT seq, manifest_sha256, to_anchor FROM import_ledger WHERE source_server_id = ?1 ORDER BY seq DESC LIMIT 1",
-            [source],
-            |r| Ok(LastLink { seq: r.get::<_, i64>(0)? as u64, manifest_sha256: r.get(1)?, to_anchor: r.get(2)? }),
-        )
-        .optional()?)
-}
-
-/// Applies the chain rules in order; the first that fails names itself.
+/// Applies the chain rules in order against `store`'s import ledger; the
+/// first that fails names itself.
 pub fn check_chain(
-    conn: &rusqlite::Connection,
+    store: &Store,
     this_server: &str,
     m: &Manifest,
     manifest_sha256: &str,
     rebase: bool,
 ) -> Result<ChainStatus> {
     rule_not_own_bundle(this_server, m)?;
-    if rule_already_applied(conn, m, manifest_sha256)? {
+    let same_seq = store.imported_manifest(&m.source.server_id, m.seq)?;
+    if rule_already_applied(same_seq.as_deref(), manifest_sha256) {
         return Ok(ChainStatus::AlreadyApplied);
     }
-    let last = last_link(conn, &m.source.server_id)?;
-    rule_no_fork(conn, m, manifest_sha256)?;
+    let last = store.last_import(&m.source.server_id)?;
+    rule_no_fork(m, same_seq.as_deref(), manifest_sha256)?;
     rule_no_replay(m, last.as_ref())?;
     match last {
         None => {
@@ -500,27 +431,17 @@ fn rule_not_own_bundle(this_server: &str, m: &Manifest) -> Result<()> {
     Ok(())
 }
 
-/// Rule: importing exactly the same bundle again is a no-op.
-fn rule_already_applied(conn: &rusqlite::Connection, m: &Manifest, sha: &str) -> Result<bool> {
-    let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM import_ledger WHERE source_server_id = ?1 AND seq = ?2 AND manifest_sha256 = ?3",
-        rusqlite::params![m.source.server_id, m.seq as i64, sha],
-        |r| r.get(0),
-    )?;
-    Ok(n > 0)
+/// Rule: importing exactly the same bundle again is a no-op (`applied` is
+/// the manifest digest of the bundle applied with this seq from this
+/// source, if any).
+fn rule_already_applied(applied: Option<&str>, sha: &str) -> bool {
+    applied == Some(sha)
 }
 
 /// Rule (fork): a bundle with the sequence number of an applied bundle but
 /// a different manifest is a fork of the chain.
-fn rule_no_fork(conn: &rusqlite::Connection, m: &Manifest, sha: &str) -> Result<()> {
-    let other: Option<String> = conn
-        .query_row(
-            "SELECT manifest_sha256 FROM import_ledger WHERE source_server_id = ?1 AND seq = ?2",
-            rusqlite::params![m.source.server_id, m.seq as i64],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(other) = other
+fn rule_no_fork(m: &Manifest, applied: Option<&str>, sha: &str) -> Result<()> {
+    if let Some(other) = applied
         && other != sha
     {
         return Err(Error::verification(
@@ -536,7 +457,7 @@ fn rule_no_fork(conn: &rusqlite::Connection, m: &Manifest, sha: &str) -> Result<
 
 /// Rule (replay): a bundle at or below the last applied sequence from its
 /// source is refused.
-fn rule_no_replay(m: &Manifest, last: Option<&LastLink>) -> Result<()> {
+fn rule_no_replay(m: &Manifest, last: Option<&ImportLink>) -> Result<()> {
     if let Some(l) = last
         && m.seq <= l.seq
     {
@@ -585,7 +506,7 @@ fn rule_rebase_is_explicit(m: &Manifest, rebase: bool) -> Result<()> {
 /// True when the bundle names the last applied manifest among the links
 /// equivalent to its previous one (`prev_equivalent_sha256`, written by
 /// `export --since`: other links that ended at its from-anchor).
-fn follows_equivalent(m: &Manifest, l: &LastLink) -> bool {
+fn follows_equivalent(m: &Manifest, l: &ImportLink) -> bool {
     m.prev_equivalent_sha256.contains(&l.manifest_sha256)
 }
 
@@ -593,7 +514,7 @@ fn follows_equivalent(m: &Manifest, l: &LastLink) -> bool {
 /// ended (its from-anchor) and is the very next link (seq + 1); or, when it
 /// follows the last applied link as an equivalent one, any later seq (the
 /// links in between ended at the same anchor, and this one replaces them).
-fn rule_no_gap(m: &Manifest, l: &LastLink) -> Result<()> {
+fn rule_no_gap(m: &Manifest, l: &ImportLink) -> Result<()> {
     let next = m.seq == l.seq + 1 || (follows_equivalent(m, l) && m.seq > l.seq);
     if !next || m.from_anchor.as_deref() != Some(l.to_anchor.as_str()) {
         return Err(Error::verification(
@@ -614,7 +535,7 @@ fn rule_no_gap(m: &Manifest, l: &LastLink) -> Result<()> {
 /// Rule (fork): an incremental bundle names the manifest of the last
 /// applied link as its previous one, or among the links equivalent to its
 /// previous one.
-fn rule_links_to_previous(m: &Manifest, l: &LastLink) -> Result<()> {
+fn rule_links_to_previous(m: &Manifest, l: &ImportLink) -> Result<()> {
     if m.prev_manifest_sha256.as_deref() != Some(l.manifest_sha256.as_str())
         && !follows_equivalent(m, l)
     {

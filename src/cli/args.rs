@@ -52,6 +52,12 @@ pub fn guid(s: &str) -> Result<String, String> {
         .ok_or_else(|| "not a GUID (e.g. 0fa1201d-4330-4fa8-8ae9-b877473b6441)".to_string())
 }
 
+/// `config set targeting`: where clients' target groups come from.
+pub fn targeting(s: &str) -> Result<gapsync::store::wusp::Targeting, String> {
+    gapsync::store::wusp::Targeting::parse(s)
+        .ok_or_else(|| "not a targeting mode; allowed: server, client".to_string())
+}
+
 /// `export --to`: a destination name.
 pub fn destination(s: &str) -> Result<String, String> {
     gapsync::airgap::export::check_destination_name(s)

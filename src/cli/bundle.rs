@@ -4,36 +4,110 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
 use gapsync::airgap::export::{self, ExportOptions};
 use gapsync::airgap::format::{ContentMode, Filters, Layout};
 use gapsync::airgap::import::{self, ImportOptions};
-use gapsync::airgap::verify::{self, TrustView};
+use gapsync::airgap::verify;
 use gapsync::model::units::{count, human_bytes};
-use gapsync::progress::Progress;
 use gapsync::store::Store;
 use gapsync::store::journal::Anchor;
-use gapsync::trust::{PublicKey, SecretKey};
+use gapsync::trust::{PublicKey, SecretKey, TrustView};
 
-use super::args;
 use super::failure::usage;
-use super::print_json;
+use super::{Ctx, args, print_json};
 
+/// Flags of `export`.
+#[derive(Args)]
 pub struct ExportArgs {
-    pub key: PathBuf,
-    pub out: PathBuf,
-    pub to: String,
-    pub full: bool,
-    pub since: Option<Anchor>,
-    pub allow_empty: bool,
-    /// `all`, `approved` or `none` (checked while parsing).
-    pub content: String,
-    /// Canonical GUIDs (checked while parsing).
-    pub products: Vec<String>,
-    pub classifications: Vec<String>,
-    pub languages: Vec<String>,
-    pub volume_size: Option<u64>,
-    pub expires: time::Duration,
-    pub json: bool,
+    /// Secret key to sign with (PREFIX.key).
+    #[arg(long)]
+    key: PathBuf,
+    /// Bundle folder to create.
+    #[arg(long)]
+    out: PathBuf,
+    /// Destination name (1-128 characters): each destination has its
+    /// own chain.
+    #[arg(long, default_value = "default", value_parser = args::destination)]
+    to: String,
+    /// A full bundle, even if the destination's chain could continue.
+    #[arg(long, conflicts_with = "since")]
+    full: bool,
+    /// Continue from the link(s) that ended at this anchor (the
+    /// to_anchor `imports list` shows on the disconnected server)
+    /// instead of the chain's last link: replaces bundles lost on the
+    /// way.
+    #[arg(long, value_parser = args::anchor)]
+    since: Option<Anchor>,
+    /// Write an incremental bundle even when nothing changed and no
+    /// trust statement is queued (refused otherwise).
+    #[arg(long)]
+    allow_empty: bool,
+    /// Content to include: all, approved or none.
+    #[arg(long, default_value = "all", value_parser = ["all", "approved", "none"])]
+    content: String,
+    /// Only updates of this product (repeatable).
+    #[arg(long = "product", value_parser = args::guid)]
+    products: Vec<String>,
+    /// Only updates of this classification (repeatable).
+    #[arg(long = "classification", value_parser = args::guid)]
+    classifications: Vec<String>,
+    /// Languages (repeatable; recorded in the manifest).
+    #[arg(long = "language")]
+    languages: Vec<String>,
+    /// Split into volumes of at most SIZE (e.g. 700M, 4G, 25G; at least
+    /// 2052K: each volume keeps 1 MiB for manifest and sums).
+    #[arg(long, value_parser = args::volume_size)]
+    volume_size: Option<u64>,
+    /// Validity period: a number and s, m, h, d or w (e.g. 30d, 12h);
+    /// between 1m and 3650d (10 years); under 1h is warned about.
+    #[arg(long, default_value = "30d", value_parser = args::expires)]
+    expires: time::Duration,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Flags of `verify`.
+#[derive(Args)]
+pub struct VerifyArgs {
+    path: Option<PathBuf>,
+    /// Volume folders, in order, instead of PATH.
+    #[arg(long, num_args = 1..)]
+    volumes: Vec<PathBuf>,
+    /// Public keys to trust (PREFIX.pub), instead of a server's trust
+    /// store: wins over GAPSYNC_SERVER; not with --server.
+    #[arg(long, num_args = 1..)]
+    trust: Vec<PathBuf>,
+    /// Accept an expired bundle (loudly).
+    #[arg(long)]
+    allow_expired: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Flags of `import`.
+#[derive(Args)]
+pub struct ImportArgs {
+    path: Option<PathBuf>,
+    /// Volume folders, in order (one folder may be given for all: the
+    /// next medium is asked for on a terminal).
+    #[arg(long, num_args = 1..)]
+    volumes: Vec<PathBuf>,
+    /// Print the plan and change nothing (every volume must be given).
+    #[arg(long)]
+    dry_run: bool,
+    /// With --dry-run: plan from volume 1 alone when later volumes are
+    /// not at hand (the plan names them).
+    #[arg(long, requires = "dry_run")]
+    plan_from_first_volume: bool,
+    /// Accept a full bundle that replaces the chain from its source.
+    #[arg(long)]
+    rebase: bool,
+    /// Accept an expired bundle (loudly).
+    #[arg(long)]
+    allow_expired: bool,
+    #[arg(long)]
+    json: bool,
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -42,7 +116,9 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-pub fn export(server: &Path, a: ExportArgs, progress: &dyn Progress) -> Result<()> {
+pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<()> {
+    let server = ctx.server()?;
+    let progress = &ctx.progress;
     let content = ContentMode::parse(&a.content)
         .ok_or_else(|| usage!("--content {:?}: use all, approved or none", a.content))?;
     let filters = Filters {
@@ -140,18 +216,17 @@ fn layout(path: Option<&Path>, volumes: &[PathBuf]) -> Result<Layout> {
 /// store and chain. `server_from_env`: the server came from
 /// `GAPSYNC_SERVER`, which an explicit `--trust` overrides (an explicit
 /// `--server` with `--trust` is a usage error).
-#[allow(clippy::too_many_arguments)]
-pub fn verify(
-    server: Option<&Path>,
-    server_from_env: bool,
-    path: Option<&Path>,
-    volumes: &[PathBuf],
-    trust: &[PathBuf],
-    allow_expired: bool,
-    json: bool,
-    progress: &dyn Progress,
-) -> Result<()> {
-    let layout = layout(path, volumes)?;
+pub fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<()> {
+    let VerifyArgs {
+        path,
+        volumes,
+        trust,
+        allow_expired,
+        json,
+    } = a;
+    let (server, server_from_env, progress) =
+        (ctx.server.as_deref(), ctx.server_from_env, &ctx.progress);
+    let layout = layout(path.as_deref(), &volumes)?;
     let store = match server {
         Some(s) if trust.is_empty() => Some(Store::open(s)?),
         Some(_) if server_from_env => None,
@@ -163,7 +238,7 @@ pub fn verify(
         None => None,
     };
     let mut view = match &store {
-        Some(s) => TrustView::from_store(s.conn())?,
+        Some(s) => TrustView::from_store(s)?,
         None => {
             if trust.is_empty() {
                 return Err(usage!(
@@ -183,7 +258,7 @@ pub fn verify(
     let mut v = verify::verify_bundle(&layout, &mut view, allow_expired, progress)?;
     if let Some(s) = &store {
         let chain = verify::check_chain(
-            s.conn(),
+            s,
             &s.info().server_id.to_string(),
             &v.manifest,
             &v.manifest_sha256,
@@ -230,18 +305,10 @@ fn prompt_for_volume(v: u32, mount: &Path) -> bool {
     }
 }
 
-pub struct ImportArgs<'a> {
-    pub path: Option<&'a Path>,
-    pub volumes: &'a [PathBuf],
-    pub dry_run: bool,
-    pub plan_from_first_volume: bool,
-    pub rebase: bool,
-    pub allow_expired: bool,
-    pub json: bool,
-}
-
-pub fn import(server: &Path, a: ImportArgs<'_>, progress: &dyn Progress) -> Result<()> {
-    let layout = layout(a.path, a.volumes)?;
+pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
+    let server = ctx.server()?;
+    let progress = &ctx.progress;
+    let layout = layout(a.path.as_deref(), &a.volumes)?;
     if a.allow_expired {
         eprintln!("gapsync: WARNING: --allow-expired: an expired bundle will be accepted");
     }
@@ -330,6 +397,57 @@ pub fn import(server: &Path, a: ImportArgs<'_>, progress: &dyn Progress) -> Resu
                 println!("  (nothing was changed)");
             }
         }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum ListCmd {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `exports list`: the bundles exported, per destination (the chains).
+pub fn exports_list(ctx: &Ctx, cmd: ListCmd) -> Result<()> {
+    let ListCmd::List { json } = cmd;
+    let store = Store::open_read_only(ctx.server()?)?;
+    let list = export::history(&store)?;
+    if json {
+        return print_json(&list);
+    }
+    for l in list {
+        println!(
+            "{:<16} seq {:<5} {:<11} {} -> {}  {}",
+            l.destination,
+            l.seq,
+            l.kind,
+            l.from_anchor.as_deref().unwrap_or("(full)"),
+            l.to_anchor,
+            l.created
+        );
+    }
+    Ok(())
+}
+
+/// `imports list`: the bundles imported, per source (the import ledger).
+pub fn imports_list(ctx: &Ctx, cmd: ListCmd) -> Result<()> {
+    let ListCmd::List { json } = cmd;
+    let store = Store::open_read_only(ctx.server()?)?;
+    let list = import::ledger(&store)?;
+    if json {
+        return print_json(&list);
+    }
+    for l in list {
+        println!(
+            "{} seq {:<5} {:<11} to {}  {}",
+            l.source_server_id,
+            l.seq,
+            if l.full { "full" } else { "incremental" },
+            l.to_anchor,
+            l.imported
+        );
     }
     Ok(())
 }

@@ -4,21 +4,24 @@
 //! approvals upstream; an incremental export and import; then a summary
 //! and the stock-tool commands that check the bundle independently.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use clap::Args;
 use gapsync::airgap::export::{self, ExportOptions, ExportReport};
 use gapsync::airgap::format::{Filters, Layout};
 use gapsync::airgap::import::{self, ImportOptions, ImportReport};
-use gapsync::airgap::verify::{self, TrustView};
+use gapsync::airgap::verify;
 use gapsync::model::metadata::UpdateKind;
-use gapsync::model::units::human_bytes;
+use gapsync::model::units::{count, human_bytes};
 use gapsync::progress::Progress;
 use gapsync::seed::generate::{self, GenerateOptions};
 use gapsync::store::deployments::{Action, Approval};
 use gapsync::store::{Mode, Store, UpdateFilter};
-use gapsync::trust::{self, SecretKey};
+use gapsync::trust::{self, SecretKey, TrustView};
+
+use super::{Ctx, args};
 
 struct Step {
     name: String,
@@ -117,251 +120,329 @@ fn import_step(
     Ok((r, t.elapsed().as_secs_f64()))
 }
 
-pub fn run(base: &Path, updates: u64, content_bytes: u64, progress: &dyn Progress) -> Result<()> {
+/// Flags of `demo`.
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Folder to create the demo servers in (a fresh one is made inside).
+    #[arg(long, default_value = "gapsync-demo")]
+    dir: PathBuf,
+    /// Updates to generate (1-100000000).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=generate::MAX_UPDATES))]
+    updates: u64,
+    /// Total content size (e.g. 128M, 2G; at most 16T).
+    #[arg(long, default_value = "128M", value_parser = args::content_bytes)]
+    content_bytes: u64,
+}
+
+pub fn run(ctx: &Ctx, a: DemoArgs) -> Result<()> {
     let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-    let root = base.join(format!("run-{stamp}"));
+    let root = a.dir.join(format!("run-{stamp}"));
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let root = root.canonicalize()?;
     println!("gapsync demo in {}\n", root.display());
-    let mut steps: Vec<Step> = Vec::new();
+    let mut demo = Demo::init(root, &ctx.progress)?;
+    demo.seed(a.updates, a.content_bytes)?;
+    let b1 = demo.carry("bundle-0001", 5)?;
+    demo.change_upstream(a.updates, a.content_bytes)?;
+    let b2 = demo.carry("bundle-0002", 9)?;
+    demo.compare()?;
+    demo.summary(&b1, &b2)
+}
 
-    // --- the connected side
-    let up_dir = root.join("connected");
-    let down_dir = root.join("disconnected");
-    let mut up = Store::init(&up_dir, "hq-connected", Mode::Autonomous)?;
-    let mut down = Store::init(&down_dir, "plant-disconnected", Mode::Replica)?;
-    println!(
-        "1. init: connected server {} and disconnected replica {}",
-        up.info().server_id,
-        down.info().server_id
-    );
+/// The demo's two servers, its signing key, and the steps timed so far.
+struct Demo<'a> {
+    root: PathBuf,
+    up: Store,
+    down: Store,
+    key: SecretKey,
+    pub_path: PathBuf,
+    steps: Vec<Step>,
+    progress: &'a dyn Progress,
+}
 
-    let t = Instant::now();
-    let g = generate::generate(
-        &mut up,
-        &GenerateOptions {
-            updates,
-            content_bytes,
-            seed: 1,
-        },
-        progress,
-    )?;
-    steps.push(Step {
-        name: "catalog generate".into(),
-        detail: format!(
-            "{} revisions, {} content files",
-            g.revisions_added, g.content_files
-        ),
-        bytes: g.content_bytes,
-        secs: t.elapsed().as_secs_f64(),
-    });
-    println!(
-        "2. catalog generate: {} revisions ({} software, {} drivers, {} categories, {} detectoids), {} content files ({})",
-        g.revisions_added,
-        g.software,
-        g.drivers,
-        g.categories,
-        g.detectoids,
-        g.content_files,
-        human_bytes(g.content_bytes)
-    );
-    for (name, parent) in [
-        ("Servers", None),
-        ("Workstations", None),
-        ("Pilot", Some("Workstations")),
-    ] {
-        up.add_group(name, parent)?;
-    }
-    for (name, group) in [
-        ("dc01", "Servers"),
-        ("ws-001", "Workstations"),
-        ("ws-pilot", "Pilot"),
-    ] {
-        up.add_computer(name, Some(group))?;
-    }
-    let n = approve_some(&mut up, 20, 0)?;
-    let software = up.list_updates(&UpdateFilter {
-        kind: Some(UpdateKind::Software),
-        ..Default::default()
-    })?;
-    if let Some(u) = software
-        .iter()
-        .filter(|u| !u.title.starts_with("HIDDEN"))
-        .nth(25)
-    {
-        up.decline(&u.id)?;
-    }
-    println!(
-        "3. groups Servers, Workstations, Pilot; computers dc01, ws-001, ws-pilot; {n} approvals; 1 decline"
-    );
-
-    // --- keys and trust
-    let key = SecretKey::generate()?;
-    let (key_path, pub_path) = key.write_pair(&root.join("hq-signing"))?;
-    trust::trust_add(
-        down.conn(),
-        &key.public(),
-        "hq-signing",
-        trust::ADDED_BY_ADMIN,
-    )?;
-    println!(
-        "4. key generate: {} (secret {}); the disconnected server trusts it",
-        key.id(),
-        key_path.display()
-    );
-
-    // --- full bundle
-    let b1 = root.join("media").join("bundle-0001");
-    let (e1, s) = export_step(&mut up, &key, &b1, progress)?;
-    steps.push(Step {
-        name: "export (full)".into(),
-        detail: format!(
-            "{} revisions, {} files",
-            e1.counts.revisions, e1.counts.content_files
-        ),
-        bytes: e1.bytes_written,
-        secs: s,
-    });
-    println!(
-        "5. export --full: bundle {} seq {} ({}) -> {}",
-        e1.bundle_id,
-        e1.seq,
-        human_bytes(e1.bytes_written),
-        b1.display()
-    );
-
-    let t = Instant::now();
-    let mut view = TrustView::from_keys(&[key.public()])?;
-    let v = verify::verify_bundle(&Layout::discover(&b1)?, &mut view, false, progress)?;
-    steps.push(Step {
-        name: "verify (full)".into(),
-        detail: format!("{} checks", v.checks.len()),
-        bytes: e1.bytes_written,
-        secs: t.elapsed().as_secs_f64(),
-    });
-    println!(
-        "6. verify: signature by {}, every hash, expiry ({} checks passed)",
-        v.signer,
-        v.checks.len()
-    );
-
-    let (i1, s) = import_step(&mut down, &b1, progress)?;
-    steps.push(Step {
-        name: "import (full)".into(),
-        detail: format!(
-            "{} revisions, {} files",
-            i1.plan.revisions_added, i1.plan.content_files
-        ),
-        bytes: e1.bytes_written,
-        secs: s,
-    });
-    println!(
-        "7. import: {} revisions, {} deployments, {} content files into the disconnected server",
-        i1.plan.revisions_added, i1.plan.state.deployments_created, i1.plan.content_files
-    );
-
-    // --- changes upstream, incremental bundle
-    let t = Instant::now();
-    let g2 = generate::generate(
-        &mut up,
-        &GenerateOptions {
-            updates: (updates / 10).max(10),
-            content_bytes: content_bytes / 10,
-            seed: 2,
-        },
-        progress,
-    )?;
-    let n2 = approve_some(&mut up, 5, 0)?;
-    steps.push(Step {
-        name: "more updates".into(),
-        detail: format!("{} revisions, {n2} approvals", g2.revisions_added),
-        bytes: g2.content_bytes,
-        secs: t.elapsed().as_secs_f64(),
-    });
-    println!(
-        "8. upstream changes: {} new revisions, {} content files, {n2} approvals",
-        g2.revisions_added, g2.content_files
-    );
-
-    let b2 = root.join("media").join("bundle-0002");
-    let (e2, s) = export_step(&mut up, &key, &b2, progress)?;
-    steps.push(Step {
-        name: "export (incremental)".into(),
-        detail: format!(
-            "{} revisions, {} files",
-            e2.counts.revisions, e2.counts.content_files
-        ),
-        bytes: e2.bytes_written,
-        secs: s,
-    });
-    println!(
-        "9. export (incremental from {}): bundle seq {} ({})",
-        e2.from_anchor.as_deref().unwrap_or("-"),
-        e2.seq,
-        human_bytes(e2.bytes_written)
-    );
-    let (i2, s) = import_step(&mut down, &b2, progress)?;
-    steps.push(Step {
-        name: "import (incremental)".into(),
-        detail: format!(
-            "{} revisions, {} files",
-            i2.plan.revisions_added, i2.plan.content_files
-        ),
-        bytes: e2.bytes_written,
-        secs: s,
-    });
-    println!(
-        "10. import: {} revisions, {} deployments created",
-        i2.plan.revisions_added, i2.plan.state.deployments_created
-    );
-
-    // --- the two servers agree
-    let same_updates = serde_json::to_string(&up.list_updates(&UpdateFilter::default())?)?
-        == serde_json::to_string(&down.list_updates(&UpdateFilter::default())?)?;
-    let same_deployments = serde_json::to_string(&up.list_deployments()?)?
-        == serde_json::to_string(&down.list_deployments()?)?;
-    let (su, sd) = (up.status()?, down.status()?);
-    let same_content = su.content_files == sd.content_files && su.content_bytes == sd.content_bytes;
-    if !(same_updates && same_deployments && same_content) {
-        bail!(
-            "the disconnected server does not match the connected one (updates {same_updates}, deployments {same_deployments}, content {same_content})"
-        );
-    }
-
-    println!(
-        "\n{:<22} {:<34} {:>12} {:>8} {:>10}",
-        "step", "what", "bytes", "time", "rate"
-    );
-    for s in &steps {
+impl<'a> Demo<'a> {
+    /// Steps 1 and 4: the connected server and the disconnected replica,
+    /// and a signing key the replica trusts.
+    fn init(root: PathBuf, progress: &'a dyn Progress) -> Result<Demo<'a>> {
+        let up = Store::init(&root.join("connected"), "hq-connected", Mode::Autonomous)?;
+        let down = Store::init(
+            &root.join("disconnected"),
+            "plant-disconnected",
+            Mode::Replica,
+        )?;
         println!(
-            "{:<22} {:<34} {:>12} {:>7.2}s {:>10}",
-            s.name,
-            s.detail,
-            human_bytes(s.bytes),
-            s.secs,
-            rate(s.bytes, s.secs)
+            "1. init: connected server {} and disconnected replica {}",
+            up.info().server_id,
+            down.info().server_id
         );
+        let key = SecretKey::generate()?;
+        let (_, pub_path) = key.write_pair(&root.join("hq-signing"))?;
+        trust::trust_add(&down, &key.public(), "hq-signing", trust::ADDED_BY_ADMIN)?;
+        Ok(Demo {
+            root,
+            up,
+            down,
+            key,
+            pub_path,
+            steps: Vec::new(),
+            progress,
+        })
     }
-    println!(
-        "\nthe disconnected server now equals the connected one: {} updates, {} revisions, {} deployments, {} content files ({})",
-        sd.updates.total,
-        sd.revisions,
-        sd.deployments,
-        sd.content_files,
-        human_bytes(sd.content_bytes as u64)
-    );
-    println!("\ncheck the first bundle with stock tools (apt-get install minisign zstd):");
-    println!("  cd {}", b1.display());
-    println!("  minisign -V -p {} -m SHA256SUMS", pub_path.display());
-    println!("  sha256sum -c SHA256SUMS");
-    println!("  tar --zstd -tf metadata.tar.zst | head");
-    println!("\nexplore:");
-    println!("  gapsync --server {} status", down_dir.display());
-    println!("  gapsync --server {} deployments list", down_dir.display());
-    println!(
-        "  gapsync verify {} --trust {}",
-        b2.display(),
-        pub_path.display()
-    );
-    Ok(())
+
+    fn step(&mut self, name: &str, detail: String, bytes: u64, secs: f64) {
+        self.steps.push(Step {
+            name: name.into(),
+            detail,
+            bytes,
+            secs,
+        });
+    }
+
+    /// Steps 2-4: a generated catalog, groups, computers, approvals and a
+    /// decline on the connected side.
+    fn seed(&mut self, updates: u64, content_bytes: u64) -> Result<()> {
+        let t = Instant::now();
+        let g = generate::generate(
+            &mut self.up,
+            &GenerateOptions {
+                updates,
+                content_bytes,
+                seed: 1,
+            },
+            self.progress,
+        )?;
+        self.step(
+            "catalog generate",
+            format!(
+                "{}, {}",
+                count(g.revisions_added, "revision"),
+                count(g.content_files, "content file")
+            ),
+            g.content_bytes,
+            t.elapsed().as_secs_f64(),
+        );
+        println!(
+            "2. catalog generate: {} ({} software, {}, {}, {}), {} ({})",
+            count(g.revisions_added, "revision"),
+            g.software,
+            count(g.drivers, "driver"),
+            count(g.categories, "category"),
+            count(g.detectoids, "detectoid"),
+            count(g.content_files, "content file"),
+            human_bytes(g.content_bytes)
+        );
+        for (name, parent) in [
+            ("Servers", None),
+            ("Workstations", None),
+            ("Pilot", Some("Workstations")),
+        ] {
+            self.up.add_group(name, parent)?;
+        }
+        for (name, group) in [
+            ("dc01", "Servers"),
+            ("ws-001", "Workstations"),
+            ("ws-pilot", "Pilot"),
+        ] {
+            self.up.add_computer(name, Some(group))?;
+        }
+        let n = approve_some(&mut self.up, 20, 0)?;
+        let software = self.up.list_updates(&UpdateFilter {
+            kind: Some(UpdateKind::Software),
+            ..Default::default()
+        })?;
+        if let Some(u) = software
+            .iter()
+            .filter(|u| !u.title.starts_with("HIDDEN"))
+            .nth(25)
+        {
+            self.up.decline(&u.id)?;
+        }
+        println!(
+            "3. groups Servers, Workstations, Pilot; computers dc01, ws-001, ws-pilot; {n} approvals; 1 decline"
+        );
+        println!(
+            "4. key generate: {} (secret {}); the disconnected server trusts it",
+            self.key.id(),
+            self.pub_path.with_extension("key").display()
+        );
+        Ok(())
+    }
+
+    /// Steps `first`..`first + 2`: export the next bundle of the chain to
+    /// the media folder, verify it with stock-tool rules, import it.
+    fn carry(&mut self, name: &str, first: u32) -> Result<PathBuf> {
+        let bundle = self.root.join("media").join(name);
+        let (e, secs) = export_step(&mut self.up, &self.key, &bundle, self.progress)?;
+        let full = e.from_anchor.is_none();
+        let kind = if full { "full" } else { "incremental" };
+        self.step(
+            &format!("export ({kind})"),
+            format!(
+                "{}, {}",
+                count(e.counts.revisions, "revision"),
+                count(e.counts.content_files, "file")
+            ),
+            e.bytes_written,
+            secs,
+        );
+        if full {
+            println!(
+                "{first}. export --full: bundle {} seq {} ({}) -> {}",
+                e.bundle_id,
+                e.seq,
+                human_bytes(e.bytes_written),
+                bundle.display()
+            );
+        } else {
+            println!(
+                "{first}. export (incremental from {}): bundle seq {} ({})",
+                e.from_anchor.as_deref().unwrap_or("-"),
+                e.seq,
+                human_bytes(e.bytes_written)
+            );
+        }
+
+        if full {
+            let t = Instant::now();
+            let mut view = TrustView::from_keys(&[self.key.public()])?;
+            let v = verify::verify_bundle(
+                &Layout::discover(&bundle)?,
+                &mut view,
+                false,
+                self.progress,
+            )?;
+            self.step(
+                "verify (full)",
+                format!("{} checks", v.checks.len()),
+                e.bytes_written,
+                t.elapsed().as_secs_f64(),
+            );
+            println!(
+                "{}. verify: signature by {}, every hash, expiry ({} checks passed)",
+                first + 1,
+                v.signer,
+                v.checks.len()
+            );
+        }
+
+        let (i, secs) = import_step(&mut self.down, &bundle, self.progress)?;
+        self.step(
+            &format!("import ({kind})"),
+            format!(
+                "{}, {}",
+                count(i.plan.revisions_added, "revision"),
+                count(i.plan.content_files, "file")
+            ),
+            e.bytes_written,
+            secs,
+        );
+        let n = if full { first + 2 } else { first + 1 };
+        if full {
+            println!(
+                "{n}. import: {}, {}, {} into the disconnected server",
+                count(i.plan.revisions_added, "revision"),
+                count(i.plan.state.deployments_created, "deployment"),
+                count(i.plan.content_files, "content file")
+            );
+        } else {
+            println!(
+                "{n}. import: {}, {} created",
+                count(i.plan.revisions_added, "revision"),
+                count(i.plan.state.deployments_created, "deployment")
+            );
+        }
+        Ok(bundle)
+    }
+
+    /// Step 8: more updates and approvals upstream.
+    fn change_upstream(&mut self, updates: u64, content_bytes: u64) -> Result<()> {
+        let t = Instant::now();
+        let g = generate::generate(
+            &mut self.up,
+            &GenerateOptions {
+                updates: (updates / 10).max(10),
+                content_bytes: content_bytes / 10,
+                seed: 2,
+            },
+            self.progress,
+        )?;
+        let n = approve_some(&mut self.up, 5, 0)?;
+        self.step(
+            "more updates",
+            format!(
+                "{}, {}",
+                count(g.revisions_added, "revision"),
+                count(n as u64, "approval")
+            ),
+            g.content_bytes,
+            t.elapsed().as_secs_f64(),
+        );
+        println!(
+            "8. upstream changes: {} added, {}, {}",
+            count(g.revisions_added, "revision"),
+            count(g.content_files, "content file"),
+            count(n as u64, "approval")
+        );
+        Ok(())
+    }
+
+    /// The two servers agree: updates, deployments and content.
+    fn compare(&self) -> Result<()> {
+        let (up, down) = (&self.up, &self.down);
+        let same_updates = serde_json::to_string(&up.list_updates(&UpdateFilter::default())?)?
+            == serde_json::to_string(&down.list_updates(&UpdateFilter::default())?)?;
+        let same_deployments = serde_json::to_string(&up.list_deployments()?)?
+            == serde_json::to_string(&down.list_deployments()?)?;
+        let (su, sd) = (up.status()?, down.status()?);
+        let same_content =
+            su.content_files == sd.content_files && su.content_bytes == sd.content_bytes;
+        if !(same_updates && same_deployments && same_content) {
+            bail!(
+                "the disconnected server does not match the connected one (updates {same_updates}, deployments {same_deployments}, content {same_content})"
+            );
+        }
+        Ok(())
+    }
+
+    /// The table of timed steps, the end state, and what to try next.
+    fn summary(&self, b1: &Path, b2: &Path) -> Result<()> {
+        println!(
+            "\n{:<22} {:<34} {:>12} {:>8} {:>10}",
+            "step", "what", "bytes", "time", "rate"
+        );
+        for s in &self.steps {
+            println!(
+                "{:<22} {:<34} {:>12} {:>7.2}s {:>10}",
+                s.name,
+                s.detail,
+                human_bytes(s.bytes),
+                s.secs,
+                rate(s.bytes, s.secs)
+            );
+        }
+        let sd = self.down.status()?;
+        println!(
+            "\nthe disconnected server now equals the connected one: {}, {}, {}, {} ({})",
+            count(sd.updates.total as u64, "update"),
+            count(sd.revisions as u64, "revision"),
+            count(sd.deployments as u64, "deployment"),
+            count(sd.content_files as u64, "content file"),
+            human_bytes(sd.content_bytes as u64)
+        );
+        let down_dir = self.root.join("disconnected");
+        println!("\ncheck the first bundle with stock tools (apt-get install minisign zstd):");
+        println!("  cd {}", b1.display());
+        println!("  minisign -V -p {} -m SHA256SUMS", self.pub_path.display());
+        println!("  sha256sum -c SHA256SUMS");
+        println!("  tar --zstd -tf metadata.tar.zst | head");
+        println!("\nexplore:");
+        println!("  gapsync --server {} status", down_dir.display());
+        println!("  gapsync --server {} deployments list", down_dir.display());
+        println!(
+            "  gapsync verify {} --trust {}",
+            b2.display(),
+            self.pub_path.display()
+        );
+        Ok(())
+    }
 }

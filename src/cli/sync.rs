@@ -1,76 +1,72 @@
 //! `gapsync sync`: synchronize this store from an upstream WSUS or gapsync
 //! server over MS-WSUSSS (this server as the downstream server).
 
-use std::path::Path;
-
 use anyhow::Result;
+use clap::Args;
 use gapsync::airgap::format::ContentMode;
 use gapsync::model::units::{count, human_bytes};
-use gapsync::progress::Progress;
 use gapsync::protocols::wsusss::downstream::SyncOptions;
 use gapsync::store::{Store, canonical_guid};
 
 use super::failure::usage;
-use super::print_json;
-use super::progress::TermProgress;
+use super::{Ctx, args, print_json};
 
-/// `gapsync --server DIR sync --upstream URL [--replica] [--product ID]...
-/// [--classification ID]... [--content all|approved|none] [--json]`, with
-/// progress bars or lines on stderr. `GAPSYNC_UPSTREAM_CA` names a PEM file
-/// of the certificate authorities an https upstream must chain to.
-#[allow(dead_code)] // the CLI passes its own progress (`--quiet`) to `sync_with_progress`
-pub fn sync(
-    server: &Path,
-    upstream: &str,
+/// Flags of `sync`. `GAPSYNC_UPSTREAM_CA` names a PEM file of the
+/// certificate authorities an https upstream must chain to.
+#[derive(Args)]
+pub struct SyncArgs {
+    /// The upstream server, e.g. http://wsus.example:8530.
+    #[arg(long)]
+    upstream: String,
+    /// Take groups and approvals from the upstream (replica stores).
+    #[arg(long)]
     replica: bool,
-    products: &[String],
-    classifications: &[String],
-    content: &str,
+    /// Only updates of this product (repeatable; remembered).
+    #[arg(long = "product", value_parser = args::guid)]
+    products: Vec<String>,
+    /// Only updates of this classification (repeatable; remembered).
+    #[arg(long = "classification", value_parser = args::guid)]
+    classifications: Vec<String>,
+    /// Content to download: all, approved or none.
+    #[arg(long, default_value = "all", value_parser = ["all", "approved", "none"])]
+    content: String,
+    #[arg(long)]
     json: bool,
-) -> Result<()> {
-    sync_with_progress(
-        server,
+}
+
+/// `gapsync --server DIR sync --upstream URL ...`, with progress bars or
+/// lines on stderr.
+pub fn sync(ctx: &Ctx, a: SyncArgs) -> Result<()> {
+    let SyncArgs {
         upstream,
         replica,
         products,
         classifications,
         content,
         json,
-        &TermProgress::new(false),
-    )
-}
-
-/// [`sync`] reporting progress to `progress` (e.g. a quiet one).
-#[allow(clippy::too_many_arguments)]
-pub fn sync_with_progress(
-    server: &Path,
-    upstream: &str,
-    replica: bool,
-    products: &[String],
-    classifications: &[String],
-    content: &str,
-    json: bool,
-    progress: &dyn Progress,
-) -> Result<()> {
-    let content = ContentMode::parse(content)
+    } = a;
+    let (server, progress) = (ctx.server()?, &ctx.progress);
+    let upstream = upstream.as_str();
+    let content = ContentMode::parse(&content)
         .ok_or_else(|| usage!("--content {content:?}: expected all, approved or none"))?;
     let mut store = Store::open_writer(server)?;
     let mut opts = SyncOptions::new(upstream);
     opts.replica = replica;
-    opts.products = products.to_vec();
-    opts.classifications = classifications.to_vec();
+    opts.products = products.clone();
+    opts.classifications = classifications.clone();
     opts.content = content;
     // An https upstream with its own certificate authority (e.g. `gapsync
     // serve --tls-cert`): its PEM certificate(s).
     opts.client.ca_file = std::env::var_os("GAPSYNC_UPSTREAM_CA")
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from);
+    opts.account_name = host_name();
     let r = gapsync::protocols::wsusss::downstream::sync(&mut store, &opts, progress)?;
     // After the sync: the categories the upstream has are here now.
     let canonical =
         |ids: &[String]| -> Vec<String> { ids.iter().filter_map(|i| canonical_guid(i)).collect() };
-    super::warn_unknown_categories(&store, "--product", &canonical(products))?;
-    super::warn_unknown_categories(&store, "--classification", &canonical(classifications))?;
+    super::warn_unknown_categories(&store, "--product", &canonical(&products))?;
+    super::warn_unknown_categories(&store, "--classification", &canonical(&classifications))?;
     if json {
         print_json(&r)?;
         return Ok(());
@@ -113,4 +109,15 @@ pub fn sync_with_progress(
     }
     println!("anchor      {}", r.anchor);
     Ok(())
+}
+
+/// This machine's host name, the name a sync gives its upstream (as a
+/// Windows WSUS gives its FQDN).
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }

@@ -1,12 +1,14 @@
-//! `key generate` and `trust add | list | remove | statement`: the command
-//! bodies (clap parsing lives in `cli/mod.rs`). Human output is one line per
-//! action; `--json` prints one JSON document.
+//! `key generate` and `trust add | list | remove | statement`. Human
+//! output is one line per action; `--json` prints one JSON document.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::Subcommand;
+use serde::Serialize;
 
 use super::failure::usage;
-use anyhow::Result;
-use serde::Serialize;
+use super::{Ctx, print_json};
 
 use gapsync::store::Store;
 use gapsync::trust::{
@@ -14,9 +16,112 @@ use gapsync::trust::{
     TrustAdded, TrustStatement, TrustedKey,
 };
 
-fn print_json<T: Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+#[derive(Subcommand)]
+pub enum KeyCmd {
+    /// Write a new Ed25519 key pair: PREFIX.key (secret) and PREFIX.pub.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TrustCmd {
+    /// Trust a public key (PREFIX.pub).
+    Add {
+        public_key: PathBuf,
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop trusting a key (by key id).
+    Remove {
+        #[arg(value_parser = key_id_arg)]
+        key_id: KeyId,
+    },
+    /// Issue a signed statement (carried in the next bundles) that adds or
+    /// revokes a key on the importing servers; list or cancel queued ones.
+    #[command(group(
+        clap::ArgGroup::new("what")
+            .required(true)
+            .args(["add", "revoke", "list", "cancel"])
+    ))]
+    Statement {
+        /// The currently trusted key that signs the statement (with --add
+        /// or --revoke).
+        #[arg(
+            long,
+            value_name = "SIGNER.key",
+            required_unless_present_any = ["list", "cancel"],
+            conflicts_with_all = ["list", "cancel"]
+        )]
+        key: Option<PathBuf>,
+        /// Public key to introduce.
+        #[arg(long, value_name = "NEW.pub")]
+        add: Option<PathBuf>,
+        /// Label of the key introduced (default: its file name).
+        #[arg(long, requires = "add")]
+        label: Option<String>,
+        /// Key id to revoke (not the signing key's own).
+        #[arg(long, value_name = "KEYID", value_parser = key_id_arg)]
+        revoke: Option<KeyId>,
+        /// List the queued statements and the destinations each went to.
+        #[arg(long)]
+        list: bool,
+        /// Cancel a queued statement that no bundle has carried yet.
+        #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(i64).range(1..))]
+        cancel: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `key ...`.
+pub fn key(cmd: KeyCmd) -> Result<()> {
+    let KeyCmd::Generate { out, json } = cmd;
+    key_generate(&out, json)
+}
+
+/// `trust ...`.
+pub fn trust(ctx: &Ctx, cmd: TrustCmd) -> Result<()> {
+    let server = ctx.server()?;
+    match cmd {
+        TrustCmd::Add {
+            public_key,
+            label,
+            json,
+        } => trust_add(server, &public_key, label.as_deref(), json),
+        TrustCmd::List { json } => trust_list(server, json),
+        TrustCmd::Remove { key_id } => trust_remove(server, &key_id),
+        TrustCmd::Statement {
+            key,
+            add,
+            label,
+            revoke,
+            list,
+            cancel,
+            json,
+        } => match (list, cancel, key) {
+            (true, _, _) => statement_list(server, json),
+            (false, Some(seq), _) => statement_cancel(server, seq, json),
+            (false, None, Some(key)) => trust_statement(
+                server,
+                &key,
+                add.as_deref(),
+                label.as_deref(),
+                revoke.as_ref(),
+                json,
+            ),
+            (false, None, None) => Err(usage!("--add and --revoke need --key SIGNER.key")),
+        },
+    }
 }
 
 /// The label a key gets when none is given: its `.pub` file's name without
@@ -41,7 +146,7 @@ struct Generated {
 
 /// `gapsync key generate OUT`: writes `OUT.key` (secret, mode 0600) and
 /// `OUT.pub`, refusing to overwrite either.
-pub fn key_generate(out: &Path, json: bool) -> Result<()> {
+fn key_generate(out: &Path, json: bool) -> Result<()> {
     let sk = SecretKey::generate()?;
     let (key_path, pub_path) = sk.write_pair(out)?;
     if json {
@@ -70,13 +175,13 @@ struct AddOutcome<'a> {
 
 /// `gapsync trust add FILE.pub [--label L]`: trusts a minisign public key
 /// for bundles imported into `server`.
-pub fn trust_add(server: &Path, pub_path: &Path, label: Option<&str>, json: bool) -> Result<()> {
+fn trust_add(server: &Path, pub_path: &Path, label: Option<&str>, json: bool) -> Result<()> {
     let pk = PublicKey::read_file(pub_path)?;
     let label = label
         .map(str::to_string)
         .unwrap_or_else(|| default_label(pub_path, &pk));
     let store = Store::open_writer(server)?;
-    let added = trust::trust_add(store.conn(), &pk, &label, ADDED_BY_ADMIN)?;
+    let added = trust::trust_add(&store, &pk, &label, ADDED_BY_ADMIN)?;
     let (outcome, key) = match &added {
         TrustAdded::Added(k) => ("added", k),
         TrustAdded::AlreadyTrusted(k) => ("already_trusted", k),
@@ -95,9 +200,9 @@ pub fn trust_add(server: &Path, pub_path: &Path, label: Option<&str>, json: bool
 }
 
 /// `gapsync trust list`: every key, revoked ones included.
-pub fn trust_list(server: &Path, json: bool) -> Result<()> {
+fn trust_list(server: &Path, json: bool) -> Result<()> {
     let store = Store::open(server)?;
-    let keys = trust::trust_list(store.conn())?;
+    let keys = trust::trust_list(&store)?;
     if json {
         return print_json(&keys);
     }
@@ -132,9 +237,9 @@ pub fn key_id_arg(s: &str) -> Result<KeyId, String> {
 
 /// `gapsync trust remove KEYID`: deletes the key's entry (also clears a
 /// revocation, so the key could be added again).
-pub fn trust_remove(server: &Path, id: &KeyId) -> Result<()> {
+fn trust_remove(server: &Path, id: &KeyId) -> Result<()> {
     let store = Store::open_writer(server)?;
-    let k = trust::trust_remove(store.conn(), id)?;
+    let k = trust::trust_remove(&store, id)?;
     println!(
         "removed key {} ({:?}) from the trust store{}",
         k.key_id,
@@ -160,7 +265,7 @@ struct QueuedOut<'a> {
 /// `gapsync trust statement --key SIGNER.key (--add NEW.pub [--label L] |
 /// --revoke KEYID)`: signs a trust statement and queues it in `server`'s
 /// store; it travels in the next bundle to every destination.
-pub fn trust_statement(
+fn trust_statement(
     server: &Path,
     signer_key: &Path,
     add: Option<&Path>,
@@ -191,7 +296,7 @@ pub fn trust_statement(
     };
     let (body, minisig) = statement.sign(&signer)?;
     let store = Store::open_writer(server)?;
-    let queued = trust::queue_statement(store.conn(), &body, &minisig)?;
+    let queued = trust::queue_statement(&store, &body, &minisig)?;
     if json {
         print_json(&QueuedOut {
             stmt_seq: queued.seq,
@@ -253,9 +358,9 @@ pub fn describe(s: &StatementSummary) -> String {
 
 /// `gapsync trust statement --list`: the queue, oldest first, with the
 /// destinations each statement has gone to.
-pub fn statement_list(server: &Path, json: bool) -> Result<()> {
+fn statement_list(server: &Path, json: bool) -> Result<()> {
     let store = Store::open(server)?;
-    let list = trust::queued_statements(store.conn())?;
+    let list = trust::queued_statements(&store)?;
     if json {
         return print_json(&list);
     }
@@ -280,9 +385,9 @@ pub fn statement_list(server: &Path, json: bool) -> Result<()> {
 
 /// `gapsync trust statement --cancel SEQ`: removes a queued statement that
 /// no bundle has carried yet.
-pub fn statement_cancel(server: &Path, seq: i64, json: bool) -> Result<()> {
+fn statement_cancel(server: &Path, seq: i64, json: bool) -> Result<()> {
     let store = Store::open_writer(server)?;
-    let q = trust::cancel_statement(store.conn(), seq)?;
+    let q = trust::cancel_statement(&store, seq)?;
     if json {
         print_json(&q)?;
     } else {

@@ -3,9 +3,11 @@
 //! - `POST /ServerSyncWebService/ServerSyncWebService.asmx` and
 //!   `POST /DssAuthWebService/DssAuthWebService.asmx` (also under a doubled
 //!   leading slash, as Windows WSUS sends, and without regard to case, as
-//!   IIS): SOAP 1.1 or 1.2, answered by [`crate::protocols::wsusss::upstream::Uss`]
-//!   through the routing table ([`routes`]: a [`SoapService`] per path, so
-//!   a second protocol plugs in beside).
+//!   IIS): SOAP 1.1 or 1.2, answered through the routing table
+//!   ([`routes`]: one row per operation, keyed by path, request element and
+//!   SOAPAction; MS-WSUSSS's rows come from
+//!   `crate::protocols::wsusss::upstream::routes`, and a second protocol
+//!   plugs in by adding its own).
 //! - `GET` / `HEAD /Content/XX/<SHA-1 HEX>.ext` ([`content`]): content
 //!   files from the store, streamed, with single byte ranges.
 //!
@@ -59,5 +61,7 @@ mod pool;
 mod routes;
 mod server;
 
-pub use routes::{Routes, SoapRequest, SoapService};
+pub use routes::{
+    EnvelopeStyle, Routes, SoapAnswer, SoapCall, SoapHandler, SoapOperation, SoapReply, SoapRequest,
+};
 pub use server::{ServeOptions, Server, TlsFiles};

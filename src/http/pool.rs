@@ -107,9 +107,7 @@ impl StorePool {
             return Ok(s);
         }
         let store = Store::open(&self.root)?;
-        let conn = store.conn();
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "cache_size", -POOL_CACHE_KIB)?;
+        crate::store::serving::tune_pooled_handle(&store, BUSY_TIMEOUT, POOL_CACHE_KIB)?;
         Ok(store)
     }
 

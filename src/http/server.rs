@@ -22,10 +22,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::conn::{ConnShared, Framing, Guarded, HeadTimer, Timeout};
 use super::content::{self, FileBody};
 use super::pool::{StorePool, WorkError};
-use super::routes::{Route, Routes, SoapRequest, SoapService};
+use super::routes::{Route, Routes, SoapRequest, http_fault};
 use crate::error::{Error, Result};
-use crate::protocols::wsusss::upstream::UssOptions;
-use crate::protocols::wsusss::{ErrorCode, FaultInfo, SoapVersion, fault_envelope};
+use crate::protocols::wsusss::upstream::{self as wsusss_upstream, UssOptions};
+use crate::protocols::wusp::server as wusp_server;
+use crate::soap::{CommonCode, Limits, SoapVersion, request_binding};
 use crate::store::Store;
 
 /// `Retry-After` of a 503, seconds.
@@ -174,7 +175,12 @@ impl Server {
     /// on first use), loads the TLS files, binds the address.
     pub fn bind(root: &Path, opts: ServeOptions) -> Result<Server> {
         let store = Store::open(root)?;
-        let routes = Routes::wsusss(&store, opts.uss.clone())?.wusp(&store, opts.wusp.clone())?;
+        // The protocols' rows, merged: MS-WSUSSS and MS-WUSP, then the
+        // content tree.
+        let routes = Routes::new()
+            .merge(wsusss_upstream::routes(&store, opts.uss.clone())?)
+            .merge(wusp_server::routes(&store, opts.wusp.clone())?)
+            .content();
         drop(store);
         Self::bind_routes(root, opts, routes)
     }
@@ -478,21 +484,11 @@ impl Reply {
     fn fault(
         status: StatusCode,
         version: SoapVersion,
-        code: ErrorCode,
+        code: CommonCode,
         message: &str,
         actor: &str,
     ) -> Reply {
-        let body = fault_envelope(
-            version,
-            &FaultInfo {
-                code,
-                message,
-                id: uuid::Uuid::new_v4(),
-                actor,
-                method: None,
-            },
-        );
-        Reply::soap(status, version, body)
+        Reply::soap(status, version, http_fault(version, code, message, actor))
     }
 
     fn busy_fault(version: SoapVersion, actor: &str) -> Reply {
@@ -551,16 +547,7 @@ impl Reply {
 const SERVER: &str = concat!("gapsync/", env!("CARGO_PKG_VERSION"));
 
 fn busy_fault(version: SoapVersion, actor: &str) -> String {
-    fault_envelope(
-        version,
-        &FaultInfo {
-            code: ErrorCode::ServerBusy,
-            message: "",
-            id: uuid::Uuid::new_v4(),
-            actor,
-            method: None,
-        },
-    )
+    http_fault(version, CommonCode::ServerBusy, "", actor)
 }
 
 /// A response body: bytes in memory, a file region, or nothing.
@@ -655,13 +642,13 @@ async fn route(ctx: &Ctx, conn: &ConnInfo, req: Request<Incoming>, framing: Fram
         .is_some_and(|l| l.as_bytes().trim_ascii() != b"0")
         || headers.contains_key(header::TRANSFER_ENCODING);
     match ctx.routes.find(&path) {
-        Some(Route::Soap { path, service }) => {
+        Some(Route::Soap { path }) => {
             if req.method() != Method::POST {
                 let r = Reply::text(StatusCode::METHOD_NOT_ALLOWED, "SOAP endpoints take POST")
                     .header(header::ALLOW, "POST");
                 return if has_body { r.closing() } else { r };
             }
-            soap(ctx, conn, req, path, service).await
+            soap(ctx, conn, req, path).await
         }
         Some(Route::Content) => content::serve(&ctx.pool, req.method(), req.headers(), &path).await,
         None => {
@@ -671,24 +658,11 @@ async fn route(ctx: &Ctx, conn: &ConnInfo, req: Request<Incoming>, framing: Fram
     }
 }
 
-/// The SOAP version and action a request's headers announce: SOAP 1.2 by
-/// `application/soap+xml` (action in its `action` parameter), else SOAP
-/// 1.1 with the SOAPAction header.
+/// The SOAP version and action a request's headers announce (see
+/// [`request_binding`]).
 fn soap_headers(headers: &HeaderMap) -> (SoapVersion, Option<String>) {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let ct = text("content-type").unwrap_or("");
-    if ct.to_ascii_lowercase().starts_with("application/soap+xml") {
-        let action = ct.split(';').skip(1).find_map(|p| {
-            let (k, v) = p.split_once('=')?;
-            k.trim()
-                .eq_ignore_ascii_case("action")
-                .then(|| v.trim().trim_matches('"').to_string())
-        });
-        (SoapVersion::V12, action)
-    } else {
-        let action = text("soapaction").map(|a| a.trim().trim_matches('"').to_string());
-        (SoapVersion::V11, action)
-    }
+    request_binding(text("content-type"), text("soapaction"))
 }
 
 /// Scheme and authority the client used: its `Host` when that is a plain
@@ -770,13 +744,7 @@ async fn read_body(
 /// A SOAP call: HTTP-level checks (faults with the status the limit
 /// names), the body within its limits, then the endpoint on a store
 /// worker.
-async fn soap(
-    ctx: &Ctx,
-    conn: &ConnInfo,
-    req: Request<Incoming>,
-    path: &'static str,
-    service: Arc<dyn SoapService>,
-) -> Reply {
+async fn soap(ctx: &Ctx, conn: &ConnInfo, req: Request<Incoming>, path: &'static str) -> Reply {
     let (parts, body) = req.into_parts();
     let (version, action) = soap_headers(&parts.headers);
     let base = base_url(ctx.tls.is_some(), &parts.headers, conn.local);
@@ -785,7 +753,7 @@ async fn soap(
         Reply::fault(
             status,
             version,
-            ErrorCode::InvalidParameters,
+            CommonCode::InvalidParameters,
             message,
             &actor,
         )
@@ -837,16 +805,22 @@ async fn soap(
     let Ok(ticket) = ctx.pool.admit() else {
         return Reply::busy_fault(version, &actor).note("store workers busy and their queue full");
     };
+    let routes = ctx.routes.clone();
+    let limits = Limits {
+        max_bytes: ctx.opts.max_body,
+        ..Limits::REQUEST
+    };
     let answered = ctx
         .pool
         .run(ticket, move |store| {
-            service.handle(
+            routes.answer(
                 store,
                 &SoapRequest {
                     path,
                     body: &bytes,
                     action: action.as_deref(),
                     base_url: &base,
+                    limits,
                 },
             )
         })
@@ -863,7 +837,7 @@ async fn soap(
         Err(WorkError::Failed(why)) => Reply::fault(
             StatusCode::INTERNAL_SERVER_ERROR,
             version,
-            ErrorCode::InternalServerError,
+            CommonCode::InternalServerError,
             "",
             &actor,
         )

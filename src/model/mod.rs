@@ -1,6 +1,7 @@
-//! The domain model: update metadata, replicated state, sizes and
-//! durations.
+//! The domain model: sync anchors, update metadata, replicated state,
+//! sizes and durations.
 
+pub mod anchor;
 pub mod metadata;
 pub mod state;
 pub mod units;

@@ -1541,10 +1541,10 @@ impl Generator<'_, '_> {
             .stage_computed(&mut reader, &format!("{stem}.{ext}"))?;
         let f = &staged.file;
         if f.size != size {
-            return Err(Error::Refused(format!(
-                "generated content file {index}: staged {} bytes, expected {size}",
-                f.size
-            )));
+            return Err(Error::invalid(
+                format!("generated content file {index}"),
+                format!("staged {} bytes, expected {size}", f.size),
+            ));
         }
         let info = FileInfo {
             name: format!("{stem}_{}.{ext}", hex::encode(f.sha1)),

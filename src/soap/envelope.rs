@@ -88,6 +88,16 @@ pub fn envelope_with_header(version: SoapVersion, header: Option<&str>, body: &s
     )
 }
 
+/// A SOAP 1.1 message around `body` as WCF writes it (`s:` prefix, no
+/// XML declaration, the schema namespaces on the Body): how Windows WSUS's
+/// client web service answers.
+pub fn envelope_wcf(body: &str) -> String {
+    format!(
+        "<s:Envelope xmlns:s=\"{}\"><s:Body xmlns:xsi=\"{XSI_NS}\" xmlns:xsd=\"{XSD_NS}\">{body}</s:Body></s:Envelope>",
+        SoapVersion::V11.envelope_ns()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

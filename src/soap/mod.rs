@@ -2,7 +2,7 @@
 //! reads from its clients and writes back (MS-WSUSSS upstream handlers;
 //! MS-WUSP next), and what the downstream client writes to its upstream
 //! and reads back. No protocol's operations live here: each protocol
-//! keeps its own `Operation` type (`protocols::wsusss::messages`).
+//! keeps its own `Operation` type (`protocols::wsusss::Operation`).
 //!
 //! - [`xml`]: the element tree ([`Element`]), its bounded reader
 //!   ([`parse_document`], [`Limits`] per direction), [`escape`] and the
@@ -28,7 +28,7 @@ mod fault;
 pub mod xml;
 pub mod xsd;
 
-pub use envelope::{Envelope, EnvelopeError, envelope, envelope_with_header};
+pub use envelope::{Envelope, EnvelopeError, envelope, envelope_wcf, envelope_with_header};
 pub use fault::{CommonCode, Fault, FaultCode, Refusal};
 pub use xml::{Element, Limits, XmlError, XmlWriter, escape, escape_attribute, parse_document};
 pub use xsd::parse_bool;

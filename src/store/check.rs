@@ -85,56 +85,42 @@ fn rule_sqlite_integrity(store: &Store, r: &mut CheckReport) -> Result<()> {
 /// Rule: every revision, content file and deployment change has its
 /// journal entry, and no entry is ahead of the journal's head.
 fn rule_journal_consistent(store: &Store, r: &mut CheckReport) -> Result<()> {
-    let c = store.conn();
-    let one = |sql: &str| -> Result<i64> { Ok(c.query_row(sql, [], |row| row.get(0))?) };
-    let n = one(
-        "SELECT COUNT(*) FROM revisions v LEFT JOIN journal j ON j.seq = v.seq \
-         WHERE j.seq IS NULL OR j.kind <> 'revision_added' OR j.subject <> v.update_id || '/' || v.revision",
-    )?;
-    if n > 0 {
-        r.problem(
+    // (rule, rows that break it, what a row is, what is wrong with it)
+    const CHECKS: [(&str, &str, &str, &str); 4] = [
+        (
             "journal-revisions",
-            format!(
-                "{} without their journal entry",
-                count(n as u64, "revision")
-            ),
-        );
-    }
-    let n = one(
-        "SELECT COUNT(*) FROM content k LEFT JOIN journal j ON j.seq = k.seq \
-         WHERE j.seq IS NULL OR j.kind <> 'content_arrived' OR j.subject <> upper(hex(k.sha1))",
-    )?;
-    if n > 0 {
-        r.problem(
+            "SELECT COUNT(*) FROM revisions v LEFT JOIN journal j ON j.seq = v.seq \
+             WHERE j.seq IS NULL OR j.kind <> 'revision_added' OR j.subject <> v.update_id || '/' || v.revision",
+            "revision",
+            "without their journal entry",
+        ),
+        (
             "journal-content",
-            format!(
-                "{} without their journal entry",
-                count(n as u64, "content file")
-            ),
-        );
-    }
-    let n = one(
-        "SELECT COUNT(*) FROM deployments d LEFT JOIN journal j ON j.seq = d.last_change_seq \
-         WHERE j.seq IS NULL OR j.kind NOT LIKE 'deployment_%' OR j.subject <> d.deployment_id",
-    )?;
-    if n > 0 {
-        r.problem(
+            "SELECT COUNT(*) FROM content k LEFT JOIN journal j ON j.seq = k.seq \
+             WHERE j.seq IS NULL OR j.kind <> 'content_arrived' OR j.subject <> upper(hex(k.sha1))",
+            "content file",
+            "without their journal entry",
+        ),
+        (
             "journal-deployments",
-            format!(
-                "{} whose last change is not journaled",
-                count(n as u64, "deployment")
-            ),
-        );
-    }
-    let n = one(
-        "SELECT COUNT(*) FROM journal WHERE kind NOT IN ('revision_added','group_added','group_removed',\
-         'deployment_created','deployment_changed','deployment_removed','update_declined','content_arrived')",
-    )?;
-    if n > 0 {
-        r.problem(
+            "SELECT COUNT(*) FROM deployments d LEFT JOIN journal j ON j.seq = d.last_change_seq \
+             WHERE j.seq IS NULL OR j.kind NOT LIKE 'deployment_%' OR j.subject <> d.deployment_id",
+            "deployment",
+            "whose last change is not journaled",
+        ),
+        (
             "journal-kinds",
-            format!("{n} journal entr(ies) of unknown kind"),
-        );
+            "SELECT COUNT(*) FROM journal WHERE kind NOT IN ('revision_added','group_added','group_removed',\
+             'deployment_created','deployment_changed','deployment_removed','update_declined','content_arrived')",
+            "journal entry",
+            "of unknown kind",
+        ),
+    ];
+    for (rule, sql, noun, wrong) in CHECKS {
+        let n: i64 = store.conn().query_row(sql, [], |row| row.get(0))?;
+        if n > 0 {
+            r.problem(rule, format!("{} {wrong}", count(n as u64, noun)));
+        }
     }
     Ok(())
 }
@@ -174,7 +160,7 @@ fn rule_revisions_parse(store: &Store, r: &mut CheckReport) -> Result<()> {
         let xml = row
             .get_ref(3)?
             .as_blob()
-            .map_err(|e| Error::Refused(e.to_string()))?;
+            .map_err(|e| Error::Corrupt(format!("revision {rev_id} ({id}/{rev}): {e}")))?;
         let digest: Vec<u8> = row.get(4)?;
         r.revisions_checked += 1;
         if Sha256::digest(xml).as_slice() != digest.as_slice() {

@@ -152,12 +152,12 @@ pub struct ContentStore {
 pub fn check_free_space(dir: &Path, needed: u64, what: &str) -> Result<()> {
     let free = fs4::available_space(dir).unwrap_or(u64::MAX);
     if needed > free {
-        return Err(Error::Refused(format!(
-            "not enough space in {}: {what} needs {}, {} free",
-            dir.display(),
-            crate::model::units::human_bytes(needed),
-            crate::model::units::human_bytes(free)
-        )));
+        return Err(Error::DiskFull {
+            path: dir.to_path_buf(),
+            what: what.to_string(),
+            need: needed,
+            free,
+        });
     }
     Ok(())
 }

@@ -98,11 +98,13 @@ pub fn normalise_deadline(s: &str) -> Result<String> {
 
 /// Rule: only software and driver updates are approved or declined;
 /// categories and detectoids are catalog structure.
-fn refuse_category_or_detectoid(update_id: &str, kind: &str, what: &str) -> Result<()> {
+fn refuse_category_or_detectoid(update_id: &str, kind: &str, what: &'static str) -> Result<()> {
     if kind == "category" || kind == "detectoid" {
-        return Err(Error::Refused(format!(
-            "update {update_id} is a {kind}; only software and driver updates are {what}"
-        )));
+        return Err(Error::NotSoftware {
+            update_id: update_id.to_string(),
+            kind: kind.to_string(),
+            what,
+        });
     }
     Ok(())
 }
@@ -110,9 +112,9 @@ fn refuse_category_or_detectoid(update_id: &str, kind: &str, what: &str) -> Resu
 impl Store {
     pub(crate) fn refuse_on_replica(&self, what: &str) -> Result<()> {
         if self.info().mode == Mode::Replica {
-            return Err(Error::Refused(format!(
-                "this server is a replica: {what} come from its upstream server, not from local administration"
-            )));
+            return Err(Error::ReplicaRefuses {
+                what: what.to_string(),
+            });
         }
         Ok(())
     }
@@ -130,9 +132,7 @@ impl Store {
             |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?)),
         )?;
         if declined {
-            return Err(Error::Refused(format!(
-                "update {update_id} is declined and cannot be approved"
-            )));
+            return Err(Error::UpdateDeclined(update_id.to_string()));
         }
         refuse_category_or_detectoid(&update_id, &kind, "approved")?;
         let now = now_rfc3339();
@@ -160,7 +160,7 @@ impl Store {
         state::write_deployment(&tx, &record, kind, &now)?;
         tx.commit()?;
         self.deployment(&id)?
-            .ok_or_else(|| Error::Refused(format!("deployment {id} vanished")))
+            .ok_or_else(|| Error::Corrupt(format!("deployment {id} vanished")))
     }
 
     /// Declines an update: marks it declined and removes its deployments.
@@ -202,9 +202,10 @@ impl Store {
         let now = now_rfc3339();
         let tx = self.conn_mut().transaction()?;
         let id = state::live_deployment(&tx, &update_id, &group_id)?.ok_or_else(|| {
-            Error::Refused(format!(
-                "update {update_id} is not approved for group {group:?}"
-            ))
+            Error::NotApproved {
+                update_id: update_id.to_string(),
+                group: group.to_string(),
+            }
         })?;
         state::remove_deployment(&tx, &id, &now)?;
         tx.commit()?;

@@ -103,9 +103,7 @@ impl Store {
             None => ALL_COMPUTERS.0.to_string(),
         };
         if parent_id == UNASSIGNED_COMPUTERS.0 {
-            return Err(Error::Refused(
-                "groups cannot be created under \"Unassigned Computers\"".into(),
-            ));
+            return Err(Error::GroupUnderUnassigned);
         }
         let id = Uuid::new_v4().to_string();
         let now = now_rfc3339();
@@ -134,9 +132,7 @@ impl Store {
         self.refuse_on_replica("groups")?;
         let id = self.group_id(name)?;
         if id == ALL_COMPUTERS.0 || id == UNASSIGNED_COMPUTERS.0 {
-            return Err(Error::Refused(format!(
-                "group {name:?} is built in and cannot be removed"
-            )));
+            return Err(Error::BuiltinGroup(name.to_string()));
         }
         let children: i64 = self.conn().query_row(
             "SELECT COUNT(*) FROM groups WHERE parent_id = ?1",
@@ -144,10 +140,10 @@ impl Store {
             |r| r.get(0),
         )?;
         if children > 0 {
-            return Err(Error::Refused(format!(
-                "group {name:?} has {}; remove them first",
-                crate::model::units::count(children as u64, "subgroup")
-            )));
+            return Err(Error::HasSubgroups {
+                name: name.to_string(),
+                subgroups: children as u64,
+            });
         }
         let now = now_rfc3339();
         let tx = self.conn_mut().transaction()?;
@@ -193,9 +189,7 @@ impl Store {
             None => UNASSIGNED_COMPUTERS.0.to_string(),
         };
         if group_id == ALL_COMPUTERS.0 {
-            return Err(Error::Refused(
-                "computers belong to a group under \"All Computers\", not to it directly".into(),
-            ));
+            return Err(Error::ComputerInAllComputers);
         }
         let exists: Option<String> = self
             .conn()

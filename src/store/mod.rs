@@ -16,9 +16,15 @@ pub mod check;
 pub mod content;
 pub mod deployments;
 pub mod groups;
+pub mod import;
 pub mod journal;
+pub mod ledgers;
 pub mod scope;
+pub mod serving;
+pub mod snapshot;
 pub mod state;
+pub mod syncing;
+pub mod trust;
 pub mod wusp;
 
 use std::fs::{self, File};
@@ -29,7 +35,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{DbContext, Error, IoContext, Result};
 use crate::model::metadata::{self, Prerequisite, UpdateKind, UpdateMetadata};
 use crate::store::content::{ContentFile, ContentStore, Staged};
 use crate::store::journal::{Anchor, Change, ChangeKind};
@@ -52,10 +58,6 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/v7.sql"),
 ];
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
-/// The trust tables alone (for in-memory trust views).
-pub const TRUST_SCHEMA: &str = "CREATE TABLE trusted_keys (key_id TEXT PRIMARY KEY, public_key BLOB NOT NULL, label TEXT NOT NULL, \
-    added TEXT NOT NULL, added_by TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0, revoked_at TEXT, revoked_by TEXT) WITHOUT ROWID; \
-    CREATE TABLE applied_statements (body_sha256 BLOB PRIMARY KEY, applied TEXT NOT NULL) WITHOUT ROWID;";
 
 /// Well-known target groups every WSUS server has (MS-WSUSOD 2.5.3).
 pub const ALL_COMPUTERS: (&str, &str) = ("a0a08746-4dbe-4a37-9adf-9e7652c0b421", "All Computers");
@@ -296,11 +298,10 @@ fn check_not_nested(dir: &Path) -> Result<()> {
             continue; // DIR itself: `init` says "already holds a store"
         }
         if probe(anc).is_ok_and(|p| p == Probe::Store) {
-            return Err(Error::Refused(format!(
-                "{}: inside the gapsync server store {}; a store cannot hold another one (choose a folder outside it)",
-                dir.display(),
-                anc.display()
-            )));
+            return Err(Error::InsideAStore {
+                path: dir.to_path_buf(),
+                store: anc.to_path_buf(),
+            });
         }
     }
     if existing != abs {
@@ -314,11 +315,10 @@ fn check_not_nested(dir: &Path) -> Result<()> {
         .filter_entry(|e| e.file_type().is_dir());
     for e in walk.flatten() {
         if probe(e.path()).is_ok_and(|p| p == Probe::Store) {
-            return Err(Error::Refused(format!(
-                "{}: holds the gapsync server store {}; a store cannot hold another one (choose a folder that holds no store)",
-                dir.display(),
-                e.path().display()
-            )));
+            return Err(Error::HoldsAStore {
+                path: dir.to_path_buf(),
+                store: e.path().to_path_buf(),
+            });
         }
     }
     Ok(())
@@ -380,10 +380,10 @@ fn connect(dir: &Path, access: Access) -> Result<Connection> {
     let app_id: i64 = match conn.pragma_query_value(None, "application_id", |r| r.get(0)) {
         Ok(v) => v,
         Err(e) if access == Access::ReadOnly && is_cant_open(&e) => {
-            return Err(Error::Refused(format!(
-                "{}: cannot read the store read-only ({e}): SQLite reads a WAL database only with {DB_FILE}-wal and {DB_FILE}-shm beside it, which this user may not create; run any gapsync command on the store once as a user who may write it (they are kept from then on)",
-                dir.display()
-            )));
+            return Err(Error::NoWalFiles {
+                path: dir.to_path_buf(),
+                why: e.to_string(),
+            });
         }
         Err(e) => {
             return Err(not_a_store(format!(
@@ -427,11 +427,10 @@ fn migrate(conn: &mut Connection, version: i64) -> Result<()> {
 /// it is done on a connection of its own under the writer lock, or
 /// refused with what to do when this user may not write the store.
 fn migrate_for_reader(dir: &Path, version: i64) -> Result<()> {
-    let refuse = |why: String| {
-        Error::Refused(format!(
-            "{}: the store has schema version {version} and this gapsync uses {SCHEMA_VERSION}; the upgrade writes the store, which this user may not do ({why}): run any gapsync command on it once as a user who may write it",
-            dir.display()
-        ))
+    let refuse = |why: String| Error::UpgradeNeedsWriter {
+        path: dir.to_path_buf(),
+        found: version,
+        why,
     };
     let _lock = match acquire_lock(dir) {
         Ok(l) => l,
@@ -457,10 +456,7 @@ impl Store {
             return Err(Error::invalid("server name", "must not be empty"));
         }
         if dir.exists() && !dir.is_dir() {
-            return Err(Error::Refused(format!(
-                "{}: not a directory",
-                dir.display()
-            )));
+            return Err(Error::NotADirectory(dir.to_path_buf()));
         }
         match if dir.is_dir() {
             probe(dir)?
@@ -474,10 +470,10 @@ impl Store {
                 });
             }
             Probe::Foreign(why) => {
-                return Err(Error::Refused(format!(
-                    "{}: not a gapsync server store ({why}); init does not replace it",
-                    dir.display()
-                )));
+                return Err(Error::ForeignDatabase {
+                    path: dir.to_path_buf(),
+                    why,
+                });
             }
         }
         check_not_nested(dir)?;
@@ -706,7 +702,7 @@ impl Store {
         for row in rows {
             let (seq, kind, subject, at) = row?;
             let kind = ChangeKind::parse(&kind).ok_or_else(|| {
-                Error::Refused(format!("journal entry {seq} has unknown kind {kind:?}"))
+                Error::Corrupt(format!("journal entry {seq} has unknown kind {kind:?}"))
             })?;
             out.push(Change {
                 seq,
@@ -1064,7 +1060,12 @@ impl Store {
 
 /// Inserts one revision (and its indexed fields and journal entry) inside
 /// the caller's transaction. The same (id, revision) with the same bytes is
-/// `AlreadyPresent`; with other bytes it is refused.
+/// `AlreadyPresent`; with other bytes it is refused. Steps:
+/// 1. the same (id, revision) already stored: present, or a conflict;
+/// 2. the journal entry and the `revisions` row (verbatim XML, digest);
+/// 3. its indexed fields: localized properties, relationships
+///    (prerequisites, bundled, superseded), files, languages;
+/// 4. the update's current revision: the newest one.
 pub(crate) fn insert_revision(
     tx: &Connection,
     now: &str,
@@ -1074,24 +1075,76 @@ pub(crate) fn insert_revision(
 ) -> Result<Added> {
     let id = meta.id.to_string();
     let digest: [u8; 32] = Sha256::digest(xml).into();
+    // 1.
+    if let Some(rev_id) = stored_revision(tx, name, meta, &digest)? {
+        return Ok(Added::AlreadyPresent(rev_id));
+    }
+    // 2.
+    let subject = format!("{id}/{}", meta.revision);
+    let seq = journal::record(tx, ChangeKind::RevisionAdded, &subject, now)?;
+    let rev_id = insert_revision_row(tx, meta, xml, &digest, seq).during("adding a revision")?;
+    // 3.
+    insert_localized(tx, rev_id, meta).during("adding a revision's localized properties")?;
+    insert_relationships(tx, rev_id, meta).during("adding a revision's relationships")?;
+    insert_files(tx, rev_id, name, meta)?;
+    insert_languages(tx, rev_id, meta).during("adding a revision's languages")?;
+    // 4. The newest revision is current.
+    tx.prepare_cached(
+        "INSERT INTO updates (update_id, kind, category_type, current_rev) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (update_id) DO UPDATE SET kind = excluded.kind, category_type = excluded.category_type, \
+         current_rev = excluded.current_rev \
+         WHERE (SELECT revision FROM revisions WHERE rev_id = updates.current_rev) < ?5",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            id,
+            meta.kind.as_str(),
+            meta.category_type.map(|c| c.as_str()),
+            rev_id,
+            meta.revision
+        ])
+    })
+    .during("updating an update's current revision")?;
+    Ok(Added::New(rev_id))
+}
+
+/// Step 1 of [`insert_revision`]: the `rev_id` of the same (id, revision)
+/// stored with the same bytes; refused when stored with other bytes.
+fn stored_revision(
+    tx: &Connection,
+    name: &str,
+    meta: &UpdateMetadata,
+    digest: &[u8; 32],
+) -> Result<Option<i64>> {
+    let id = meta.id.to_string();
     let existing: Option<(i64, Vec<u8>)> = tx
         .prepare_cached(
             "SELECT rev_id, xml_sha256 FROM revisions WHERE update_id = ?1 AND revision = ?2",
-        )?
-        .query_row(params![id, meta.revision], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    if let Some((rev_id, old)) = existing {
-        if old == digest {
-            return Ok(Added::AlreadyPresent(rev_id));
-        }
-        return Err(Error::RevisionConflict {
+        )
+        .and_then(|mut st| {
+            st.query_row(params![id, meta.revision], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .during("looking up a revision")?;
+    match existing {
+        None => Ok(None),
+        Some((rev_id, old)) if old == digest => Ok(Some(rev_id)),
+        Some(_) => Err(Error::RevisionConflict {
             name: name.to_string(),
             id,
             revision: meta.revision,
-        });
+        }),
     }
-    let subject = format!("{id}/{}", meta.revision);
-    let seq = journal::record(tx, ChangeKind::RevisionAdded, &subject, now)?;
+}
+
+/// Step 2 of [`insert_revision`]: the `revisions` row; returns its `rev_id`.
+fn insert_revision_row(
+    tx: &Connection,
+    meta: &UpdateMetadata,
+    xml: &[u8],
+    digest: &[u8; 32],
+    seq: i64,
+) -> rusqlite::Result<i64> {
     let title = meta.title("en").unwrap_or("").to_string();
     tx.prepare_cached(
         "INSERT INTO revisions (update_id, revision, kind, category_type, title, kb_article, creation_date, \
@@ -1099,7 +1152,7 @@ pub(crate) fn insert_revision(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
-        id,
+        meta.id.to_string(),
         meta.revision,
         meta.kind.as_str(),
         meta.category_type.map(|c| c.as_str()),
@@ -1114,112 +1167,124 @@ pub(crate) fn insert_revision(
         &digest[..],
         seq
     ])?;
-    let rev_id = tx.last_insert_rowid();
-    {
-        let mut st = tx.prepare_cached(
-            "INSERT OR REPLACE INTO localized (rev_id, language, title, description) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for l in &meta.localized {
-            st.execute(params![
-                rev_id,
-                l.language.to_ascii_lowercase(),
-                l.title,
-                l.description
-            ])?;
-        }
+    Ok(tx.last_insert_rowid())
+}
+
+/// Step 3 of [`insert_revision`]: localized titles and descriptions.
+fn insert_localized(tx: &Connection, rev_id: i64, meta: &UpdateMetadata) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT OR REPLACE INTO localized (rev_id, language, title, description) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for l in &meta.localized {
+        st.execute(params![
+            rev_id,
+            l.language.to_ascii_lowercase(),
+            l.title,
+            l.description
+        ])?;
     }
-    {
-        let mut st = tx.prepare_cached(
-            "INSERT INTO relationships (rev_id, rel, grp, is_category, target_id, target_revision) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        let mut grp = 0i64;
-        for p in &meta.prerequisites {
-            match p {
-                Prerequisite::Required(t) => {
+    Ok(())
+}
+
+/// Step 3 of [`insert_revision`]: prerequisites (each `AtLeastOne` a
+/// group of its own), bundled and superseded updates.
+fn insert_relationships(
+    tx: &Connection,
+    rev_id: i64,
+    meta: &UpdateMetadata,
+) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT INTO relationships (rev_id, rel, grp, is_category, target_id, target_revision) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut grp = 0i64;
+    for p in &meta.prerequisites {
+        match p {
+            Prerequisite::Required(t) => {
+                st.execute(params![
+                    rev_id,
+                    "prerequisite",
+                    0,
+                    false,
+                    t.to_string(),
+                    None::<i32>
+                ])?;
+            }
+            Prerequisite::AtLeastOne { is_category, ids } => {
+                grp += 1;
+                for t in ids {
                     st.execute(params![
                         rev_id,
                         "prerequisite",
-                        0,
-                        false,
+                        grp,
+                        is_category,
                         t.to_string(),
                         None::<i32>
                     ])?;
                 }
-                Prerequisite::AtLeastOne { is_category, ids } => {
-                    grp += 1;
-                    for t in ids {
-                        st.execute(params![
-                            rev_id,
-                            "prerequisite",
-                            grp,
-                            is_category,
-                            t.to_string(),
-                            None::<i32>
-                        ])?;
-                    }
-                }
             }
         }
-        for b in &meta.bundled {
-            st.execute(params![
-                rev_id,
-                "bundled",
-                0,
-                false,
-                b.id.to_string(),
-                b.revision
-            ])?;
-        }
-        for s in &meta.superseded {
-            st.execute(params![
-                rev_id,
-                "superseded",
-                0,
-                false,
-                s.to_string(),
-                None::<i32>
-            ])?;
-        }
     }
-    {
-        let mut st = tx.prepare_cached(
+    for b in &meta.bundled {
+        st.execute(params![
+            rev_id,
+            "bundled",
+            0,
+            false,
+            b.id.to_string(),
+            b.revision
+        ])?;
+    }
+    for s in &meta.superseded {
+        st.execute(params![
+            rev_id,
+            "superseded",
+            0,
+            false,
+            s.to_string(),
+            None::<i32>
+        ])?;
+    }
+    Ok(())
+}
+
+/// Step 3 of [`insert_revision`]: the files, in document order.
+fn insert_files(tx: &Connection, rev_id: i64, name: &str, meta: &UpdateMetadata) -> Result<()> {
+    const DURING: &str = "adding a revision's files";
+    let mut st = tx
+        .prepare_cached(
             "INSERT INTO files (rev_id, ord, file_name, size, modified, sha1, sha256, patching_type, encrypted) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?;
-        for (ord, f) in meta.files.iter().enumerate() {
-            let size =
-                i64::try_from(f.size).map_err(|_| Error::invalid(name, "file size too large"))?;
-            st.execute(params![
-                rev_id,
-                ord as i64,
-                f.file_name,
-                size,
-                f.modified,
-                &f.sha1[..],
-                f.sha256.as_ref().map(|d| &d[..]),
-                f.patching_type,
-                f.is_encrypted
-            ])?;
-        }
+        )
+        .during(DURING)?;
+    for (ord, f) in meta.files.iter().enumerate() {
+        let size =
+            i64::try_from(f.size).map_err(|_| Error::invalid(name, "file size too large"))?;
+        st.execute(params![
+            rev_id,
+            ord as i64,
+            f.file_name,
+            size,
+            f.modified,
+            &f.sha1[..],
+            f.sha256.as_ref().map(|d| &d[..]),
+            f.patching_type,
+            f.is_encrypted
+        ])
+        .during(DURING)?;
     }
-    {
-        let mut st = tx.prepare_cached(
-            "INSERT OR IGNORE INTO revision_languages (rev_id, language) VALUES (?1, ?2)",
-        )?;
-        for l in &meta.languages {
-            st.execute(params![rev_id, l])?;
-        }
+    Ok(())
+}
+
+/// Step 3 of [`insert_revision`]: the languages the revision is for.
+fn insert_languages(tx: &Connection, rev_id: i64, meta: &UpdateMetadata) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT OR IGNORE INTO revision_languages (rev_id, language) VALUES (?1, ?2)",
+    )?;
+    for l in &meta.languages {
+        st.execute(params![rev_id, l])?;
     }
-    // The newest revision is current.
-    tx.prepare_cached(
-        "INSERT INTO updates (update_id, kind, category_type, current_rev) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (update_id) DO UPDATE SET kind = excluded.kind, category_type = excluded.category_type, \
-         current_rev = excluded.current_rev \
-         WHERE (SELECT revision FROM revisions WHERE rev_id = updates.current_rev) < ?5",
-    )?
-    .execute(params![id, meta.kind.as_str(), meta.category_type.map(|c| c.as_str()), rev_id, meta.revision])?;
-    Ok(Added::New(rev_id))
+    Ok(())
 }
 
 /// Records a content file that is in place under `content/`, with its

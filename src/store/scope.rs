@@ -11,6 +11,12 @@
 //! in plain `AtLeastOne` groups, as Windows WSUS also accepts — plus every
 //! update such an update bundles.
 //!
+//! Rule (approved content): the content a server holds or sends "for
+//! approved updates" is that of the updates with a live Install
+//! deployment and of the updates their current revisions bundle — one
+//! rule for `export --content approved` and `sync --content approved`
+//! ([`fill_approved`]).
+//!
 //! The selections are temp tables of the connection, read by the store's
 //! own queries right after (within one transaction or read snapshot).
 
@@ -150,4 +156,33 @@ pub(crate) fn category_ids(conn: &Connection, category_type: &str) -> Result<Vec
     )?;
     let rows = st.query_map([category_type], |r| r.get::<_, String>(0))?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Fills `temp.approved(update_id)` by the approved-content rule of the
+/// module: the updates with a live Install deployment (with `in_scope`,
+/// only those in `temp.scope`, see [`fill_scope`]) and the updates their
+/// current revisions bundle.
+pub(crate) fn fill_approved(conn: &Connection, in_scope: bool) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "DROP TABLE IF EXISTS temp.approved; CREATE TEMP TABLE approved (update_id TEXT PRIMARY KEY) WITHOUT ROWID;",
+    )?;
+    let scope_join = if in_scope {
+        "JOIN temp.scope s ON s.update_id = d.update_id"
+    } else {
+        ""
+    };
+    conn.execute(
+        &format!(
+            "INSERT OR IGNORE INTO temp.approved SELECT DISTINCT d.update_id FROM deployments d {scope_join} \
+             WHERE d.removed = 0 AND d.action = 'install'"
+        ),
+        [],
+    )?;
+    conn.execute(
+        "INSERT OR IGNORE INTO temp.approved SELECT DISTINCT x.target_id FROM relationships x \
+         JOIN updates u ON u.current_rev = x.rev_id JOIN temp.approved a ON a.update_id = u.update_id \
+         WHERE x.rel = 'bundled'",
+        [],
+    )?;
+    Ok(())
 }

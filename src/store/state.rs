@@ -238,16 +238,47 @@ pub fn apply_state(
     let mut changes = StateChanges::default();
     let groups = checked_groups(state)?;
     let removed_groups = checked_removed_groups(state)?;
+    let mut in_state: BTreeSet<String> = BTreeSet::new();
 
     // 1. Removed deployments first: a removed group must have none live.
-    let mut in_state: BTreeSet<String> = BTreeSet::new();
     for d in state.deployments.iter().filter(|d| d.removed) {
         in_state.insert(canonical_guid(&d.deployment_id).unwrap_or_default());
         apply_deployment(tx, now, d, &mut changes)?;
     }
     // 2. Removed groups before added ones, so that a group the source no
     //    longer has cannot block one of the same name it has now.
-    for id in &removed_groups {
+    remove_groups(tx, now, &removed_groups, &mut changes)?;
+    // 3-4. Groups renamed, added or changed.
+    write_groups(tx, now, &groups, source, &mut changes)?;
+    // 5. Live deployments.
+    for d in state.deployments.iter().filter(|d| !d.removed) {
+        in_state.insert(canonical_guid(&d.deployment_id).unwrap_or_default());
+        apply_deployment(tx, now, d, &mut changes)?;
+    }
+    // 6. A full bundle replaces the chain: live deployments it does not
+    //    carry are removed.
+    if rebase {
+        for d in live_deployment_ids(tx)? {
+            if !in_state.contains(&d) {
+                remove_deployment(tx, &d, now)?;
+                changes.deployments_removed += 1;
+            }
+        }
+    }
+    // 7. Declines.
+    apply_declines(tx, now, &state.declined, &mut changes)?;
+    Ok(changes)
+}
+
+/// Step 2 of [`apply_state`]: removes the groups the source removed.
+/// Rule: a removed group has no live deployment left in the state.
+fn remove_groups(
+    tx: &Connection,
+    now: &str,
+    removed: &[String],
+    changes: &mut StateChanges,
+) -> Result<()> {
+    for id in removed {
         if group_exists(tx, id)?.is_some() {
             let live = live_deployments_to_group(tx, id)?.len();
             if live > 0 {
@@ -260,11 +291,23 @@ pub fn apply_state(
             changes.groups_removed += 1;
         }
     }
-    // 3. Groups renamed by the source first take a placeholder name (no
-    //    valid group name holds a control character), so a name that moves
-    //    from one group to another within one change applies in any order.
+    Ok(())
+}
+
+/// Steps 3-4 of [`apply_state`]. 3: groups renamed by the source first
+/// take a placeholder name (no valid group name holds a control
+/// character), so a name that moves from one group to another within one
+/// change applies in any order. 4: groups added or changed, each checked
+/// against the tree rules and for a name clash with another group.
+fn write_groups(
+    tx: &Connection,
+    now: &str,
+    groups: &[(String, Option<String>, String)],
+    source: StateSource,
+    changes: &mut StateChanges,
+) -> Result<()> {
     let mut before: Vec<Option<(String, Option<String>)>> = Vec::new();
-    for (id, _, name) in &groups {
+    for (id, _, name) in groups {
         let existing = group_exists(tx, id)?;
         if let Some((old, _)) = &existing
             && old != name
@@ -276,24 +319,9 @@ pub fn apply_state(
         }
         before.push(existing);
     }
-    // 4. Groups added or changed.
     for ((id, parent, name), existing) in groups.iter().zip(before) {
         rule_group_tree(tx, id, parent.as_deref(), name)?;
-        let clash: Option<(String, String)> = tx
-            .query_row(
-                "SELECT group_id, name FROM groups WHERE name = ?1 COLLATE NOCASE AND group_id <> ?2",
-                params![name, id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((other, other_name)) = clash {
-            return Err(Error::GroupClash {
-                what: source.group(name),
-                id: id.clone(),
-                other,
-                other_name,
-            });
-        }
+        rule_group_name_free(tx, id, name, source)?;
         match existing {
             Some((n, p)) if n == *name && p == *parent => {}
             existing => {
@@ -306,40 +334,57 @@ pub fn apply_state(
             }
         }
     }
-    // 5. Live deployments.
-    for d in state.deployments.iter().filter(|d| !d.removed) {
-        in_state.insert(canonical_guid(&d.deployment_id).unwrap_or_default());
-        apply_deployment(tx, now, d, &mut changes)?;
+    Ok(())
+}
+
+/// Rule: a group's name is not another group's (names compare without
+/// case, as WSUS compares them).
+fn rule_group_name_free(tx: &Connection, id: &str, name: &str, source: StateSource) -> Result<()> {
+    let clash: Option<(String, String)> = tx
+        .query_row(
+            "SELECT group_id, name FROM groups WHERE name = ?1 COLLATE NOCASE AND group_id <> ?2",
+            params![name, id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match clash {
+        Some((other, other_name)) => Err(Error::GroupClash {
+            what: source.group(name),
+            id: id.to_string(),
+            other,
+            other_name,
+        }),
+        None => Ok(()),
     }
-    // 6. A full bundle replaces the chain: live deployments it does not
-    //    carry are removed.
-    if rebase {
-        let stale: Vec<String> = {
-            let mut st = tx.prepare("SELECT deployment_id FROM deployments WHERE removed = 0")?;
-            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()?
-                .into_iter()
-                .filter(|d| !in_state.contains(d))
-                .collect()
-        };
-        for d in stale {
-            remove_deployment(tx, &d, now)?;
-            changes.deployments_removed += 1;
-        }
-    }
-    // 7. Declines.
-    for u in &state.declined {
+}
+
+/// The ids of every live deployment.
+fn live_deployment_ids(tx: &Connection) -> Result<Vec<String>> {
+    let mut st = tx.prepare("SELECT deployment_id FROM deployments WHERE removed = 0")?;
+    let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Step 7 of [`apply_state`]: declines. Rule: a declined update is one the
+/// store holds.
+fn apply_declines(
+    tx: &Connection,
+    now: &str,
+    declined: &[String],
+    changes: &mut StateChanges,
+) -> Result<()> {
+    for u in declined {
         let Some(id) = canonical_guid(u) else {
             return Err(malformed(format!("declined update id {u:?}")));
         };
-        let declined: Option<i64> = tx
+        let state: Option<i64> = tx
             .query_row(
                 "SELECT declined FROM updates WHERE update_id = ?1",
                 [&id],
                 |r| r.get(0),
             )
             .optional()?;
-        match declined {
+        match state {
             None => return Err(malformed(format!("bundle declines unknown update {id}"))),
             Some(1) => {}
             Some(_) => {
@@ -348,7 +393,7 @@ pub fn apply_state(
             }
         }
     }
-    Ok(changes)
+    Ok(())
 }
 
 /// The state's groups with canonical ids: (id, parent, name). Rule: the

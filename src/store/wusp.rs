@@ -496,7 +496,7 @@ impl Store {
         )?;
         tx.commit()?;
         self.wusp_computer(&reg.client_id)?
-            .ok_or_else(|| crate::error::Error::Refused("the registered computer vanished".into()))
+            .ok_or_else(|| crate::error::Error::Corrupt("the registered computer vanished".into()))
     }
 
     /// Records the client-side targeting groups a client named.

@@ -307,3 +307,92 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A path as the `&str` an argument list takes.
+pub fn p(path: &Path) -> &str {
+    path.to_str().expect("utf8 path")
+}
+
+/// A fresh replica store `root/dir` named `name` that trusts `pubkey`
+/// (label `hq`).
+pub fn replica_trusting(root: &Path, dir: &str, name: &str, pubkey: &Path) -> PathBuf {
+    let d = root.join(dir);
+    gs_plain(&["init", p(&d), "--name", name, "--mode", "replica"]).ok();
+    gs(&d, &["trust", "add", p(pubkey), "--label", "hq"]).ok();
+    d
+}
+
+/// The scene the air-gap tests start from, written once: a connected
+/// store `hq` (autonomous) with a generated catalog, a signing key pair,
+/// and a disconnected replica `plant` that trusts the key. Everything lives
+/// in one temporary folder (`root`), removed when the lab is dropped.
+pub struct Lab {
+    _tmp: tempfile::TempDir,
+    pub root: PathBuf,
+    /// The connected store.
+    pub hq: PathBuf,
+    /// The disconnected replica, trusting `pubkey`, nothing imported.
+    pub plant: PathBuf,
+    /// The secret key file (`PREFIX.key`) exports sign with.
+    pub key: PathBuf,
+    /// Its public key file (`PREFIX.pub`).
+    pub pubkey: PathBuf,
+}
+
+impl Lab {
+    /// A lab whose hq holds `updates` generated updates (seed 1) with
+    /// `content` bytes of content (`"0"`, `"2M"`...).
+    pub fn new(updates: u32, content: &str) -> Lab {
+        let (tmp, hq) = new_store("hq", "autonomous");
+        let root = tmp.path().to_path_buf();
+        let prefix = root.join("signing");
+        gs_plain(&["key", "generate", "--out", p(&prefix)]).ok();
+        let pubkey = prefix.with_extension("pub");
+        let plant = replica_trusting(&root, "plant", "plant", &pubkey);
+        let lab = Lab {
+            _tmp: tmp,
+            root,
+            hq,
+            plant,
+            key: prefix.with_extension("key"),
+            pubkey,
+        };
+        lab.generate(updates, content, 1);
+        lab
+    }
+
+    /// Adds generated updates to hq (another `seed` gives other updates).
+    pub fn generate(&self, updates: u32, content: &str, seed: u64) {
+        let (updates, seed) = (updates.to_string(), seed.to_string());
+        gs(
+            &self.hq,
+            &[
+                "catalog",
+                "generate",
+                "--updates",
+                &updates,
+                "--content-bytes",
+                content,
+                "--seed",
+                &seed,
+            ],
+        )
+        .ok();
+    }
+
+    /// Exports hq into `root/out`, signed with the lab's key, with `extra`
+    /// flags; the export must succeed.
+    pub fn export(&self, out: &str, extra: &[&str]) -> PathBuf {
+        let dir = self.root.join(out);
+        let mut args = vec!["export", "--key", p(&self.key), "--out", p(&dir)];
+        args.extend_from_slice(extra);
+        gs(&self.hq, &args).ok();
+        dir
+    }
+
+    /// Another fresh replica `root/dir` (server name `name`) trusting the
+    /// lab's key.
+    pub fn replica(&self, dir: &str, name: &str) -> PathBuf {
+        replica_trusting(&self.root, dir, name, &self.pubkey)
+    }
+}

@@ -47,7 +47,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -56,14 +55,12 @@ use crate::error::{Error, Result};
 use crate::model::metadata;
 use crate::progress::Progress;
 use crate::protocols::wsusss::client::{
-    self, Client, ClientError, ClientOptions, Cookie, Download, FaultAction, IdAndDelta, Operation,
-    RevisionFilter, UpdateIdentity,
+    self, Client, ClientError, ClientOptions, Cookie, Download, FaultAction, FaultReaction as _,
+    IdAndDelta, Operation, RevisionFilter, UpdateIdentity,
 };
 use crate::store::content::{ContentStore, Expected, Staged};
-use crate::store::{
-    ALL_COMPUTERS, Added, Mode, Store, UNASSIGNED_COMPUTERS, insert_revision, now_rfc3339,
-    record_content,
-};
+use crate::store::syncing::{self, NeededContent, SyncTxn, UpstreamRecord};
+use crate::store::{ALL_COMPUTERS, Added, Mode, Store, UNASSIGNED_COMPUTERS, now_rfc3339};
 
 /// Restarts of the whole sequence after InvalidCookie-like faults.
 pub const MAX_RESTARTS: u32 = 3;
@@ -82,8 +79,9 @@ pub struct SyncOptions {
     /// Classification ids; empty: as stored for this upstream.
     pub classifications: Vec<String>,
     pub content: ContentMode,
-    /// The name this server gives the upstream (an FQDN); default: the host
-    /// name.
+    /// The name this server gives the upstream (an FQDN; the binary passes
+    /// the host name); default: the store's name. Limited to the characters
+    /// RFC 1035 allows.
     pub account_name: Option<String>,
     pub client: ClientOptions,
     /// Cap on revisions per GetUpdateData, below the upstream's own limit.
@@ -185,57 +183,39 @@ impl UpstreamState {
     }
 }
 
-fn load_state(conn: &Connection, url: &str) -> Result<Option<UpstreamState>> {
-    Ok(conn
-        .query_row(
-            "SELECT config_anchor, sync_anchor, deployment_anchor, replica, filters FROM upstream_state WHERE upstream_url = ?1",
-            [url],
-            |r| {
-                Ok(UpstreamState {
-                    config_anchor: r.get(0)?,
-                    sync_anchor: r.get(1)?,
-                    deployment_anchor: r.get(2)?,
-                    replica: r.get::<_, i64>(3)? != 0,
-                    // Unreadable filters are forgotten: the next sync is a
-                    // full one.
-                    filters: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
-                })
-            },
-        )
-        .optional()?)
+fn load_state(store: &Store, url: &str) -> Result<Option<UpstreamState>> {
+    Ok(
+        syncing::upstream_record(store, url)?.map(|r| UpstreamState {
+            config_anchor: r.config_anchor,
+            sync_anchor: r.sync_anchor,
+            deployment_anchor: r.deployment_anchor,
+            replica: r.replica,
+            // Unreadable filters are forgotten: the next sync is a full one.
+            filters: serde_json::from_str(&r.filters).unwrap_or_default(),
+        }),
+    )
 }
 
-fn save_state(conn: &Connection, url: &str, st: &UpstreamState, now: &str) -> Result<()> {
+fn save_state(tx: &SyncTxn<'_>, url: &str, st: &UpstreamState, now: &str) -> Result<()> {
     let filters = serde_json::to_string(&st.filters)
         .map_err(|e| Error::invalid("upstream filters", e.to_string()))?;
-    conn.execute(
-        "INSERT INTO upstream_state (upstream_url, config_anchor, sync_anchor, deployment_anchor, replica, filters, last_sync) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (upstream_url) DO UPDATE SET \
-         config_anchor = excluded.config_anchor, sync_anchor = excluded.sync_anchor, \
-         deployment_anchor = excluded.deployment_anchor, replica = excluded.replica, \
-         filters = excluded.filters, last_sync = excluded.last_sync",
-        params![
-            url,
-            st.config_anchor,
-            st.sync_anchor,
-            st.deployment_anchor,
-            st.replica,
+    tx.save_upstream(
+        url,
+        &UpstreamRecord {
+            config_anchor: st.config_anchor.clone(),
+            sync_anchor: st.sync_anchor.clone(),
+            deployment_anchor: st.deployment_anchor.clone(),
+            replica: st.replica,
             filters,
-            now
-        ],
-    )?;
-    Ok(())
+        },
+        now,
+    )
 }
 
-/// An FQDN-like name for GetAuthorizationCookie: the host name, limited to
-/// the characters RFC 1035 allows.
-fn local_account_name(store_name: &str) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .ok()
-        .or_else(|| std::env::var("COMPUTERNAME").ok())
-        .unwrap_or_else(|| store_name.to_string());
-    let clean: String = host
+/// The name given to GetAuthorizationCookie: `name` limited to the
+/// characters RFC 1035 allows (letters, digits, `-`, `.`; 253 at most).
+fn account_name(name: &str) -> String {
+    let clean: String = name
         .trim()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
@@ -262,7 +242,7 @@ fn canonical_ids(what: &str, ids: &[String]) -> Result<Vec<String>> {
 
 /// How a failed step ends.
 enum Step {
-    Fault(Operation, client::Fault),
+    Fault(Operation, Box<client::Fault>),
     Fail(Error),
 }
 
@@ -272,16 +252,13 @@ impl From<Error> for Step {
     }
 }
 
-impl From<rusqlite::Error> for Step {
-    fn from(e: rusqlite::Error) -> Self {
-        Step::Fail(e.into())
-    }
-}
-
 fn upstream_error(url: &str, e: ClientError) -> Error {
     match e {
         ClientError::Local(e) => e,
-        other => Error::Refused(format!("upstream {url}: {other}")),
+        other => Error::Upstream {
+            url: url.to_string(),
+            detail: other.to_string(),
+        },
     }
 }
 
@@ -326,11 +303,13 @@ impl Session<'_> {
             .iter()
             .find(|p| p.plugin_id.eq_ignore_ascii_case(client::DSS_PLUGIN_ID))
             .ok_or_else(|| {
-                Step::Fail(Error::Refused(format!(
-                    "upstream {}: GetAuthConfig offers no {} authorization plug-in",
-                    self.client.base(),
-                    client::DSS_PLUGIN_ID
-                )))
+                Step::Fail(Error::Upstream {
+                    url: self.client.base().to_string(),
+                    detail: format!(
+                        "GetAuthConfig offers no {} authorization plug-in",
+                        client::DSS_PLUGIN_ID
+                    ),
+                })
             })?;
         let auth = self.wrap(self.client.get_authorization_cookie(
             &plugin.service_url,
@@ -357,14 +336,14 @@ pub fn sync(store: &mut Store, opts: &SyncOptions, progress: &dyn Progress) -> R
     let url = client.base().to_string();
     let info = store.info().clone();
     if opts.replica && info.mode != Mode::Replica {
-        return Err(Error::Refused(format!(
-            "--replica takes groups and approvals from {url}, but this store is {}: create the replica with `gapsync init --mode replica`",
-            info.mode.as_str()
-        )));
+        return Err(Error::NotAReplica {
+            url,
+            mode: info.mode.as_str().to_string(),
+        });
     }
     let products = canonical_ids("product id", &opts.products)?;
     let classifications = canonical_ids("classification id", &opts.classifications)?;
-    let prev = load_state(store.conn(), &url)?;
+    let prev = load_state(store, &url)?;
     let mut st = prev.clone().unwrap_or_default();
     if !products.is_empty() || !classifications.is_empty() {
         st.filters.products = products;
@@ -385,10 +364,7 @@ pub fn sync(store: &mut Store, opts: &SyncOptions, progress: &dyn Progress) -> R
     };
     let mut session = Session {
         client: &client,
-        account_name: opts
-            .account_name
-            .clone()
-            .unwrap_or_else(|| local_account_name(&info.name)),
+        account_name: account_name(opts.account_name.as_deref().unwrap_or(&info.name)),
         account_guid: info.server_id,
         cookie: None,
         renew_at: None,
@@ -399,7 +375,7 @@ pub fn sync(store: &mut Store, opts: &SyncOptions, progress: &dyn Progress) -> R
 
     // ---- metadata and deployments: one transaction
     {
-        let tx = store.conn_mut().transaction()?;
+        let tx = SyncTxn::begin(store)?;
         let mut invalid_parameters_retried = false;
         loop {
             let mut attempt = st.clone();
@@ -418,10 +394,11 @@ pub fn sync(store: &mut Store, opts: &SyncOptions, progress: &dyn Progress) -> R
                 }
                 Err(Step::Fail(e)) => return Err(e),
                 Err(Step::Fault(op, fault)) => {
-                    let stop = |why: &str| {
-                        Error::Refused(format!(
-                            "upstream {url}: {op}: {fault}; {why}; the sync stopped and the store is unchanged"
-                        ))
+                    let stop = |why: &str| Error::Upstream {
+                        url: url.clone(),
+                        detail: format!(
+                            "{op}: {fault}; {why}; the sync stopped and the store is unchanged"
+                        ),
                     };
                     match fault.action() {
                         FaultAction::Restart if report.restarts < MAX_RESTARTS => {
@@ -483,26 +460,14 @@ pub fn sync(store: &mut Store, opts: &SyncOptions, progress: &dyn Progress) -> R
     Ok(report)
 }
 
-fn revision_present(tx: &Connection, u: &UpdateIdentity) -> Result<bool> {
-    Ok(tx
-        .prepare_cached("SELECT 1 FROM revisions WHERE update_id = ?1 AND revision = ?2")?
-        .query_row(params![u.id.to_string(), u.revision], |_| Ok(()))
-        .optional()?
-        .is_some())
-}
-
-fn update_known(tx: &Connection, id: &str) -> Result<bool> {
-    Ok(tx
-        .prepare_cached("SELECT 1 FROM updates WHERE update_id = ?1")?
-        .query_row([id], |_| Ok(()))
-        .optional()?
-        .is_some())
+fn revision_present(tx: &SyncTxn<'_>, u: &UpdateIdentity) -> Result<bool> {
+    tx.revision_present(&u.id.to_string(), u.revision)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn run_protocol(
     s: &mut Session<'_>,
-    tx: &Connection,
+    tx: &SyncTxn<'_>,
     now: &str,
     st: &mut UpstreamState,
     opts: &SyncOptions,
@@ -598,12 +563,7 @@ fn run_protocol(
     // 5. decryption data for new revisions with a secured fragment
     let mut secured: Vec<UpdateIdentity> = Vec::new();
     for u in &added {
-        let is_secured: bool = tx.query_row(
-            "SELECT secured FROM revisions WHERE update_id = ?1 AND revision = ?2",
-            params![u.id.to_string(), u.revision],
-            |r| Ok(r.get::<_, i64>(0)? != 0),
-        )?;
-        if is_secured {
+        if tx.revision_secured(&u.id.to_string(), u.revision)? {
             secured.push(*u);
         }
     }
@@ -657,11 +617,11 @@ fn run_protocol(
 /// The Categories and Classifications to send. A product filter without
 /// classifications means every classification this store knows (the
 /// protocol needs both lists to filter), and the other way round.
-fn effective_filter(tx: &Connection, f: &StoredFilters) -> Result<(Vec<String>, Vec<String>)> {
+fn effective_filter(tx: &SyncTxn<'_>, f: &StoredFilters) -> Result<(Vec<String>, Vec<String>)> {
     if f.products.is_empty() && f.classifications.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
-    let all_of = |category_type: &str| crate::store::scope::category_ids(tx, category_type);
+    let all_of = |category_type: &str| tx.category_ids(category_type);
     let products = if f.products.is_empty() {
         all_of("Product")?
     } else {
@@ -681,7 +641,7 @@ fn effective_filter(tx: &Connection, f: &StoredFilters) -> Result<(Vec<String>, 
 #[allow(clippy::too_many_arguments)]
 fn fetch_revisions(
     s: &mut Session<'_>,
-    tx: &Connection,
+    tx: &SyncTxn<'_>,
     now: &str,
     listed: &[UpdateIdentity],
     batch: usize,
@@ -736,8 +696,8 @@ fn fetch_revisions(
                     ),
                 )));
             }
-            let existed = update_known(tx, &meta.id.to_string())?;
-            match insert_revision(tx, now, &name, &xml, &meta)? {
+            let existed = tx.update_known(&meta.id.to_string())?;
+            match tx.insert_revision(now, &name, &xml, &meta)? {
                 Added::New(_) => {
                     report.revisions_added += 1;
                     if !existed {
@@ -755,12 +715,15 @@ fn fetch_revisions(
                 .take(5)
                 .map(|u| u.to_string())
                 .collect();
-            return Err(Step::Fail(Error::Refused(format!(
-                "upstream {url}: GetUpdateData returned no metadata for {} of {} requested revisions (e.g. {})",
-                wanted.len() - got.len(),
-                wanted.len(),
-                missing.join(", ")
-            ))));
+            return Err(Step::Fail(Error::Upstream {
+                url: url.to_string(),
+                detail: format!(
+                    "GetUpdateData returned no metadata for {} of {} requested revisions (e.g. {})",
+                    wanted.len() - got.len(),
+                    wanted.len(),
+                    missing.join(", ")
+                ),
+            }));
         }
         for f in data.file_urls {
             if let Some(mu) = f.mu_url {
@@ -792,7 +755,7 @@ pub fn canonical_xml(bytes: &[u8]) -> std::result::Result<Vec<u8>, metadata::Met
 
 /// `Deadline`/`GoLiveTime` as the store keeps them (RFC 3339, UTC).
 fn wire_time(what: &str, s: &str) -> Result<String> {
-    let t = client::parse_datetime(s)
+    let t = crate::soap::xsd::parse_datetime(s)
         .ok_or_else(|| Error::invalid(what, format!("{s:?} is not an xsd:dateTime")))?;
     t.to_offset(time::UtcOffset::UTC)
         .format(&time::format_description::well_known::Rfc3339)
@@ -813,7 +776,7 @@ fn action_name(wire: i32) -> Option<&'static str> {
 #[allow(clippy::too_many_arguments)]
 fn apply_deployments(
     s: &mut Session<'_>,
-    tx: &Connection,
+    tx: &SyncTxn<'_>,
     now: &str,
     res: &client::DeploymentResult,
     batch: usize,
@@ -866,13 +829,8 @@ fn apply_deployments(
         pending = rest;
     }
     let upstream_groups: BTreeSet<String> = res.groups.iter().map(|g| g.id.to_string()).collect();
-    let local_groups: Vec<String> = {
-        let mut q =
-            tx.prepare("SELECT group_id FROM groups WHERE builtin = 0 ORDER BY group_id")?;
-        let rows = q.query_map([], |r| r.get::<_, String>(0))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
-    };
-    state.removed_groups = local_groups
+    state.removed_groups = tx
+        .local_group_ids()?
         .into_iter()
         .filter(|g| !upstream_groups.contains(g))
         .collect();
@@ -881,7 +839,7 @@ fn apply_deployments(
     let mut missing: Vec<UpdateIdentity> = Vec::new();
     let mut live: Vec<&client::SyncDeployment> = Vec::new();
     for d in &res.deployments {
-        if action_name(d.action).is_none() || !update_known(tx, &d.update.id.to_string())? {
+        if action_name(d.action).is_none() || !tx.update_known(&d.update.id.to_string())? {
             report.deployments_skipped += 1;
             continue;
         }
@@ -931,15 +889,9 @@ fn apply_deployments(
     // with their group), as removed records built from the local rows.
     let removed_groups: BTreeSet<&String> = state.removed_groups.iter().collect();
     let mut dead_ids: Vec<String> = res.dead_deployments.iter().map(|d| d.to_string()).collect();
-    {
-        let mut q =
-            tx.prepare("SELECT deployment_id, group_id FROM deployments WHERE removed = 0")?;
-        let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        for row in rows {
-            let (id, group) = row?;
-            if removed_groups.contains(&group) && !in_answer.contains(&id) {
-                dead_ids.push(id);
-            }
+    for (id, group) in tx.live_deployment_groups()? {
+        if removed_groups.contains(&group) && !in_answer.contains(&id) {
+            dead_ids.push(id);
         }
     }
     let mut dead_seen: BTreeSet<String> = BTreeSet::new();
@@ -947,15 +899,7 @@ fn apply_deployments(
         if in_answer.contains(&id) || !dead_seen.insert(id.clone()) {
             continue;
         }
-        let row: Option<DeploymentRecord> = tx
-            .query_row(
-                "SELECT deployment_id, update_id, revision, group_id, action, admin_name, deadline, go_live, download_priority, is_assigned, \
-                 1 AS removed FROM deployments WHERE deployment_id = ?1 AND removed = 0",
-                [&id],
-                crate::store::state::deployment_from_row,
-            )
-            .optional()?;
-        if let Some(d) = row {
+        if let Some(d) = tx.removal_of(&id)? {
             state.deployments.push(d);
         }
     }
@@ -963,7 +907,7 @@ fn apply_deployments(
     // store's filters are not here to decline.
     for u in &res.hidden_updates {
         let id = u.to_string();
-        if update_known(tx, &id)? {
+        if tx.update_known(&id)? {
             state.declined.push(id);
         }
     }
@@ -972,73 +916,10 @@ fn apply_deployments(
         Some(state.deployments.len() as u64),
         "deployments",
     );
-    report.state += crate::store::state::apply_state(
-        tx,
-        now,
-        &state,
-        false,
-        crate::store::state::StateSource::Sync,
-    )?;
+    report.state += tx.apply_state(now, &state)?;
     progress.advance(state.deployments.len() as u64);
     progress.finish();
     Ok(())
-}
-
-/// A content file the metadata references and the store lacks.
-struct Needed {
-    sha1: [u8; 20],
-    sha256: Option<[u8; 32]>,
-    size: u64,
-    file_name: String,
-}
-
-fn needed_content(conn: &Connection, mode: ContentMode) -> Result<Vec<Needed>> {
-    let scope = match mode {
-        ContentMode::None => return Ok(Vec::new()),
-        ContentMode::All => "SELECT rev_id FROM revisions",
-        // Revisions of updates with a live Install deployment, and of the
-        // updates their current revision bundles (as export does).
-        ContentMode::Approved => {
-            "SELECT r.rev_id FROM revisions r WHERE r.update_id IN ( \
-               SELECT d.update_id FROM deployments d WHERE d.removed = 0 AND d.action = 'install' \
-               UNION SELECT x.target_id FROM deployments d JOIN updates u ON u.update_id = d.update_id \
-               JOIN relationships x ON x.rev_id = u.current_rev AND x.rel = 'bundled' \
-               WHERE d.removed = 0 AND d.action = 'install')"
-        }
-    };
-    let sql = format!(
-        "SELECT f.sha1, f.sha256, f.size, f.file_name FROM files f \
-         WHERE f.rev_id IN ({scope}) AND NOT EXISTS (SELECT 1 FROM content c WHERE c.sha1 = f.sha1) \
-         ORDER BY f.sha1, f.sha256 IS NULL, f.rev_id, f.ord"
-    );
-    let mut st = conn.prepare(&sql)?;
-    let rows = st.query_map([], |r| {
-        Ok((
-            r.get::<_, Vec<u8>>(0)?,
-            r.get::<_, Option<Vec<u8>>>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, String>(3)?,
-        ))
-    })?;
-    let mut out: Vec<Needed> = Vec::new();
-    for row in rows {
-        let (sha1, sha256, size, file_name) = row?;
-        let bad = || Error::Refused("corrupt file row in the store".into());
-        let sha1: [u8; 20] = sha1.try_into().map_err(|_| bad())?;
-        if out.last().is_some_and(|n| n.sha1 == sha1) {
-            continue;
-        }
-        out.push(Needed {
-            sha1,
-            sha256: match sha256 {
-                Some(v) => Some(v.try_into().map_err(|_| bad())?),
-                None => None,
-            },
-            size: u64::try_from(size).map_err(|_| bad())?,
-            file_name,
-        });
-    }
-    Ok(out)
 }
 
 /// Content files moved into place whose transaction has not committed.
@@ -1060,7 +941,11 @@ fn sync_content(
     report: &mut SyncReport,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let needed = needed_content(store.conn(), mode)?;
+    let needed: Vec<NeededContent> = match mode {
+        ContentMode::None => Vec::new(),
+        ContentMode::All => syncing::needed_content(store, false)?,
+        ContentMode::Approved => syncing::needed_content(store, true)?,
+    };
     if needed.is_empty() {
         return Ok(());
     }
@@ -1068,12 +953,13 @@ fn sync_content(
     let total: u64 = needed.iter().map(|n| n.size).sum();
     let free = fs4::available_space(&root).unwrap_or(u64::MAX);
     if total > free {
-        return Err(Error::Refused(format!(
-            "not enough space in {}: the upstream's content needs {}, {} free (metadata was synced; sync again with more space or --content none)",
-            root.display(),
-            crate::model::units::human_bytes(total),
-            crate::model::units::human_bytes(free)
-        )));
+        return Err(Error::DiskFull {
+            path: root,
+            what: "the upstream's content (metadata was synced; sync again with more space or --content none)"
+                .to_string(),
+            need: total,
+            free,
+        });
     }
     let content_store = ContentStore::new(
         root.join(crate::store::CONTENT_DIR),
@@ -1138,21 +1024,15 @@ fn sync_content(
             }
         }
     }
-    let tx = store.conn_mut().transaction()?;
+    let tx = SyncTxn::begin(store)?;
     let mut placed = Placed(Vec::new());
     for f in staged {
-        let sha1 = f.file.sha1;
-        let present = tx
-            .prepare_cached("SELECT 1 FROM content WHERE sha1 = ?1")?
-            .query_row([&sha1[..]], |_| Ok(()))
-            .optional()?
-            .is_some();
-        if present {
+        if tx.content_present(&f.file.sha1)? {
             continue;
         }
         let file = content_store.commit(f)?;
         placed.0.push(content_store.path_of(&file.rel_path));
-        record_content(&tx, now, &file)?;
+        tx.record_content(now, &file)?;
         report.content_files += 1;
         report.content_bytes += file.size;
     }

@@ -22,22 +22,23 @@
 //!   (`downstream_servers`) is written, best effort.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use hmac::{KeyInit, Mac};
-use rusqlite::{OptionalExtension, params};
-use sha2::Sha256;
 use uuid::Uuid;
 
 use super::{
-    DSS_AUTH_SERVICE_URL, Element, ErrorCode, FaultInfo, NIL_GUID, NO_DEADLINE, Operation,
-    PLUGIN_ID, PROTOCOL_VERSION, Service, SoapVersion, XmlWriter, envelope, fault_envelope,
-    parse_bool, parse_envelope,
+    DSS_AUTH_SERVICE_URL, ErrorCode, NIL_GUID, NO_DEADLINE, Operation, PLUGIN_ID, PROTOCOL_VERSION,
 };
 use crate::error::{Error, Result};
+use crate::http::{Routes, SoapAnswer, SoapCall, SoapOperation};
+use crate::soap::cookie::{CookieKey, MAC_LEN};
+use crate::soap::xsd::format_unix as xsd_datetime;
+use crate::soap::{Element, Refusal, XmlWriter, parse_bool};
 use crate::store::content::wsus_rel_path;
 use crate::store::journal::Anchor;
+use crate::store::serving::{self, Snapshot};
 use crate::store::{Store, canonical_guid};
 
 /// `config` key of the cookie secret (64 hex digits).
@@ -58,11 +59,8 @@ pub const MAX_FILTER_IDS: usize = 10_000;
 
 const AUTH_MAGIC: &[u8; 4] = b"GSA1";
 const SYNC_MAGIC: &[u8; 4] = b"GSC1";
-const MAC_LEN: usize = 32;
 const AUTH_LEN: usize = 4 + 16 + 16 + 8 + MAC_LEN;
 const SYNC_LEN: usize = 4 + 16 + 16 + 8 + 2 + 2 + MAC_LEN;
-
-type HmacSha256 = hmac::Hmac<Sha256>;
 
 /// Settings of the upstream role.
 #[derive(Debug, Clone)]
@@ -84,33 +82,30 @@ impl Default for UssOptions {
 /// The upstream role of one store.
 pub struct Uss {
     server_id: Uuid,
-    secret: [u8; 32],
+    key: CookieKey,
     opts: UssOptions,
 }
 
-/// One SOAP call as the HTTP layer received it.
-#[derive(Debug, Clone, Copy)]
-pub struct SoapCall<'a> {
-    /// The service the request was posted to.
-    pub service: Service,
-    pub body: &'a [u8],
-    /// SOAPAction (SOAP 1.1 header or SOAP 1.2 `action` parameter),
-    /// without quotes; `None` or empty when the client sent none.
-    pub action: Option<&'a str>,
-    /// Scheme and authority the client used (`http://host:port`), for
-    /// content URLs and fault actors.
-    pub base_url: &'a str,
-}
-
-/// The answer to a SOAP call.
-#[derive(Debug, Clone)]
-pub struct SoapReply {
-    /// 200, or 500 for faults (SOAP over HTTP).
-    pub status: u16,
-    pub version: SoapVersion,
-    pub body: String,
-    /// One line for the server log: operation, outcome, detail.
-    pub summary: String,
+/// The routing table rows of the upstream role: one per operation of the
+/// two web services (ServerSyncWebService, DssAuthWebService), each at its
+/// service's path, answered by [`Uss`] over the store (whose cookie secret
+/// is created on first use).
+pub fn routes(store: &Store, opts: UssOptions) -> Result<Routes> {
+    let uss = Arc::new(Uss::open(store, opts)?);
+    let mut routes = Routes::new();
+    for op in Operation::ALL {
+        let uss = uss.clone();
+        routes = routes.operation(
+            SoapOperation::new(
+                op.service().path(),
+                op.namespace(),
+                op.name(),
+                op.soap_action(),
+            ),
+            move |store: &Store, call: &SoapCall<'_>| uss.call(store, op, call),
+        );
+    }
+    Ok(routes)
 }
 
 /// A failed call: the fault sent and what the log says.
@@ -151,9 +146,9 @@ impl From<Error> for Fail {
     }
 }
 
-impl From<rusqlite::Error> for Fail {
-    fn from(e: rusqlite::Error) -> Fail {
-        Fail::internal(format!("store database: {e}"))
+impl From<Fail> for Refusal {
+    fn from(f: Fail) -> Refusal {
+        Refusal::new(f.code, &f.message, f.why)
     }
 }
 
@@ -175,17 +170,6 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// xsd:dateTime (UTC) of a unix time.
-fn xsd_datetime(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
-}
-
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
@@ -197,15 +181,8 @@ impl Uss {
         let mut fresh = [0u8; 32];
         getrandom::fill(&mut fresh)
             .map_err(|e| Error::invalid("random number generator", e.to_string()))?;
-        store.conn().execute(
-            "INSERT OR IGNORE INTO config (key, value) VALUES (?1, ?2)",
-            params![COOKIE_SECRET_KEY, hex::encode(fresh)],
-        )?;
-        let stored: String = store.conn().query_row(
-            "SELECT value FROM config WHERE key = ?1",
-            [COOKIE_SECRET_KEY],
-            |r| r.get(0),
-        )?;
+        let stored =
+            serving::config_value_or_insert(store, COOKIE_SECRET_KEY, &hex::encode(fresh))?;
         let secret: [u8; 32] = hex::decode(stored.trim())
             .ok()
             .and_then(|v| v.try_into().ok())
@@ -217,58 +194,20 @@ impl Uss {
             })?;
         Ok(Uss {
             server_id: store.info().server_id,
-            secret,
+            key: CookieKey::new(secret),
             opts,
         })
     }
 
-    /// Answers one SOAP call. Never panics on hostile input: every failure
-    /// is a SOAP fault.
-    pub fn handle(&self, store: &Store, call: &SoapCall<'_>) -> SoapReply {
-        let actor = format!("{}{}", call.base_url, call.service.path());
-        let env = match parse_envelope(call.body) {
-            Ok(e) => e,
-            Err(e) => {
-                let fail = Fail::invalid("request", format!("unreadable SOAP message: {e}"));
-                return self.fault_reply(SoapVersion::V11, None, &actor, fail);
-            }
-        };
-        let version = env.version;
-        let body = &env.body;
-        let Some(op) = Operation::from_element(body.ns.as_deref(), &body.name) else {
-            let fail = Fail::invalid(
-                "operation",
-                format!(
-                    "unknown operation {{{}}}{}",
-                    body.ns.as_deref().unwrap_or(""),
-                    body.name
-                ),
-            );
-            return self.fault_reply(version, None, &actor, fail);
-        };
-        if op.service() != call.service {
-            let fail = Fail::invalid(
-                "operation",
-                format!(
-                    "{} is not an operation of {}",
-                    op.name(),
-                    call.service.path()
-                ),
-            );
-            return self.fault_reply(version, Some(op), &actor, fail);
-        }
-        if let Some(action) = call.action.map(str::trim).filter(|a| !a.is_empty())
-            && action != op.soap_action()
-        {
-            let fail = Fail::invalid(
-                "SOAPAction",
-                format!(
-                    "SOAPAction {action:?} does not match the body's {}",
-                    op.name()
-                ),
-            );
-            return self.fault_reply(version, Some(op), &actor, fail);
-        }
+    /// Answers one call the routing table placed (envelope read, operation
+    /// and SOAPAction checked there).
+    pub fn call(
+        &self,
+        store: &Store,
+        op: Operation,
+        call: &SoapCall<'_>,
+    ) -> std::result::Result<SoapAnswer, Box<Refusal>> {
+        let body = call.body;
         let result = match op {
             Operation::GetAuthConfig => Ok(self.get_auth_config()),
             Operation::GetAuthorizationCookie => self.get_authorization_cookie(store, body),
@@ -281,68 +220,13 @@ impl Uss {
             Operation::DownloadFiles => self.download_files(store, body),
             Operation::GetRelatedRevisionsForUpdates => self.get_related_revisions(body),
         };
-        match result {
-            Ok((xml, summary)) => SoapReply {
-                status: 200,
-                version,
-                body: envelope(version, &xml),
-                summary: format!("{} ok {summary}", op.name()),
-            },
-            Err(fail) => self.fault_reply(version, Some(op), &actor, fail),
-        }
-    }
-
-    fn fault_reply(
-        &self,
-        version: SoapVersion,
-        op: Option<Operation>,
-        actor: &str,
-        fail: Fail,
-    ) -> SoapReply {
-        let id = Uuid::new_v4();
-        let method = op.map(Operation::soap_action);
-        let body = fault_envelope(
-            version,
-            &FaultInfo {
-                code: fail.code,
-                message: &fail.message,
-                id,
-                actor,
-                method: method.as_deref(),
-            },
-        );
-        SoapReply {
-            status: 500,
-            version,
-            body,
-            summary: format!(
-                "{} fault {} {id}: {}",
-                op.map(Operation::name).unwrap_or("-"),
-                fail.code.as_str(),
-                fail.why
-            ),
-        }
+        let (body, summary) = result.map_err(|f| Box::new(Refusal::from(f)))?;
+        Ok(SoapAnswer { body, summary })
     }
 
     // -----------------------------------------------------------------------
     // Cookies
     // -----------------------------------------------------------------------
-
-    fn mac(&self, data: &[u8]) -> [u8; MAC_LEN] {
-        let mut m = <HmacSha256 as KeyInit>::new_from_slice(&self.secret)
-            .expect("HMAC takes keys of any length");
-        m.update(data);
-        m.finalize().into_bytes().into()
-    }
-
-    /// Rule: a cookie's MAC is HMAC-SHA256 under this server's secret over
-    /// everything before it (compared in constant time).
-    fn mac_ok(&self, data: &[u8], mac: &[u8]) -> bool {
-        let mut m = <HmacSha256 as KeyInit>::new_from_slice(&self.secret)
-            .expect("HMAC takes keys of any length");
-        m.update(data);
-        m.verify_slice(mac).is_ok()
-    }
 
     fn auth_cookie_bytes(&self, dss: Uuid, expires: i64) -> Vec<u8> {
         let mut v = Vec::with_capacity(AUTH_LEN);
@@ -350,9 +234,7 @@ impl Uss {
         v.extend_from_slice(dss.as_bytes());
         v.extend_from_slice(self.server_id.as_bytes());
         v.extend_from_slice(&expires.to_be_bytes());
-        let mac = self.mac(&v);
-        v.extend_from_slice(&mac);
-        v
+        self.key.seal(&v)
     }
 
     fn sync_cookie_bytes(&self, c: &SyncCookie) -> Vec<u8> {
@@ -363,9 +245,7 @@ impl Uss {
         v.extend_from_slice(&c.expires.to_be_bytes());
         v.extend_from_slice(&c.major.to_be_bytes());
         v.extend_from_slice(&c.minor.to_be_bytes());
-        let mac = self.mac(&v);
-        v.extend_from_slice(&mac);
-        v
+        self.key.seal(&v)
     }
 
     /// Rule: an authorization cookie is ours (magic, length, MAC, this
@@ -374,10 +254,9 @@ impl Uss {
         if data.len() != AUTH_LEN || &data[..4] != AUTH_MAGIC {
             return Err("not an authorization cookie of gapsync".into());
         }
-        let (body, mac) = data.split_at(AUTH_LEN - MAC_LEN);
-        if !self.mac_ok(body, mac) {
-            return Err("authorization cookie fails its MAC (forged, or of another server)".into());
-        }
+        let body = self.key.open(data).ok_or_else(|| {
+            "authorization cookie fails its MAC (forged, or of another server)".to_string()
+        })?;
         let dss = Uuid::from_slice(&body[4..20]).map_err(|e| e.to_string())?;
         let uss = Uuid::from_slice(&body[20..36]).map_err(|e| e.to_string())?;
         if uss != self.server_id {
@@ -398,7 +277,7 @@ impl Uss {
     fn check_cookie(&self, body: &Element) -> std::result::Result<SyncCookie, Fail> {
         let cookie = body
             .child("cookie")
-            .filter(|c| !c.nil)
+            .filter(|c| !c.is_nil())
             .ok_or_else(|| Fail::cookie("no cookie"))?;
         let data = cookie
             .child_text("EncryptedData")
@@ -410,12 +289,10 @@ impl Uss {
         if data.len() != SYNC_LEN || &data[..4] != SYNC_MAGIC {
             return Err(Fail::cookie("EncryptedData is not a cookie of gapsync"));
         }
-        let (signed, mac) = data.split_at(SYNC_LEN - MAC_LEN);
-        if !self.mac_ok(signed, mac) {
-            return Err(Fail::cookie(
-                "cookie fails its MAC (forged, or of another server)",
-            ));
-        }
+        let signed = self
+            .key
+            .open(&data)
+            .ok_or_else(|| Fail::cookie("cookie fails its MAC (forged, or of another server)"))?;
         let field = |r: std::ops::Range<usize>| signed.get(r).unwrap_or(&[]);
         let dss = Uuid::from_slice(field(4..20)).map_err(|e| Fail::cookie(e.to_string()))?;
         let uss = Uuid::from_slice(field(20..36)).map_err(|e| Fail::cookie(e.to_string()))?;
@@ -520,7 +397,7 @@ impl Uss {
             .child("authCookies")
             .map(|a| {
                 a.children_named("AuthorizationCookie")
-                    .filter(|c| !c.nil)
+                    .filter(|c| !c.is_nil())
                     .collect()
             })
             .unwrap_or_default();
@@ -634,7 +511,7 @@ impl Uss {
     /// ServerChanged.
     fn own_anchor(
         &self,
-        store: &Store,
+        snap: &Snapshot<'_>,
         param: &str,
         text: Option<&str>,
     ) -> std::result::Result<i64, Fail> {
@@ -644,7 +521,7 @@ impl Uss {
         let a: Anchor = text
             .parse()
             .map_err(|e: Error| Fail::invalid(param, e.to_string()))?;
-        match store.own_anchor(text) {
+        match snap.own_anchor(text) {
             Ok(a) => Ok(a.seq),
             Err(e @ (Error::ForeignAnchor { .. } | Error::BadAnchor { .. })) => Err(Fail::new(
                 ErrorCode::ServerChanged,
@@ -655,12 +532,12 @@ impl Uss {
         }
     }
 
-    /// GetRevisionIdList (3.1.4.5): see [`select_revisions`].
+    /// GetRevisionIdList (3.1.4.5): see [`Snapshot::revision_list`].
     fn get_revision_id_list(&self, store: &Store, body: &Element) -> CallResult {
         let cookie = self.check_cookie(body)?;
         let filter = body
             .child("filter")
-            .filter(|f| !f.nil)
+            .filter(|f| !f.is_nil())
             .ok_or_else(|| Fail::invalid("filter", "missing"))?;
         let get_config = filter
             .child_text("GetConfig")
@@ -668,18 +545,12 @@ impl Uss {
             .ok_or_else(|| Fail::invalid("filter", "GetConfig missing or not a boolean"))?;
         let categories = parse_id_and_delta(filter.child("Categories"))?;
         let classifications = parse_id_and_delta(filter.child("Classifications"))?;
-        let tx = store.conn().unchecked_transaction()?;
-        let since = self.own_anchor(store, "filter", filter.child_text("Anchor"))?;
-        let head = store.anchor()?;
-        let revs = select_revisions(
-            &tx,
-            get_config,
-            &categories,
-            &classifications,
-            since,
-            head.seq,
-        )?;
-        drop(tx);
+        let snap = Snapshot::begin(store)?;
+        let since = self.own_anchor(&snap, "filter", filter.child_text("Anchor"))?;
+        let head = snap.anchor()?;
+        let revs =
+            snap.revision_list(get_config, &categories, &classifications, since, head.seq)?;
+        drop(snap);
         let mut w = XmlWriter::new();
         w.start_ns("GetRevisionIdListResponse", super::SSS_NS)
             .start("GetRevisionIdListResult")
@@ -715,7 +586,7 @@ impl Uss {
             "updateIds",
             self.opts.max_updates_per_request,
         )?;
-        let tx = store.conn().unchecked_transaction()?;
+        let snap = Snapshot::begin(store)?;
         let mut w = XmlWriter::new();
         w.start_ns("GetUpdateDataResponse", super::SSS_NS)
             .start("GetUpdateDataResult")
@@ -724,18 +595,12 @@ impl Uss {
         let mut seen = BTreeSet::new();
         let mut compressed = 0usize;
         for (id, rev) in &ids {
-            let found: Option<(i64, Vec<u8>)> = tx
-                .prepare_cached(
-                    "SELECT rev_id, xml FROM revisions WHERE update_id = ?1 AND revision = ?2",
-                )?
-                .query_row(params![id, rev], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let Some((rev_id, xml)) = found else {
+            let Some((rev_id, xml)) = snap.revision_document(id, *rev)? else {
                 return Err(Fail::internal(format!("updateIds: no revision {id}/{rev}")));
             };
             let text = crate::model::metadata::decode_text(&xml)
                 .map_err(|e| Fail::internal(format!("stored revision {id}/{rev}: {e}")))?;
-            let files = revision_files(&tx, rev_id)?;
+            let files = snap.revision_files(rev_id)?;
             w.start("ServerSyncUpdateData")
                 .start("Id")
                 .elem("UpdateID", id)
@@ -759,7 +624,7 @@ impl Uss {
                 let utf16: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
                 w.elem(
                     "XmlUpdateBlobCompressed",
-                    &b64().encode(cab_lzx_stored("blob", &utf16)),
+                    &b64().encode(crate::soap::cab::write_lzx_stored("blob", &utf16)),
                 );
                 compressed += 1;
             }
@@ -798,19 +663,13 @@ impl Uss {
             "updateIds",
             MAX_DECRYPTION_PER_REQUEST,
         )?;
-        let tx = store.conn().unchecked_transaction()?;
+        let snap = Snapshot::begin(store)?;
         let mut entries = Vec::new();
         for (id, rev) in &ids {
-            let rev_id: Option<i64> = tx
-                .prepare_cached(
-                    "SELECT rev_id FROM revisions WHERE update_id = ?1 AND revision = ?2",
-                )?
-                .query_row(params![id, rev], |r| r.get(0))
-                .optional()?;
-            let Some(rev_id) = rev_id else {
+            let Some(rev_id) = snap.revision_key(id, *rev)? else {
                 return Err(Fail::internal(format!("updateIds: no revision {id}/{rev}")));
             };
-            let files = revision_files(&tx, rev_id)?;
+            let files = snap.revision_files(rev_id)?;
             if !files.is_empty() {
                 entries.push((id.clone(), *rev, files));
             }
@@ -854,39 +713,27 @@ impl Uss {
             .child_text("syncAnchor")
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Fail::invalid("syncAnchor", "missing or empty"))?;
-        let tx = store.conn().unchecked_transaction()?;
+        let snap = Snapshot::begin(store)?;
         let from = self.own_anchor(
-            store,
+            &snap,
             "deploymentAnchor",
             body.child_text("deploymentAnchor"),
         )?;
-        let to = self.own_anchor(store, "syncAnchor", Some(sync_text))?;
+        let to = self.own_anchor(&snap, "syncAnchor", Some(sync_text))?;
         let anchor = Anchor {
             server_id: self.server_id,
             seq: from.max(to),
         };
-        let groups = ordered_groups(&tx)?;
-        let deployments = deployments_in(&tx, from, to, false)?;
-        let dead: Vec<String> = deployments_in(&tx, from, to, true)?
+        let groups = snap.groups_parents_first()?;
+        let deployments = snap.deployments_changed(from, to, false)?;
+        let dead: Vec<String> = snap
+            .deployments_changed(from, to, true)?
             .into_iter()
             .map(|d| d.deployment_id)
             .collect();
-        let hidden: Vec<String> = {
-            let mut st =
-                tx.prepare("SELECT update_id FROM updates WHERE declined = 1 ORDER BY update_id")?;
-            st.query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()?
-        };
-        let eulas: Vec<String> = {
-            let mut st = tx.prepare(
-                "SELECT DISTINCT r.eula_id FROM deployments d JOIN revisions r \
-                 ON r.update_id = d.update_id AND r.revision = d.revision \
-                 WHERE d.removed = 0 AND r.eula_id IS NOT NULL ORDER BY r.eula_id",
-            )?;
-            st.query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()?
-        };
-        drop(tx);
+        let hidden = snap.declined_updates()?;
+        let eulas = snap.approved_eulas()?;
+        drop(snap);
         let mut w = XmlWriter::new();
         w.start_ns("GetDeploymentsResponse", super::SSS_NS)
             .start("GetDeploymentsResult")
@@ -946,11 +793,11 @@ impl Uss {
         let cookie = self.check_cookie(body)?;
         let list = body
             .child("fileDigestList")
-            .filter(|l| !l.nil)
+            .filter(|l| !l.is_nil())
             .ok_or_else(|| Fail::invalid("fileDigestList", "missing"))?;
         let digests: Vec<&str> = list
             .children_named("base64Binary")
-            .map(|d| d.text.trim())
+            .map(|d| d.text().trim())
             .collect();
         if digests.len() > MAX_DOWNLOAD_DIGESTS {
             return Err(Fail::invalid(
@@ -970,13 +817,7 @@ impl Uss {
                         format!("{:?} is not a SHA-1 digest", truncate(d)),
                     )
                 })?;
-            let known = store
-                .conn()
-                .prepare_cached("SELECT 1 FROM files WHERE sha1 = ?1 LIMIT 1")?
-                .query_row([&sha1[..]], |_| Ok(()))
-                .optional()?
-                .is_some();
-            if !known {
+            if !serving::file_digest_known(store, &sha1)? {
                 missing.push(d.to_string());
             }
         }
@@ -1059,18 +900,18 @@ fn parse_protocol_version(s: &str) -> Option<(u16, u16)> {
 /// An `ArrayOfIdAndDelta`: (category id, delta). Malformed entries are
 /// InvalidParameters `filter`.
 fn parse_id_and_delta(list: Option<&Element>) -> std::result::Result<Vec<(String, bool)>, Fail> {
-    let Some(list) = list.filter(|l| !l.nil) else {
+    let Some(list) = list.filter(|l| !l.is_nil()) else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for item in list.children_named("IdAndDelta").filter(|i| !i.nil) {
+    for item in list.children_named("IdAndDelta").filter(|i| !i.is_nil()) {
         let id = item
             .child_text("Id")
             .and_then(canonical_guid)
             .ok_or_else(|| {
                 Fail::invalid(
                     "filter",
-                    format!("{}: IdAndDelta without a GUID Id", list.name),
+                    format!("{}: IdAndDelta without a GUID Id", list.name()),
                 )
             })?;
         let delta = item
@@ -1079,14 +920,14 @@ fn parse_id_and_delta(list: Option<&Element>) -> std::result::Result<Vec<(String
             .ok_or_else(|| {
                 Fail::invalid(
                     "filter",
-                    format!("{}: IdAndDelta without a boolean Delta", list.name),
+                    format!("{}: IdAndDelta without a boolean Delta", list.name()),
                 )
             })?;
         out.push((id, delta));
         if out.len() > MAX_FILTER_IDS {
             return Err(Fail::invalid(
                 "filter",
-                format!("more than {MAX_FILTER_IDS} {}", list.name),
+                format!("more than {MAX_FILTER_IDS} {}", list.name()),
             ));
         }
     }
@@ -1100,7 +941,7 @@ fn parse_update_ids(
     max: usize,
 ) -> std::result::Result<Vec<(String, i32)>, Fail> {
     let list = list
-        .filter(|l| !l.nil)
+        .filter(|l| !l.is_nil())
         .ok_or_else(|| Fail::invalid(param, "missing"))?;
     let mut out = Vec::new();
     for item in list.children_named("UpdateIdentity") {
@@ -1124,201 +965,27 @@ fn parse_update_ids(
 }
 
 // ---------------------------------------------------------------------------
-// Store queries
+// Bookkeeping (best effort: it never fails a call)
 // ---------------------------------------------------------------------------
 
-/// The revisions GetRevisionIdList returns, oldest first, all with
-/// `seq <= head`:
-/// - `GetConfig` true: every revision of a category (company, product
-///   family, product, classification) or detectoid added after `since`;
-/// - otherwise, with neither Categories nor Classifications: every software
-///   and driver revision added after `since`;
-/// - with only one of the two lists: none (the spec: both are needed "for
-///   the filter to work"; Windows WSUS answers the same);
-/// - with both: the revisions of software and driver updates whose current
-///   revision has a prerequisite on a listed category and one on a listed
-///   classification, plus the updates those bundle. Such an update's
-///   revisions are all returned when one matching (category,
-///   classification) pair has a `Delta` false; otherwise only those added
-///   after `since`.
-fn select_revisions(
-    conn: &rusqlite::Connection,
-    get_config: bool,
-    categories: &[(String, bool)],
-    classifications: &[(String, bool)],
-    since: i64,
-    head: i64,
-) -> Result<Vec<(String, i32)>> {
-    let collect = |sql: &str| -> Result<Vec<(String, i32)>> {
-        let mut st = conn.prepare_cached(sql)?;
-        let rows = st.query_map(params![since, head], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-    };
-    if get_config {
-        return collect(
-            "SELECT r.update_id, r.revision FROM revisions r JOIN updates u ON u.update_id = r.update_id \
-             WHERE u.kind IN ('category', 'detectoid') AND r.seq > ?1 AND r.seq <= ?2 ORDER BY r.seq",
-        );
-    }
-    match (categories.is_empty(), classifications.is_empty()) {
-        (true, true) => {
-            return collect(
-                "SELECT r.update_id, r.revision FROM revisions r JOIN updates u ON u.update_id = r.update_id \
-                 WHERE u.kind IN ('software', 'driver') AND r.seq > ?1 AND r.seq <= ?2 ORDER BY r.seq",
-            );
-        }
-        (false, false) => {}
-        _ => return Ok(Vec::new()),
-    }
-    // Categories are the products (and families) a DSS names.
-    crate::store::scope::pick_by_categories(conn, Some(categories), Some(classifications))?;
-    collect(
-        "SELECT r.update_id, r.revision FROM temp.picked s JOIN revisions r ON r.update_id = s.update_id \
-         WHERE r.seq <= ?2 AND (s.delta_only = 0 OR r.seq > ?1) ORDER BY r.seq",
-    )
-}
-
-/// A revision's files: (file name, SHA-1), in document order.
-fn revision_files(conn: &rusqlite::Connection, rev_id: i64) -> Result<Vec<(String, [u8; 20])>> {
-    let mut st =
-        conn.prepare_cached("SELECT file_name, sha1 FROM files WHERE rev_id = ?1 ORDER BY ord")?;
-    let rows = st.query_map([rev_id], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (name, sha1) = row?;
-        let sha1: [u8; 20] = sha1.try_into().map_err(|_| {
-            Error::Refused(format!("revision {rev_id}: a file's SHA-1 is not 20 bytes"))
-        })?;
-        out.push((name, sha1));
-    }
-    Ok(out)
-}
-
-struct GroupRow {
-    id: String,
-    parent: Option<String>,
-    name: String,
-    builtin: bool,
-}
-
-/// Every target group, parents before their children.
-fn ordered_groups(conn: &rusqlite::Connection) -> Result<Vec<GroupRow>> {
-    let mut st = conn.prepare(
-        "SELECT group_id, parent_id, name, builtin FROM groups ORDER BY builtin DESC, name COLLATE NOCASE, group_id",
-    )?;
-    let mut rest: Vec<GroupRow> = st
-        .query_map([], |r| {
-            Ok(GroupRow {
-                id: r.get(0)?,
-                parent: r.get(1)?,
-                name: r.get(2)?,
-                builtin: r.get::<_, i64>(3)? != 0,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut out: Vec<GroupRow> = Vec::with_capacity(rest.len());
-    let mut placed: BTreeSet<String> = BTreeSet::new();
-    while !rest.is_empty() {
-        let before = rest.len();
-        let (ready, waiting): (Vec<GroupRow>, Vec<GroupRow>) = rest
-            .into_iter()
-            .partition(|g| g.parent.as_ref().is_none_or(|p| placed.contains(p)));
-        for g in ready {
-            placed.insert(g.id.clone());
-            out.push(g);
-        }
-        rest = waiting;
-        if rest.len() == before {
-            // A parent that is not a group: keep them, in the stored order.
-            out.extend(rest);
-            break;
-        }
-    }
-    Ok(out)
-}
-
-struct DeploymentRow {
-    deployment_id: String,
-    update_id: String,
-    revision: i32,
-    group_id: String,
-    action: i32,
-    admin_name: String,
-    deadline: Option<String>,
-    go_live: String,
-    download_priority: i64,
-    is_assigned: bool,
-}
-
-/// Deployments whose last change is in `(from, to]`: live ones, or the
-/// removed ones when `removed`.
-fn deployments_in(
-    conn: &rusqlite::Connection,
-    from: i64,
-    to: i64,
-    removed: bool,
-) -> Result<Vec<DeploymentRow>> {
-    let mut st = conn.prepare_cached(
-        "SELECT deployment_id, update_id, revision, group_id, action, admin_name, deadline, go_live, \
-         download_priority, is_assigned FROM deployments \
-         WHERE removed = ?3 AND last_change_seq > ?1 AND last_change_seq <= ?2 ORDER BY last_change_seq",
-    )?;
-    let rows = st.query_map(params![from, to, removed], |r| {
-        Ok(DeploymentRow {
-            deployment_id: r.get(0)?,
-            update_id: r.get(1)?,
-            revision: r.get(2)?,
-            group_id: r.get(3)?,
-            action: crate::store::deployments::Action::parse(&r.get::<_, String>(4)?)
-                .map(crate::store::deployments::Action::wire_value)
-                .unwrap_or(0),
-            admin_name: r.get(5)?,
-            deadline: r.get(6)?,
-            go_live: r.get(7)?,
-            download_priority: r.get(8)?,
-            is_assigned: r.get::<_, i64>(9)? != 0,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-}
-
 /// Records a DSS in the DSS table on GetAuthorizationCookie (MS-WSUSSS
-/// 3.1.4.2). Best effort: bookkeeping never fails a call.
+/// 3.1.4.2).
 fn record_dss(store: &Store, dss: Uuid, fqdn: &str) {
-    let r = store.conn().execute(
-        "INSERT INTO downstream_servers (server_id, fqdn, first_seen) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (server_id) DO UPDATE SET fqdn = excluded.fqdn",
-        params![dss.to_string(), fqdn, crate::store::now_rfc3339()],
-    );
-    if let Err(e) = r {
+    if let Err(e) = serving::record_downstream_server(store, &dss.to_string(), fqdn) {
         tracing::warn!("could not record downstream server {dss}: {e}");
     }
 }
 
 /// Records a DSS's last sync time and the anchor it was handed.
 fn record_sync(store: &Store, dss: Uuid, anchor: &Anchor) {
-    let r = store.conn().execute(
-        "UPDATE downstream_servers SET last_sync = ?2, last_anchor = ?3 WHERE server_id = ?1",
-        params![
-            dss.to_string(),
-            crate::store::now_rfc3339(),
-            anchor.to_string()
-        ],
-    );
-    if let Err(e) = r {
+    if let Err(e) = serving::record_downstream_sync(store, &dss.to_string(), anchor) {
         tracing::warn!("could not record the sync of downstream server {dss}: {e}");
     }
 }
 
 /// Records that a DSS is a replica (only replicas call GetDeployments).
 fn record_replica(store: &Store, dss: Uuid) {
-    let r = store.conn().execute(
-        "UPDATE downstream_servers SET replica = 1 WHERE server_id = ?1",
-        [dss.to_string()],
-    );
-    if let Err(e) = r {
+    if let Err(e) = serving::record_downstream_replica(store, &dss.to_string()) {
         tracing::warn!("could not record downstream server {dss} as a replica: {e}");
     }
 }
@@ -1366,115 +1033,6 @@ const LANGUAGES: &[(u32, &str, &str)] = &[
     (3076, "zh-hk", "Chinese (Hong Kong SAR)"),
 ];
 
-// ---------------------------------------------------------------------------
-// XmlUpdateBlobCompressed: a cabinet with LZX in stored (uncompressed) blocks
-// ---------------------------------------------------------------------------
-
-/// Uncompressed bytes per CFDATA block and LZX frame.
-const CAB_FRAME: usize = 32768;
-/// CFFOLDER typeCompress: LZX (3) with a 21-bit (2 MB) window.
-const CAB_LZX_2MB: u16 = 0x1503;
-
-/// The cabinet checksum of MS-CAB (XOR of little-endian 32-bit words, the
-/// 1-3 trailing bytes folded big-end first), seeded.
-fn cab_checksum(data: &[u8], seed: u32) -> u32 {
-    let mut words = data.chunks_exact(4);
-    let mut sum = seed;
-    for w in &mut words {
-        sum ^= u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-    }
-    let tail = words
-        .remainder()
-        .iter()
-        .fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
-    sum ^ tail
-}
-
-/// One LZX frame holding one uncompressed block (MS-PATCH LZXD 2.3): the
-/// E8-translation bit (first frame only, 0 = off), block type 3, the 24-bit
-/// block size, padding to the next 16-bit word, R0-R2 (1, 1, 1), the bytes,
-/// and a pad byte when their count is odd. Bits fill 16-bit little-endian
-/// words from the most significant bit.
-fn lzx_stored_frame(data: &[u8], first: bool) -> Vec<u8> {
-    let mut bits: u32 = 0;
-    let mut n = 0u32;
-    let mut push = |value: u32, count: u32| {
-        bits = (bits << count) | (value & ((1u32 << count) - 1));
-        n += count;
-    };
-    if first {
-        push(0, 1);
-    }
-    push(3, 3);
-    push(data.len() as u32, 24);
-    // 27 or 28 bits: pad to two whole words.
-    let header = bits << (32 - n);
-    let mut out = Vec::with_capacity(16 + data.len() + 1);
-    out.extend_from_slice(&((header >> 16) as u16).to_le_bytes());
-    out.extend_from_slice(&(header as u16).to_le_bytes());
-    for _ in 0..3 {
-        out.extend_from_slice(&1u32.to_le_bytes());
-    }
-    out.extend_from_slice(data);
-    if data.len() % 2 == 1 {
-        out.push(0);
-    }
-    out
-}
-
-/// A cabinet (MS-CAB) with one folder, LZX with a 2 MB window, and one
-/// member `name` holding `data`. The LZX stream is made of uncompressed
-/// blocks, one per 32 KiB frame: valid for every LZX decoder, not smaller
-/// than the input (gapsync favours simplicity over bandwidth here).
-pub fn cab_lzx_stored(name: &str, data: &[u8]) -> Vec<u8> {
-    let frames: Vec<Vec<u8>> = data
-        .chunks(CAB_FRAME)
-        .enumerate()
-        .map(|(i, chunk)| lzx_stored_frame(chunk, i == 0))
-        .collect();
-    let coff_files: u32 = 36 + 8;
-    let coff_data = coff_files + 16 + name.len() as u32 + 1;
-    let total = coff_data as usize + frames.iter().map(|f| 8 + f.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(total);
-    // CFHEADER
-    out.extend_from_slice(b"MSCF");
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&(total as u32).to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&coff_files.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&[3, 1]); // version 1.3
-    out.extend_from_slice(&1u16.to_le_bytes()); // folders
-    out.extend_from_slice(&1u16.to_le_bytes()); // files
-    out.extend_from_slice(&0u16.to_le_bytes()); // flags
-    out.extend_from_slice(&0u16.to_le_bytes()); // set id
-    out.extend_from_slice(&0u16.to_le_bytes()); // cabinet index
-    // CFFOLDER
-    out.extend_from_slice(&coff_data.to_le_bytes());
-    out.extend_from_slice(&(frames.len() as u16).to_le_bytes());
-    out.extend_from_slice(&CAB_LZX_2MB.to_le_bytes());
-    // CFFILE
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes()); // offset in folder
-    out.extend_from_slice(&0u16.to_le_bytes()); // folder index
-    out.extend_from_slice(&0u16.to_le_bytes()); // date
-    out.extend_from_slice(&0u16.to_le_bytes()); // time
-    out.extend_from_slice(&0u16.to_le_bytes()); // attributes
-    out.extend_from_slice(name.as_bytes());
-    out.push(0);
-    // CFDATA
-    for (frame, chunk) in frames.iter().zip(data.chunks(CAB_FRAME)) {
-        let mut sizes = Vec::with_capacity(4);
-        sizes.extend_from_slice(&(frame.len() as u16).to_le_bytes());
-        sizes.extend_from_slice(&(chunk.len() as u16).to_le_bytes());
-        let csum = cab_checksum(&sizes, cab_checksum(frame, 0));
-        out.extend_from_slice(&csum.to_le_bytes());
-        out.extend_from_slice(&sizes);
-        out.extend_from_slice(frame);
-    }
-    out
-}
-
 /// Content URL of a file on a server at `base_url`.
 pub fn content_url(base_url: &str, sha1: &[u8; 20], file_name: &str) -> String {
     format!("{base_url}/Content/{}", wsus_rel_path(sha1, file_name))
@@ -1483,43 +1041,6 @@ pub fn content_url(base_url: &str, sha1: &[u8; 20], file_name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
-
-    fn unpack(cab_bytes: &[u8]) -> Vec<u8> {
-        let mut cab = cab::Cabinet::new(std::io::Cursor::new(cab_bytes.to_vec())).unwrap();
-        let mut out = Vec::new();
-        cab.read_file("blob")
-            .unwrap()
-            .read_to_end(&mut out)
-            .unwrap();
-        out
-    }
-
-    #[test]
-    fn cabinets_decode_to_their_input() {
-        for len in [
-            0usize, 1, 2, 3, 1000, 32767, 32768, 32769, 65536, 100_001, 300_000,
-        ] {
-            let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 3) as u8).collect();
-            let c = cab_lzx_stored("blob", &data);
-            if len > 0 {
-                assert_eq!(unpack(&c), data, "length {len}");
-            }
-            assert_eq!(&c[..4], b"MSCF");
-            assert_eq!(
-                u32::from_le_bytes(c[8..12].try_into().unwrap()) as usize,
-                c.len()
-            );
-        }
-    }
-
-    #[test]
-    fn checksum_matches_ms_cab() {
-        // Folded tail: 3 bytes a b c -> a<<16 | b<<8 | c.
-        assert_eq!(cab_checksum(&[1, 2, 3], 0), 0x010203);
-        assert_eq!(cab_checksum(&[1, 0, 0, 0, 5], 0), 1 ^ 5);
-        assert_eq!(cab_checksum(&[], 7), 7);
-    }
 
     #[test]
     fn protocol_versions() {

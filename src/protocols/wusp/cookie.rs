@@ -76,8 +76,12 @@ struct StoredKey {
 
 fn fresh_key(rng: &SystemRandom) -> Result<[u8; 32]> {
     let mut k = [0u8; 32];
-    rng.fill(&mut k)
-        .map_err(|_| Error::Refused("no random numbers for the cookie key".into()))?;
+    rng.fill(&mut k).map_err(|_| {
+        Error::invalid(
+            "random number generator",
+            "no random numbers for the cookie key",
+        )
+    })?;
     Ok(k)
 }
 
@@ -101,7 +105,7 @@ impl Keys {
 
     /// Keys from the stored JSON.
     pub fn from_config(text: &str) -> Result<Keys> {
-        let bad = |why: &str| Error::Refused(format!("config {COOKIE_KEYS}: {why}"));
+        let bad = |why: &str| Error::Corrupt(format!("config {COOKIE_KEYS}: {why}"));
         let stored: Vec<StoredKey> =
             serde_json::from_str(text).map_err(|_| bad("not a JSON list of keys"))?;
         let mut keys = Vec::new();

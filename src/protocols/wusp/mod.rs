@@ -5,4 +5,4 @@ pub mod cookie;
 pub mod fragment;
 pub mod server;
 
-pub use server::{Answer, Call, Endpoint, ErrorCode, Wusp, WuspOptions};
+pub use server::{Endpoint, ErrorCode, Wusp, WuspOptions, routes};

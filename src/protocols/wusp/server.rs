@@ -1,9 +1,9 @@
 //! The MS-WUSP server: the client web service, SimpleAuth and the
 //! reporting web service over one store (docs/protocol.md, MS-WUSP).
 //!
-//! Each call is read with the SOAP layer (`crate::soap`), dispatched on
-//! the Body's operation element (a SOAPAction, when sent, must name the
-//! same operation), and answered in the envelope style the real server
+//! Each operation is a row of the routing table ([`routes`]; the table
+//! reads the envelope, places the call by path and request element and
+//! checks the SOAPAction), answered in the envelope style the real server
 //! uses per service: the client service as WCF writes it (`s:` prefix, no
 //! XML declaration), SimpleAuth and reporting as ASMX (`soap:`, with the
 //! declaration). Failures are the faults of MS-WUSP 2.2.2.4.
@@ -18,8 +18,9 @@ use super::catalog::{Action, Audience, Catalog, Deployment, Kind, SyncQuery};
 use super::cookie::{AuthState, ClientState, Keys};
 use super::fragment::Document;
 use crate::error::Result;
+use crate::http::{EnvelopeStyle, Routes, SoapAnswer, SoapCall, SoapOperation};
 use crate::soap::xsd::parse_bool;
-use crate::soap::{Element, Envelope, Fault, FaultCode, Limits, SoapVersion, XmlWriter};
+use crate::soap::{Element, FaultCode, Refusal, XmlWriter};
 use crate::store::Store;
 use crate::store::UNASSIGNED_COMPUTERS;
 use crate::store::content::wsus_rel_path;
@@ -105,26 +106,6 @@ impl Default for WuspOptions {
     }
 }
 
-/// One call.
-#[derive(Debug, Clone, Copy)]
-pub struct Call<'a> {
-    pub endpoint: Endpoint,
-    pub body: &'a [u8],
-    pub action: Option<&'a str>,
-    /// `http://host:port` as the client used it.
-    pub base_url: &'a str,
-}
-
-/// One answer: HTTP status, body, a line for the log.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: u16,
-    /// The request's SOAP version (1.1 when unreadable).
-    pub version: SoapVersion,
-    pub body: String,
-    pub summary: String,
-}
-
 /// MS-WUSP ErrorCodes (2.2.2.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -176,6 +157,12 @@ fn invalid(message: &str, why: impl Into<String>) -> Fail {
     fail(ErrorCode::InvalidParameters, message, why)
 }
 
+impl From<Fail> for Box<Refusal> {
+    fn from(f: Fail) -> Box<Refusal> {
+        Box::new(Refusal::new(f.code, &f.message, f.why))
+    }
+}
+
 impl From<crate::error::Error> for Fail {
     fn from(e: crate::error::Error) -> Fail {
         fail(ErrorCode::InternalServerError, "", e.to_string())
@@ -183,6 +170,89 @@ impl From<crate::error::Error> for Fail {
 }
 
 type Outcome = std::result::Result<(String, String), Fail>;
+
+/// The handler of one operation.
+type Handler = fn(&Wusp, &Store, &SoapCall<'_>) -> Outcome;
+
+/// The operations served: endpoint, request element, handler. The table
+/// (`crate::http::routes`) places a call by path and element and checks its
+/// SOAPAction (SyncPrinterCatalog is also accepted under SyncUpdates'
+/// action, as the spec's WSDL names it).
+fn operations() -> [(Endpoint, &'static str, Handler); 12] {
+    [
+        (Endpoint::Client, "GetConfig", |w, s, c| {
+            w.get_config(s, c, c.body)
+        }),
+        (Endpoint::Client, "GetCookie", |w, s, c| {
+            w.get_cookie(s, c.body)
+        }),
+        (Endpoint::Client, "RegisterComputer", |w, s, c| {
+            w.register_computer(s, c.body)
+        }),
+        (Endpoint::Client, "StartCategoryScan", |w, s, c| {
+            w.start_category_scan(s, c.body)
+        }),
+        (Endpoint::Client, "SyncUpdates", |w, s, c| {
+            w.sync_updates(s, c.body)
+        }),
+        (Endpoint::Client, "GetExtendedUpdateInfo", |w, s, c| {
+            w.get_extended(s, c, c.body, false)
+        }),
+        (Endpoint::Client, "GetExtendedUpdateInfo2", |w, s, c| {
+            w.get_extended(s, c, c.body, true)
+        }),
+        (Endpoint::Client, "GetFileLocations", |w, s, c| {
+            w.get_file_locations(s, c, c.body)
+        }),
+        (Endpoint::Client, "RefreshCache", |w, s, c| {
+            w.refresh_cache(s, c.body)
+        }),
+        (Endpoint::Client, "SyncPrinterCatalog", |w, s, c| {
+            w.sync_printer_catalog(s, c.body)
+        }),
+        (Endpoint::SimpleAuth, "GetAuthorizationCookie", |w, s, c| {
+            w.get_authorization_cookie(s, c.body)
+        }),
+        (Endpoint::Reporting, "ReportEventBatch", |w, s, c| {
+            w.report_event_batch(s, c.body)
+        }),
+    ]
+}
+
+/// The rows of the MS-WUSP services over `store` (its cookie key is
+/// created on first use): the client service (answered as WCF writes),
+/// SimpleAuth, and reporting under both of its paths.
+pub fn routes(store: &Store, opts: WuspOptions) -> Result<Routes> {
+    let wusp = Arc::new(Wusp::open(store, opts)?);
+    let mut routes = Routes::new();
+    for (endpoint, name, handler) in operations() {
+        let paths: &[&'static str] = match endpoint {
+            Endpoint::Client => &[CLIENT_PATH],
+            Endpoint::SimpleAuth => &[SIMPLE_AUTH_PATH],
+            Endpoint::Reporting => &[REPORTING_PATH, REPORTING_WSDL_PATH],
+        };
+        for &path in paths {
+            let mut op = SoapOperation::new(
+                path,
+                endpoint.ns(),
+                name,
+                format!("{}{name}", endpoint.action_prefix()),
+            );
+            if endpoint == Endpoint::Client {
+                op = op.style(EnvelopeStyle::Wcf);
+            }
+            if name == "SyncPrinterCatalog" {
+                op = op.also_action(format!("{}SyncUpdates", endpoint.action_prefix()));
+            }
+            let wusp = wusp.clone();
+            routes = routes.operation(op, move |store: &Store, call: &SoapCall<'_>| {
+                let (body, summary) = handler(&wusp, store, call)?;
+                Ok(SoapAnswer { body, summary })
+            });
+        }
+    }
+    Ok(routes)
+}
 
 /// The MS-WUSP server of one store.
 pub struct Wusp {
@@ -286,100 +356,6 @@ impl Wusp {
             *slot = Some(c.clone());
         }
         Ok(c)
-    }
-
-    /// Answers one call; every failure is a fault.
-    pub fn handle(&self, store: &Store, call: &Call<'_>) -> Answer {
-        let limits = Limits {
-            max_bytes: call.body.len().max(Limits::REQUEST.max_bytes),
-            ..Limits::REQUEST
-        };
-        let (op, version, outcome) = match Envelope::read(call.body, &limits) {
-            Err(e) => (
-                String::from("?"),
-                SoapVersion::V11,
-                Err(invalid("request", e.to_string())),
-            ),
-            Ok(env) => {
-                let op = env.body.name().to_string();
-                let r = self.dispatch(store, call, &env.body);
-                (op, env.version, r)
-            }
-        };
-        match outcome {
-            Ok((inner, summary)) => Answer {
-                status: 200,
-                version,
-                // The client service answers as WCF writes (s: prefix, no
-                // XML declaration), the others as ASMX.
-                body: if call.endpoint == Endpoint::Client && version == SoapVersion::V11 {
-                    client_envelope(&inner)
-                } else {
-                    crate::soap::envelope(version, &inner)
-                },
-                summary: format!("{op}: {summary}"),
-            },
-            Err(f) => {
-                let method = format!("{}{op}", call.endpoint.action_prefix());
-                let fault = Fault::new(f.code, f.message.clone()).with_method(Some(&method));
-                Answer {
-                    status: 500,
-                    version,
-                    body: fault.to_envelope(version),
-                    summary: format!(
-                        "{op}: fault {} {} ({})",
-                        f.code.as_str(),
-                        fault.id.as_deref().unwrap_or(""),
-                        f.why
-                    ),
-                }
-            }
-        }
-    }
-
-    fn dispatch(&self, store: &Store, call: &Call<'_>, body: &Element) -> Outcome {
-        let op = body.name();
-        if body.ns() != Some(call.endpoint.ns()) {
-            return Err(invalid(
-                "request",
-                format!(
-                    "{} is not an operation of this service",
-                    body.qualified_name()
-                ),
-            ));
-        }
-        // Rule: a SOAPAction, when sent, names the operation of the Body
-        // (SyncPrinterCatalog also under the spec's SyncUpdates action).
-        if let Some(a) = call.action {
-            let named = a.rsplit('/').next().unwrap_or("");
-            if named != op && !(op == "SyncPrinterCatalog" && named == "SyncUpdates") {
-                return Err(invalid(
-                    "request",
-                    format!("SOAPAction {a:?} does not name {op}"),
-                ));
-            }
-        }
-        match (call.endpoint, op) {
-            (Endpoint::Client, "GetConfig") => self.get_config(store, call, body),
-            (Endpoint::Client, "GetCookie") => self.get_cookie(store, body),
-            (Endpoint::Client, "RegisterComputer") => self.register_computer(store, body),
-            (Endpoint::Client, "StartCategoryScan") => self.start_category_scan(store, body),
-            (Endpoint::Client, "SyncUpdates") => self.sync_updates(store, body),
-            (Endpoint::Client, "GetExtendedUpdateInfo") => {
-                self.get_extended(store, call, body, false)
-            }
-            (Endpoint::Client, "GetExtendedUpdateInfo2") => {
-                self.get_extended(store, call, body, true)
-            }
-            (Endpoint::Client, "GetFileLocations") => self.get_file_locations(store, call, body),
-            (Endpoint::Client, "RefreshCache") => self.refresh_cache(store, body),
-            (Endpoint::Client, "SyncPrinterCatalog") => self.sync_printer_catalog(store, body),
-            (Endpoint::SimpleAuth, "GetAuthorizationCookie") => {
-                self.get_authorization_cookie(store, body)
-            }
-            (Endpoint::Reporting, "ReportEventBatch") => self.report_event_batch(store, body),
-            _ => Err(invalid("request", format!("operation {op} is not served"))),
-        }
     }
 
     // -----------------------------------------------------------------
@@ -490,7 +466,7 @@ impl Wusp {
     // Operations
     // -----------------------------------------------------------------
 
-    fn get_config(&self, store: &Store, call: &Call<'_>, body: &Element) -> Outcome {
+    fn get_config(&self, store: &Store, call: &SoapCall<'_>, body: &Element) -> Outcome {
         let v = body.child_text("protocolVersion").unwrap_or("");
         if parse_version(v).is_none() {
             return Err(invalid(
@@ -969,7 +945,13 @@ impl Wusp {
         Ok((w.into_string(), summary))
     }
 
-    fn get_extended(&self, store: &Store, call: &Call<'_>, body: &Element, v2: bool) -> Outcome {
+    fn get_extended(
+        &self,
+        store: &Store,
+        call: &SoapCall<'_>,
+        body: &Element,
+        v2: bool,
+    ) -> Outcome {
         let state = self.client_cookie(store, body)?;
         let computer = store.wusp_computer(&state.client_id)?;
         if let Some(c) = &computer {
@@ -1152,7 +1134,7 @@ impl Wusp {
         ))
     }
 
-    fn get_file_locations(&self, store: &Store, call: &Call<'_>, body: &Element) -> Outcome {
+    fn get_file_locations(&self, store: &Store, call: &SoapCall<'_>, body: &Element) -> Outcome {
         let state = self.client_cookie(store, body)?;
         if let Some(c) = store.wusp_computer(&state.client_id)? {
             store.wusp_touch(&c.computer_id)?;
@@ -1313,16 +1295,6 @@ impl Wusp {
             ),
         ))
     }
-}
-
-/// The client service's envelope, as WCF writes it.
-fn client_envelope(body: &str) -> String {
-    format!(
-        "<s:Envelope xmlns:s=\"{}\"><s:Body xmlns:xsi=\"{}\" xmlns:xsd=\"{}\">{body}</s:Body></s:Envelope>",
-        crate::soap::SOAP11_ENV,
-        crate::soap::XSI_NS,
-        crate::soap::XSD_NS
-    )
 }
 
 /// The `int` children of `parent/name`; absent or nil is empty.
@@ -1555,7 +1527,7 @@ mod tests {
     fn int_lists_read_absent_and_nil_as_empty() {
         let e = crate::soap::xml::parse_str(
             "<p xmlns:i=\"http://www.w3.org/2001/XMLSchema-instance\"><A><int>1</int><int> 2 </int></A><N i:nil=\"true\"/><B><int>x</int></B></p>",
-            &Limits::REQUEST,
+            &crate::soap::Limits::REQUEST,
         )
         .unwrap();
         assert_eq!(ints(&e, "A").unwrap(), [1, 2]);
