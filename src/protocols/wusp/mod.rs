@@ -1,6 +1,7 @@
 //! MS-WUSP: the client-server protocol (Windows Update Agent clients).
 
 pub mod catalog;
+pub mod client;
 pub mod cookie;
 pub mod fragment;
 pub mod server;
