@@ -118,6 +118,10 @@ pub enum WuaError {
 }
 
 type Result<T> = std::result::Result<T, WuaError>;
+/// Files of each revision id.
+type FilesByRev = HashMap<i64, Vec<FileMeta>>;
+/// URL of each SHA-1.
+type Locations = HashMap<Vec<u8>, String>;
 
 fn malformed(op: &str, why: impl Into<String>) -> WuaError {
     WuaError::Malformed {
@@ -1065,10 +1069,7 @@ impl Wua {
 
     /// Files of the given cached revisions (GetExtendedUpdateInfo,
     /// Extended + LocalizedProperties) and their locations.
-    fn extended(
-        &mut self,
-        revs: &[i64],
-    ) -> Result<(HashMap<i64, Vec<FileMeta>>, HashMap<Vec<u8>, String>)> {
+    fn extended(&mut self, revs: &[i64]) -> Result<(FilesByRev, Locations)> {
         let op = "GetExtendedUpdateInfo";
         let mut files: HashMap<i64, Vec<FileMeta>> = HashMap::new();
         let mut urls: HashMap<Vec<u8>, String> = HashMap::new();
