@@ -19,6 +19,7 @@
 //!   PreDeploymentCheck, else Bundle.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use crate::store::ALL_COMPUTERS;
 use crate::store::wusp::CatalogRows;
@@ -112,7 +113,15 @@ pub struct Catalog {
     parent: HashMap<String, Option<String>>,
     /// update index → (group id → explicit deployment).
     explicit: HashMap<usize, HashMap<String, Explicit>>,
+    /// Installed set (sorted entry indexes) → the entries in scope it
+    /// makes deliverable, in entry order: clients of one kind send the
+    /// same installed sets, so a pass costs what the client is sent and
+    /// holds, not the catalog's size (at most [`MEMO_SETS`] sets kept).
+    deliverable_memo: Mutex<HashMap<Vec<usize>, Arc<Vec<usize>>>>,
 }
+
+/// Installed sets whose deliverable entries a catalog remembers.
+pub const MEMO_SETS: usize = 1024;
 
 /// Whom a request is for: the groups whose deployments apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -401,6 +410,35 @@ impl Catalog {
         out
     }
 
+    /// The entries in scope that `installed` makes deliverable, in entry
+    /// order (remembered per installed set).
+    pub fn deliverable_in_scope(&self, installed: &HashSet<usize>) -> Arc<Vec<usize>> {
+        let mut key: Vec<usize> = installed.iter().copied().collect();
+        key.sort_unstable();
+        if let Ok(memo) = self.deliverable_memo.lock()
+            && let Some(v) = memo.get(&key)
+        {
+            return v.clone();
+        }
+        let list: Arc<Vec<usize>> = Arc::new(
+            (0..self.entries.len())
+                .filter(|&i| self.entries[i].in_scope && self.deliverable(i, installed))
+                .collect(),
+        );
+        if let Ok(mut memo) = self.deliverable_memo.lock() {
+            if memo.len() >= MEMO_SETS {
+                memo.clear();
+            }
+            memo.insert(key, list.clone());
+        }
+        list
+    }
+
+    /// Installed sets remembered (for tests).
+    pub fn memo_len(&self) -> usize {
+        self.deliverable_memo.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
     /// Whether every prerequisite clause of entry `i` is met by `installed`
     /// (entry indexes whose current revision the client reported installed).
     pub fn deliverable(&self, i: usize, installed: &HashSet<usize>) -> bool {
@@ -444,10 +482,8 @@ impl Catalog {
         let mut new = Vec::new();
         let mut in_n: HashSet<i64> = HashSet::new();
         let mut in_unfiltered: HashSet<i64> = HashSet::new();
-        for (i, e) in self.entries.iter().enumerate() {
-            if !e.in_scope || !self.deliverable(i, &installed) {
-                continue;
-            }
+        for &i in self.deliverable_in_scope(&installed).iter() {
+            let e = &self.entries[i];
             in_unfiltered.insert(e.rev_id);
             if filter.as_ref().is_some_and(|f| !f.contains(&i)) {
                 continue;
@@ -584,6 +620,18 @@ mod tests {
             ..SyncQuery::default()
         });
         assert_eq!(s.out_of_scope, [5, 99]);
+        // Each installed set walked the catalog once; the same set again
+        // (in another order) is answered from the memo, identically.
+        let before = c.memo_len();
+        let again = c.select(&SyncQuery {
+            installed: &[2, 1],
+            other_cached: &[5, 99],
+            page: 30,
+            ..SyncQuery::default()
+        });
+        assert_eq!(c.memo_len(), before);
+        assert_eq!((again.new, again.out_of_scope), (s.new, s.out_of_scope));
+        assert_eq!(before, 3, "[], [1], [1, 2]");
     }
 
     #[test]
