@@ -700,3 +700,51 @@ fn clients_recover_from_expired_cookies_and_changed_servers() {
     let again = w.scan().expect("rescan");
     assert_eq!((again.new, again.out_of_scope), (0, 0));
 }
+
+#[cfg(target_os = "linux")]
+#[path = "../examples/wua_bench/bench.rs"]
+mod bench;
+
+/// The scan benchmark (`examples/wua_bench`, numbers in
+/// docs/performance.md) in small: every client's first scan and no-change
+/// rescan succeed, the rescans get nothing new in one software and one
+/// driver pass, every client's scope is the same in both catalogs, and
+/// the table is printed. Asserts behaviours, never a time.
+#[cfg(target_os = "linux")]
+#[test]
+fn scan_benchmark_smoke_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = bench::Config {
+        gapsync: common::bin().into(),
+        work: tmp.path().join("bench"),
+        catalogs: vec![120, 600],
+        applicable: 12,
+        clients: 8,
+        concurrent: 3,
+    };
+    let rows = bench::run(&cfg).unwrap_or_else(|e| panic!("bench: {e}"));
+    let table = bench::table(&cfg, &rows);
+    eprintln!("{table}");
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        assert!(r.first.errors.is_empty(), "{:?}", r.first.errors);
+        assert!(r.rescan.errors.is_empty(), "{:?}", r.rescan.errors);
+        assert_eq!((r.first.scans, r.rescan.scans), (8, 8));
+        assert_eq!(r.rescan.new, 0, "a no-change rescan gets nothing new");
+        assert_eq!(r.rescan.requests, 16, "one software and one driver pass");
+        assert_eq!(r.first.new, 8 * r.scope);
+        assert!(r.peak_rss_kib > 0);
+    }
+    assert_eq!(rows[0].scope, rows[1].scope, "the same scope in both");
+    assert!(
+        rows[0].scope > 12,
+        "applicable updates, categories, detectoids"
+    );
+    for needle in [
+        "| catalog |",
+        "no-change rescan CPU, 600 / 120 updates",
+        "peak RSS",
+    ] {
+        assert!(table.contains(needle), "{needle} in\n{table}");
+    }
+}

@@ -28,6 +28,9 @@
 //!   cookie); ConfigChanged → GetConfig, GetAuthorizationCookie, GetCookie;
 //!   RegistrationRequired → RegisterComputer. At most [`MAX_RECOVERIES`]
 //!   recoveries per operation; every recovery is counted in [`Stats`].
+//!   InternalServerError, ServerBusy and HTTP 503: the same request again
+//!   after 50 ms, 100 ms... at most [`RETRIES`] times ("SHOULD try the
+//!   failed operation again later").
 //! - **Install** ([`Wua::install`]): every *needed* update whose action is
 //!   `Install`, with its bundled updates: GetExtendedUpdateInfo (Extended
 //!   fragments: files with SHA-1 `Digest`, SHA-256 `AdditionalDigest`,
@@ -81,6 +84,9 @@ use super::server::{
 pub const CLIENT_PROTOCOL: &str = "2.90";
 /// Recoveries (handshakes) at most per operation before giving up.
 pub const MAX_RECOVERIES: u32 = 3;
+/// Times an operation is tried again after InternalServerError or
+/// ServerBusy.
+pub const RETRIES: u32 = 5;
 /// SyncUpdates passes at most per scan.
 pub const MAX_PASSES: u32 = 1_000;
 /// Largest SOAP answer read.
@@ -234,6 +240,8 @@ pub struct Stats {
     /// Faults recovered from, by ErrorCode.
     pub recoveries: BTreeMap<String, u64>,
     pub refreshed: u64,
+    /// Operations tried again after InternalServerError or ServerBusy.
+    pub retries: u64,
     pub downloaded_bytes: u64,
     pub range_requests: u64,
 }
@@ -482,7 +490,29 @@ impl Wua {
     // Transport
     // -----------------------------------------------------------------
 
+    /// [`Self::post_once`], tried again after InternalServerError and
+    /// ServerBusy faults and HTTP 503 ("the client SHOULD try the failed
+    /// operation again later", MS-WUSP 2.2.2.4): at most [`RETRIES`]
+    /// times, waiting 50 ms, 100 ms, 200 ms...
     fn post(&mut self, path: &str, ns: &str, op: &str, inner: &str) -> Result<Answer> {
+        let mut attempt = 0;
+        loop {
+            let r = self.post_once(path, ns, op, inner);
+            let again = match &r {
+                Ok(Answer::Fault(code, _)) => code == "InternalServerError" || code == "ServerBusy",
+                Err(WuaError::Http { why, .. }) => why == "HTTP 503",
+                _ => false,
+            };
+            if !again || attempt >= RETRIES {
+                return r;
+            }
+            attempt += 1;
+            self.stats.retries += 1;
+            std::thread::sleep(Duration::from_millis(50 << (attempt - 1).min(6)));
+        }
+    }
+
+    fn post_once(&mut self, path: &str, ns: &str, op: &str, inner: &str) -> Result<Answer> {
         let action_base = if ns == REPORTING_NS {
             "http://www.microsoft.com/SoftwareDistribution/".to_string()
         } else {
