@@ -905,6 +905,38 @@ fn demo_runs_the_whole_air_gap_loop_in_a_fresh_folder() {
     );
     assert!(r.stdout.contains("minisign -V -p"), "{}", r.stdout);
     let run = fs::read_dir(&base).unwrap().next().unwrap().unwrap().path();
+    // Simulated Windows clients at the site scanned, installed what their
+    // group has approved and reported: their lines, and the site's records.
+    assert!(
+        r.stdout
+            .contains("11. serve: the disconnected server answers Windows clients"),
+        "{}",
+        r.stdout
+    );
+    let computers = gs(&run.join("disconnected"), &["computers", "list", "--json"])
+        .ok()
+        .json();
+    for (name, group) in [
+        ("site-ws-101", "Workstations"),
+        ("site-pilot-7", "Pilot"),
+        ("site-srv-01", "Servers"),
+    ] {
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ({group}):")))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{}", r.stdout));
+        assert!(line.contains(" installed"), "{line}");
+        assert!(!line.contains("installed 0 "), "{line}");
+        let row = computers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {computers}"));
+        assert_eq!(row["group"], group, "{row}");
+        assert!(row["last_report"].is_string(), "{row}");
+    }
     let up = gs(&run.join("connected"), &["status", "--json"])
         .ok()
         .json();

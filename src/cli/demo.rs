@@ -1,8 +1,11 @@
 //! `gapsync demo`: the whole air-gap loop in a fresh folder — a connected
 //! server with a generated catalog, groups and approvals; a full export,
 //! verify and import into a disconnected replica; more updates and
-//! approvals upstream; an incremental export and import; then a summary
-//! and the stock-tool commands that check the bundle independently.
+//! approvals upstream; an incremental export and import; simulated
+//! Windows clients (`gapsync::protocols::wusp::client`) that scan the
+//! disconnected server over MS-WUSP, install what is approved for their
+//! groups and report; then a summary and the stock-tool commands that
+//! check the bundle independently.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,6 +19,7 @@ use gapsync::airgap::verify;
 use gapsync::model::metadata::UpdateKind;
 use gapsync::model::units::{count, human_bytes};
 use gapsync::progress::Progress;
+use gapsync::protocols::wusp::client::{Machine, Wua, WuaOptions};
 use gapsync::seed::generate::{self, GenerateOptions};
 use gapsync::store::deployments::{Action, Approval};
 use gapsync::store::{Mode, Store, UpdateFilter};
@@ -146,6 +150,7 @@ pub fn run(ctx: &Ctx, a: DemoArgs) -> Result<()> {
     demo.change_upstream(a.updates, a.content_bytes)?;
     let b2 = demo.carry("bundle-0002", 9)?;
     demo.compare()?;
+    demo.clients()?;
     demo.summary(&b1, &b2)
 }
 
@@ -386,6 +391,83 @@ impl<'a> Demo<'a> {
         Ok(())
     }
 
+    /// Step 11: Windows clients at the disconnected site. Their computers
+    /// are added to the site's groups; each simulated Windows Update Agent
+    /// scans the disconnected server over MS-WUSP (served in this process
+    /// on a loopback port), installs what is approved for its group
+    /// (downloads checked against both digests), reports, and the site's
+    /// status per computer is printed.
+    fn clients(&mut self) -> Result<()> {
+        let t = Instant::now();
+        let sites = [
+            ("site-ws-101", "Workstations"),
+            ("site-pilot-7", "Pilot"),
+            ("site-srv-01", "Servers"),
+        ];
+        for (name, group) in sites {
+            self.down.add_computer(name, Some(group))?;
+        }
+        let srv = gapsync::http::Server::bind(
+            &self.root.join("disconnected"),
+            gapsync::http::ServeOptions {
+                listen: "127.0.0.1:0".into(),
+                ..Default::default()
+            },
+        )?;
+        let url = format!("{}://{}", srv.scheme(), srv.local_addr()?);
+        // Serves until the demo ends.
+        std::thread::spawn(move || srv.run());
+        println!("11. serve: the disconnected server answers Windows clients (MS-WUSP) at {url}");
+        let (mut files, mut bytes) = (0u64, 0u64);
+        for (k, (name, group)) in sites.iter().enumerate() {
+            let id = format!("de70c11e-0000-4000-8000-{:012}", k + 1);
+            let mut w = Wua::new(&url, Machine::new(&id, name), WuaOptions::default());
+            let scan = w
+                .scan()
+                .with_context(|| format!("simulated client {name}"))?;
+            let done = w
+                .install()
+                .with_context(|| format!("simulated client {name}"))?;
+            let deadlines: std::collections::BTreeSet<&str> =
+                done.iter().filter_map(|i| i.deadline.as_deref()).collect();
+            files += done.iter().map(|i| i.files as u64).sum::<u64>();
+            bytes += done.iter().map(|i| i.bytes).sum::<u64>();
+            let c = self
+                .down
+                .wusp_computer(&id)?
+                .with_context(|| format!("{name} is not registered"))?;
+            let mut states: std::collections::BTreeMap<&str, usize> = Default::default();
+            for (_, st) in self.down.wusp_status_of(&c.computer_id)? {
+                *states.entry(st.as_str()).or_default() += 1;
+            }
+            let states: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+            println!(
+                "    {name} ({group}): {} cached after {} passes; installed {} ({} files, {}){}; status: {}",
+                count(w.cache().len() as u64, "update"),
+                scan.passes,
+                done.iter().filter(|i| i.ok).count(),
+                done.iter().map(|i| i.files).sum::<usize>(),
+                human_bytes(done.iter().map(|i| i.bytes).sum()),
+                if deadlines.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", deadline {}",
+                        deadlines.into_iter().collect::<Vec<_>>().join(", ")
+                    )
+                },
+                states.join(", ")
+            );
+        }
+        self.step(
+            "windows clients",
+            format!("{} scans, {}", sites.len(), count(files, "file")),
+            bytes,
+            t.elapsed().as_secs_f64(),
+        );
+        Ok(())
+    }
+
     /// The two servers agree: updates, deployments and content.
     fn compare(&self) -> Result<()> {
         let (up, down) = (&self.up, &self.down);
@@ -438,6 +520,7 @@ impl<'a> Demo<'a> {
         println!("\nexplore:");
         println!("  gapsync --server {} status", down_dir.display());
         println!("  gapsync --server {} deployments list", down_dir.display());
+        println!("  gapsync --server {} computers list", down_dir.display());
         println!(
             "  gapsync verify {} --trust {}",
             b2.display(),
