@@ -259,6 +259,10 @@ pub struct Wusp {
     opts: WuspOptions,
     server_id: String,
     catalog: Mutex<Option<Arc<Catalog>>>,
+    /// Held while a catalog is built: one build at a time, the others
+    /// wait for it (a 50,000-update build is hundreds of MiB if every
+    /// store worker does it at once).
+    building: Mutex<()>,
     keys: Mutex<Option<(String, Arc<Keys>)>>,
 }
 
@@ -296,6 +300,7 @@ impl Wusp {
             opts,
             server_id: store.info().server_id.to_string(),
             catalog: Mutex::new(None),
+            building: Mutex::new(()),
             keys: Mutex::new(None),
         };
         w.keys(store)?;
@@ -331,6 +336,14 @@ impl Wusp {
     /// The catalog of the store's current generation (built when it
     /// changed).
     pub fn catalog(&self, store: &Store) -> Result<Arc<Catalog>> {
+        let generation = store.wusp_generation()?;
+        if let Ok(slot) = self.catalog.lock()
+            && let Some(c) = slot.as_ref()
+            && c.generation == generation
+        {
+            return Ok(c.clone());
+        }
+        let _building = self.building.lock();
         let generation = store.wusp_generation()?;
         if let Ok(slot) = self.catalog.lock()
             && let Some(c) = slot.as_ref()
@@ -667,10 +680,10 @@ impl Wusp {
             model: t("ComputerModel"),
             client_version,
         };
-        let c = store.wusp_register(&reg)?;
+        let c = retry_busy(|| store.wusp_register(&reg))?;
         if store.targeting()? == Targeting::Client {
-            store
-                .wusp_set_client_groups(&state.client_id, &store.wusp_group_ids(&state.groups)?)?;
+            let groups = store.wusp_group_ids(&state.groups)?;
+            retry_busy(|| store.wusp_set_client_groups(&state.client_id, &groups))?;
         }
         let mut w = XmlWriter::new();
         w.empty_ns("RegisterComputerResponse", CLIENT_NS);
@@ -1235,9 +1248,11 @@ impl Wusp {
         let state = self.client_cookie(store, body)?;
         let computer = match store.wusp_computer(&state.client_id)? {
             Some(c) => c,
-            None => store.wusp_register(&Registration {
-                client_id: state.client_id.clone(),
-                ..Registration::default()
+            None => retry_busy(|| {
+                store.wusp_register(&Registration {
+                    client_id: state.client_id.clone(),
+                    ..Registration::default()
+                })
             })?,
         };
         let mut events = Vec::new();
@@ -1272,12 +1287,14 @@ impl Wusp {
             })
             .map(|(i, _)| i)
             .collect();
-        let stored = store.wusp_report(
-            &computer.computer_id,
-            &events,
-            self.opts.event_bound,
-            |fresh| derive_status(&catalog, &reportable, &events, fresh, before),
-        )?;
+        let stored = retry_busy(|| {
+            store.wusp_report(
+                &computer.computer_id,
+                &events,
+                self.opts.event_bound,
+                |fresh| derive_status(&catalog, &reportable, &events, fresh, before.clone()),
+            )
+        })?;
         let mut w = XmlWriter::new();
         w.start_ns("ReportEventBatchResponse", REPORTING_NS)
             .bool_elem("ReportEventBatchResult", true)
@@ -1296,6 +1313,29 @@ impl Wusp {
         ))
     }
 }
+
+/// Rule (SQLite WAL): a transaction that read before it writes fails at
+/// once with SQLITE_BUSY when another connection committed in between (the
+/// busy timeout does not apply); the store rolls it back and it is run
+/// again, at most [`BUSY_RETRIES`] times, so concurrent registrations and
+/// reports never fail for it.
+fn retry_busy<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut attempt = 0u32;
+    loop {
+        match f() {
+            Err(crate::error::Error::Db(rusqlite::Error::SqliteFailure(e, _)))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && attempt < BUSY_RETRIES =>
+            {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(u64::from(attempt.min(20))));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Times a store transaction is run again after SQLITE_BUSY.
+const BUSY_RETRIES: u32 = 100;
 
 /// The `int` children of `parent/name`; absent or nil is empty.
 fn ints(parent: &Element, name: &str) -> std::result::Result<Vec<i64>, String> {
