@@ -748,3 +748,41 @@ fn scan_benchmark_smoke_run() {
         assert!(table.contains(needle), "{needle} in\n{table}");
     }
 }
+
+/// Regression: clients registering while others scan made the server
+/// answer RegisterComputer with InternalServerError ("database is
+/// locked": a registration's transaction read before another connection
+/// wrote). Many first scans at once now need no retry at all.
+#[test]
+fn concurrent_first_scans_register_without_server_errors() {
+    let (_tmp, dir) = catalog_store("30", "0");
+    let srv = Served::start(&dir);
+    let clients: Vec<Wua> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|t| {
+                let url = srv.url.clone();
+                s.spawn(move || {
+                    (0..5)
+                        .map(|k| {
+                            let mut w =
+                                Wua::new(&url, machine(100 + t * 10 + k), WuaOptions::default());
+                            w.scan().expect("first scan");
+                            w
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    assert_eq!(clients.len(), 30);
+    let retries: u64 = clients.iter().map(|w| w.stats().retries).sum();
+    assert_eq!(retries, 0, "operations retried after server errors");
+    let s = Store::open_read_only(&dir).unwrap();
+    for w in &clients {
+        assert!(s.wusp_computer(&w.machine.client_id).unwrap().is_some());
+    }
+}

@@ -91,8 +91,8 @@ pub const RETRIES: u32 = 5;
 pub const MAX_PASSES: u32 = 1_000;
 /// Largest SOAP answer read.
 const MAX_ANSWER: u64 = 256 << 20;
-/// Largest content file downloaded (held in memory).
-const MAX_FILE: u64 = 1 << 30;
+/// Most content bytes one install downloads (held in memory).
+pub const MAX_DOWNLOAD: u64 = 1 << 30;
 
 /// What went wrong, naming the operation.
 #[derive(Debug, thiserror::Error)]
@@ -436,17 +436,9 @@ enum Answer {
 impl Wua {
     /// A client of the server at `base` (`http://host:port`).
     pub fn new(base: &str, machine: Machine, opts: WuaOptions) -> Wua {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(opts.timeout))
-            .timeout_recv_response(Some(opts.timeout))
-            .timeout_per_read(Some(opts.timeout))
-            .max_idle_connections_per_host(opts.connections.max(1) + 2)
-            .user_agent("Windows-Update-Agent/1507.2601.30012.0 Client-Protocol/2.90")
-            .build();
         Wua {
             base: base.trim_end_matches('/').to_string(),
-            agent: config.into(),
+            agent: agent(&opts),
             opts,
             machine,
             cache: BTreeMap::new(),
@@ -462,13 +454,7 @@ impl Wua {
     /// operation meets InvalidCookie or ServerChanged and recovers).
     pub fn set_server(&mut self, base: &str) {
         self.base = base.trim_end_matches('/').to_string();
-        self.agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(self.opts.timeout))
-            .timeout_recv_response(Some(self.opts.timeout))
-            .timeout_per_read(Some(self.opts.timeout))
-            .build()
-            .into();
+        self.agent = agent(&self.opts);
     }
 
     pub fn stats(&self) -> &Stats {
@@ -1166,11 +1152,15 @@ impl Wua {
         let piece = self.opts.piece.max(1);
         let mut pieces: Vec<(usize, u64, u64)> = Vec::new();
         let mut bufs: Vec<Mutex<Vec<u8>>> = Vec::new();
+        let mut total: u64 = 0;
         for (i, (f, _)) in files.iter().enumerate() {
-            if f.size > MAX_FILE {
+            total = total.saturating_add(f.size);
+            if total > MAX_DOWNLOAD {
                 return Err(WuaError::Content {
                     file: f.name.clone(),
-                    why: format!("{} bytes is more than this client holds", f.size),
+                    why: format!(
+                        "{total} bytes in one install is more than this client holds ({MAX_DOWNLOAD})"
+                    ),
                 });
             }
             bufs.push(Mutex::new(vec![0u8; f.size as usize]));
@@ -1370,6 +1360,22 @@ impl Wua {
             _ => Err(malformed(op, "ReportEventBatchResult is not true")),
         }
     }
+}
+
+/// The HTTP agent of a client: statuses are answers, not errors; keeps a
+/// connection per download connection.
+fn agent(opts: &WuaOptions) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(opts.timeout))
+        .timeout_recv_response(Some(opts.timeout))
+        .timeout_per_read(Some(opts.timeout))
+        .max_idle_connections_per_host(opts.connections.max(1) + 2)
+        .user_agent(
+            "Windows-Update-Agent/1507.2601.30012.0 Client-Protocol/2.90 (gapsync simulated)",
+        )
+        .build()
+        .into()
 }
 
 /// Every prerequisite clause has an alternative in `installed`.
