@@ -71,6 +71,10 @@ pub enum Error {
     UnknownGroup(String),
     #[error("group {0:?} already exists")]
     GroupExists(String),
+    #[error("unknown computer {0:?} (neither a computer id nor a computer name)")]
+    UnknownComputer(String),
+    #[error("{name:?} names several computers ({ids}); name one by its id")]
+    AmbiguousComputer { name: String, ids: String },
     #[error("computer {0:?} already exists")]
     ComputerExists(String),
     /// A group of a bundle or an upstream has the name of another group of

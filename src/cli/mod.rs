@@ -12,6 +12,7 @@ mod demo;
 mod failure;
 mod groups;
 mod progress;
+mod reports;
 mod serve;
 mod store;
 mod sync;
@@ -68,6 +69,12 @@ enum Command {
     /// groups come from).
     #[command(subcommand)]
     Config(store::ConfigCmd),
+    /// Update status reported by Windows clients, per computer or update.
+    #[command(subcommand)]
+    Report(reports::ReportCmd),
+    /// Events reported by Windows clients.
+    #[command(subcommand)]
+    Events(reports::EventsCmd),
     /// Approve an update's current revision for a group.
     Approve(approvals::ApproveArgs),
     /// Remove an update's approval for a group.
@@ -194,6 +201,8 @@ fn run(cli: Cli, server_from_env: bool) -> Result<()> {
         Command::Groups(cmd) => groups::groups(ctx, cmd),
         Command::Computers(cmd) => groups::computers(ctx, cmd),
         Command::Config(cmd) => store::config(ctx, cmd),
+        Command::Report(cmd) => reports::report(ctx, cmd),
+        Command::Events(cmd) => reports::events(ctx, cmd),
         Command::Approve(a) => approvals::approve(ctx, a),
         Command::Unapprove(a) => approvals::unapprove(ctx, a),
         Command::Decline(a) => approvals::decline(ctx, a),

@@ -19,6 +19,7 @@ pub mod groups;
 pub mod import;
 pub mod journal;
 pub mod ledgers;
+pub mod reports;
 pub mod scope;
 pub mod serving;
 pub mod snapshot;
