@@ -3,6 +3,7 @@
 
 mod args;
 mod bundle;
+mod console;
 mod demo;
 mod failure;
 mod progress;
@@ -254,6 +255,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The administration console in the browser (`console passwd` sets
+    /// its password).
+    Console(console::ConsoleArgs),
     /// Run the demonstration in a fresh folder.
     Demo {
         /// Folder to create the demo servers in (a fresh one is made inside).
@@ -887,6 +891,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Serve(args) => serve::serve(server_dir(&cli.server)?, &args)?,
+        Command::Console(args) => console::run(server_dir(&cli.server)?, &args)?,
         Command::Sync {
             upstream,
             replica,

@@ -60,4 +60,5 @@ mod routes;
 mod server;
 
 pub use routes::{Routes, SoapRequest, SoapService};
+pub(crate) use server::load_tls;
 pub use server::{ServeOptions, Server, TlsFiles};

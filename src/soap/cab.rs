@@ -172,8 +172,11 @@ pub fn read_single_member(cab_bytes: &[u8], max_size: usize) -> Result<Vec<u8>, 
         }
         Ok(out)
     };
-    std::panic::catch_unwind(run)
-        .unwrap_or_else(|_| Err(CabError::new("the Cabinet decoder failed on malformed data")))
+    std::panic::catch_unwind(run).unwrap_or_else(|_| {
+        Err(CabError::new(
+            "the Cabinet decoder failed on malformed data",
+        ))
+    })
 }
 
 /// Rule: an update blob is a Cabinet ("MSCF") whose first file starts at
@@ -210,7 +213,11 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 3) as u8).collect();
             let c = write_lzx_stored("blob", &data);
             if len > 0 {
-                assert_eq!(read_single_member(&c, 1 << 20).unwrap(), data, "length {len}");
+                assert_eq!(
+                    read_single_member(&c, 1 << 20).unwrap(),
+                    data,
+                    "length {len}"
+                );
             }
             assert_eq!(&c[..4], b"MSCF");
             assert_eq!(

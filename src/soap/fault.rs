@@ -267,7 +267,10 @@ mod tests {
     fn display_says_code_message_and_id() {
         let mut f = Fault::new(CommonCode::InvalidParameters, "filter");
         f.id = Some("x".into());
-        assert_eq!(f.to_string(), "SOAP fault InvalidParameters: filter [fault id x]");
+        assert_eq!(
+            f.to_string(),
+            "SOAP fault InvalidParameters: filter [fault id x]"
+        );
         f.error_code = None;
         f.message.clear();
         f.reason = "busy".into();

@@ -79,10 +79,7 @@ impl SoapVersion {
 pub fn content_type(version: SoapVersion, action: &str) -> String {
     match version {
         SoapVersion::V11 => SoapVersion::V11.content_type().to_string(),
-        SoapVersion::V12 => format!(
-            "{}; action=\"{action}\"",
-            SoapVersion::V12.content_type()
-        ),
+        SoapVersion::V12 => format!("{}; action=\"{action}\"", SoapVersion::V12.content_type()),
     }
 }
 
@@ -100,7 +97,8 @@ pub fn request_binding(
     soap_action: Option<&str>,
 ) -> (SoapVersion, Option<String>) {
     let ct = content_type.unwrap_or("");
-    let clean = |a: &str| Some(a.trim().trim_matches('"').trim().to_string()).filter(|a| !a.is_empty());
+    let clean =
+        |a: &str| Some(a.trim().trim_matches('"').trim().to_string()).filter(|a| !a.is_empty());
     if ct
         .trim_start()
         .to_ascii_lowercase()
@@ -143,7 +141,10 @@ mod tests {
             request_binding(Some("Application/SOAP+xml"), None),
             (SoapVersion::V12, None)
         );
-        assert_eq!(request_binding(None, Some("\"\"")), (SoapVersion::V11, None));
+        assert_eq!(
+            request_binding(None, Some("\"\"")),
+            (SoapVersion::V11, None)
+        );
         assert_eq!(request_binding(None, None), (SoapVersion::V11, None));
         // What a client sends reads back as the same binding.
         for v in [SoapVersion::V11, SoapVersion::V12] {

@@ -323,7 +323,10 @@ pub fn parse_str(text: &str, limits: &Limits) -> Result<Element, XmlError> {
             }
             Event::GeneralRef(ref r) => {
                 let Some(top) = stack.last_mut() else {
-                    return Err(malformed(pos, "a reference outside the document element".into()));
+                    return Err(malformed(
+                        pos,
+                        "a reference outside the document element".into(),
+                    ));
                 };
                 if r.is_char_ref() {
                     match r.resolve_char_ref() {
@@ -335,7 +338,10 @@ pub fn parse_str(text: &str, limits: &Limits) -> Result<Element, XmlError> {
                             });
                         }
                         _ => {
-                            return Err(malformed(pos, format!("bad character reference &{};", &**r)));
+                            return Err(malformed(
+                                pos,
+                                format!("bad character reference &{};", &**r),
+                            ));
                         }
                     }
                 } else {
@@ -539,7 +545,10 @@ mod tests {
             XmlError::TooManyElements(500_000)
         );
         // An answer may hold far more elements than a request.
-        assert_eq!(parse_str(&wide, &Limits::ANSWER).unwrap().children().len(), 500_000);
+        assert_eq!(
+            parse_str(&wide, &Limits::ANSWER).unwrap().children().len(),
+            500_000
+        );
         let small = Limits {
             max_bytes: 10,
             ..Limits::REQUEST
@@ -581,7 +590,13 @@ mod tests {
         assert_eq!(escape("a<b&\u{1}c\"'\u{B}\u{FFFE}>"), "a&lt;b&amp;c\"'&gt;");
         assert_eq!(escape("plain \u{85} \u{7F} é"), "plain \u{85} \u{7F} é");
         assert_eq!(escape_attribute("a\"b\tc"), "a&quot;b&#x9;c");
-        for bad in ["<a>\u{1}</a>", "<a>&#1;</a>", "<a>&#x1F;</a>", "<a>\u{FFFF}</a>", "<a\u{C}/>"] {
+        for bad in [
+            "<a>\u{1}</a>",
+            "<a>&#1;</a>",
+            "<a>&#x1F;</a>",
+            "<a>\u{FFFF}</a>",
+            "<a\u{C}/>",
+        ] {
             assert!(
                 matches!(parse(bad), Err(XmlError::ForbiddenCharacter { .. })),
                 "{bad:?}: {:?}",

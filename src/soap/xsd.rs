@@ -44,7 +44,12 @@ mod tests {
 
     #[test]
     fn booleans() {
-        for (s, b) in [("true", true), (" 1 ", true), ("false", false), ("0", false)] {
+        for (s, b) in [
+            ("true", true),
+            (" 1 ", true),
+            ("false", false),
+            ("0", false),
+        ] {
             assert_eq!(parse_bool(s), Some(b), "{s:?}");
         }
         for s in ["", "True", "yes", "2", "t"] {

@@ -572,7 +572,10 @@ impl Store {
         for change in derive(&fresh) {
             match change {
                 StatusChange::Snapshot(rows) => {
-                    tx.execute("DELETE FROM wusp_status WHERE computer_id = ?1", [computer_id])?;
+                    tx.execute(
+                        "DELETE FROM wusp_status WHERE computer_id = ?1",
+                        [computer_id],
+                    )?;
                     let mut st = tx.prepare_cached(
                         "INSERT OR REPLACE INTO wusp_status (computer_id, update_id, state, changed) VALUES (?1, ?2, ?3, ?4)",
                     )?;
@@ -601,7 +604,9 @@ impl Store {
         let mut st = self.conn().prepare_cached(
             "SELECT update_id, state FROM wusp_status WHERE computer_id = ?1 ORDER BY update_id",
         )?;
-        let rows = st.query_map([computer_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let rows = st.query_map([computer_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
         let mut out = Vec::new();
         for r in rows {
             let (u, s) = r?;
@@ -725,10 +730,15 @@ mod tests {
             .unwrap();
         assert_eq!(n, 2);
         assert_eq!(seen, [true, true, false]);
-        let again = s.wusp_report(&c.computer_id, &batch[..1], 3, |_| vec![]).unwrap();
+        let again = s
+            .wusp_report(&c.computer_id, &batch[..1], 3, |_| vec![])
+            .unwrap();
         assert_eq!(again, 0);
         s.wusp_report(&c.computer_id, &[event("c", 1), event("d", 2)], 3, |_| {
-            vec![StatusChange::Snapshot(vec![("v".into(), UpdateState::Installed)])]
+            vec![StatusChange::Snapshot(vec![(
+                "v".into(),
+                UpdateState::Installed,
+            )])]
         })
         .unwrap();
         let ids: Vec<_> = s

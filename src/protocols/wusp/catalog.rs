@@ -352,7 +352,10 @@ impl Catalog {
             return Deployment {
                 id: d.id,
                 action,
-                deadline: d.deadline.clone().filter(|_| action != Action::PreDeploymentCheck),
+                deadline: d
+                    .deadline
+                    .clone()
+                    .filter(|_| action != Action::PreDeploymentCheck),
                 is_assigned,
                 last_change: d.last_change.clone(),
             };
@@ -431,11 +434,8 @@ pub struct SyncQuery<'a> {
 impl Catalog {
     /// MS-WUSP 3.1.5.7 for one software pass (docs/protocol.md).
     pub fn select(&self, q: &SyncQuery<'_>) -> Selection {
-        let installed: HashSet<usize> = q
-            .installed
-            .iter()
-            .filter_map(|r| self.by_rev(*r))
-            .collect();
+        let installed: HashSet<usize> =
+            q.installed.iter().filter_map(|r| self.by_rev(*r)).collect();
         let cached: HashSet<i64> = q.installed.iter().chain(q.other_cached).copied().collect();
         let filter = (!q.filter.is_empty()).then(|| self.filter_scope(q.filter));
         let mut new = Vec::new();
@@ -570,7 +570,9 @@ mod tests {
         assert_eq!(q(&[1, 2], &[]), ["bundle", "member"]);
         assert_eq!(q(&[1, 2], &[3, 4]), Vec::<String>::new());
         assert!(!c.entry(2).is_leaf || c.entry(2).update_id != "product");
-        assert!(!c.entry(0).is_leaf && !c.entry(1).is_leaf && c.entry(2).is_leaf && c.entry(3).is_leaf);
+        assert!(
+            !c.entry(0).is_leaf && !c.entry(1).is_leaf && c.entry(2).is_leaf && c.entry(3).is_leaf
+        );
         // A declined cached revision, or an unknown one, leaves the scope.
         let s = c.select(&SyncQuery {
             installed: &[1, 2],
@@ -596,17 +598,18 @@ mod tests {
         });
         assert!(s.truncated);
         assert_eq!(s.new.len(), 1);
-        let d = |id: &str, group: &str, action: &str, assigned: bool, go_live: &str| DeploymentRow {
-            deployment_id: id.into(),
-            update_id: "bundle".into(),
-            group_id: group.into(),
-            action: action.into(),
-            deadline: Some("2027-01-15T18:00:00Z".into()),
-            go_live: go_live.into(),
-            is_assigned: assigned,
-            last_change_seq: 9,
-            last_change_at: "2026-10-05T00:00:00Z".into(),
-        };
+        let d =
+            |id: &str, group: &str, action: &str, assigned: bool, go_live: &str| DeploymentRow {
+                deployment_id: id.into(),
+                update_id: "bundle".into(),
+                group_id: group.into(),
+                action: action.into(),
+                deadline: Some("2027-01-15T18:00:00Z".into()),
+                go_live: go_live.into(),
+                is_assigned: assigned,
+                last_change_seq: 9,
+                last_change_at: "2026-10-05T00:00:00Z".into(),
+            };
         let all = ALL_COMPUTERS.0;
         let id1 = "00000001-0000-0000-0000-000000000000";
         let c = catalog(vec![d(id1, all, "install", true, "2026")]);
@@ -616,10 +619,19 @@ mod tests {
         assert_eq!(got.last_change, "2026-10-05");
         assert_eq!(got.id, 1);
         // Not yet live: as if unapproved.
-        assert_eq!(c.deployment(2, &a, "2025").action, Action::PreDeploymentCheck);
+        assert_eq!(
+            c.deployment(2, &a, "2025").action,
+            Action::PreDeploymentCheck
+        );
         // A nearer block overrides; an optional install.
-        let c = catalog(vec![d(id1, all, "install", true, "2026"), d(id1, "g", "block", true, "2026")]);
-        assert_eq!(c.deployment(2, &a, "2030").action, Action::PreDeploymentCheck);
+        let c = catalog(vec![
+            d(id1, all, "install", true, "2026"),
+            d(id1, "g", "block", true, "2026"),
+        ]);
+        assert_eq!(
+            c.deployment(2, &a, "2030").action,
+            Action::PreDeploymentCheck
+        );
         let c = catalog(vec![d(id1, "g", "install", false, "2026")]);
         assert_eq!(c.deployment(2, &a, "2030").action, Action::OptionalInstall);
         let old = Audience {
@@ -657,7 +669,13 @@ mod tests {
         let s = scan("company", true);
         assert_eq!(s.deployed_out_of_scope, [3, 4]);
         let orphan = c.by_update("orphan").unwrap();
-        assert!(!c.deliverable(orphan, &HashSet::new()), "an unsatisfiable clause");
-        assert!(c.filter_scope(&["company".into()]).contains(&c.by_update("product").unwrap()));
+        assert!(
+            !c.deliverable(orphan, &HashSet::new()),
+            "an unsatisfiable clause"
+        );
+        assert!(
+            c.filter_scope(&["company".into()])
+                .contains(&c.by_update("product").unwrap())
+        );
     }
 }

@@ -107,7 +107,8 @@ impl Keys {
         let mut keys = Vec::new();
         for s in stored {
             let raw = hex::decode(&s.key).map_err(|_| bad("a key is not hex"))?;
-            let k = UnboundKey::new(&CHACHA20_POLY1305, &raw).map_err(|_| bad("a key is not 32 bytes"))?;
+            let k = UnboundKey::new(&CHACHA20_POLY1305, &raw)
+                .map_err(|_| bad("a key is not 32 bytes"))?;
             keys.push((s.id, LessSafeKey::new(k)));
         }
         if keys.is_empty() {
@@ -138,7 +139,11 @@ impl Keys {
     }
 
     fn seal(&self, kind: u8, json: &[u8]) -> Vec<u8> {
-        let (id, key) = self.keys.iter().max_by_key(|(id, _)| *id).unwrap_or(&self.keys[0]);
+        let (id, key) = self
+            .keys
+            .iter()
+            .max_by_key(|(id, _)| *id)
+            .unwrap_or(&self.keys[0]);
         let mut nonce = [0u8; 12];
         // SystemRandom fails only where no OS randomness exists at all; a
         // zero nonce then is still unique per key only by luck, so the
@@ -198,7 +203,11 @@ mod tests {
     use super::*;
 
     fn keys(id: u32, byte: u8) -> Keys {
-        Keys::from_config(&format!(r#"[{{"id":{id},"key":"{}"}}]"#, hex::encode([byte; 32]))).unwrap()
+        Keys::from_config(&format!(
+            r#"[{{"id":{id},"key":"{}"}}]"#,
+            hex::encode([byte; 32])
+        ))
+        .unwrap()
     }
 
     fn state() -> ClientState {
@@ -219,7 +228,11 @@ mod tests {
         let k = keys(1, 7);
         let sealed = k.seal_client(&state());
         assert_eq!(k.open_client(&sealed), Some(state()));
-        assert_eq!(k.open_auth(&sealed), None, "a client cookie is no auth cookie");
+        assert_eq!(
+            k.open_auth(&sealed),
+            None,
+            "a client cookie is no auth cookie"
+        );
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 1;

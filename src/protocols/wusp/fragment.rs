@@ -130,9 +130,7 @@ impl Document {
                     let (ns, local) = reader.resolver().resolve_element(e.name());
                     let local = local.into_inner().to_string();
                     let prefix = match ns {
-                        ResolveResult::Bound(Namespace(n)) => {
-                            prefix_of(n)
-                        }
+                        ResolveResult::Bound(Namespace(n)) => prefix_of(n),
                         ResolveResult::Unbound => "",
                         ResolveResult::Unknown(p) => {
                             return Err(bad(pos, format!("undeclared namespace prefix {p:?}")));
@@ -188,22 +186,18 @@ impl Document {
                 }
                 Event::Text(ref t) => {
                     if let Some(top) = stack.last_mut() {
-                        top.children
-                            .push(Node::Text(t[..].to_string()));
+                        top.children.push(Node::Text(t[..].to_string()));
                     }
                 }
                 Event::CData(ref t) => {
                     if let Some(top) = stack.last_mut() {
-                        top.children.push(Node::Text(format!(
-                            "<![CDATA[{}]]>",
-                            &t[..]
-                        )));
+                        top.children
+                            .push(Node::Text(format!("<![CDATA[{}]]>", &t[..])));
                     }
                 }
                 Event::GeneralRef(ref r) => {
                     if let Some(top) = stack.last_mut() {
-                        top.children
-                            .push(Node::Text(format!("&{};", &r[..])));
+                        top.children.push(Node::Text(format!("&{};", &r[..])));
                     }
                 }
                 Event::DocType(_) => return Err(CutError("DTDs are refused".into())),
@@ -216,7 +210,10 @@ impl Document {
         }
         let root = root.ok_or_else(|| CutError("no document element".into()))?;
         if root.local != "Update" {
-            return Err(CutError(format!("the document element is {}, not Update", root.local)));
+            return Err(CutError(format!(
+                "the document element is {}, not Update",
+                root.local
+            )));
         }
         Ok(Document { root })
     }
@@ -399,9 +396,12 @@ mod tests {
     const CWS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService";
 
     fn captures() -> PathBuf {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/reference/wsus-captures");
-        assert!(p.is_dir(), "shared reference captures missing at {}", p.display());
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/wsus-captures");
+        assert!(
+            p.is_dir(),
+            "shared reference captures missing at {}",
+            p.display()
+        );
         p
     }
 
@@ -427,7 +427,11 @@ mod tests {
             .iter()
             .map(|b| Envelope::read(b, &Limits::ANSWER).unwrap())
             .collect();
-        fn walk<'a>(e: &'a crate::soap::Element, name: &str, out: &mut Vec<&'a crate::soap::Element>) {
+        fn walk<'a>(
+            e: &'a crate::soap::Element,
+            name: &str,
+            out: &mut Vec<&'a crate::soap::Element>,
+        ) {
             for c in e.children() {
                 if c.is(CWS, name) {
                     out.push(c);
@@ -444,7 +448,10 @@ mod tests {
                 let uid = x[at..at + 36].to_ascii_lowercase();
                 let r = x.find("RevisionNumber=\"").unwrap() + 16;
                 let rev: String = x[r..].chars().take_while(char::is_ascii_digit).collect();
-                rev2id.insert(u.child_text("ID").unwrap().to_string(), (uid.clone(), rev.clone()));
+                rev2id.insert(
+                    u.child_text("ID").unwrap().to_string(),
+                    (uid.clone(), rev.clone()),
+                );
                 out.insert((uid, rev, "core"), x);
             }
         }
@@ -479,7 +486,9 @@ mod tests {
         let mut diffs = Vec::new();
         for f in files {
             let name = f.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name.strip_suffix(".xml") else { continue };
+            let Some(stem) = name.strip_suffix(".xml") else {
+                continue;
+            };
             let (uid, rev) = stem.rsplit_once("-r").unwrap();
             let doc = Document::parse(&std::fs::read(f.path()).unwrap()).unwrap();
             let mut localized = doc.localized("en").unwrap();
@@ -492,9 +501,15 @@ mod tests {
                 }
                 localized.replace_range(i + 7..end, "REDACTED");
             }
-            for (kind, got) in [("core", doc.core()), ("extended", doc.extended()), ("localized", localized)] {
+            for (kind, got) in [
+                ("core", doc.core()),
+                ("extended", doc.extended()),
+                ("localized", localized),
+            ] {
                 let key = (uid.to_string(), rev.to_string(), kind);
-                let w = want.get(&key).unwrap_or_else(|| panic!("no captured {key:?}"));
+                let w = want
+                    .get(&key)
+                    .unwrap_or_else(|| panic!("no captured {key:?}"));
                 compared += 1;
                 if *w != got {
                     diffs.push(format!("{key:?}\n want {w}\n got  {got}"));

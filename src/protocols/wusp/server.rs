@@ -73,7 +73,9 @@ impl Endpoint {
     /// The SOAPAction prefix of the service's operations.
     fn action_prefix(self) -> &'static str {
         match self {
-            Endpoint::Client => "http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService/",
+            Endpoint::Client => {
+                "http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService/"
+            }
             Endpoint::SimpleAuth => {
                 "http://www.microsoft.com/SoftwareDistribution/Server/SimpleAuthWebService/"
             }
@@ -328,7 +330,10 @@ impl Wusp {
         if body.ns() != Some(call.endpoint.ns()) {
             return Err(invalid(
                 "request",
-                format!("{} is not an operation of this service", body.qualified_name()),
+                format!(
+                    "{} is not an operation of this service",
+                    body.qualified_name()
+                ),
             ));
         }
         // Rule: a SOAPAction, when sent, names the operation of the Body
@@ -348,12 +353,18 @@ impl Wusp {
             (Endpoint::Client, "RegisterComputer") => self.register_computer(store, body),
             (Endpoint::Client, "StartCategoryScan") => self.start_category_scan(store, body),
             (Endpoint::Client, "SyncUpdates") => self.sync_updates(store, body),
-            (Endpoint::Client, "GetExtendedUpdateInfo") => self.get_extended(store, call, body, false),
-            (Endpoint::Client, "GetExtendedUpdateInfo2") => self.get_extended(store, call, body, true),
+            (Endpoint::Client, "GetExtendedUpdateInfo") => {
+                self.get_extended(store, call, body, false)
+            }
+            (Endpoint::Client, "GetExtendedUpdateInfo2") => {
+                self.get_extended(store, call, body, true)
+            }
             (Endpoint::Client, "GetFileLocations") => self.get_file_locations(store, call, body),
             (Endpoint::Client, "RefreshCache") => self.refresh_cache(store, body),
             (Endpoint::Client, "SyncPrinterCatalog") => self.sync_printer_catalog(store, body),
-            (Endpoint::SimpleAuth, "GetAuthorizationCookie") => self.get_authorization_cookie(store, body),
+            (Endpoint::SimpleAuth, "GetAuthorizationCookie") => {
+                self.get_authorization_cookie(store, body)
+            }
             (Endpoint::Reporting, "ReportEventBatch") => self.report_event_batch(store, body),
             _ => Err(invalid("request", format!("operation {op} is not served"))),
         }
@@ -367,7 +378,11 @@ impl Wusp {
     /// store (InvalidCookie), names this server and a catalog point it has
     /// reached (ServerChanged), has not expired (CookieExpired), and was
     /// issued under the current configuration (ConfigChanged).
-    fn client_cookie(&self, store: &Store, body: &Element) -> std::result::Result<ClientState, Fail> {
+    fn client_cookie(
+        &self,
+        store: &Store,
+        body: &Element,
+    ) -> std::result::Result<ClientState, Fail> {
         let data = body
             .child("cookie")
             .and_then(|c| c.child_text("EncryptedData"))
@@ -384,7 +399,11 @@ impl Wusp {
             )
         })?;
         if state.server != self.server_id {
-            return Err(fail(ErrorCode::ServerChanged, "cookie", "cookie of another server"));
+            return Err(fail(
+                ErrorCode::ServerChanged,
+                "cookie",
+                "cookie of another server",
+            ));
         }
         if state.mark > store.wusp_generation()? {
             return Err(fail(
@@ -406,7 +425,13 @@ impl Wusp {
         Ok(state)
     }
 
-    fn write_cookie(&self, store: &Store, w: &mut XmlWriter, name: &str, state: &ClientState) -> Result<()> {
+    fn write_cookie(
+        &self,
+        store: &Store,
+        w: &mut XmlWriter,
+        name: &str,
+        state: &ClientState,
+    ) -> Result<()> {
         let sealed = self.keys(store)?.seal_client(state);
         w.start(name)
             .elem("Expiration", &format_millis(state.expires))
@@ -456,7 +481,10 @@ impl Wusp {
     fn get_config(&self, store: &Store, call: &Call<'_>, body: &Element) -> Outcome {
         let v = body.child_text("protocolVersion").unwrap_or("");
         if parse_version(v).is_none() {
-            return Err(invalid("protocolVersion", format!("protocol version {v:?}")));
+            return Err(invalid(
+                "protocolVersion",
+                format!("protocol version {v:?}"),
+            ));
         }
         let host = call
             .base_url
@@ -480,8 +508,14 @@ impl Wusp {
             .end("AuthInfo")
             .start("Properties");
         for (k, v) in [
-            ("MaxExtendedUpdatesPerRequest", MAX_EXTENDED_UPDATES.to_string()),
-            ("PackageServerShare", format!("\\\\{host}\\UpdateServicesPackages")),
+            (
+                "MaxExtendedUpdatesPerRequest",
+                MAX_EXTENDED_UPDATES.to_string(),
+            ),
+            (
+                "PackageServerShare",
+                format!("\\\\{host}\\UpdateServicesPackages"),
+            ),
             ("ProtocolVersion", PROTOCOL_VERSION.to_string()),
             ("IsInventoryRequired", "0".to_string()),
             ("ClientReportingLevel", "2".to_string()),
@@ -491,7 +525,9 @@ impl Wusp {
                 .elem("Value", &v)
                 .end("ConfigurationProperty");
         }
-        w.end("Properties").end("GetConfigResult").end("GetConfigResponse");
+        w.end("Properties")
+            .end("GetConfigResult")
+            .end("GetConfigResponse");
         Ok((client_envelope(w.as_str()), format!("client protocol {v}")))
     }
 
@@ -501,7 +537,13 @@ impl Wusp {
         let client_id = body
             .child_text("clientId")
             .and_then(|c| uuid::Uuid::parse_str(c).ok())
-            .ok_or_else(|| fail(ErrorCode::InternalServerError, "", "clientId missing or not a GUID"))?
+            .ok_or_else(|| {
+                fail(
+                    ErrorCode::InternalServerError,
+                    "",
+                    "clientId missing or not a GUID",
+                )
+            })?
             .to_string();
         let dns = body
             .child_text("dnsName")
@@ -556,7 +598,9 @@ impl Wusp {
             .child_text("CookieData")
             .and_then(|d| B64.decode(d).ok())
             .and_then(|d| keys.open_auth(&d))
-            .ok_or_else(|| bad_auth("authorization cookie does not open under this store's keys"))?;
+            .ok_or_else(|| {
+                bad_auth("authorization cookie does not open under this store's keys")
+            })?;
         if auth.server != self.server_id {
             return Err(bad_auth("authorization cookie of another server"));
         }
@@ -569,7 +613,10 @@ impl Wusp {
                 return Err(fail(
                     ErrorCode::ConfigChanged,
                     "lastChange",
-                    format!("client configuration of {lc}, current {}", format_millis(current)),
+                    format!(
+                        "client configuration of {lc}, current {}",
+                        format_millis(current)
+                    ),
                 ));
             }
         }
@@ -599,7 +646,10 @@ impl Wusp {
         w.start_ns("GetCookieResponse", CLIENT_NS);
         self.write_cookie(store, &mut w, "GetCookieResult", &state)?;
         w.end("GetCookieResponse");
-        Ok((client_envelope(w.as_str()), format!("client {}", state.client_id)))
+        Ok((
+            client_envelope(w.as_str()),
+            format!("client {}", state.client_id),
+        ))
     }
 
     fn register_computer(&self, store: &Store, body: &Element) -> Outcome {
@@ -607,7 +657,11 @@ impl Wusp {
         let info = body
             .child("computerInfo")
             .ok_or_else(|| invalid("computerInfo", "no computerInfo"))?;
-        let t = |n: &str| info.child_text(n).filter(|s| !s.is_empty()).map(str::to_string);
+        let t = |n: &str| {
+            info.child_text(n)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
         let os = match (t("OSMajorVersion"), t("OSMinorVersion"), t("OSBuildNumber")) {
             (Some(a), Some(b), Some(c)) => Some(format!("{a}.{b}.{c}")),
             _ => None,
@@ -633,11 +687,15 @@ impl Wusp {
         };
         let c = store.wusp_register(&reg)?;
         if store.targeting()? == Targeting::Client {
-            store.wusp_set_client_groups(&state.client_id, &store.wusp_group_ids(&state.groups)?)?;
+            store
+                .wusp_set_client_groups(&state.client_id, &store.wusp_group_ids(&state.groups)?)?;
         }
         let mut w = XmlWriter::new();
         w.empty_ns("RegisterComputerResponse", CLIENT_NS);
-        Ok((client_envelope(w.as_str()), format!("computer {} ({})", c.name, c.computer_id)))
+        Ok((
+            client_envelope(w.as_str()),
+            format!("computer {} ({})", c.name, c.computer_id),
+        ))
     }
 
     fn start_category_scan(&self, store: &Store, body: &Element) -> Outcome {
@@ -649,7 +707,10 @@ impl Wusp {
         if rels.len() >= MAX_CATEGORIES {
             return Err(invalid(
                 "requestedCategories",
-                format!("{} categories (fewer than {MAX_CATEGORIES} allowed)", rels.len()),
+                format!(
+                    "{} categories (fewer than {MAX_CATEGORIES} allowed)",
+                    rels.len()
+                ),
             ));
         }
         let catalog = self.catalog(store)?;
@@ -688,9 +749,19 @@ impl Wusp {
                 }
                 continue;
             }
-            let is = |t: &Option<String>, want: &str| t.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(want));
-            let products: Vec<&String> = ids.iter().zip(&types).filter(|(_, t)| is(t, "Product")).map(|(i, _)| i).collect();
-            let classes = types.iter().filter(|t| is(t, "UpdateClassification")).count();
+            let is = |t: &Option<String>, want: &str| {
+                t.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(want))
+            };
+            let products: Vec<&String> = ids
+                .iter()
+                .zip(&types)
+                .filter(|(_, t)| is(t, "Product"))
+                .map(|(i, _)| i)
+                .collect();
+            let classes = types
+                .iter()
+                .filter(|t| is(t, "UpdateClassification"))
+                .count();
             // Rule (3.1.5.6): a product alone, or a product with one
             // classification, adds the product; anything else empties the
             // preferred list.
@@ -704,10 +775,13 @@ impl Wusp {
             }
         }
         let mut w = XmlWriter::new();
-        w.start_ns("StartCategoryScanResponse", CLIENT_NS)
-            .list("preferredCategoryIds", &preferred, |w, g| {
+        w.start_ns("StartCategoryScanResponse", CLIENT_NS).list(
+            "preferredCategoryIds",
+            &preferred,
+            |w, g| {
                 w.elem("guid", g);
-            });
+            },
+        );
         if !errors.is_empty() {
             w.list("requestedCategoryIdsInError", &errors, |w, g| {
                 w.elem("guid", g);
@@ -720,9 +794,17 @@ impl Wusp {
         ))
     }
 
-    fn registered(&self, store: &Store, state: &ClientState) -> std::result::Result<ClientComputer, Fail> {
+    fn registered(
+        &self,
+        store: &Store,
+        state: &ClientState,
+    ) -> std::result::Result<ClientComputer, Fail> {
         let c = store.wusp_computer(&state.client_id)?.ok_or_else(|| {
-            fail(ErrorCode::RegistrationRequired, "", "computer not registered")
+            fail(
+                ErrorCode::RegistrationRequired,
+                "",
+                "computer not registered",
+            )
         })?;
         store.wusp_touch(&c.computer_id)?;
         Ok(c)
@@ -749,7 +831,10 @@ impl Wusp {
         if installed.len() > MAX_INSTALLED_NON_LEAF {
             return Err(invalid(
                 "parameters.InstalledNonLeafUpdateIDs",
-                format!("{} installed non-leaf ids (at most {MAX_INSTALLED_NON_LEAF})", installed.len()),
+                format!(
+                    "{} installed non-leaf ids (at most {MAX_INSTALLED_NON_LEAF})",
+                    installed.len()
+                ),
             ));
         }
         let other = ints(p, "OtherCachedUpdateIDs")
@@ -767,7 +852,8 @@ impl Wusp {
         let (audience, group_key) = self.audience(store, &state, Some(&computer))?;
         let new_protocol = state.protocol >= (1, 7);
         let mut w = XmlWriter::new();
-        w.start_ns("SyncUpdatesResponse", CLIENT_NS).start("SyncUpdatesResult");
+        w.start_ns("SyncUpdatesResponse", CLIENT_NS)
+            .start("SyncUpdatesResult");
         let summary;
         if skip_software {
             // The driver pass: no driver matching; nothing is needed.
@@ -810,9 +896,20 @@ impl Wusp {
                         .and_then(|x| Document::parse(&x).ok())
                         .map(|d| d.core())
                         .ok_or_else(|| {
-                            fail(ErrorCode::InternalServerError, "", format!("revision {} cannot be cut", e.rev_id))
+                            fail(
+                                ErrorCode::InternalServerError,
+                                "",
+                                format!("revision {} cannot be cut", e.rev_id),
+                            )
                         })?;
-                    write_update_info(&mut w, e.rev_id, &catalog.deployment(i, &audience, &now), e.is_leaf, Some(&core), state.protocol);
+                    write_update_info(
+                        &mut w,
+                        e.rev_id,
+                        &catalog.deployment(i, &audience, &now),
+                        e.is_leaf,
+                        Some(&core),
+                        state.protocol,
+                    );
                 }
                 w.end("NewUpdates");
             }
@@ -825,7 +922,14 @@ impl Wusp {
                 w.start("ChangedUpdates");
                 for &i in &sel.changed {
                     let e = catalog.entry(i);
-                    write_update_info(&mut w, e.rev_id, &catalog.deployment(i, &audience, &now), e.is_leaf, None, state.protocol);
+                    write_update_info(
+                        &mut w,
+                        e.rev_id,
+                        &catalog.deployment(i, &audience, &now),
+                        e.is_leaf,
+                        None,
+                        state.protocol,
+                    );
                 }
                 w.end("ChangedUpdates");
             }
@@ -834,9 +938,13 @@ impl Wusp {
             state.group = Some(group_key);
             self.write_cookie(store, &mut w, "NewCookie", &state)?;
             if new_protocol && !sel.deployed_out_of_scope.is_empty() {
-                w.list("DeployedOutOfScopeRevisionIds", &sel.deployed_out_of_scope, |w, r| {
-                    w.elem("int", &r.to_string());
-                });
+                w.list(
+                    "DeployedOutOfScopeRevisionIds",
+                    &sel.deployed_out_of_scope,
+                    |w, r| {
+                        w.elem("int", &r.to_string());
+                    },
+                );
             }
             if new_protocol {
                 w.bool_elem("DriverSyncNotNeeded", !filter.is_empty());
@@ -873,7 +981,10 @@ impl Wusp {
                 .map(|u| u.children_named("UpdateIdentity").collect())
                 .unwrap_or_default();
             if ids.len() > MAX_EXTENDED_UPDATES {
-                return Err(invalid("updateIDs", format!("{} updates (at most {MAX_EXTENDED_UPDATES})", ids.len())));
+                return Err(invalid(
+                    "updateIDs",
+                    format!("{} updates (at most {MAX_EXTENDED_UPDATES})", ids.len()),
+                ));
             }
             for id in ids {
                 let found = id
@@ -885,7 +996,10 @@ impl Wusp {
         } else {
             let revs = ints(body, "revisionIDs").map_err(|w| invalid("revisionIDs", w))?;
             if revs.len() > MAX_EXTENDED_UPDATES {
-                return Err(invalid("revisionIDs", format!("{} revisions (at most {MAX_EXTENDED_UPDATES})", revs.len())));
+                return Err(invalid(
+                    "revisionIDs",
+                    format!("{} revisions (at most {MAX_EXTENDED_UPDATES})", revs.len()),
+                ));
             }
             for r in revs {
                 match catalog.by_rev(r).filter(|&i| catalog.entry(i).in_scope) {
@@ -899,17 +1013,34 @@ impl Wusp {
         }
         let types: Vec<String> = body
             .child("infoTypes")
-            .map(|t| t.children().iter().map(|c| c.text().trim().to_string()).collect())
+            .map(|t| {
+                t.children()
+                    .iter()
+                    .map(|c| c.text().trim().to_string())
+                    .collect()
+            })
             .unwrap_or_default();
         if types.is_empty() {
             return Err(invalid("infoTypes", "no infoTypes"));
         }
         let locales: Vec<String> = body
             .child("locales")
-            .map(|t| t.children().iter().map(|c| c.text().trim().to_string()).collect())
+            .map(|t| {
+                t.children()
+                    .iter()
+                    .map(|c| c.text().trim().to_string())
+                    .collect()
+            })
             .unwrap_or_default();
-        if locales.is_empty() && types.iter().any(|t| t == "LocalizedProperties" || t == "Eula") {
-            return Err(invalid("locales", "no locales for LocalizedProperties or Eula"));
+        if locales.is_empty()
+            && types
+                .iter()
+                .any(|t| t == "LocalizedProperties" || t == "Eula")
+        {
+            return Err(invalid(
+                "locales",
+                "no locales for LocalizedProperties or Eula",
+            ));
         }
         let mut langs: Vec<String> = Vec::new();
         for l in locales.iter().map(String::as_str).chain(["en"]) {
@@ -924,7 +1055,13 @@ impl Wusp {
                     .revision_xml(catalog.entry(i).rev_id)
                     .ok()
                     .and_then(|x| Document::parse(&x).ok())
-                    .ok_or_else(|| fail(ErrorCode::InternalServerError, "", "a revision cannot be cut"))?;
+                    .ok_or_else(|| {
+                        fail(
+                            ErrorCode::InternalServerError,
+                            "",
+                            "a revision cannot be cut",
+                        )
+                    })?;
                 v.insert(d);
             }
         }
@@ -938,7 +1075,8 @@ impl Wusp {
                     "Core" => updates.push((rev, d.core())),
                     "Extended" => updates.push((rev, d.extended())),
                     "LocalizedProperties" => {
-                        let mut got: Vec<String> = langs.iter().filter_map(|l| d.localized(l)).collect();
+                        let mut got: Vec<String> =
+                            langs.iter().filter_map(|l| d.localized(l)).collect();
                         if got.is_empty() {
                             if let Some(f) = d.default_language().and_then(|l| d.localized(&l)) {
                                 got.push(f);
@@ -971,12 +1109,20 @@ impl Wusp {
                 }
             }
         }
-        let op = if v2 { "GetExtendedUpdateInfo2" } else { "GetExtendedUpdateInfo" };
+        let op = if v2 {
+            "GetExtendedUpdateInfo2"
+        } else {
+            "GetExtendedUpdateInfo"
+        };
         let mut w = XmlWriter::new();
-        w.start_ns(&format!("{op}Response"), CLIENT_NS).start(&format!("{op}Result"));
+        w.start_ns(&format!("{op}Response"), CLIENT_NS)
+            .start(&format!("{op}Result"));
         if !updates.is_empty() || !v2 {
             w.list("Updates", &updates, |w, (rev, xml)| {
-                w.start("Update").elem("ID", &rev.to_string()).elem("Xml", xml).end("Update");
+                w.start("Update")
+                    .elem("ID", &rev.to_string())
+                    .elem("Xml", xml)
+                    .end("Update");
             });
         }
         if !locations.is_empty() {
@@ -1024,11 +1170,16 @@ impl Wusp {
             }
         }
         let mut w = XmlWriter::new();
-        w.start_ns("GetFileLocationsResponse", CLIENT_NS).start("GetFileLocationsResult");
+        w.start_ns("GetFileLocationsResponse", CLIENT_NS)
+            .start("GetFileLocationsResult");
         write_locations(&mut w, &locations);
         self.write_cookie(store, &mut w, "NewCookie", &state)?;
-        w.end("GetFileLocationsResult").end("GetFileLocationsResponse");
-        Ok((client_envelope(w.as_str()), format!("{} locations", locations.len())))
+        w.end("GetFileLocationsResult")
+            .end("GetFileLocationsResponse");
+        Ok((
+            client_envelope(w.as_str()),
+            format!("{} locations", locations.len()),
+        ))
     }
 
     fn refresh_cache(&self, store: &Store, body: &Element) -> Outcome {
@@ -1039,13 +1190,17 @@ impl Wusp {
             .map(|g| g.children_named("UpdateIdentity").collect())
             .unwrap_or_default();
         if ids.len() > MAX_REFRESH {
-            return Err(invalid("globalIDs", format!("{} identities (at most {MAX_REFRESH})", ids.len())));
+            return Err(invalid(
+                "globalIDs",
+                format!("{} identities (at most {MAX_REFRESH})", ids.len()),
+            ));
         }
         let catalog = self.catalog(store)?;
         let (audience, _) = self.audience(store, &state, computer.as_ref())?;
         let now = crate::store::now_rfc3339();
         let mut w = XmlWriter::new();
-        w.start_ns("RefreshCacheResponse", CLIENT_NS).start("RefreshCacheResult");
+        w.start_ns("RefreshCacheResponse", CLIENT_NS)
+            .start("RefreshCacheResult");
         let mut n = 0;
         for id in ids {
             let rev: Option<i32> = id.child_text("RevisionNumber").and_then(|r| r.parse().ok());
@@ -1061,11 +1216,18 @@ impl Wusp {
             w.start("RefreshCacheResult")
                 .elem("RevisionID", &e.rev_id.to_string())
                 .start("GlobalID")
-                .elem("UpdateID", id.child_text("UpdateID").unwrap_or(&e.update_id))
+                .elem(
+                    "UpdateID",
+                    id.child_text("UpdateID").unwrap_or(&e.update_id),
+                )
                 .elem("RevisionNumber", &e.revision.to_string())
                 .end("GlobalID")
                 .bool_elem("IsLeaf", e.is_leaf);
-            write_deployment(&mut w, &catalog.deployment(i, &audience, &now), state.protocol);
+            write_deployment(
+                &mut w,
+                &catalog.deployment(i, &audience, &now),
+                state.protocol,
+            );
             w.end("RefreshCacheResult");
         }
         w.end("RefreshCacheResult").end("RefreshCacheResponse");
@@ -1079,7 +1241,8 @@ impl Wusp {
             .start("SyncPrinterCatalogResult")
             .bool_elem("Truncated", false);
         self.write_cookie(store, &mut w, "NewCookie", &state)?;
-        w.end("SyncPrinterCatalogResult").end("SyncPrinterCatalogResponse");
+        w.end("SyncPrinterCatalogResult")
+            .end("SyncPrinterCatalogResponse");
         Ok((client_envelope(w.as_str()), "no printer drivers".into()))
     }
 
@@ -1104,7 +1267,10 @@ impl Wusp {
         }
         let catalog = self.catalog(store)?;
         let (audience, _) = self.audience(store, &state, Some(&computer))?;
-        let before: HashMap<String, UpdateState> = store.wusp_status_of(&computer.computer_id)?.into_iter().collect();
+        let before: HashMap<String, UpdateState> = store
+            .wusp_status_of(&computer.computer_id)?
+            .into_iter()
+            .collect();
         let now = crate::store::now_rfc3339();
         let reportable: HashSet<usize> = catalog
             .entries
@@ -1121,9 +1287,12 @@ impl Wusp {
             })
             .map(|(i, _)| i)
             .collect();
-        let stored = store.wusp_report(&computer.computer_id, &events, self.opts.event_bound, |fresh| {
-            derive_status(&catalog, &reportable, &events, fresh, before)
-        })?;
+        let stored = store.wusp_report(
+            &computer.computer_id,
+            &events,
+            self.opts.event_bound,
+            |fresh| derive_status(&catalog, &reportable, &events, fresh, before),
+        )?;
         let mut w = XmlWriter::new();
         w.start_ns("ReportEventBatchResponse", REPORTING_NS)
             .bool_elem("ReportEventBatchResult", true)
@@ -1133,7 +1302,11 @@ impl Wusp {
             format!(
                 "{} events, {stored} new{}",
                 events.len(),
-                if skipped > 0 { format!(", {skipped} unreadable skipped") } else { String::new() }
+                if skipped > 0 {
+                    format!(", {skipped} unreadable skipped")
+                } else {
+                    String::new()
+                }
             ),
         ))
     }
@@ -1157,10 +1330,12 @@ fn ints(parent: &Element, name: &str) -> std::result::Result<Vec<i64>, String> {
     list.children()
         .iter()
         .map(|c| {
-            c.text()
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| format!("{name}: {:?} is not an int", c.text().chars().take(40).collect::<String>()))
+            c.text().trim().parse::<i64>().map_err(|_| {
+                format!(
+                    "{name}: {:?} is not an int",
+                    c.text().chars().take(40).collect::<String>()
+                )
+            })
         })
         .collect()
 }
@@ -1252,14 +1427,21 @@ fn read_event(e: &Element) -> Option<EventRow> {
     };
     Some(EventRow {
         instance_id,
-        time_at_target: b.child_text("TimeAtTarget").unwrap_or("").chars().take(64).collect(),
+        time_at_target: b
+            .child_text("TimeAtTarget")
+            .unwrap_or("")
+            .chars()
+            .take(64)
+            .collect(),
         namespace_id: num("NamespaceID").unwrap_or(1),
         event_id: num("EventID")?,
         source_id: num("SourceID").unwrap_or(0),
         update_id,
         revision,
         hresult,
-        app_name: b.child_text("AppName").map(|a| a.chars().take(256).collect()),
+        app_name: b
+            .child_text("AppName")
+            .map(|a| a.chars().take(256).collect()),
         replacement: strings("ReplacementStrings"),
         misc: strings("MiscData"),
     })
@@ -1294,7 +1476,10 @@ fn derive_status(
                         continue;
                     };
                     for id in list.split(';') {
-                        if let Some(i) = catalog.by_update(id.trim()).filter(|i| reportable.contains(i)) {
+                        if let Some(i) = catalog
+                            .by_update(id.trim())
+                            .filter(|i| reportable.contains(i))
+                        {
                             listed.insert(i, state);
                         }
                     }
@@ -1305,7 +1490,10 @@ fn derive_status(
                 .map(|&i| {
                     (
                         catalog.entry(i).update_id.clone(),
-                        listed.get(&i).copied().unwrap_or(UpdateState::NotApplicable),
+                        listed
+                            .get(&i)
+                            .copied()
+                            .unwrap_or(UpdateState::NotApplicable),
                     )
                 })
                 .collect();
@@ -1327,7 +1515,9 @@ fn derive_status(
             183 | 190 | 197 | 203 | 184 | 191 | 199 => Some(UpdateState::Installed),
             201 if e.hresult >= 0 => Some(UpdateState::Installed),
             182 | 195 | 198 | 204 | 187 | 192 | 200 | 221 => Some(UpdateState::Failed),
-            162 | 164 if current.get(&u) != Some(&UpdateState::Installed) => Some(UpdateState::Downloaded),
+            162 | 164 if current.get(&u) != Some(&UpdateState::Installed) => {
+                Some(UpdateState::Downloaded)
+            }
             222 | 224 => Some(UpdateState::Needed),
             _ => None,
         };
@@ -1352,7 +1542,10 @@ mod tests {
         }
         let ms = 1_791_169_415_996;
         assert_eq!(parse_millis(&format_millis(ms)), Some(ms));
-        assert_eq!(parse_millis("2026-10-04T13:17:07.59Z"), Some(1_791_119_827_590));
+        assert_eq!(
+            parse_millis("2026-10-04T13:17:07.59Z"),
+            Some(1_791_119_827_590)
+        );
     }
 
     #[test]
