@@ -751,7 +751,11 @@ async fn browse(
     let count = b.find(Locator::Id("result-count")).await?.text().await?;
     assert!(count.contains("matching; page 1 of 1"), "{count}");
     let rows = b.find_all(Locator::Css("table.updates tbody tr")).await?;
-    assert!(!rows.is_empty() && rows.len() < 50, "KB{kb}: {} rows", rows.len());
+    assert!(
+        !rows.is_empty() && rows.len() < 50,
+        "KB{kb}: {} rows",
+        rows.len()
+    );
     for r in rows {
         let t = r.text().await?;
         assert!(t.contains(&format!("KB{kb}")) || t.contains(&kb), "{t}");

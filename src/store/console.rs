@@ -197,7 +197,7 @@ impl Store {
         self.set_config_value(PASSWORD_HASH, phc)
     }
 
-    /// One page of the update list, newest first.
+    /// One page of the update list, by update id.
     pub fn search_updates(&self, q: &UpdateQuery) -> Result<UpdatePage> {
         let mut wh = String::from(" WHERE 1=1");
         let mut args: Vec<String> = Vec::new();
@@ -212,24 +212,19 @@ impl Store {
             }
             None => wh.push_str(" AND u.kind IN ('software', 'driver')"),
         }
+        // Titles are searched in `localized` (small rows), never in
+        // `revisions`, whose rows carry the verbatim XML: a scan of those
+        // reads the whole catalog.
         let text = q.text.trim();
         if !text.is_empty() {
-            let kb = text
-                .strip_prefix("KB")
-                .or_else(|| text.strip_prefix("kb"))
-                .unwrap_or(text);
             if let Some(id) = crate::store::canonical_guid(text) {
                 let p = arg(&mut args, id);
                 wh.push_str(&format!(" AND u.update_id = {p}"));
-            } else if !kb.is_empty() && kb.bytes().all(|b| b.is_ascii_digit()) {
-                let p = arg(&mut args, kb.to_string());
-                let t = arg(&mut args, like_pattern(text));
-                wh.push_str(&format!(
-                    " AND (r.kb_article = {p} OR r.title LIKE {t} ESCAPE '\\')"
-                ));
             } else {
                 let t = arg(&mut args, like_pattern(text));
-                wh.push_str(&format!(" AND r.title LIKE {t} ESCAPE '\\'"));
+                wh.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM localized l WHERE l.rev_id = u.current_rev AND l.title LIKE {t} ESCAPE '\\')"
+                ));
             }
         }
         for cat in [&q.product, &q.classification].into_iter().flatten() {
@@ -253,16 +248,18 @@ impl Store {
                 " AND EXISTS (SELECT 1 FROM wusp_status s WHERE s.update_id = u.update_id AND s.state = {p})"
             ));
         }
-        let from = " FROM updates u JOIN revisions r ON r.rev_id = u.current_rev";
         let total: i64 = self.conn().query_row(
-            &format!("SELECT COUNT(*){from}{wh}"),
+            &format!("SELECT COUNT(*) FROM updates u{wh}"),
             params_from_iter(args.iter()),
             |r| r.get(0),
         )?;
+        // The page is picked from `updates` alone (in update id order, its
+        // primary key), then only its rows are joined to their revisions.
         let sql = format!(
-            "SELECT u.update_id, r.revision, r.kind, r.title, r.kb_article, r.creation_date, u.declined, \
-             (SELECT COUNT(*) FROM deployments d WHERE d.update_id = u.update_id AND d.removed = 0) \
-             {from}{wh} ORDER BY r.creation_date DESC, u.update_id LIMIT {} OFFSET {}",
+            "SELECT p.update_id, r.revision, r.kind, r.title, r.kb_article, r.creation_date, p.declined, \
+             (SELECT COUNT(*) FROM deployments d WHERE d.update_id = p.update_id AND d.removed = 0) FROM ( \
+             SELECT u.update_id, u.current_rev, u.declined FROM updates u{wh} ORDER BY u.update_id LIMIT {} OFFSET {}) p \
+             JOIN revisions r ON r.rev_id = p.current_rev ORDER BY p.update_id",
             q.limit.min(1000),
             q.offset
         );
