@@ -8,6 +8,7 @@ mod approvals;
 mod args;
 mod bundle;
 mod catalog;
+mod console;
 mod demo;
 mod failure;
 mod groups;
@@ -95,6 +96,9 @@ enum Command {
     Check(store::CheckArgs),
     /// Serve downstream servers (MS-WSUSSS upstream role) and content.
     Serve(serve::ServeArgs),
+    /// The administration console in the browser (`console passwd` sets
+    /// its password).
+    Console(console::ConsoleArgs),
     /// Synchronize from an upstream WSUS or gapsync server (MS-WSUSSS).
     Sync(sync::SyncArgs),
     /// Bundles exported, per destination (the chains).
@@ -211,6 +215,7 @@ fn run(cli: Cli, server_from_env: bool) -> Result<()> {
         Command::Journal(a) => store::journal(ctx, a),
         Command::Check(a) => store::check(ctx, a),
         Command::Serve(a) => serve::serve(ctx.server()?, &a),
+        Command::Console(a) => console::run(ctx.server()?, &a),
         Command::Sync(a) => sync::sync(ctx, a),
         Command::Exports(cmd) => bundle::exports_list(ctx, cmd),
         Command::Imports(cmd) => bundle::imports_list(ctx, cmd),

@@ -13,6 +13,7 @@
 //!   is refused.
 
 pub mod check;
+pub mod console;
 pub mod content;
 pub mod deployments;
 pub mod groups;
