@@ -702,7 +702,13 @@ async fn browse(
         .send_keys("not it")
         .await?;
     b.find(Locator::Id("login")).await?.click().await?;
-    let err = b.find(Locator::Css("p.error")).await?.text().await?;
+    let err = b
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css("p.error"))
+        .await?
+        .text()
+        .await?;
     assert!(err.contains("Wrong password"), "{err}");
     shot(b, shots, "1-login").await?;
     b.find(Locator::Id("password"))
@@ -743,12 +749,20 @@ async fn browse(
 
     // Search the update by KB number.
     b.find(Locator::LinkText("Updates")).await?.click().await?;
-    b.find(Locator::Id("f-q"))
+    b.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Id("f-q"))
         .await?
         .send_keys(&format!("KB{kb}"))
         .await?;
     b.find(Locator::Id("search")).await?.click().await?;
-    let count = b.find(Locator::Id("result-count")).await?.text().await?;
+    let count = b
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Id("result-count"))
+        .await?
+        .text()
+        .await?;
     assert!(count.contains("matching; page 1 of 1"), "{count}");
     let rows = b.find_all(Locator::Css("table.updates tbody tr")).await?;
     assert!(
@@ -777,7 +791,13 @@ async fn browse(
         .send_keys("2027-01-15T18:00:00Z")
         .await?;
     b.find(Locator::Id("do-approve")).await?.click().await?;
-    let flash = b.find(Locator::Css("p.flash")).await?.text().await?;
+    let flash = b
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css("p.flash"))
+        .await?
+        .text()
+        .await?;
     assert!(flash.contains("Approved 1 update for Pilot"), "{flash}");
     let table = b.find(Locator::Id("approvals")).await?.text().await?;
     assert!(
@@ -796,7 +816,13 @@ async fn browse(
     // Decline (the script asks first).
     b.find(Locator::Id("do-decline")).await?.click().await?;
     b.accept_alert().await?;
-    let flash = b.find(Locator::Css("p.flash")).await?.text().await?;
+    let flash = b
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css("p.flash"))
+        .await?
+        .text()
+        .await?;
     assert!(flash.contains("Declined 1 update"), "{flash}");
     assert_eq!(
         b.find(Locator::Id("update-state")).await?.text().await?,

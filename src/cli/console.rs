@@ -156,7 +156,10 @@ fn console(server: &Path, a: &ConsoleArgs) -> Result<()> {
         ConsoleOptions {
             listen: a.listen.clone(),
             tls,
-            admin_name: a.admin.clone().unwrap_or_else(super::approvals::default_admin),
+            admin_name: a
+                .admin
+                .clone()
+                .unwrap_or_else(super::approvals::default_admin),
         },
     )?;
     if !loopback && a.insecure_http {
