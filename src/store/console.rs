@@ -221,9 +221,17 @@ impl Store {
                 let p = arg(&mut args, id);
                 wh.push_str(&format!(" AND u.update_id = {p}"));
             } else {
+                // One scan of each small source (titles; KB numbers,
+                // through their index), not a lookup per update.
                 let t = arg(&mut args, like_pattern(text));
+                let digits = text
+                    .strip_prefix("KB")
+                    .or_else(|| text.strip_prefix("kb"))
+                    .unwrap_or(text);
+                let k = arg(&mut args, like_pattern(digits));
                 wh.push_str(&format!(
-                    " AND EXISTS (SELECT 1 FROM localized l WHERE l.rev_id = u.current_rev AND l.title LIKE {t} ESCAPE '\\')"
+                    " AND u.current_rev IN (SELECT l.rev_id FROM localized l WHERE l.title LIKE {t} ESCAPE '\\' \
+                     UNION SELECT r.rev_id FROM revisions r WHERE r.kb_article LIKE {k} ESCAPE '\\')"
                 ));
             }
         }
