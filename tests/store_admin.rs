@@ -332,7 +332,7 @@ fn a_user_who_may_only_read_runs_every_reading_command() {
         .execute_batch(
             // Undo v8 (indexes), v7 (MS-WUSP tables and computer
             // columns), then v6.
-            "DROP INDEX updates_current_rev; DROP INDEX revisions_kb; \
+            "DROP INDEX updates_current_rev; DROP INDEX revisions_kb; DROP INDEX localized_title; \
              DROP TABLE wusp_events; DROP TABLE wusp_status; DROP TABLE wusp_revisions; \
              DROP INDEX computers_client; DROP INDEX computers_name; \
              CREATE UNIQUE INDEX computers_name ON computers (name COLLATE NOCASE); \

@@ -221,17 +221,22 @@ impl Store {
                 let p = arg(&mut args, id);
                 wh.push_str(&format!(" AND u.update_id = {p}"));
             } else {
-                // One scan of each small source (titles; KB numbers,
-                // through their index), not a lookup per update.
+                // Titles: one scan of the title index (a substring);
+                // KB numbers (`KB5034441`, `5034`): a prefix, through
+                // their index. Never a lookup into `revisions` per update.
                 let t = arg(&mut args, like_pattern(text));
                 let digits = text
                     .strip_prefix("KB")
                     .or_else(|| text.strip_prefix("kb"))
                     .unwrap_or(text);
-                let k = arg(&mut args, like_pattern(digits));
+                let kb = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                    let k = arg(&mut args, format!("{digits}*"));
+                    format!(" UNION SELECT r.rev_id FROM revisions r WHERE r.kb_article GLOB {k}")
+                } else {
+                    String::new()
+                };
                 wh.push_str(&format!(
-                    " AND u.current_rev IN (SELECT l.rev_id FROM localized l WHERE l.title LIKE {t} ESCAPE '\\' \
-                     UNION SELECT r.rev_id FROM revisions r WHERE r.kb_article LIKE {k} ESCAPE '\\')"
+                    " AND u.current_rev IN (SELECT l.rev_id FROM localized l WHERE l.title LIKE {t} ESCAPE '\\'{kb})"
                 ));
             }
         }
