@@ -935,12 +935,7 @@ impl CatalogBatch<'_> {
 
     /// Whether a content file with this SHA-1 is already stored.
     pub fn has_content(&self, sha1: &[u8; 20]) -> Result<bool> {
-        Ok(self
-            .tx
-            .prepare_cached("SELECT 1 FROM content WHERE sha1 = ?1")?
-            .query_row([&sha1[..]], |_| Ok(()))
-            .optional()?
-            .is_some())
+        content_recorded(&self.tx, sha1)
     }
 
     /// Queues a staged (already verified) content file for this batch.
@@ -1288,6 +1283,15 @@ fn insert_languages(tx: &Connection, rev_id: i64, meta: &UpdateMetadata) -> rusq
         st.execute(params![rev_id, l])?;
     }
     Ok(())
+}
+
+/// Whether the content table records the file with this SHA-1.
+pub(crate) fn content_recorded(conn: &Connection, sha1: &[u8; 20]) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM content WHERE sha1 = ?1")?
+        .query_row([&sha1[..]], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 /// Records a content file that is in place under `content/`, with its
