@@ -238,7 +238,9 @@ fn hostile_content_entries_are_refused() {
             "unsafe",
         ),
         (
-            edited("c-abs", &|i| i[0]["path"] = serde_json::json!("/tmp/gapsync-evil")),
+            edited("c-abs", &|i| {
+                i[0]["path"] = serde_json::json!("/tmp/gapsync-evil")
+            }),
             "unsafe",
         ),
         (
@@ -249,7 +251,9 @@ fn hostile_content_entries_are_refused() {
             "malformed-content-index",
         ),
         (
-            edited("c-volume", &|i| i[0]["parts"][0]["volume"] = serde_json::json!(2)),
+            edited("c-volume", &|i| {
+                i[0]["parts"][0]["volume"] = serde_json::json!(2)
+            }),
             "malformed-content-index",
         ),
         (

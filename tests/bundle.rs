@@ -590,7 +590,10 @@ fn a_bundles_content_folder_is_a_wsus_content_folder() {
             "{rel}: the exporter's file"
         );
     }
-    assert!(with_metadata_sha256 > 0, "the generated metadata has SHA-256s");
+    assert!(
+        with_metadata_sha256 > 0,
+        "the generated metadata has SHA-256s"
+    );
     lab.import(&b).ok();
     lab.assert_equal();
 }
@@ -654,8 +657,7 @@ fn format_1_bundles_still_verify_and_import() {
     let damaged = lab.root.join("v1-damaged");
     copy_tree(&b, &damaged);
     flip_byte(&damaged.join("content-001.tar"), 4096);
-    gs_plain(&["verify", damaged.to_str().unwrap(), "--trust", &trust])
-        .fails(3, "[hash-mismatch]");
+    gs_plain(&["verify", damaged.to_str().unwrap(), "--trust", &trust]).fails(3, "[hash-mismatch]");
     lab.refused(&damaged, "hash-mismatch");
     // A format-3 layout inside a version-1 bundle is not its content.
     let mixed = lab.root.join("v1-content-folder");
@@ -725,7 +727,9 @@ fn rule_hash_mismatch_in_every_file() {
         "content.json",
         "manifest.json",
     ] {
-        let copy = lab.root.join(format!("tampered-{}", name.replace('/', "-")));
+        let copy = lab
+            .root
+            .join(format!("tampered-{}", name.replace('/', "-")));
         copy_tree(&b, &copy);
         let len = fs::metadata(copy.join(name)).unwrap().len() as usize;
         flip_byte(&copy.join(name), len / 2);

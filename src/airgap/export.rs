@@ -955,10 +955,11 @@ fn export_into(
             write_file(&vols.of(1).join(CONTENT_ENTRY), &cjson2)?;
             for (parts, d) in placements.iter().zip(&digests) {
                 for (p, d) in parts.iter().zip(d) {
-                    files
-                        .entry(p.volume)
-                        .or_default()
-                        .push((p.entry.clone(), hex::encode(d), p.len));
+                    files.entry(p.volume).or_default().push((
+                        p.entry.clone(),
+                        hex::encode(d),
+                        p.len,
+                    ));
                 }
             }
             cjson2
@@ -1383,7 +1384,15 @@ fn copy_content_file(
         } else {
             &mut [&mut whole]
         };
-        copy_hashed(&mut input, Some(&mut out), p.len, hashers, &mut buf, &on_bytes).at(src)?;
+        copy_hashed(
+            &mut input,
+            Some(&mut out),
+            p.len,
+            hashers,
+            &mut buf,
+            &on_bytes,
+        )
+        .at(src)?;
         out.sync_all().at(&dest)?;
         if split {
             digests.push(part.finish().sha256);

@@ -165,7 +165,11 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("item 50"), "{err}");
-        assert!(run_parallel(&Vec::<u32>::new(), |i| Ok(*i)).unwrap().is_empty());
+        assert!(
+            run_parallel(&Vec::<u32>::new(), |i| Ok(*i))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -186,7 +190,10 @@ mod tests {
         assert_eq!(n, 1_000_000);
         assert_eq!(out, &data[..1_000_000]);
         let d = h.finish();
-        assert_eq!(d.sha256, <[u8; 32]>::from(Sha256::digest(&data[..1_000_000])));
+        assert_eq!(
+            d.sha256,
+            <[u8; 32]>::from(Sha256::digest(&data[..1_000_000]))
+        );
         assert_eq!(d.sha1, Some(Sha1::digest(&data[..1_000_000]).into()));
         assert_eq!(Hashers::new(false).finish().sha1, None);
     }

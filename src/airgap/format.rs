@@ -252,7 +252,9 @@ pub fn is_content_file(name: &str) -> bool {
 }
 
 fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    s.len() == 64
+        && s.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
 }
 
 /// Version 3: reads `content.json` of volume 1 (bounded), checks it has
@@ -1087,14 +1089,25 @@ pub fn verify_files(
         let mut f = File::open(&path).at(&path)?;
         let mut h = crate::airgap::files::Hashers::new(false);
         let mut buf = vec![0u8; crate::airgap::files::COPY_BUF];
-        crate::airgap::files::copy_hashed(&mut f, None, u64::MAX, &mut [&mut h], &mut buf, on_bytes)
-            .at(&path)?;
+        crate::airgap::files::copy_hashed(
+            &mut f,
+            None,
+            u64::MAX,
+            &mut [&mut h],
+            &mut buf,
+            on_bytes,
+        )
+        .at(&path)?;
         let d = h.finish();
         let got = hex::encode(d.sha256);
         if got != j.sha256 {
             return Err(Error::verification(
                 "hash-mismatch",
-                format!("{}: SHA-256 {got}, {SUMS} says {}", path.display(), j.sha256),
+                format!(
+                    "{}: SHA-256 {got}, {SUMS} says {}",
+                    path.display(),
+                    j.sha256
+                ),
             ));
         }
         if let Some(s) = j.size
@@ -1269,7 +1282,10 @@ mod tests {
         // Version 3 may carry the field or not.
         let mut v3 = m.clone();
         v3.version = VERSION_FILES;
-        assert_eq!(parse_manifest(&serde_json::to_vec(&v3).unwrap(), Path::new(".")).unwrap(), v3);
+        assert_eq!(
+            parse_manifest(&serde_json::to_vec(&v3).unwrap(), Path::new(".")).unwrap(),
+            v3
+        );
         let mut v3_plain = manifest(3);
         v3_plain.version = VERSION_FILES;
         assert_eq!(

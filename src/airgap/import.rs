@@ -492,7 +492,10 @@ fn read_volumes_files(
     let mut expected: HashMap<usize, Expected> = HashMap::new();
     for (i, rec) in index.iter().enumerate() {
         if needed.contains(rec.sha1.as_str()) {
-            expected.insert(i, metadata_expectation(tx, &rec.sha1, &rec.sha256, rec.size, &rec.path)?);
+            expected.insert(
+                i,
+                metadata_expectation(tx, &rec.sha1, &rec.sha256, rec.size, &rec.path)?,
+            );
         }
     }
     let cs = tx.content();
@@ -1326,9 +1329,7 @@ fn content_error(e: Error, path: &str) -> Error {
             ..
         } => fail(
             "content-mismatch",
-            format!(
-                "content {path}: {what} is {actual}, the update metadata says {expected}"
-            ),
+            format!("content {path}: {what} is {actual}, the update metadata says {expected}"),
         ),
         other => other,
     }

@@ -324,7 +324,7 @@ pub fn verify_bundle(
                 format::check_volume_files(h, h.volume.unwrap_or(0), &index)?;
             }
             checks.push(format!(
-                "content index: {} files; every volume lists exactly the content files it places there",
+                "content index of {} content file(s); every volume lists exactly the content files it places there",
                 index.len()
             ));
             index
