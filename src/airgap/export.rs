@@ -18,9 +18,11 @@
 //!    trust statements, the scope, the state and the content to send
 //!    (`read_snapshot`).
 //! 3. Volume 1: the trust statement files, the metadata pack, the content
-//!    placement over volumes and `content.json`.
-//! 4. The content packs, one per volume, streamed from the content store
-//!    and re-verified while copied.
+//!    placement over volumes (and the space `content.json` needs).
+//! 4. The content files, copied from the content store in parallel, each
+//!    byte read and hashed once and checked against the store's record
+//!    (`write_content_files`); then `content.json`. (Format 1, kept for
+//!    tests of its reader: one tar pack per volume.)
 //! 5. The manifest, SHA256SUMS and signature of every volume (and of the
 //!    top level of a multi-volume bundle).
 

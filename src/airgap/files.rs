@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use sha1::Sha1;
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
 use crate::error::Result;
 
@@ -80,9 +80,10 @@ pub struct Digests {
     pub size: u64,
 }
 
-/// Hashers for one stream: SHA-256 always, SHA-1 when asked.
+/// Hashers for one stream: SHA-256 always (ring's, whose assembly uses
+/// SHA-NI or AVX2 where the CPU has them), SHA-1 when asked.
 pub struct Hashers {
-    sha256: Sha256,
+    sha256: ring::digest::Context,
     sha1: Option<Sha1>,
     size: u64,
 }
@@ -90,7 +91,7 @@ pub struct Hashers {
 impl Hashers {
     pub fn new(with_sha1: bool) -> Self {
         Hashers {
-            sha256: Sha256::new(),
+            sha256: ring::digest::Context::new(&ring::digest::SHA256),
             sha1: with_sha1.then(Sha1::new),
             size: 0,
         }
@@ -105,8 +106,10 @@ impl Hashers {
     }
 
     pub fn finish(self) -> Digests {
+        let mut sha256 = [0u8; 32];
+        sha256.copy_from_slice(self.sha256.finish().as_ref());
         Digests {
-            sha256: self.sha256.finalize().into(),
+            sha256,
             sha1: self.sha1.map(|s| s.finalize().into()),
             size: self.size,
         }
@@ -150,6 +153,7 @@ pub fn copy_hashed(
 mod tests {
     use super::*;
     use crate::error::Error;
+    use sha2::Sha256;
 
     #[test]
     fn parallel_results_keep_their_order_and_the_first_error_wins() {

@@ -1,6 +1,6 @@
-//! The bundle format (docs/bundle-format.md, format version 1): manifest,
-//! SHA256SUMS, minisign signature, packs and volumes, and the verification
-//! rules every reader applies.
+//! The bundle format (docs/bundle-format.md, versions 1 to 3): manifest,
+//! SHA256SUMS, minisign signature, packs, content index and volumes, and
+//! the verification rules every reader applies.
 //!
 //! Verification follows the style of awslabs/tough: each rule is one
 //! function, with the rule it enforces written beside it, returning

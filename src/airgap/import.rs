@@ -10,11 +10,16 @@
 //! 3. One SQLite transaction: trust statements, revisions (each re-parsed;
 //!    identity must match its entry name), groups, deployments, declines.
 //! 4. Volume by volume (one at a time, so one mount point can be swapped
-//!    between media): each header checked, each content pack streamed once —
-//!    hashed as a whole while its entries are staged into `staging/` and each
-//!    content file is checked against the update metadata's SHA-1, SHA-256
-//!    and size (defence in depth: even a validly signed bundle cannot bring
-//!    content that its metadata does not vouch for).
+//!    between media): each header checked. Format 3: the volume's
+//!    SHA256SUMS against the content index, then each content file read
+//!    once and hashed once (whole files in parallel) while it is staged
+//!    into `staging/`: that SHA-256 is the signed one and the update
+//!    metadata's (SHA-1 computed too where the metadata has no SHA-256).
+//!    Formats 1 and 2: each content pack streamed once, hashed as a whole
+//!    while its entries are staged and each file is checked against the
+//!    metadata's SHA-1, SHA-256 and size. Either way (defence in depth)
+//!    even a validly signed bundle cannot bring content that its metadata
+//!    does not vouch for.
 //! 5. Only when everything verified: staged content renamed into place,
 //!    ledger row written, COMMIT. Any failure before drops the transaction
 //!    and the staged files: the store is unchanged.
