@@ -598,6 +598,61 @@ fn a_bundles_content_folder_is_a_wsus_content_folder() {
     lab.assert_equal();
 }
 
+/// The exporter never sends bytes that differ from what its store
+/// recorded: a stored content file changed on disk (a byte flipped, or cut
+/// short) stops the export, naming the file; no bundle and no ledger trace
+/// are left, and the export succeeds once the file is repaired.
+#[test]
+fn a_corrupted_store_file_stops_the_export() {
+    let mut lab = Chain::new("2M");
+    let (rel, data) = tree(&lab.hq.join("content")).remove(0);
+    let stored = lab.hq.join("content").join(&rel);
+    for (what, bad, needle) in [
+        (
+            "flipped",
+            {
+                let mut d = data.clone();
+                let mid = d.len() / 2;
+                d[mid] ^= 1;
+                d
+            },
+            "SHA-256",
+        ),
+        ("short", data[..data.len() - 1].to_vec(), "size"),
+    ] {
+        fs::write(&stored, &bad).unwrap();
+        let out = lab.root.join(format!("corrupt-{what}"));
+        let r = gs(
+            &lab.hq,
+            &[
+                "export",
+                "--key",
+                lab.key.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--to",
+                "plant",
+            ],
+        );
+        assert_ne!(r.code, 0, "{what}: exported");
+        assert!(
+            r.stderr.contains(needle) && r.stderr.contains(&rel),
+            "{what}: {}",
+            r.stderr
+        );
+        assert!(!out.exists(), "{what}: a bundle was left");
+    }
+    fs::write(&stored, &data).unwrap();
+    let b = lab.export(&[]);
+    assert_eq!(
+        manifest_of(&b)["seq"],
+        1,
+        "the failed exports left no ledger trace"
+    );
+    lab.import(&b).ok();
+    lab.assert_equal();
+}
+
 #[test]
 fn verify_needs_no_store_and_names_failures() {
     let mut lab = Chain::new("1M");
