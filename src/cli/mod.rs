@@ -151,6 +151,11 @@ pub fn main() -> ExitCode {
             eprintln!("gapsync: failpoint {name} reached, aborting")
         });
     }
+    // Tests of the readers of bundle format versions 1 and 2 make such
+    // bundles with the old writer (docs/bundle-format.md §16).
+    if std::env::var_os("GAPSYNC_TEST_BUNDLE_FORMAT").is_some_and(|v| v == "1") {
+        gapsync::airgap::export::write_format_1_for_tests(true);
+    }
     let parsed = Cli::command()
         .try_get_matches()
         .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
