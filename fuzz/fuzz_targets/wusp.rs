@@ -96,7 +96,7 @@ fn lab() -> &'static Mutex<Lab> {
         };
         let v = SoapVersion::V11;
         let a = call(&lab, AUTH, envelope(v, SAWS, "GetAuthorizationCookie",
-            "<clientId>fuzz-client</clientId><targetGroupName></targetGroupName><dnsName>fuzz.invalid</dnsName>").as_bytes());
+            "<clientId>5f0c0a1e-2b3c-4d5e-8f90-a1b2c3d4e5f6</clientId><targetGroupName></targetGroupName><dnsName>fuzz.invalid</dnsName>").as_bytes());
         lab.auth = text_of(&a.body, "CookieData");
         let inner = format!("<authCookies><AuthorizationCookie><PlugInId>SimpleTargeting</PlugInId><CookieData>{}</CookieData></AuthorizationCookie></authCookies><oldCookie><Expiration>2026-10-04T15:03:36Z</Expiration></oldCookie><lastChange>2026-10-04T15:03:36Z</lastChange><currentTime>2026-10-04T15:03:36Z</currentTime><protocolVersion>2.90</protocolVersion>", lab.auth);
         let c = call(&lab, CLIENT, envelope(v, CWS, "GetCookie", &inner).as_bytes());
