@@ -71,6 +71,12 @@ pub enum Error {
     UnknownGroup(String),
     #[error("group {0:?} already exists")]
     GroupExists(String),
+    #[error("no console password is set for the store in {}: run `gapsync console passwd` first", .0.display())]
+    NoConsolePassword(std::path::PathBuf),
+    #[error("unknown computer {0:?} (neither a computer id nor a computer name)")]
+    UnknownComputer(String),
+    #[error("{name:?} names several computers ({ids}); name one by its id")]
+    AmbiguousComputer { name: String, ids: String },
     #[error("computer {0:?} already exists")]
     ComputerExists(String),
     /// A group of a bundle or an upstream has the name of another group of

@@ -5,6 +5,7 @@
 //! invariants.
 
 pub mod airgap;
+pub mod console;
 pub mod error;
 pub mod failpoint;
 pub mod http;

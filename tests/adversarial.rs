@@ -1,7 +1,9 @@
 //! Adversarial archives from a trusted-but-hostile exporter: the bundle is
-//! validly signed, but its packs hold entries with `..`, absolute paths,
-//! links, devices, FIFOs, duplicate or case-variant names, enormous sizes,
-//! decompression bombs, oversized manifests, XML with DTDs or deep nesting.
+//! validly signed, but its metadata pack holds entries with `..`, absolute
+//! paths, links, devices, FIFOs, duplicate or case-variant names, enormous
+//! sizes, decompression bombs, oversized manifests, XML with DTDs or deep
+//! nesting; or its content index and content tree hold unsafe or wrong
+//! names, links, folders, unlisted files or sizes the metadata denies.
 //! Each gets a clear error naming the problem, the store is unchanged, and
 //! nothing is written outside the staging area.
 
@@ -211,70 +213,117 @@ fn decompression_bombs_and_oversized_files_are_refused() {
     c.refused(&v, "oversized");
 }
 
+/// Format 3: a trusted-but-hostile exporter's content index and content
+/// tree (re-signed, so every digest in SHA256SUMS is right).
 #[test]
 fn hostile_content_entries_are_refused() {
     let c = setup();
     let index: serde_json::Value =
         serde_json::from_slice(&fs::read(c.bundle.join("content.json")).unwrap()).unwrap();
-    let first = index[0]["path"].as_str().unwrap().to_string();
-    let mut genuine: Vec<(String, Vec<u8>)> = Vec::new();
-    {
-        let mut ar = tar::Archive::new(fs::File::open(c.bundle.join("content-001.tar")).unwrap());
-        for e in ar.entries().unwrap() {
-            let mut e = e.unwrap();
-            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-            let mut d = Vec::new();
-            e.read_to_end(&mut d).unwrap();
-            genuine.push((name, d));
-        }
-    }
-    let write = |v: &Path, entries: &[(tar::Header, Vec<u8>)]| {
-        let mut b = tar::Builder::new(fs::File::create(v.join("content-001.tar")).unwrap());
-        for (h, d) in entries {
-            b.append(h, &d[..]).unwrap();
-        }
-        b.finish().unwrap();
+    let first = index[0]["parts"][0]["file"].as_str().unwrap().to_string();
+    // An edited content index, re-signed.
+    let edited = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let v = c.variant(name);
+        let mut idx = index.clone();
+        edit(&mut idx);
+        fs::write(v.join("content.json"), serde_json::to_vec(&idx).unwrap()).unwrap();
+        resign(&v, &c.lab.key, |_| {});
+        v
     };
-    let data0 = genuine[0].1.clone();
-    let cases: Vec<(&str, Entries, &str)> = vec![
+    let cases: Vec<(PathBuf, &str)> = vec![
         (
-            "c-dotdot",
-            vec![regular(&format!("../{first}"), &data0)],
+            edited("c-dotdot", &|i| {
+                i[0]["parts"][0]["file"] = serde_json::json!("content/../../evil/x.cab")
+            }),
             "unsafe",
         ),
         (
-            "c-symlink",
-            vec![(
-                raw_header(
-                    first.as_bytes(),
-                    tar::EntryType::Symlink,
-                    0,
-                    Some(b"/etc/shadow"),
-                ),
-                vec![],
-            )],
-            "not a regular file",
+            edited("c-abs", &|i| {
+                i[0]["path"] = serde_json::json!("/tmp/gapsync-evil")
+            }),
+            "unsafe",
         ),
         (
-            "c-unknown",
-            vec![regular(
-                "00/0000000000000000000000000000000000000000.cab",
-                &data0,
-            )],
-            "not in the content index",
+            edited("c-other-name", &|i| {
+                let path = i[0]["path"].as_str().unwrap().to_string();
+                i[0]["parts"][0]["file"] = serde_json::json!(format!("parts/{path}.part0001"))
+            }),
+            "malformed-content-index",
         ),
         (
-            "c-size",
-            vec![regular(&first, &data0[..data0.len() / 2])],
-            "size-mismatch",
+            edited("c-volume", &|i| {
+                i[0]["parts"][0]["volume"] = serde_json::json!(2)
+            }),
+            "malformed-content-index",
+        ),
+        (
+            edited("c-twice", &|i| {
+                let r = i[0].clone();
+                i.as_array_mut().unwrap().push(r)
+            }),
+            "malformed-content-index",
+        ),
+        (
+            edited("c-unlisted", &|i| {
+                i.as_array_mut().unwrap().remove(0);
+            }),
+            "extra-file",
+        ),
+        (
+            // Smaller than the metadata says (and the file cut to match).
+            {
+                let v = c.variant("c-lies");
+                let data = fs::read(v.join(&first)).unwrap();
+                let half = &data[..data.len() / 2];
+                fs::write(v.join(&first), half).unwrap();
+                let digest = {
+                    use sha2::Digest;
+                    hex::encode(sha2::Sha256::digest(half))
+                };
+                let mut idx = index.clone();
+                idx[0]["size"] = serde_json::json!(half.len());
+                idx[0]["sha256"] = serde_json::json!(digest);
+                idx[0]["parts"][0]["size"] = serde_json::json!(half.len());
+                idx[0]["parts"][0]["sha256"] = serde_json::json!(digest);
+                fs::write(v.join("content.json"), serde_json::to_vec(&idx).unwrap()).unwrap();
+                resign(&v, &c.lab.key, |_| {});
+                v
+            },
+            "content-mismatch",
+        ),
+        (
+            // An extra file in the content tree.
+            {
+                let v = c.variant("c-unknown");
+                fs::write(
+                    v.join("content")
+                        .join(first.split('/').nth(1).unwrap())
+                        .join("0000000000000000000000000000000000000000.cab"),
+                    b"x",
+                )
+                .unwrap();
+                resign(&v, &c.lab.key, |_| {});
+                v
+            },
+            "extra-file",
         ),
     ];
-    for (name, entries, needle) in cases {
-        let v = c.variant(name);
-        write(&v, &entries);
-        resign(&v, &c.lab.key, |_| {});
+    for (v, needle) in cases {
         c.refused(&v, needle);
     }
+    // A content file that is a link, or a folder, where SHA256SUMS lists a
+    // file.
+    #[cfg(unix)]
+    {
+        let v = c.variant("c-symlink");
+        fs::remove_file(v.join(&first)).unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", v.join(&first)).unwrap();
+        c.refused(&v, "not a regular file");
+    }
+    let v = c.variant("c-folder");
+    fs::remove_file(v.join(&first)).unwrap();
+    fs::create_dir_all(v.join(&first)).unwrap();
+    c.refused(&v, "missing-file");
     // The genuine bundle still imports.
     gs(&c.lab.plant, &["import", c.bundle.to_str().unwrap()]).ok();
 }

@@ -19,6 +19,9 @@ struct Chain {
     n: u32,
     /// (update id, group) approved by `new`.
     approved: Vec<(String, String)>,
+    /// Export in bundle format version 1 (for the readers of versions 1
+    /// and 2).
+    format_1: bool,
 }
 
 impl std::ops::Deref for Chain {
@@ -67,6 +70,7 @@ impl Chain {
             lab,
             n: 0,
             approved: Vec::new(),
+            format_1: false,
         }
     }
 
@@ -101,7 +105,12 @@ impl Chain {
             "plant",
         ];
         args.extend_from_slice(extra);
-        gs(&self.hq, &args).ok();
+        let env: &[(&str, &str)] = if self.format_1 {
+            &[(FORMAT_1_ENV, "1")]
+        } else {
+            &[]
+        };
+        gs_env(&self.hq, &args, env).ok();
         out
     }
 
@@ -497,16 +506,151 @@ fn stock_tools_verify_a_bundle() {
             .stdout
             .into_bytes()
     );
-    let content = run(Command::new("tar").args(["-tf", "content-001.tar"]));
-    assert!(content.lines().count() > 0);
+    // Every content file is listed, and so checked by sha256sum.
+    let index = content_index(&b);
+    assert!(!index.is_empty());
+    for c in &index {
+        let file = format!("content/{}", c["path"].as_str().unwrap());
+        assert!(sums.contains(&format!("{file}: OK")), "{file}: {sums}");
+    }
     // Tampering makes the stock tools fail too.
-    flip_byte(&b.join("content-001.tar"), 1000);
+    flip_byte(&b.join(first_content_file(&b)), 1000);
     let out = Command::new("sha256sum")
         .args(["-c", "SHA256SUMS"])
         .current_dir(&b)
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// `content.json` of a single-volume bundle.
+fn content_index(b: &Path) -> Vec<serde_json::Value> {
+    serde_json::from_slice::<serde_json::Value>(&fs::read(b.join("content.json")).unwrap())
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The bundle file holding the first part of the first content file.
+fn first_content_file(b: &Path) -> String {
+    content_index(b)[0]["parts"][0]["file"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A bundle's `content/` folder copied into a fresh folder is a WSUS
+/// content folder: every file named `XX/<SHA-1>.ext` after its own SHA-1
+/// (`XX` its last two digits), with the SHA-256 the update metadata gives,
+/// and every content file the bundle carries is there.
+#[test]
+fn a_bundles_content_folder_is_a_wsus_content_folder() {
+    use sha1::Digest as _;
+    let mut lab = Chain::new("6M");
+    let b = lab.export(&[]);
+    let wsus = lab.root.join("WsusContent");
+    copy_tree(&b.join("content"), &wsus);
+    let files = tree(&wsus);
+    let index = content_index(&b);
+    assert!(files.len() >= 2, "{} files", files.len());
+    assert_eq!(files.len(), index.len());
+    let db = rusqlite::Connection::open_with_flags(
+        lab.hq.join("gapsync.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut with_metadata_sha256 = 0;
+    for (rel, data) in &files {
+        let (dir, name) = rel.split_once('/').unwrap();
+        let sha1 = hex::encode_upper(sha1::Sha1::digest(data));
+        let stem = name.split('.').next().unwrap();
+        assert_eq!(stem, sha1, "{rel} is named after its SHA-1");
+        assert_eq!(dir, &sha1[38..], "{rel} sits under its last two digits");
+        let sha256 = hex::encode(sha2::Sha256::digest(data));
+        let meta: Option<Vec<u8>> = db
+            .query_row(
+                "SELECT sha256 FROM files WHERE sha1 = ?1 AND sha256 IS NOT NULL",
+                [hex::decode(&sha1).unwrap()],
+                |r| r.get(0),
+            )
+            .ok();
+        if let Some(m) = meta {
+            assert_eq!(hex::encode(m), sha256, "{rel}: the metadata's SHA-256");
+            with_metadata_sha256 += 1;
+        }
+        let rec = index
+            .iter()
+            .find(|c| c["sha1"] == sha1.as_str())
+            .unwrap_or_else(|| panic!("{rel} is in content.json"));
+        assert_eq!(rec["sha256"], sha256.as_str());
+        assert_eq!(
+            fs::read(lab.hq.join("content").join(rel)).unwrap(),
+            *data,
+            "{rel}: the exporter's file"
+        );
+    }
+    assert!(
+        with_metadata_sha256 > 0,
+        "the generated metadata has SHA-256s"
+    );
+    lab.import(&b).ok();
+    lab.assert_equal();
+}
+
+/// The exporter never sends bytes that differ from what its store
+/// recorded: a stored content file changed on disk (a byte flipped, or cut
+/// short) stops the export, naming the file; no bundle and no ledger trace
+/// are left, and the export succeeds once the file is repaired.
+#[test]
+fn a_corrupted_store_file_stops_the_export() {
+    let mut lab = Chain::new("2M");
+    let (rel, data) = tree(&lab.hq.join("content")).remove(0);
+    let stored = lab.hq.join("content").join(&rel);
+    for (what, bad, needle) in [
+        (
+            "flipped",
+            {
+                let mut d = data.clone();
+                let mid = d.len() / 2;
+                d[mid] ^= 1;
+                d
+            },
+            "SHA-256",
+        ),
+        ("short", data[..data.len() - 1].to_vec(), "size"),
+    ] {
+        fs::write(&stored, &bad).unwrap();
+        let out = lab.root.join(format!("corrupt-{what}"));
+        let r = gs(
+            &lab.hq,
+            &[
+                "export",
+                "--key",
+                lab.key.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--to",
+                "plant",
+            ],
+        );
+        assert_ne!(r.code, 0, "{what}: exported");
+        assert!(
+            r.stderr.contains(needle) && r.stderr.contains(&rel),
+            "{what}: {}",
+            r.stderr
+        );
+        assert!(!out.exists(), "{what}: a bundle was left");
+    }
+    fs::write(&stored, &data).unwrap();
+    let b = lab.export(&[]);
+    assert_eq!(
+        manifest_of(&b)["seq"],
+        1,
+        "the failed exports left no ledger trace"
+    );
+    lab.import(&b).ok();
+    lab.assert_equal();
 }
 
 #[test]
@@ -551,6 +695,48 @@ fn verify_needs_no_store_and_names_failures() {
     gs_plain(&["verify", b.to_str().unwrap()]).fails(2, "--trust");
 }
 
+/// Bundles of format version 1 (content in tar packs), as earlier
+/// gapsync wrote them and media may still hold, verify and import: single
+/// and multi-volume (a file split over volumes), and a damaged pack or a
+/// pack entry rebuilt out of order is refused.
+#[test]
+fn format_1_bundles_still_verify_and_import() {
+    let mut lab = Chain::new("6M");
+    lab.format_1 = true;
+    let b = lab.export(&[]);
+    assert_eq!(manifest_of(&b)["version"], 1);
+    assert!(b.join("content-001.tar").is_file());
+    assert!(!b.join("content").exists());
+    let trust = lab.pubkey.to_str().unwrap().to_string();
+    gs_plain(&["verify", b.to_str().unwrap(), "--trust", &trust]).ok();
+    let damaged = lab.root.join("v1-damaged");
+    copy_tree(&b, &damaged);
+    flip_byte(&damaged.join("content-001.tar"), 4096);
+    gs_plain(&["verify", damaged.to_str().unwrap(), "--trust", &trust]).fails(3, "[hash-mismatch]");
+    lab.refused(&damaged, "hash-mismatch");
+    // A format-3 layout inside a version-1 bundle is not its content.
+    let mixed = lab.root.join("v1-content-folder");
+    copy_tree(&b, &mixed);
+    fs::create_dir_all(mixed.join("content/00")).unwrap();
+    fs::write(mixed.join("content/00/X.cab"), b"x").unwrap();
+    resign(&mixed, &lab.key, |_| {});
+    lab.refused(&mixed, "extra-file");
+    lab.import(&b).ok();
+    lab.assert_equal();
+
+    // Multi-volume, a file split over volumes.
+    let mut lab = Chain::new("12M");
+    lab.format_1 = true;
+    let b = lab.export(&["--volume-size", "3M"]);
+    let trust = lab.pubkey.to_str().unwrap().to_string();
+    assert_eq!(manifest_of(&b)["version"], 1);
+    assert!(b.join("vol-002/content-002.tar").is_file());
+    gs_plain(&["verify", b.to_str().unwrap(), "--trust", &trust]).ok();
+    lab.import(&b).ok();
+    lab.assert_equal();
+    gs(&lab.plant, &["check"]).ok();
+}
+
 #[test]
 fn rule_unknown_key() {
     let mut lab = Chain::new("1M");
@@ -567,7 +753,7 @@ fn rule_unsupported_version() {
     let b = lab.export(&[]);
     // A later version may add fields; it is still named as a version problem.
     resign_json(&b, &lab.key, |m| {
-        m["version"] = serde_json::json!(3);
+        m["version"] = serde_json::json!(gapsync::airgap::format::NEWEST_VERSION + 1);
         m["new_field"] = serde_json::json!(1);
     });
     lab.refused(&b, "unsupported-version");
@@ -587,15 +773,18 @@ fn rule_bad_signature() {
 
 #[test]
 fn rule_hash_mismatch_in_every_file() {
-    let mut lab = Chain::new("2M");
+    let mut lab = Chain::new("6M");
     let b = lab.export(&[]);
+    let content = first_content_file(&b);
     for name in [
-        "content-001.tar",
+        content.as_str(),
         "metadata.tar.zst",
         "content.json",
         "manifest.json",
     ] {
-        let copy = lab.root.join(format!("tampered-{name}"));
+        let copy = lab
+            .root
+            .join(format!("tampered-{}", name.replace('/', "-")));
         copy_tree(&b, &copy);
         let len = fs::metadata(copy.join(name)).unwrap().len() as usize;
         flip_byte(&copy.join(name), len / 2);
@@ -604,14 +793,25 @@ fn rule_hash_mismatch_in_every_file() {
     // Truncated and appended.
     let copy = lab.root.join("truncated");
     copy_tree(&b, &copy);
-    let data = fs::read(copy.join("content-001.tar")).unwrap();
-    fs::write(copy.join("content-001.tar"), &data[..data.len() - 512]).unwrap();
+    let data = fs::read(copy.join(&content)).unwrap();
+    fs::write(copy.join(&content), &data[..data.len() - 512]).unwrap();
     lab.refused(&copy, "hash-mismatch");
     let copy = lab.root.join("appended");
     copy_tree(&b, &copy);
-    let mut data = fs::read(copy.join("content-001.tar")).unwrap();
+    let mut data = fs::read(copy.join(&content)).unwrap();
     data.extend_from_slice(&[0u8; 512]);
-    fs::write(copy.join("content-001.tar"), data).unwrap();
+    fs::write(copy.join(&content), data).unwrap();
+    lab.refused(&copy, "hash-mismatch");
+    // Two content files' bytes swapped (each under the other's name).
+    let second = content_index(&b)[1]["parts"][0]["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let copy = lab.root.join("swapped");
+    copy_tree(&b, &copy);
+    fs::rename(copy.join(&content), copy.join("x")).unwrap();
+    fs::rename(copy.join(&second), copy.join(&content)).unwrap();
+    fs::rename(copy.join("x"), copy.join(&second)).unwrap();
     lab.refused(&copy, "hash-mismatch");
     lab.import(&b).ok();
 }
@@ -731,12 +931,19 @@ fn rules_replay_gap_fork_and_rebase() {
 fn rule_content_must_match_update_metadata_even_when_signed() {
     let mut lab = Chain::new("2M");
     let b = lab.export(&[]);
-    // A trusted exporter gone wrong: content bytes changed, bundle re-signed.
-    let index: serde_json::Value =
-        serde_json::from_slice(&fs::read(b.join("content.json")).unwrap()).unwrap();
+    // A trusted exporter gone wrong: content bytes changed, its index
+    // and SHA256SUMS made to agree, bundle re-signed.
+    let mut index = content_index(&b);
+    let file = first_content_file(&b);
     let size = index[0]["size"].as_u64().unwrap() as usize;
-    // The first entry's data starts after its 512-byte tar header.
-    flip_byte(&b.join("content-001.tar"), 512 + size / 2);
+    flip_byte(&b.join(&file), size / 2);
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(fs::read(b.join(&file)).unwrap()))
+    };
+    index[0]["sha256"] = serde_json::json!(digest);
+    index[0]["parts"][0]["sha256"] = serde_json::json!(digest);
+    fs::write(b.join("content.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     resign(&b, &lab.key, |_| {});
     gs_plain(&[
         "verify",
@@ -833,24 +1040,29 @@ fn volumes_split_big_files_verify_alone_and_import_in_sequence() {
     args.extend(&some);
     gs(&lab.plant, &args).fails(3, &format!("volume {}", vols.len()));
 
-    // A damaged volume is named.
+    // A damaged volume is named: a part of a split file in volume 2.
     let damaged = lab.root.join("damaged");
     copy_tree(&b, &damaged);
     let vol2 = damaged.join("vol-002");
-    let pack = fs::read_dir(&vol2)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".tar"))
-        .unwrap();
-    flip_byte(&pack, 4096);
+    let (part, _) = tree(&vol2)
+        .into_iter()
+        .find(|(rel, _)| rel.starts_with("parts/"))
+        .expect("volume 2 holds a part of a split file");
+    flip_byte(&vol2.join(&part), 4096);
     gs_plain(&[
         "verify",
         damaged.to_str().unwrap(),
         "--trust",
         lab.pubkey.to_str().unwrap(),
     ])
-    .fails(3, "vol-002");
+    .fails(3, "[hash-mismatch]")
+    .fails(3, &format!("vol-002/{part}"));
     lab.refused(&damaged, "hash-mismatch");
+    // So is a part missing from its volume.
+    let gone = lab.root.join("part-missing");
+    copy_tree(&b, &gone);
+    fs::remove_file(gone.join("vol-002").join(&part)).unwrap();
+    lab.refused(&gone, "missing-file");
 
     // Import from the volumes one after another.
     let all: Vec<&str> = vols.iter().map(|p| p.to_str().unwrap()).collect();
@@ -1296,8 +1508,11 @@ fn dashed(anchor: &str) -> String {
 /// the disconnected side applies, and the chain goes on after it.
 #[test]
 fn export_since_continues_after_a_lost_empty_link_or_the_link_after_it() {
-    for lost in [2, 3] {
+    // Format 1 too: the old writer makes such a link a version-2 bundle,
+    // which this reader still applies.
+    for (lost, format_1) in [(2, false), (3, false), (2, true), (3, true)] {
         let mut lab = Chain::new("1M");
+        lab.format_1 = format_1;
         let b1 = lab.export(&[]);
         let b2 = lab.export(&["--allow-empty"]);
         let m1 = manifest_of(&b1);
@@ -1323,7 +1538,12 @@ fn export_since_continues_after_a_lost_empty_link_or_the_link_after_it() {
         let m = manifest_of(&again);
         assert_eq!(m["seq"], 3, "lost {lost}");
         assert_eq!(m["from_anchor"], anchor.as_str());
-        assert_eq!(m["version"], 2, "it names an equivalent link");
+        assert_eq!(
+            m["version"],
+            if format_1 { 2 } else { 3 },
+            "it names an equivalent link"
+        );
+        assert_eq!(m1["version"], if format_1 { 1 } else { 3 });
         let digest = |b: &Path| {
             use sha2::Digest;
             hex::encode(sha2::Sha256::digest(
@@ -1346,7 +1566,7 @@ fn export_since_continues_after_a_lost_empty_link_or_the_link_after_it() {
         gs(&lab.hq, &["groups", "add", "Later"]).ok();
         let b4 = lab.export(&[]);
         assert_eq!(manifest_of(&b4)["seq"], 4);
-        assert_eq!(manifest_of(&b4)["version"], 1);
+        assert_eq!(manifest_of(&b4)["version"], if format_1 { 1 } else { 3 });
         lab.import(&b4).ok();
         lab.assert_equal();
         let links = gs(&lab.hq, &["exports", "list", "--json"]).ok().json();

@@ -330,8 +330,10 @@ fn a_user_who_may_only_read_runs_every_reading_command() {
     let older = rusqlite::Connection::open(s.join("gapsync.db")).unwrap();
     older
         .execute_batch(
-            // Undo v7 (MS-WUSP tables and computer columns), then v6.
-            "DROP TABLE wusp_events; DROP TABLE wusp_status; DROP TABLE wusp_revisions; \
+            // Undo v8 (indexes), v7 (MS-WUSP tables and computer
+            // columns), then v6.
+            "DROP INDEX updates_current_rev; DROP INDEX revisions_kb; DROP INDEX localized_title; \
+             DROP TABLE wusp_events; DROP TABLE wusp_status; DROP TABLE wusp_revisions; \
              DROP INDEX computers_client; DROP INDEX computers_name; \
              CREATE UNIQUE INDEX computers_name ON computers (name COLLATE NOCASE); \
              ALTER TABLE computers DROP COLUMN client_id; ALTER TABLE computers DROP COLUMN dns_name; ALTER TABLE computers DROP COLUMN os_version; ALTER TABLE computers DROP COLUMN os_description; ALTER TABLE computers DROP COLUMN arch; ALTER TABLE computers DROP COLUMN manufacturer; ALTER TABLE computers DROP COLUMN model; ALTER TABLE computers DROP COLUMN client_version; ALTER TABLE computers DROP COLUMN registered; ALTER TABLE computers DROP COLUMN last_sync; ALTER TABLE computers DROP COLUMN last_report; ALTER TABLE computers DROP COLUMN client_groups; \

@@ -1,10 +1,12 @@
 //! Tamper suite: for generated bundles (full, incremental, multi-volume),
 //! every kind of change — bytes flipped at many offsets of every file,
 //! truncation, appended bytes, a file deleted or added, volumes swapped,
-//! entries reordered, packs or volumes substituted from another bundle of
-//! the same exporter, a signature by an untrusted key — is rejected by
+//! content files swapped, pack entries reordered, packs, content files or
+//! volumes substituted from another bundle of the same exporter, a
+//! signature by an untrusted key — is rejected by
 //! `verify` and by `import`, and the importing store stays byte-for-byte
-//! unchanged (its replicated state and its content tree).
+//! unchanged (its replicated state and its content tree). Bundles of the
+//! current format and of format 1 (content in tar packs) are tampered.
 //!
 //! Runs in-process through the library for speed (hundreds of variants);
 //! tests/bundle.rs covers the same rules through the binary.
@@ -77,6 +79,8 @@ struct Fixture {
     incr: PathBuf,
     multi: PathBuf,
     multi2: PathBuf,
+    /// A full bundle in format 1 (to `c`).
+    full_v1: PathBuf,
 }
 
 fn fixture() -> Fixture {
@@ -88,8 +92,10 @@ fn fixture() -> Fixture {
     let multi = lab.export("multi", &["--to", "b", "--volume-size", "3M"]);
     gs(&lab.hq, &["groups", "add", "Other"]).ok();
     let multi2 = lab.export("multi2", &["--to", "b", "--full", "--volume-size", "3M"]);
+    let full_v1 = lab.export_format_1("full-v1", &["--to", "c"]);
     let pubkey = PublicKey::read_file(&lab.pubkey).unwrap();
     Fixture {
+        full_v1,
         lab,
         pubkey,
         full,
@@ -155,7 +161,11 @@ fn every_tampering_is_rejected_and_changes_nothing() {
     // The incremental bundle needs the full one applied first; tamper with
     // the full one against a fresh store, then apply it and tamper with the
     // incremental one.
-    for (label, bundle) in [("full", fx.full.clone()), ("multi", fx.multi.clone())] {
+    for (label, bundle) in [
+        ("full", fx.full.clone()),
+        ("multi", fx.multi.clone()),
+        ("full-v1", fx.full_v1.clone()),
+    ] {
         for rel in files_of(&bundle) {
             let len = fs::metadata(bundle.join(&rel)).unwrap().len() as usize;
             let mut offsets: Vec<usize> = vec![0, len / 2, len.saturating_sub(1)];
@@ -186,7 +196,13 @@ fn every_tampering_is_rejected_and_changes_nothing() {
             fx.rejected(&v, &format!("{label}: {rel} deleted"));
             *count.entry("deleted").or_default() += 1;
         }
-        for extra in ["extra.txt", "trust/0001.json", "content-009.tar"] {
+        for extra in [
+            "extra.txt",
+            "trust/0001.json",
+            "content-009.tar",
+            "content/00/0000000000000000000000000000000000000000.cab",
+            "parts/00/0000000000000000000000000000000000000000.cab.part0002",
+        ] {
             let v = fx.variant(&bundle, "add");
             let target = if label == "multi" {
                 v.join("vol-001").join(extra)
@@ -226,7 +242,12 @@ fn every_tampering_is_rejected_and_changes_nothing() {
         *count.entry("volume substituted or missing").or_default() += 1;
         // A single pack from the other bundle.
         for (rel, _) in tree(&fx.multi.join(vol)) {
-            if rel.ends_with(".tar") || rel.ends_with(".zst") || rel == "content.json" {
+            if rel.ends_with(".tar")
+                || rel.ends_with(".zst")
+                || rel == "content.json"
+                || rel.starts_with("content/")
+                || rel.starts_with("parts/")
+            {
                 let other = fx.multi2.join(vol).join(&rel);
                 if other.exists()
                     && fs::read(&other).unwrap() != fs::read(fx.multi.join(vol).join(&rel)).unwrap()
@@ -239,8 +260,21 @@ fn every_tampering_is_rejected_and_changes_nothing() {
             }
         }
     }
-    // Entries reordered inside a pack (tar rebuilt by an attacker).
-    let v = fx.variant(&fx.full, "reorder");
+    // Two content files swapped (each under the other's name).
+    let contents: Vec<String> = files_of(&fx.full)
+        .into_iter()
+        .filter(|r| r.starts_with("content/"))
+        .collect();
+    assert!(contents.len() >= 2);
+    let v = fx.variant(&fx.full, "swap-files");
+    fs::rename(v.join(&contents[0]), v.join("tmp")).unwrap();
+    fs::rename(v.join(&contents[1]), v.join(&contents[0])).unwrap();
+    fs::rename(v.join("tmp"), v.join(&contents[1])).unwrap();
+    fx.rejected(&v, "content files swapped");
+    *count.entry("content files swapped").or_default() += 1;
+    // Entries reordered inside a pack of format 1 (tar rebuilt by an
+    // attacker).
+    let v = fx.variant(&fx.full_v1, "reorder");
     let pack = v.join("content-001.tar");
     let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
     {

@@ -641,12 +641,99 @@ fn replay_of_the_native_flow() {
     assert!(registered["last_report"].is_string(), "{registered}");
     // 4 + 9 + 2 events, the repeated batch not stored twice.
     assert_eq!(events, 15, "stored events");
+    reports_show_the_captured_client(&dir, approved, &state);
     if state != "failed" {
         r.diffs.push(format!(
             "status of {approved}: {state}, want failed (156 U then 182)"
         ));
     }
     assert!(r.diffs.is_empty(), "{}", r.diffs.join("\n"));
+}
+
+/// `report computers`, `report updates`, `events list` and `computers
+/// move` over the store the native flow left: the captured client, its
+/// 15 events and its status of the approved update.
+fn reports_show_the_captured_client(dir: &Path, approved: &str, state: &str) {
+    const CLIENT: &str = "e1da06a3-5601-43c9-bac3-52d5db701494";
+    let row_of = |rows: &serde_json::Value, key: &str, id: &str| -> serde_json::Value {
+        rows.as_array()
+            .and_then(|l| l.iter().find(|r| r[key] == id))
+            .cloned()
+            .unwrap_or_else(|| panic!("no row {key} = {id}: {rows}"))
+    };
+    // Counted once, in its column (downloaded counts as needed).
+    let column = match state {
+        "downloaded" => "needed",
+        s => s,
+    };
+    let computers = gs(dir, &["report", "computers", "--json"]).ok().json();
+    let me = row_of(&computers, "computer_id", CLIENT);
+    let updates = gs(dir, &["report", "updates", "--approved", "--json"])
+        .ok()
+        .json();
+    assert_eq!(updates.as_array().map(Vec::len), Some(1), "{updates}");
+    let up = row_of(&updates, "update_id", approved);
+    assert_eq!(up[column], 1, "{up}");
+    let cols = ["installed", "needed", "failed", "not_applicable", "unknown"];
+    let n_computers = gs(dir, &["computers", "list", "--json"])
+        .ok()
+        .json()
+        .as_array()
+        .map_or(0, Vec::len) as i64;
+    assert_eq!(
+        cols.iter().map(|c| up[c].as_i64().unwrap()).sum::<i64>(),
+        n_computers,
+        "{up}"
+    );
+    let all = gs(dir, &["report", "updates", "--json"]).ok().json();
+    let reportable = all.as_array().map_or(0, Vec::len) as i64;
+    assert!(reportable > 1, "{all}");
+    assert_eq!(
+        cols.iter().map(|c| me[c].as_i64().unwrap()).sum::<i64>(),
+        reportable,
+        "{me}"
+    );
+    assert!(me[column].as_i64().unwrap() >= 1, "{me}");
+    assert!(me["last_report"].is_string(), "{me}");
+
+    let events = |args: &[&str]| -> usize {
+        let mut a = vec!["events", "list", "--json"];
+        a.extend_from_slice(args);
+        gs(dir, &a).ok().json().as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(events(&[]), 15);
+    assert_eq!(events(&["--computer", CLIENT]), 15);
+    assert_eq!(events(&["--since", "1h"]), 15);
+    assert_eq!(events(&["--since", "2099-01-01T00:00:00Z"]), 0);
+    gs(dir, &["events", "list", "--since", "yesterday"]).fails(2, "--since");
+    gs(dir, &["events", "list", "--computer", "nobody"]).fails(1, "unknown computer \"nobody\"");
+
+    // Server-side targeting: move it; the group's reports follow.
+    gs(dir, &["groups", "add", "Line 3"]).ok();
+    assert!(
+        gs(dir, &["report", "computers", "--group", "Line 3", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
+    let moved = gs(
+        dir,
+        &["computers", "move", CLIENT, "--group", "line 3", "--json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(moved["group"], "Line 3", "{moved}");
+    let in_group = gs(dir, &["report", "computers", "--group", "Line 3", "--json"])
+        .ok()
+        .json();
+    assert_eq!(row_of(&in_group, "computer_id", CLIENT)[column], me[column]);
+    gs(
+        dir,
+        &["computers", "move", CLIENT, "--group", "All Computers"],
+    )
+    .fails(1, "All Computers");
+    gs(dir, &["computers", "move", CLIENT, "--group", "Nowhere"]).fails(1, "unknown group");
 }
 
 /// Seeds a store with the captured documents, stand-ins for their
@@ -964,4 +1051,29 @@ fn client_faults_and_recovery() {
     let (st, a) = sync(&srv, &sync_body(&marked, &installed, &delivered));
     assert_eq!(fault_of(st, &a).0, "ConfigChanged");
     gs(&dir, &["config", "set", "targeting", "sideways"]).fails(2, "allowed: server, client");
+    // Rotating the cookie key while serving: the cookies held are refused
+    // (InvalidCookie) and the client recovers through a new handshake.
+    let rotated = gs(&dir, &["config", "rotate-cookie-key", "--json"])
+        .ok()
+        .json();
+    assert!(
+        rotated["cookie_key"].as_u64().is_some_and(|k| k >= 2),
+        "{rotated}"
+    );
+    let (st, a) = sync(&srv, &sync_body(&marked, &installed, &delivered));
+    assert_eq!(fault_of(st, &a), ("InvalidCookie".into(), "cookie".into()));
+    let mut r = Replayer::new(&srv);
+    handshake(&mut r);
+    let (st, a) = sync(&srv, &sync_body(&r.cookie, &installed, &delivered));
+    assert_eq!(st, 200, "{a}");
+
+    // The client protocol's serve flags are checked before serving.
+    for (flag, bad) in [
+        ("--client-cookie-lifetime", "5s"),
+        ("--client-cookie-lifetime", "soon"),
+        ("--client-page-size", "0"),
+        ("--client-events-kept", "5"),
+    ] {
+        gs(&dir, &["serve", "--listen", "127.0.0.1:0", flag, bad]).fails(2, flag);
+    }
 }

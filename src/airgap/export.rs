@@ -18,9 +18,11 @@
 //!    trust statements, the scope, the state and the content to send
 //!    (`read_snapshot`).
 //! 3. Volume 1: the trust statement files, the metadata pack, the content
-//!    placement over volumes and `content.json`.
-//! 4. The content packs, one per volume, streamed from the content store
-//!    and re-verified while copied.
+//!    placement over volumes (and the space `content.json` needs).
+//! 4. The content files, copied from the content store in parallel, each
+//!    byte read and hashed once and checked against the store's record
+//!    (`write_content_files`); then `content.json`. (Format 1, kept for
+//!    tests of its reader: one tar pack per volume.)
 //! 5. The manifest, SHA256SUMS and signature of every volume (and of the
 //!    top level of a multi-volume bundle).
 
@@ -304,10 +306,19 @@ fn place_with_index(
     files: &[ContentToSend],
     volume_size: Option<u64>,
     vol1_used: u64,
+    layout: ContentLayout,
 ) -> Result<Placed> {
+    let place = |cap: Option<u64>, used: u64| match layout {
+        ContentLayout::Packs => place_content(files, cap, used),
+        ContentLayout::Files => place_files(files, cap, used),
+    };
+    let index = |placements: &[Vec<Placement>]| match layout {
+        ContentLayout::Packs => content_index(files, placements),
+        ContentLayout::Files => file_index(files, placements, None),
+    };
     let Some(cap) = volume_size else {
-        let (placements, volumes) = place_content(files, None, 0)?;
-        let index = content_index(files, &placements)?;
+        let (placements, volumes) = place(None, 0)?;
+        let index = index(&placements)?;
         return Ok(Placed {
             placements,
             volumes,
@@ -317,8 +328,8 @@ fn place_with_index(
     };
     let attempt = |reserve: u64| -> Result<Placed> {
         check_volume1_fits(cap, vol1_used, reserve)?;
-        let (placements, volumes) = place_content(files, Some(cap), vol1_used + reserve)?;
-        let index = content_index(files, &placements)?;
+        let (placements, volumes) = place(Some(cap), vol1_used + reserve)?;
+        let index = index(&placements)?;
         Ok(Placed {
             placements,
             volumes,
@@ -336,7 +347,11 @@ fn place_with_index(
         // Some slack so that a small growth does not need another round.
         reserve = len + len / 64 + 512;
     }
-    let placed = attempt(content_index_bound(files)?)?;
+    let bound = match layout {
+        ContentLayout::Packs => content_index_bound(files)?,
+        ContentLayout::Files => file_index_bound(files)?,
+    };
+    let placed = attempt(bound)?;
     if placed.index.len() as u64 > placed.reserve {
         return Err(Error::invalid(
             "content index",
@@ -348,6 +363,169 @@ fn place_with_index(
         ));
     }
     Ok(placed)
+}
+
+/// How content travels: in tar packs (format versions 1 and 2, written
+/// only for tests of their readers) or as files (version 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ContentLayout {
+    Packs,
+    Files,
+}
+
+static WRITE_FORMAT_1: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes this process's exports write format version 1 (2 with
+/// equivalent links): content in tar packs, as gapsync wrote before
+/// version 3. Kept only so that tests can make bundles for the readers of
+/// those versions (bundles already on media); the binary arms it from
+/// `GAPSYNC_TEST_BUNDLE_FORMAT=1`.
+#[doc(hidden)]
+pub fn write_format_1_for_tests(on: bool) {
+    WRITE_FORMAT_1.store(on, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn content_layout() -> ContentLayout {
+    if WRITE_FORMAT_1.load(std::sync::atomic::Ordering::SeqCst) {
+        ContentLayout::Packs
+    } else {
+        ContentLayout::Files
+    }
+}
+
+/// Length of a file's line in SHA256SUMS.
+fn sums_line_len(name: &str) -> u64 {
+    64 + 2 + name.len() as u64 + 1
+}
+
+/// Version 3: splits content into bundle files so that each volume stays
+/// within `volume_size` (with the files' SHA256SUMS lines), and no file is
+/// larger than [`format::MAX_BUNDLE_FILE`] (FAT32). Each part is charged
+/// the line of its longest possible name (`parts/...partNNNN`).
+fn place_files(
+    files: &[ContentToSend],
+    volume_size: Option<u64>,
+    first_volume_used: u64,
+) -> Result<(Vec<Vec<Placement>>, u32)> {
+    let cap = volume_size.map(|v| v.saturating_sub(VOLUME_RESERVE));
+    let mut volume = 1u32;
+    let mut used = if cap.is_some() { first_volume_used } else { 0 };
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let mut parts: Vec<Placement> = Vec::new();
+        let mut remaining = f.size;
+        loop {
+            let line = sums_line_len(&format::part_file_name(&f.rel_path, parts.len() + 1, 2));
+            let want = remaining.min(format::MAX_BUNDLE_FILE);
+            let space = match cap {
+                None => u64::MAX,
+                Some(c) => c.saturating_sub(used.saturating_add(line)),
+            };
+            let len = if want <= space {
+                want
+            } else if space >= MIN_PART {
+                space
+            } else {
+                if used == 0 {
+                    return Err(Error::invalid(
+                        "volume size",
+                        format!(
+                            "{} is too small to hold any content",
+                            cap.unwrap_or(0) + VOLUME_RESERVE
+                        ),
+                    ));
+                }
+                volume += 1;
+                used = 0;
+                continue;
+            };
+            parts.push(Placement {
+                volume,
+                entry: String::new(),
+                len,
+            });
+            used += len + line;
+            remaining -= len;
+            if remaining == 0 {
+                break;
+            }
+        }
+        let n = parts.len();
+        for (i, p) in parts.iter_mut().enumerate() {
+            p.entry = format::part_file_name(&f.rel_path, i + 1, n);
+        }
+        out.push(parts);
+    }
+    Ok((out, volume))
+}
+
+/// Version 3: `content.json` for a placement. Parts of split files get
+/// their digests once copied (`digests`); before that, zeros of the same
+/// length stand in (so the index's size is known when placing).
+fn file_index(
+    files: &[ContentToSend],
+    placements: &[Vec<Placement>],
+    digests: Option<&[Vec<[u8; 32]>]>,
+) -> Result<Vec<u8>> {
+    let index: Vec<format::FileRecord> = files
+        .iter()
+        .zip(placements)
+        .enumerate()
+        .map(|(i, (f, parts))| format::FileRecord {
+            sha1: hex::encode_upper(f.sha1),
+            sha256: hex::encode(f.sha256),
+            size: f.size,
+            path: f.rel_path.clone(),
+            parts: parts
+                .iter()
+                .enumerate()
+                .map(|(j, p)| format::FilePart {
+                    volume: p.volume,
+                    file: p.entry.clone(),
+                    size: p.len,
+                    sha256: match (parts.len(), digests) {
+                        (1, _) => hex::encode(f.sha256),
+                        (_, Some(d)) => d
+                            .get(i)
+                            .and_then(|d| d.get(j))
+                            .map(hex::encode)
+                            .unwrap_or_else(|| "0".repeat(64)),
+                        (_, None) => "0".repeat(64),
+                    },
+                })
+                .collect(),
+        })
+        .collect();
+    serde_json::to_vec(&index).map_err(|e| Error::invalid("content index", e.to_string()))
+}
+
+/// Version 3: an upper bound on the size of `content.json` for any
+/// placement (as [`content_index_bound`]).
+fn file_index_bound(files: &[ContentToSend]) -> Result<u64> {
+    let mut total: u64 = 2;
+    for f in files {
+        let record = format::FileRecord {
+            sha1: "0".repeat(40),
+            sha256: "0".repeat(64),
+            size: f.size,
+            path: f.rel_path.clone(),
+            parts: Vec::new(),
+        };
+        let part = format::FilePart {
+            volume: u32::MAX,
+            file: format!("{}/{}.part{}", format::PARTS_DIR, f.rel_path, u64::MAX),
+            size: u64::MAX,
+            sha256: "0".repeat(64),
+        };
+        let record_len = serde_json::to_vec(&record)
+            .map_err(|e| Error::invalid("content index", e.to_string()))?
+            .len() as u64;
+        let part_len = serde_json::to_vec(&part)
+            .map_err(|e| Error::invalid("content index", e.to_string()))?
+            .len() as u64;
+        total += record_len + (f.size / MIN_PART + 1) * (part_len + 1) + 1;
+    }
+    Ok(total)
 }
 
 /// Rule: each volume's manifest, SHA256SUMS and signature fit in the
@@ -740,30 +918,65 @@ fn export_into(
     let meta = write_metadata_pack(&snap, range, &state, &vols.of(1), &mut counts, progress)?;
     vol1_used += meta.size;
     packs.push(meta);
+    let layout = content_layout();
     let Placed {
         placements,
         volumes,
         index: cjson,
         ..
-    } = place_with_index(&content, opts.volume_size, vol1_used)?;
+    } = place_with_index(&content, opts.volume_size, vol1_used, layout)?;
     if let Some(cap) = opts.volume_size {
         // An estimate first (before the content is written): the manifest
         // lists a pack per volume.
         let estimate = 16 * 1024 + 256 * (volumes as usize + 2) + 128 * trust_files.len();
         check_reserve_holds(cap, volumes, estimate)?;
     }
-    write_file(&vols.of(1).join(CONTENT_ENTRY), &cjson)?;
-    packs.push(PackEntry {
-        volume: 1,
-        name: CONTENT_ENTRY.to_string(),
-        size: cjson.len() as u64,
-        sha256: format::sha256_hex(&cjson),
-    });
-
-    // ---- 4. content packs
-    progress.phase("content", Some(counts.content_bytes), "bytes");
-    write_content_packs(&snap, &content, &placements, &vols, &mut packs, progress)?;
-    progress.finish();
+    let mut files: VolumeFiles = BTreeMap::new();
+    let cjson = match layout {
+        ContentLayout::Packs => {
+            write_file(&vols.of(1).join(CONTENT_ENTRY), &cjson)?;
+            // ---- 4. content packs
+            progress.phase("content", Some(counts.content_bytes), "bytes");
+            write_content_packs(&snap, &content, &placements, &vols, &mut packs, progress)?;
+            progress.finish();
+            cjson
+        }
+        ContentLayout::Files => {
+            // ---- 4. content files, then their index (which carries the
+            // digests of split files' parts)
+            progress.phase("content", Some(counts.content_bytes), "bytes");
+            let digests = write_content_files(&snap, &content, &placements, &vols, progress)?;
+            progress.finish();
+            let cjson2 = file_index(&content, &placements, Some(&digests))?;
+            if cjson2.len() != cjson.len() {
+                return Err(Error::invalid(
+                    "content index",
+                    "its size changed once the digests were known; report this bug",
+                ));
+            }
+            write_file(&vols.of(1).join(CONTENT_ENTRY), &cjson2)?;
+            for (parts, d) in placements.iter().zip(&digests) {
+                for (p, d) in parts.iter().zip(d) {
+                    files.entry(p.volume).or_default().push((
+                        p.entry.clone(),
+                        hex::encode(d),
+                        p.len,
+                    ));
+                }
+            }
+            cjson2
+        }
+    };
+    // content.json is listed right after the metadata pack.
+    packs.insert(
+        1,
+        PackEntry {
+            volume: 1,
+            name: CONTENT_ENTRY.to_string(),
+            size: cjson.len() as u64,
+            sha256: format::sha256_hex(&cjson),
+        },
+    );
     drop(snap); // read-only: nothing to commit
 
     // ---- 5. manifest, sums and signatures
@@ -779,9 +992,10 @@ fn export_into(
         volumes,
         packs,
         trust_files,
+        layout,
     )?;
     let (manifest_sha256, bytes_written) =
-        write_signed_headers(&vols, &manifest, opts.key, opts.volume_size)?;
+        write_signed_headers(&vols, &manifest, &files, opts.key, opts.volume_size)?;
     Ok(ExportReport {
         path: dir.to_path_buf(),
         bundle_id: manifest.bundle_id,
@@ -813,6 +1027,7 @@ fn build_manifest(
     volumes: u32,
     packs: Vec<PackEntry>,
     trust_files: Vec<String>,
+    layout: ContentLayout,
 ) -> Result<Manifest> {
     let now = time::OffsetDateTime::now_utc();
     let Attach {
@@ -823,7 +1038,10 @@ fn build_manifest(
     } = position.attach;
     Ok(Manifest {
         format: format::FORMAT.to_string(),
-        version: format::version_for(&equivalents),
+        version: match layout {
+            ContentLayout::Packs => format::version_for(&equivalents),
+            ContentLayout::Files => format::VERSION_FILES,
+        },
         bundle_id: uuid::Uuid::new_v4().to_string(),
         source,
         destination: opts.destination.to_string(),
@@ -991,6 +1209,7 @@ fn write_content_packs(
 fn write_signed_headers(
     vols: &VolumeDirs<'_>,
     manifest: &Manifest,
+    files: &VolumeFiles,
     key: &SecretKey,
     volume_size: Option<u64>,
 ) -> Result<(String, u64)> {
@@ -1009,6 +1228,14 @@ fn write_signed_headers(
             sums.insert(p.name.clone(), p.sha256.clone());
             bytes_written += p.size;
         }
+        // Content files are placed with their lines in SHA256SUMS counted;
+        // the reserve holds the rest.
+        let mut content_lines = 0u64;
+        for (name, sha, size) in files.get(&v).into_iter().flatten() {
+            sums.insert(name.clone(), sha.clone());
+            bytes_written += size;
+            content_lines += sums_line_len(name);
+        }
         if v == 1 {
             for t in &manifest.trust_statements {
                 for name in [t.clone(), format!("{t}.minisig")] {
@@ -1019,6 +1246,7 @@ fn write_signed_headers(
             }
         }
         let sums_text = format::format_sums(&sums);
+        check_sums_size(&vd, sums_text.len())?;
         write_file(&vd.join(SUMS), sums_text.as_bytes())?;
         let comment = format::trusted_comment(manifest, Some(v));
         let sig = key.sign(sums_text.as_bytes(), &comment)?;
@@ -1026,7 +1254,7 @@ fn write_signed_headers(
             check_reserve_holds(
                 cap,
                 manifest.volumes,
-                manifest_bytes.len() + sums_text.len() + sig.len(),
+                manifest_bytes.len() + sums_text.len() - content_lines as usize + sig.len(),
             )?;
         }
         write_file(&vd.join(SUMS_SIG), sig.as_bytes())?;
@@ -1052,6 +1280,7 @@ fn write_signed_headers(
         write_file(&dir.join(MANIFEST), &manifest_bytes)?;
         top_sums.insert(MANIFEST.to_string(), manifest_sha256.clone());
         let sums_text = format::format_sums(&top_sums);
+        check_sums_size(dir, sums_text.len())?;
         write_file(&dir.join(SUMS), sums_text.as_bytes())?;
         let sig = key.sign(
             sums_text.as_bytes(),
@@ -1061,6 +1290,142 @@ fn write_signed_headers(
         sync_dir(dir)?;
     }
     Ok((manifest_sha256, bytes_written))
+}
+
+/// Rule: a SHA256SUMS stays within what readers accept
+/// ([`format::MAX_SUMS_BYTES`]); it grows by a line per content file.
+fn check_sums_size(dir: &Path, len: usize) -> Result<()> {
+    if len as u64 > format::MAX_SUMS_BYTES {
+        return Err(Error::bad_argument(
+            "volume size",
+            format!(
+                "{}: SHA256SUMS would be {len} bytes, over the {} bytes readers accept (too many content files \
+                 for one volume); export with a smaller --volume-size",
+                dir.display(),
+                format::MAX_SUMS_BYTES
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Version 3: the content files (and parts) of each volume: path, SHA-256
+/// (hex), size.
+type VolumeFiles = BTreeMap<u32, Vec<(String, String, u64)>>;
+
+/// Step 4 (version 3): every content file copied from the content store
+/// into its bundle file(s), files in parallel, each byte read once and
+/// hashed once (SHA-256; SHA-1 too when the update metadata gives no
+/// SHA-256), each file fsynced, then the folders. Returns each part's
+/// SHA-256, per file.
+fn write_content_files(
+    snap: &ExportSnapshot<'_>,
+    content: &[ContentToSend],
+    placements: &[Vec<Placement>],
+    vols: &VolumeDirs<'_>,
+    progress: &dyn Progress,
+) -> Result<Vec<Vec<[u8; 32]>>> {
+    let mut dirs: std::collections::BTreeSet<PathBuf> = std::collections::BTreeSet::new();
+    for parts in placements {
+        for p in parts {
+            let dest = vols.of(p.volume).join(&p.entry);
+            if let Some(d) = dest.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+    }
+    for d in &dirs {
+        fs::create_dir_all(d).at(d)?;
+    }
+    let jobs: Vec<(usize, PathBuf)> = content
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (i, snap.content_path(&f.rel_path)))
+        .collect();
+    let digests = crate::airgap::files::run_parallel(&jobs, |(i, src)| {
+        copy_content_file(src, &content[*i], &placements[*i], vols, progress)
+    })?;
+    // The folders the files were created in, then theirs.
+    let mut parents: std::collections::BTreeSet<PathBuf> = std::collections::BTreeSet::new();
+    for d in &dirs {
+        sync_dir(d)?;
+        if let Some(p) = d.parent() {
+            parents.insert(p.to_path_buf());
+        }
+    }
+    for d in &parents {
+        sync_dir(d)?;
+    }
+    Ok(digests)
+}
+
+/// Copies one stored content file into its bundle file(s) and checks it
+/// is what the store recorded (so a corrupted store file stops the
+/// export): its size and SHA-256 (the update metadata's where it gives
+/// one), and its SHA-1 where the metadata gives no SHA-256.
+fn copy_content_file(
+    src: &Path,
+    f: &ContentToSend,
+    parts: &[Placement],
+    vols: &VolumeDirs<'_>,
+    progress: &dyn Progress,
+) -> Result<Vec<[u8; 32]>> {
+    use crate::airgap::files::{COPY_BUF, Hashers, copy_hashed};
+    let mut input = File::open(src).at(src)?;
+    let mut whole = Hashers::new(!f.metadata_sha256);
+    let mut buf = vec![0u8; COPY_BUF];
+    let split = parts.len() > 1;
+    let mut digests = Vec::with_capacity(parts.len());
+    let on_bytes = |n: u64| progress.advance(n);
+    for p in parts {
+        let dest = vols.of(p.volume).join(&p.entry);
+        let mut out = File::create(&dest).at(&dest)?;
+        let mut part = Hashers::new(false);
+        let hashers: &mut [&mut Hashers] = if split {
+            &mut [&mut whole, &mut part]
+        } else {
+            &mut [&mut whole]
+        };
+        copy_hashed(
+            &mut input,
+            Some(&mut out),
+            p.len,
+            hashers,
+            &mut buf,
+            &on_bytes,
+        )
+        .at(src)?;
+        out.sync_all().at(&dest)?;
+        if split {
+            digests.push(part.finish().sha256);
+        }
+    }
+    // Rule: the exporter never sends bytes that differ from what its store
+    // recorded.
+    let longer = loop {
+        match io::Read::read(&mut input, &mut buf[..1]) {
+            Ok(n) => break n > 0,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(src, e)),
+        }
+    };
+    let d = whole.finish();
+    let size = if longer { d.size + 1 } else { d.size };
+    crate::store::content::verify_against(
+        &src.display().to_string(),
+        &crate::store::content::Expected {
+            sha1: f.sha1,
+            sha256: Some(f.sha256),
+            size: Some(f.size),
+        },
+        &d.sha1.unwrap_or(f.sha1),
+        &d.sha256,
+        size,
+    )?;
+    if !split {
+        digests.push(d.sha256);
+    }
+    Ok(digests)
 }
 
 /// Every bundle exported, per destination and seq (the chains).
@@ -1078,6 +1443,7 @@ mod tests {
             rel_path: "01/X.cab".into(),
             size,
             sha256: [2; 32],
+            metadata_sha256: true,
         }
     }
 
@@ -1133,6 +1499,7 @@ mod tests {
                 rel_path: format!("{:02X}/{:040X}.cab", i % 256, i),
                 size,
                 sha256: [3; 32],
+                metadata_sha256: true,
             })
             .collect()
     }
@@ -1144,7 +1511,8 @@ mod tests {
     fn the_index_of_files_split_into_many_parts_fits_its_reservation() {
         let sizes: Vec<u64> = (0..12u64).map(|i| (5 << 20) + i * 300_007).collect();
         let files = files_of(&sizes);
-        let placed = place_with_index(&files, Some(4 << 20), 300 << 10).unwrap();
+        let placed =
+            place_with_index(&files, Some(4 << 20), 300 << 10, ContentLayout::Packs).unwrap();
         assert!(placed.index.len() as u64 <= placed.reserve);
         assert!(
             placed.index.len() > 512 + 12 * 400,
@@ -1156,7 +1524,90 @@ mod tests {
         }
     }
 
+    /// Version 3: what each volume holds besides its manifest, signature
+    /// and the non-content lines of its SHA256SUMS: volume 1 `vol1_used`
+    /// and the index reservation; every volume its content files and their
+    /// SHA256SUMS lines.
+    fn volume_usage_files(placed: &Placed, vol1_used: u64) -> BTreeMap<u32, u64> {
+        let mut used: BTreeMap<u32, u64> = BTreeMap::new();
+        used.insert(1, vol1_used + placed.reserve);
+        for parts in &placed.placements {
+            for p in parts {
+                *used.entry(p.volume).or_default() += p.len + sums_line_len(&p.entry);
+            }
+        }
+        used
+    }
+
+    /// FAT32 holds no file of 4 GiB or more: a larger content file is
+    /// split into parts under `parts/` even without volumes; a smaller one
+    /// stays whole under `content/`.
+    #[test]
+    fn files_over_4_gib_are_split_for_fat32() {
+        let files = files_of(&[9 << 30, 100]);
+        let (pl, n) = place_files(&files, None, 0).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(pl[0].len(), 3);
+        assert!(pl[0].iter().all(|p| p.len <= format::MAX_BUNDLE_FILE));
+        assert_eq!(pl[0].iter().map(|p| p.len).sum::<u64>(), 9 << 30);
+        assert_eq!(
+            pl[0][2].entry,
+            format!("parts/{}.part0003", files[0].rel_path)
+        );
+        assert_eq!(pl[1].len(), 1);
+        assert_eq!(pl[1][0].entry, format!("content/{}", files[1].rel_path));
+        // Within volumes too.
+        let (pl, _) = place_files(&files, Some(6 << 30), 0).unwrap();
+        assert!(pl[0].iter().all(|p| p.len <= format::MAX_BUNDLE_FILE));
+    }
+
     proptest::proptest! {
+        /// Version 3, whatever the file sizes and the volume size: the
+        /// index fits the space kept for it and its bound, every volume
+        /// stays within the volume size (SHA256SUMS lines and reserve
+        /// included), every file's parts add up to it, and the parts never
+        /// go back to an earlier volume.
+        #[test]
+        fn files_placement_always_fits(
+            sizes in proptest::collection::vec(
+                proptest::prop_oneof![0u64..4096, 0u64..(3 << 20), 0u64..(64 << 20)],
+                0..150,
+            ),
+            volume_size in MIN_VOLUME_SIZE..(48u64 << 20),
+            vol1_used in 0u64..(256 << 10),
+        ) {
+            let files = files_of(&sizes);
+            match place_with_index(&files, Some(volume_size), vol1_used, ContentLayout::Files) {
+                Ok(placed) => {
+                    proptest::prop_assert!(placed.index.len() as u64 <= placed.reserve);
+                    proptest::prop_assert!(placed.index.len() as u64 <= file_index_bound(&files).unwrap());
+                    let usage = volume_usage_files(&placed, vol1_used);
+                    for (v, used) in &usage {
+                        proptest::prop_assert!(
+                            used + VOLUME_RESERVE <= volume_size,
+                            "volume {} holds {} of {}", v, used + VOLUME_RESERVE, volume_size
+                        );
+                    }
+                    proptest::prop_assert_eq!(usage.keys().last().copied(), Some(placed.volumes));
+                    let mut last = 1;
+                    for (f, parts) in files.iter().zip(&placed.placements) {
+                        proptest::prop_assert_eq!(parts.iter().map(|p| p.len).sum::<u64>(), f.size);
+                        for p in parts {
+                            proptest::prop_assert!(p.volume >= last);
+                            last = p.volume;
+                        }
+                    }
+                    // The index with the real digests has the same length.
+                    let digests: Vec<Vec<[u8; 32]>> = placed.placements.iter().map(|p| vec![[7; 32]; p.len()]).collect();
+                    proptest::prop_assert_eq!(
+                        file_index(&files, &placed.placements, Some(&digests)).unwrap().len(),
+                        placed.index.len()
+                    );
+                }
+                Err(e) => proptest::prop_assert!(e.to_string().contains("cannot hold volume 1"), "{}", e),
+            }
+        }
+
         /// Whatever the file sizes and the volume size: the index fits the
         /// space kept for it, every volume stays within the volume size
         /// (its reserve included), every file's parts add up to it, and the
@@ -1171,7 +1622,7 @@ mod tests {
             vol1_used in 0u64..(256 << 10),
         ) {
             let files = files_of(&sizes);
-            match place_with_index(&files, Some(volume_size), vol1_used) {
+            match place_with_index(&files, Some(volume_size), vol1_used, ContentLayout::Packs) {
                 Ok(placed) => {
                     proptest::prop_assert!(placed.index.len() as u64 <= placed.reserve);
                     proptest::prop_assert!(placed.index.len() as u64 <= content_index_bound(&files).unwrap());

@@ -1,6 +1,6 @@
-//! The bundle format (docs/bundle-format.md, format version 1): manifest,
-//! SHA256SUMS, minisign signature, packs and volumes, and the verification
-//! rules every reader applies.
+//! The bundle format (docs/bundle-format.md, versions 1 to 3): manifest,
+//! SHA256SUMS, minisign signature, packs, content index and volumes, and
+//! the verification rules every reader applies.
 //!
 //! Verification follows the style of awslabs/tough: each rule is one
 //! function, with the rule it enforces written beside it, returning
@@ -26,7 +26,20 @@ pub const VERSION: u32 = 1;
 /// `[unsupported-version]` instead of misreading the chain.
 pub const VERSION_EQUIVALENTS: u32 = 2;
 
-/// The version a manifest is written with.
+/// The format version gapsync writes: content travels as files in the
+/// WSUS layout (`content/XX/HEX.ext`, split files as `parts/...partNNNN`),
+/// each listed in its volume's SHA256SUMS (docs/bundle-format.md §10, §16).
+pub const VERSION_FILES: u32 = 3;
+/// The newest version this reader knows.
+pub const NEWEST_VERSION: u32 = VERSION_FILES;
+
+/// True for a manifest whose content travels as files (version 3 on).
+pub fn has_content_files(m: &Manifest) -> bool {
+    m.version >= VERSION_FILES
+}
+
+/// The version the version-1 writer (kept for tests of the readers of
+/// versions 1 and 2) gives a manifest.
 pub fn version_for(prev_equivalent_sha256: &[String]) -> u32 {
     if prev_equivalent_sha256.is_empty() {
         VERSION
@@ -42,6 +55,15 @@ pub const STATE_ENTRY: &str = "state.json";
 pub const CONTENT_ENTRY: &str = "content.json";
 pub const REVISIONS_DIR: &str = "revisions";
 pub const TRUST_DIR: &str = "trust";
+/// Version 3: content files stored whole, `content/XX/HEX.ext`.
+pub const CONTENT_DIR: &str = "content";
+/// Version 3: the parts of split content files, `parts/XX/HEX.ext.partNNNN`.
+pub const PARTS_DIR: &str = "parts";
+/// Version 3: the largest file a bundle holds (FAT32's limit, 4 GiB - 1):
+/// larger content files are always split into parts.
+pub const MAX_BUNDLE_FILE: u64 = (4 << 30) - 1;
+/// Largest `content.json` read.
+pub const MAX_INDEX_BYTES: u64 = 512 << 20;
 /// Upper bounds on the small files read whole into memory.
 pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 pub const MAX_SUMS_BYTES: u64 = 16 << 20;
@@ -186,6 +208,200 @@ pub struct PartRecord {
     pub pack: String,
     pub entry: String,
     pub size: u64,
+}
+
+/// Version 3: one entry of `content.json`: a content file and the files of
+/// the bundle that hold it (one, or its parts in order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRecord {
+    pub sha1: String,
+    pub sha256: String,
+    pub size: u64,
+    /// WSUS path under content/: `XX/HEX.ext`.
+    pub path: String,
+    pub parts: Vec<FilePart>,
+}
+
+/// Version 3: one file of the bundle holding (part of) a content file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePart {
+    pub volume: u32,
+    /// Path in the volume: `content/<path>` (whole) or
+    /// `parts/<path>.partNNNN` (one of several parts).
+    pub file: String,
+    pub size: u64,
+    /// SHA-256 of this file (of the whole content file when it is whole).
+    pub sha256: String,
+}
+
+/// Version 3: the bundle file of part `i` (1-based) of `n` of the content
+/// file at WSUS path `path`.
+pub fn part_file_name(path: &str, i: usize, n: usize) -> String {
+    if n == 1 {
+        format!("{CONTENT_DIR}/{path}")
+    } else {
+        format!("{PARTS_DIR}/{path}.part{i:04}")
+    }
+}
+
+/// True for a path of a version-3 content file or part.
+pub fn is_content_file(name: &str) -> bool {
+    name.starts_with("content/") || name.starts_with("parts/")
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
+/// Version 3: reads `content.json` of volume 1 (bounded), checks it has
+/// the digest and size the manifest gives (`[hash-mismatch]`) before
+/// parsing it, then its rules (`check_file_index`).
+pub fn read_file_index(dir: &Path, m: &Manifest) -> Result<Vec<FileRecord>> {
+    let pack = m
+        .packs
+        .iter()
+        .find(|p| p.name == CONTENT_ENTRY && p.volume == 1)
+        .ok_or_else(|| {
+            Error::verification(
+                "missing-file",
+                format!("manifest lists no {CONTENT_ENTRY} in volume 1"),
+            )
+        })?;
+    let path = dir.join(CONTENT_ENTRY);
+    let bytes = read_small(&path, MAX_INDEX_BYTES, "oversized-file")?;
+    let got = sha256_hex(&bytes);
+    if got != pack.sha256 || bytes.len() as u64 != pack.size {
+        return Err(Error::verification(
+            "hash-mismatch",
+            format!(
+                "{}: SHA-256 {got}, manifest says {}",
+                path.display(),
+                pack.sha256
+            ),
+        ));
+    }
+    let index: Vec<FileRecord> = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::verification("malformed-content-index", format!("{CONTENT_ENTRY}: {e}"))
+    })?;
+    check_file_index(m, &index)?;
+    Ok(index)
+}
+
+/// Rule (version 3, `[malformed-content-index]` unless noted): each record
+/// has hex digests, a safe WSUS path (`[unsafe-path]`) that matches its
+/// SHA-1, a SHA-1 not seen before, and parts that add up to its size; each
+/// part is the file `part_file_name` names, in a volume of the bundle,
+/// with a lower-case SHA-256 (the record's own when the file is whole), not
+/// empty when there are several; and the parts, record after record, never
+/// go back to an earlier volume (so an importer holds at most one split
+/// file open at a time).
+pub fn check_file_index(m: &Manifest, index: &[FileRecord]) -> Result<()> {
+    let mut seen_sha1: BTreeSet<&str> = BTreeSet::new();
+    let mut last_volume = 1u32;
+    for c in index {
+        let bad = |why: String| {
+            Error::verification("malformed-content-index", format!("{}: {why}", c.path))
+        };
+        let sha1: [u8; 20] = hex::decode(&c.sha1)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| bad(format!("sha1 {:?} is not 40 hex digits", c.sha1)))?;
+        if !is_sha256_hex(&c.sha256) {
+            return Err(bad(format!(
+                "sha256 {:?} is not 64 lower-case hex digits",
+                c.sha256
+            )));
+        }
+        check_safe_path(&c.path)?;
+        let ext = c.path.rsplit_once('/').map(|(_, n)| n).unwrap_or("");
+        let expected = crate::store::content::wsus_rel_path(&sha1, ext);
+        if expected != c.path {
+            return Err(bad(format!("path should be {expected}")));
+        }
+        if !seen_sha1.insert(c.sha1.as_str()) {
+            return Err(bad("listed twice".into()));
+        }
+        let n = c.parts.len();
+        if n == 0 || c.parts.iter().map(|p| p.size).sum::<u64>() != c.size {
+            return Err(bad("parts do not add up to the size".into()));
+        }
+        for (i, p) in c.parts.iter().enumerate() {
+            check_safe_path(&p.file)?;
+            if p.file != part_file_name(&c.path, i + 1, n) {
+                return Err(bad(format!(
+                    "part {} should be named {}",
+                    p.file,
+                    part_file_name(&c.path, i + 1, n)
+                )));
+            }
+            if p.volume == 0 || p.volume > m.volumes || p.volume < last_volume {
+                return Err(bad(format!(
+                    "part {} in volume {} (of {}; the previous part is in volume {last_volume})",
+                    p.file, p.volume, m.volumes
+                )));
+            }
+            last_volume = p.volume;
+            if !is_sha256_hex(&p.sha256) || (n == 1 && p.sha256 != c.sha256) {
+                return Err(bad(format!("part {} has a bad sha256", p.file)));
+            }
+            if n > 1 && p.size == 0 {
+                return Err(bad(format!("part {} is empty", p.file)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rule (version 3): a volume's SHA256SUMS lists exactly the content files
+/// and parts `content.json` places in that volume (`[missing-file]`,
+/// `[extra-file]`), each with the digest the index gives it
+/// (`[hash-mismatch]`).
+pub fn check_volume_files(h: &VolumeHeader, volume: u32, index: &[FileRecord]) -> Result<()> {
+    let mut expected: BTreeMap<&str, &str> = BTreeMap::new();
+    for p in index.iter().flat_map(|c| &c.parts) {
+        if p.volume == volume {
+            expected.insert(&p.file, &p.sha256);
+        }
+    }
+    for (name, want) in &expected {
+        match h.sums.get(*name) {
+            None => {
+                return Err(Error::verification(
+                    "missing-file",
+                    format!(
+                        "{}/{name} (volume {volume}) is in {CONTENT_ENTRY} but not listed in {SUMS}",
+                        h.dir.display()
+                    ),
+                ));
+            }
+            Some(d) if d != want => {
+                return Err(Error::verification(
+                    "hash-mismatch",
+                    format!(
+                        "{}/{name}: {CONTENT_ENTRY} and {SUMS} disagree",
+                        h.dir.display()
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for name in h.sums.keys().filter(|n| is_content_file(n)) {
+        if !expected.contains_key(name.as_str()) {
+            return Err(Error::verification(
+                "extra-file",
+                format!(
+                    "{}/{name} is not a content file of volume {volume} in {CONTENT_ENTRY}",
+                    h.dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The trusted comment of a volume's signature, binding it to one bundle,
@@ -618,7 +834,7 @@ fn check_manifest_version(bytes: &[u8], dir: &Path) -> Result<()> {
     if let Ok(h) = serde_json::from_slice::<Head>(bytes)
         && h.format.as_deref() == Some(FORMAT)
         && let Some(v) = h.version
-        && !(VERSION..=VERSION_EQUIVALENTS).contains(&v)
+        && !(VERSION..=NEWEST_VERSION).contains(&v)
     {
         return Err(unsupported_version(dir, v));
     }
@@ -629,7 +845,7 @@ fn unsupported_version(dir: &Path, v: u32) -> Error {
     Error::verification(
         "unsupported-version",
         format!(
-            "{}/{MANIFEST}: bundle format version {v} (this gapsync reads versions {VERSION} and {VERSION_EQUIVALENTS}); upgrade gapsync",
+            "{}/{MANIFEST}: bundle format version {v} (this gapsync reads versions {VERSION} to {NEWEST_VERSION}); upgrade gapsync",
             dir.display()
         ),
     )
@@ -655,7 +871,7 @@ pub fn parse_manifest(bytes: &[u8], dir: &Path) -> Result<Manifest> {
             ),
         ));
     }
-    if !(VERSION..=VERSION_EQUIVALENTS).contains(&m.version) {
+    if !(VERSION..=NEWEST_VERSION).contains(&m.version) {
         return Err(unsupported_version(dir, m.version));
     }
     if m.volumes == 0 || m.seq == 0 || (m.seq == 1) != m.prev_manifest_sha256.is_none() {
@@ -690,9 +906,10 @@ pub fn parse_manifest(bytes: &[u8], dir: &Path) -> Result<Manifest> {
 }
 
 /// Rule: `prev_equivalent_sha256` appears in version 2 manifests, and
-/// only there (not empty); only in an incremental bundle with a previous
-/// manifest; and lists distinct SHA-256 digests (64 lower-case hex digits),
-/// none of them `prev_manifest_sha256`.
+/// only there (not empty) among versions 1 and 2 (version 3 may carry it
+/// or not); only in an incremental bundle with a previous manifest; and
+/// lists distinct SHA-256 digests (64 lower-case hex digits), none of them
+/// `prev_manifest_sha256`.
 fn check_equivalents(list: &[String], m: &Manifest, dir: &Path) -> Result<()> {
     let bad = |why: String| {
         Error::verification(
@@ -700,7 +917,7 @@ fn check_equivalents(list: &[String], m: &Manifest, dir: &Path) -> Result<()> {
             format!("{}/{MANIFEST}: prev_equivalent_sha256 {why}", dir.display()),
         )
     };
-    if m.version != version_for(list) {
+    if m.version < VERSION_FILES && m.version != version_for(list) {
         return Err(bad(format!(
             "{} in a version {} manifest",
             if list.is_empty() {
@@ -810,9 +1027,13 @@ pub fn check_volume_packs(h: &VolumeHeader, volume: u32) -> Result<()> {
             Some(_) => {}
         }
     }
+    // Version 3 content files are checked against the content index
+    // (`check_volume_files`).
+    let files = has_content_files(&h.manifest);
     for name in h.sums.keys() {
         let is_trust = volume == 1 && name.starts_with("trust/");
-        if name != MANIFEST && !is_trust && !expected.contains(name.as_str()) {
+        let is_content = files && is_content_file(name);
+        if name != MANIFEST && !is_trust && !is_content && !expected.contains(name.as_str()) {
             return Err(Error::verification(
                 "extra-file",
                 format!(
@@ -825,43 +1046,80 @@ pub fn check_volume_packs(h: &VolumeHeader, volume: u32) -> Result<()> {
     Ok(())
 }
 
-/// Rule: every file listed in a volume's SHA256SUMS has that digest (and
-/// packs the size the manifest gives).
-pub fn verify_files(h: &VolumeHeader, on_bytes: &dyn Fn(u64)) -> Result<()> {
-    let sizes: BTreeMap<&str, u64> = h
-        .manifest
-        .packs
-        .iter()
-        .map(|p| (p.name.as_str(), p.size))
-        .collect();
-    for (name, want) in &h.sums {
-        let path = h.dir.join(name);
-        let f = File::open(&path).at(&path)?;
-        let mut r = HashingReader::new(io::BufReader::with_capacity(1 << 20, f));
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = r.read(&mut buf).at(&path)?;
-            if n == 0 {
-                break;
-            }
-            on_bytes(n as u64);
+/// Rule: every file listed in the volumes' SHA256SUMS has that digest
+/// (`[hash-mismatch]`), and packs and content files the size the manifest
+/// or content index gives (`[size-mismatch]`). Files are hashed in
+/// parallel, each byte once.
+pub fn verify_files(
+    headers: &[&VolumeHeader],
+    index: &[FileRecord],
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<()> {
+    struct Job<'a> {
+        dir: &'a Path,
+        name: &'a str,
+        sha256: &'a str,
+        size: Option<u64>,
+    }
+    let mut sizes: BTreeMap<(u32, &str), u64> = BTreeMap::new();
+    for h in headers {
+        for p in &h.manifest.packs {
+            sizes.insert((p.volume, p.name.as_str()), p.size);
         }
-        let (got, size) = r.finish();
-        if &got != want {
+    }
+    for p in index.iter().flat_map(|c| &c.parts) {
+        sizes.insert((p.volume, p.file.as_str()), p.size);
+    }
+    let mut jobs = Vec::new();
+    for h in headers {
+        let v = h.volume.unwrap_or(0);
+        for (name, want) in &h.sums {
+            jobs.push(Job {
+                dir: &h.dir,
+                name,
+                sha256: want,
+                size: sizes.get(&(v, name.as_str())).copied(),
+            });
+        }
+    }
+    // Largest first, so that one big file does not start last.
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.size.unwrap_or(0)));
+    crate::airgap::files::run_parallel(&jobs, |j| {
+        let path = j.dir.join(j.name);
+        let mut f = File::open(&path).at(&path)?;
+        let mut h = crate::airgap::files::Hashers::new(false);
+        let mut buf = vec![0u8; crate::airgap::files::COPY_BUF];
+        crate::airgap::files::copy_hashed(
+            &mut f,
+            None,
+            u64::MAX,
+            &mut [&mut h],
+            &mut buf,
+            on_bytes,
+        )
+        .at(&path)?;
+        let d = h.finish();
+        let got = hex::encode(d.sha256);
+        if got != j.sha256 {
             return Err(Error::verification(
                 "hash-mismatch",
-                format!("{}: SHA-256 {got}, {SUMS} says {want}", path.display()),
+                format!(
+                    "{}: SHA-256 {got}, {SUMS} says {}",
+                    path.display(),
+                    j.sha256
+                ),
             ));
         }
-        if let Some(s) = sizes.get(name.as_str())
-            && *s != size
+        if let Some(s) = j.size
+            && s != d.size
         {
             return Err(Error::verification(
                 "size-mismatch",
-                format!("{}: {size} bytes, manifest says {s}", path.display()),
+                format!("{}: {} bytes, the bundle says {s}", path.display(), d.size),
             ));
         }
-    }
+        Ok(())
+    })?;
     Ok(())
 }
 
@@ -1021,9 +1279,22 @@ mod tests {
         m.version = VERSION_EQUIVALENTS;
         let bytes = serde_json::to_vec_pretty(&m).unwrap();
         assert_eq!(parse_manifest(&bytes, Path::new(".")).unwrap(), m);
+        // Version 3 may carry the field or not.
         let mut v3 = m.clone();
-        v3.version = 3;
-        match parse_manifest(&serde_json::to_vec(&v3).unwrap(), Path::new(".")) {
+        v3.version = VERSION_FILES;
+        assert_eq!(
+            parse_manifest(&serde_json::to_vec(&v3).unwrap(), Path::new(".")).unwrap(),
+            v3
+        );
+        let mut v3_plain = manifest(3);
+        v3_plain.version = VERSION_FILES;
+        assert_eq!(
+            parse_manifest(&serde_json::to_vec(&v3_plain).unwrap(), Path::new(".")).unwrap(),
+            v3_plain
+        );
+        let mut v4 = m.clone();
+        v4.version = NEWEST_VERSION + 1;
+        match parse_manifest(&serde_json::to_vec(&v4).unwrap(), Path::new(".")) {
             Err(Error::Verification { rule, .. }) => assert_eq!(rule, "unsupported-version"),
             other => panic!("{other:?}"),
         }

@@ -10,11 +10,16 @@
 //! 3. One SQLite transaction: trust statements, revisions (each re-parsed;
 //!    identity must match its entry name), groups, deployments, declines.
 //! 4. Volume by volume (one at a time, so one mount point can be swapped
-//!    between media): each header checked, each content pack streamed once —
-//!    hashed as a whole while its entries are staged into `staging/` and each
-//!    content file is checked against the update metadata's SHA-1, SHA-256
-//!    and size (defence in depth: even a validly signed bundle cannot bring
-//!    content that its metadata does not vouch for).
+//!    between media): each header checked. Format 3: the volume's
+//!    SHA256SUMS against the content index, then each content file read
+//!    once and hashed once (whole files in parallel) while it is staged
+//!    into `staging/`: that SHA-256 is the signed one and the update
+//!    metadata's (SHA-1 computed too where the metadata has no SHA-256).
+//!    Formats 1 and 2: each content pack streamed once, hashed as a whole
+//!    while its entries are staged and each file is checked against the
+//!    metadata's SHA-1, SHA-256 and size. Either way (defence in depth)
+//!    even a validly signed bundle cannot bring content that its metadata
+//!    does not vouch for.
 //! 5. Only when everything verified: staged content renamed into place,
 //!    ledger row written, COMMIT. Any failure before drops the transaction
 //!    and the staged files: the store is unchanged.
@@ -162,7 +167,11 @@ pub fn import(
 
     // ---- 2. metadata pack and content index, hashed before use
     let meta_pack = pack_entry(m, METADATA_PACK)?;
-    let content_index = read_content_index(&checked.first_dir, m)?;
+    let content_index = if format::has_content_files(m) {
+        Index::Files(format::read_file_index(&checked.first_dir, m)?)
+    } else {
+        Index::Packs(read_content_index(&checked.first_dir, m)?)
+    };
     checks.push("metadata pack and content index digests match".into());
 
     // ---- 3. one transaction
@@ -198,13 +207,27 @@ pub fn import(
     ));
 
     // ---- content: what is needed, disk space
-    let needed = plan_content(&tx, &content_index, &mut plan)?;
+    let needed = plan_content(&tx, content_index.files(), &mut plan)?;
     plan.disk_needed = plan.content_bytes;
     plan.disk_free = fs4::available_space(&root).unwrap_or(0);
     plan.volumes = m.volumes;
     if opts.dry_run {
         drop(tx);
-        check_later_headers(opts, &view, &checked.h1, &checked.missing, &mut checks)?;
+        let files = match &content_index {
+            Index::Files(f) => {
+                format::check_volume_files(&checked.h1, 1, f)?;
+                Some(f.as_slice())
+            }
+            Index::Packs(_) => None,
+        };
+        check_later_headers(
+            opts,
+            &view,
+            &checked.h1,
+            &checked.missing,
+            files,
+            &mut checks,
+        )?;
         plan.volumes_missing = checked.missing;
         return Ok(ImportReport {
             status: "dry-run",
@@ -216,16 +239,28 @@ pub fn import(
     rule_room_for_content(&root, &plan)?;
 
     // ---- 4. volumes, one at a time
-    let staged = read_volumes(
-        &tx,
-        opts,
-        &view,
-        &checked,
-        &content_index,
-        &needed,
-        progress,
-        &mut checks,
-    )?;
+    let staged = match &content_index {
+        Index::Packs(index) => read_volumes(
+            &tx,
+            opts,
+            &view,
+            &checked,
+            index,
+            &needed,
+            progress,
+            &mut checks,
+        )?,
+        Index::Files(index) => read_volumes_files(
+            &tx,
+            opts,
+            &view,
+            &checked,
+            index,
+            &needed,
+            progress,
+            &mut checks,
+        )?,
+    };
 
     // ---- 5. apply
     let anchor = apply_and_commit(tx, staged, &checked.h1, server_id)?;
@@ -334,22 +369,40 @@ fn read_content_index(first_dir: &Path, m: &Manifest) -> Result<Vec<ContentRecor
     Ok(content_index)
 }
 
+/// The content index of either layout.
+enum Index {
+    /// Versions 1 and 2: content in tar packs.
+    Packs(Vec<ContentRecord>),
+    /// Version 3: content as files.
+    Files(Vec<format::FileRecord>),
+}
+
+impl Index {
+    /// (SHA-1, size) of every content file.
+    fn files(&self) -> Vec<(&str, u64)> {
+        match self {
+            Index::Packs(v) => v.iter().map(|c| (c.sha1.as_str(), c.size)).collect(),
+            Index::Files(v) => v.iter().map(|c| (c.sha1.as_str(), c.size)).collect(),
+        }
+    }
+}
+
 /// The content files of the index that the store does not hold (SHA-1s);
 /// counts both kinds in `plan`.
 fn plan_content<'i>(
     tx: &ImportTx<'_>,
-    content_index: &'i [ContentRecord],
+    content_index: Vec<(&'i str, u64)>,
     plan: &mut Plan,
 ) -> Result<BTreeSet<&'i str>> {
     let mut needed = BTreeSet::new();
-    for c in content_index {
-        let sha1 = parse_hex::<20>(&c.sha1, "content sha1")?;
+    for (sha1_hex, size) in content_index {
+        let sha1 = parse_hex::<20>(sha1_hex, "content sha1")?;
         if tx.has_content(&sha1)? {
             plan.content_already_present += 1;
         } else {
             plan.content_files += 1;
-            plan.content_bytes += c.size;
-            needed.insert(c.sha1.as_str());
+            plan.content_bytes += size;
+            needed.insert(sha1_hex);
         }
     }
     Ok(needed)
@@ -418,6 +471,227 @@ fn read_volumes(
         staged.len()
     ));
     Ok(staged)
+}
+
+/// Step 4 (version 3): volume by volume, each later header checked and
+/// its SHA256SUMS against the content index; each content file read once
+/// and hashed once (SHA-256, which is both the digest SHA256SUMS signs and
+/// the update metadata's; SHA-1 too where the metadata gives no SHA-256),
+/// whole files in parallel, staged when the store needs them; split files'
+/// parts in order, each checked, the file reassembled and checked whole.
+#[allow(clippy::too_many_arguments)]
+fn read_volumes_files(
+    tx: &ImportTx<'_>,
+    opts: &ImportOptions<'_>,
+    view: &TrustView,
+    checked: &Checked,
+    index: &[format::FileRecord],
+    needed: &BTreeSet<&str>,
+    progress: &dyn Progress,
+    checks: &mut Vec<String>,
+) -> Result<Vec<Staged>> {
+    let h1 = &checked.h1;
+    let m = &h1.manifest;
+    // What each needed file must be, from the update metadata, before any
+    // byte is read.
+    let mut expected: HashMap<usize, Expected> = HashMap::new();
+    for (i, rec) in index.iter().enumerate() {
+        if needed.contains(rec.sha1.as_str()) {
+            expected.insert(
+                i,
+                metadata_expectation(tx, &rec.sha1, &rec.sha256, rec.size, &rec.path)?,
+            );
+        }
+    }
+    let cs = tx.content();
+    let mut staged: Vec<Staged> = Vec::new();
+    let mut open: Option<OpenSplit> = None;
+    let mut buf = vec![0u8; crate::airgap::files::COPY_BUF];
+    progress.phase("content", Some(m.counts.content_bytes), "bytes");
+    for v in 1..=m.volumes {
+        let h = if v == 1 {
+            h1.clone()
+        } else {
+            let dir = volume_dir(&opts.layout, v, Some(&checked.first_dir), opts.prompt)?;
+            let h = read_volume_header(&dir, view, false)?;
+            check_volume_matches(&h, h1, v)?;
+            format::check_volume_packs(&h, v)?;
+            checks.push(format!(
+                "volume {v}: signature valid; same bundle; files listed exactly"
+            ));
+            h
+        };
+        format::check_volume_files(&h, v, index)?;
+        // Whole files, in parallel.
+        let jobs: Vec<usize> = index
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.parts.len() == 1 && c.parts[0].volume == v)
+            .map(|(i, _)| i)
+            .collect();
+        let done = crate::airgap::files::run_parallel(&jobs, |&i| {
+            stage_whole(cs, &h.dir, &index[i], expected.get(&i), progress)
+        })?;
+        staged.extend(done.into_iter().flatten());
+        // Parts of split files, in index order (at most one file is open).
+        for (i, c) in index.iter().enumerate().filter(|(_, c)| c.parts.len() > 1) {
+            for (j, p) in c.parts.iter().enumerate().filter(|(_, p)| p.volume == v) {
+                if j == 0 {
+                    if open.is_some() {
+                        return Err(fail(
+                            "malformed-content-index",
+                            format!("{}: starts before the previous split file ended", c.path),
+                        ));
+                    }
+                    let exp = expected.get(&i);
+                    open = Some(OpenSplit {
+                        rec: i,
+                        stage: exp.map(|_| cs.begin_direct_stage(&c.path)).transpose()?,
+                        whole: crate::airgap::files::Hashers::new(
+                            exp.is_some_and(|e| e.sha256.is_none()),
+                        ),
+                    });
+                }
+                let Some(sp) = open.as_mut().filter(|o| o.rec == i) else {
+                    return Err(fail(
+                        "malformed-content-index",
+                        format!("{}: part {} without its first part", c.path, p.file),
+                    ));
+                };
+                read_part(&h.dir, p, sp, &mut buf, progress)?;
+                if j + 1 == c.parts.len()
+                    && let Some(sp) = open.take()
+                    && let (Some(stage), Some(exp)) = (sp.stage, expected.get(&i))
+                {
+                    let d = sp.whole.finish();
+                    staged.push(
+                        stage
+                            .finish(exp, &d.sha256, d.sha1.as_ref(), d.size)
+                            .map_err(|e| content_error(e, &c.path))?,
+                    );
+                }
+            }
+        }
+    }
+    if open.is_some() {
+        return Err(fail("missing-entry", "a split content file did not end"));
+    }
+    progress.finish();
+    checks.push(format!(
+        "every content file's SHA-256 matches; {} content files verified against the update metadata",
+        staged.len()
+    ));
+    Ok(staged)
+}
+
+/// A split content file being reassembled.
+struct OpenSplit {
+    rec: usize,
+    /// Where it is staged, when the store needs it.
+    stage: Option<crate::store::content::DirectStage>,
+    /// The whole file's digests (computed only when staged).
+    whole: crate::airgap::files::Hashers,
+}
+
+/// Rule: a content file (or part) of a version-3 bundle has the SHA-256
+/// its volume's signed SHA256SUMS lists (`[hash-mismatch]`, reported first)
+/// and the size the content index gives (`[size-mismatch]`). At most one
+/// byte more than that size is read.
+fn check_read(path: &Path, part: &format::FilePart, sha256: &[u8; 32], size: u64) -> Result<()> {
+    let got = hex::encode(sha256);
+    if got != part.sha256 {
+        return Err(fail(
+            "hash-mismatch",
+            format!(
+                "{}: SHA-256 {got}, SHA256SUMS says {}",
+                path.display(),
+                part.sha256
+            ),
+        ));
+    }
+    if size != part.size {
+        return Err(fail(
+            "size-mismatch",
+            format!(
+                "{}: {size} bytes, content index says {}",
+                path.display(),
+                part.size
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// One whole content file: hashed once while staged (when `expected`: the
+/// store needs it) or only hashed.
+fn stage_whole(
+    cs: &crate::store::content::ContentStore,
+    dir: &Path,
+    rec: &format::FileRecord,
+    expected: Option<&Expected>,
+    progress: &dyn Progress,
+) -> Result<Option<Staged>> {
+    use crate::airgap::files::{COPY_BUF, Hashers, copy_hashed};
+    let part = &rec.parts[0];
+    let path = dir.join(&part.file);
+    let mut f = File::open(&path).at(&path)?;
+    let mut h = Hashers::new(expected.is_some_and(|e| e.sha256.is_none()));
+    let mut stage = expected
+        .map(|_| cs.begin_direct_stage(&rec.path))
+        .transpose()?;
+    let mut buf = vec![0u8; COPY_BUF];
+    copy_hashed(
+        &mut f,
+        stage.as_mut().map(|s| s as &mut dyn io::Write),
+        part.size.saturating_add(1),
+        &mut [&mut h],
+        &mut buf,
+        &|n| progress.advance(n),
+    )
+    .at(&path)?;
+    let d = h.finish();
+    check_read(&path, part, &d.sha256, d.size)?;
+    match (stage, expected) {
+        (Some(stage), Some(exp)) => Ok(Some(
+            stage
+                .finish(exp, &d.sha256, d.sha1.as_ref(), d.size)
+                .map_err(|e| content_error(e, &rec.path))?,
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// One part of a split content file: checked on its own, and appended to
+/// the file being reassembled.
+fn read_part(
+    dir: &Path,
+    part: &format::FilePart,
+    sp: &mut OpenSplit,
+    buf: &mut [u8],
+    progress: &dyn Progress,
+) -> Result<()> {
+    use crate::airgap::files::{Hashers, copy_hashed};
+    let path = dir.join(&part.file);
+    let mut f = File::open(&path).at(&path)?;
+    let mut h = Hashers::new(false);
+    let staging = sp.stage.is_some();
+    let out = sp.stage.as_mut().map(|s| s as &mut dyn io::Write);
+    let hashers: &mut [&mut Hashers] = if staging {
+        &mut [&mut h, &mut sp.whole]
+    } else {
+        &mut [&mut h]
+    };
+    copy_hashed(
+        &mut f,
+        out,
+        part.size.saturating_add(1),
+        hashers,
+        buf,
+        &|n| progress.advance(n),
+    )
+    .at(&path)?;
+    let d = h.finish();
+    check_read(&path, part, &d.sha256, d.size)
 }
 
 /// Step 5: the staged content renamed into place and recorded, the import
@@ -517,6 +791,7 @@ fn check_later_headers(
     view: &TrustView,
     h1: &VolumeHeader,
     missing: &[u32],
+    files: Option<&[format::FileRecord]>,
     checks: &mut Vec<String>,
 ) -> Result<()> {
     for v in 2..=h1.manifest.volumes {
@@ -529,6 +804,9 @@ fn check_later_headers(
         let h = read_volume_header(dir, view, false)?;
         check_volume_matches(&h, h1, v)?;
         format::check_volume_packs(&h, v)?;
+        if let Some(index) = files {
+            format::check_volume_files(&h, v, index)?;
+        }
         checks.push(format!(
             "volume {v}: signature valid; same bundle; files listed exactly"
         ));
@@ -1010,7 +1288,7 @@ impl<'a> ContentStream<'a> {
                     let expected = expected_from_metadata(tx, rec)?;
                     staged.push(
                         w.finish(Some(&expected))
-                            .map_err(|e| content_error(e, rec))?,
+                            .map_err(|e| content_error(e, &rec.path))?,
                     );
                 }
             }
@@ -1047,7 +1325,7 @@ impl<'a> ContentStream<'a> {
     }
 }
 
-fn content_error(e: Error, rec: &ContentRecord) -> Error {
+fn content_error(e: Error, path: &str) -> Error {
     match e {
         Error::DigestMismatch {
             what,
@@ -1056,10 +1334,7 @@ fn content_error(e: Error, rec: &ContentRecord) -> Error {
             ..
         } => fail(
             "content-mismatch",
-            format!(
-                "content {}: {what} is {actual}, the update metadata says {expected}",
-                rec.path
-            ),
+            format!("content {path}: {what} is {actual}, the update metadata says {expected}"),
         ),
         other => other,
     }
@@ -1070,31 +1345,42 @@ fn content_error(e: Error, rec: &ContentRecord) -> Error {
 /// with its SHA-1, and then it must have that metadata's size and SHA-256;
 /// the index's own digests must agree with the metadata too.
 fn expected_from_metadata(tx: &ImportTx<'_>, rec: &ContentRecord) -> Result<Expected> {
-    let sha1 = parse_hex::<20>(&rec.sha1, "content sha1")?;
+    let e = metadata_expectation(tx, &rec.sha1, &rec.sha256, rec.size, &rec.path)?;
+    let index_sha256 = parse_hex::<32>(&rec.sha256, "content sha256")?;
+    Ok(Expected {
+        sha256: Some(e.sha256.unwrap_or(index_sha256)),
+        ..e
+    })
+}
+
+/// The rule of [`expected_from_metadata`] for one content file of the
+/// index: what the update metadata says it must be (its SHA-256 only where
+/// the metadata gives one).
+fn metadata_expectation(
+    tx: &ImportTx<'_>,
+    sha1_hex: &str,
+    sha256_hex: &str,
+    size: u64,
+    path: &str,
+) -> Result<Expected> {
+    let sha1 = parse_hex::<20>(sha1_hex, "content sha1")?;
     let Some(listed) = tx.metadata_file(&sha1)? else {
         return Err(fail(
             "content-not-in-metadata",
-            format!(
-                "content {} is not listed by any update's metadata",
-                rec.path
-            ),
+            format!("content {path} is not listed by any update's metadata"),
         ));
     };
-    let (size, sha256) = (listed.size, listed.sha256);
-    let index_sha256 = parse_hex::<32>(&rec.sha256, "content sha256")?;
-    if sha256.is_some_and(|m| m != index_sha256) || size != rec.size {
+    let index_sha256 = parse_hex::<32>(sha256_hex, "content sha256")?;
+    if listed.sha256.is_some_and(|m| m != index_sha256) || listed.size != size {
         return Err(fail(
             "content-mismatch",
-            format!(
-                "content {}: the content index disagrees with the update metadata",
-                rec.path
-            ),
+            format!("content {path}: the content index disagrees with the update metadata"),
         ));
     }
     Ok(Expected {
         sha1,
-        sha256: Some(sha256.unwrap_or(index_sha256)),
-        size: Some(rec.size),
+        sha256: listed.sha256,
+        size: Some(size),
     })
 }
 

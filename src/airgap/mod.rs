@@ -2,6 +2,7 @@
 //! (with the chain rules) and import.
 
 pub mod export;
+pub mod files;
 pub mod format;
 pub mod import;
 pub mod verify;

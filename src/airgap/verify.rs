@@ -314,9 +314,25 @@ pub fn verify_bundle(
             m.created, m.expires
         )
     });
-    let total: u64 = headers
+    let volumes: Vec<&VolumeHeader> = headers.iter().filter(|h| h.volume.is_some()).collect();
+    // Version 3: the content index, and each volume's content files
+    // against it.
+    let index = match volumes.iter().find(|h| h.volume == Some(1)) {
+        Some(h1) if format::has_content_files(&m) => {
+            let index = format::read_file_index(&h1.dir, &m)?;
+            for h in &volumes {
+                format::check_volume_files(h, h.volume.unwrap_or(0), &index)?;
+            }
+            checks.push(format!(
+                "content index of {} content file(s); every volume lists exactly the content files it places there",
+                index.len()
+            ));
+            index
+        }
+        _ => Vec::new(),
+    };
+    let total: u64 = volumes
         .iter()
-        .filter(|h| h.volume.is_some())
         .flat_map(|h| {
             let v = h.volume;
             m.packs
@@ -324,10 +340,11 @@ pub fn verify_bundle(
                 .filter(move |p| Some(p.volume) == v)
                 .map(|p| p.size)
         })
-        .sum();
+        .sum::<u64>()
+        + index.iter().map(|c| c.size).sum::<u64>();
     progress.phase("verify", Some(total), "bytes");
-    for h in headers.iter().filter(|h| h.volume.is_some()) {
-        format::verify_files(h, &|n| progress.advance(n))?;
+    format::verify_files(&volumes, &index, &|n| progress.advance(n))?;
+    for h in &volumes {
         checks.push(format!(
             "{}: every file's SHA-256 and size match",
             h.dir.display()

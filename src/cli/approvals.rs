@@ -65,7 +65,7 @@ pub enum DeploymentsCmd {
 }
 
 /// The administrator an approval records when `--admin` is not given.
-fn default_admin() -> String {
+pub(crate) fn default_admin() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "gapsync-admin".to_string())

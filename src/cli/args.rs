@@ -36,6 +36,20 @@ pub fn deadline(s: &str) -> Result<time::OffsetDateTime, String> {
         .map_err(|_| "not an RFC 3339 date and time (e.g. 2026-12-01T18:00:00Z)".to_string())
 }
 
+/// `events list --since`: an RFC 3339 date and time, or a duration back
+/// from now (`24h`, `7d`).
+pub fn since(s: &str) -> Result<time::OffsetDateTime, String> {
+    if let Ok(t) = deadline(s) {
+        return Ok(t);
+    }
+    let back = units::duration_in(s, time::Duration::ZERO, time::Duration::days(36_500)).map_err(
+        |why| format!("neither an RFC 3339 date and time (e.g. 2026-12-01T18:00:00Z) nor a duration back from now ({why})"),
+    )?;
+    time::OffsetDateTime::now_utc()
+        .checked_sub(back)
+        .ok_or_else(|| "too far back".to_string())
+}
+
 /// An anchor (`journal --since`, `export --since`): `gapsync1:<server
 /// id>:<sequence>`, the server id with or without hyphens.
 pub fn anchor(s: &str) -> Result<Anchor, String> {

@@ -1,5 +1,5 @@
-//! `groups add | list | remove` and `computers add | list`: target groups
-//! and the computers in them.
+//! `groups add | list | remove` and `computers add | list | move`: target
+//! groups and the computers in them.
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -40,7 +40,17 @@ pub enum ComputersCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Computers: the ones added here and the Windows clients that
+    /// registered (their OS, architecture, last contact and last report).
     List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a computer (name or id) to a group: server-side targeting.
+    Move {
+        computer: String,
+        #[arg(long)]
+        group: String,
         #[arg(long)]
         json: bool,
     },
@@ -121,6 +131,21 @@ pub fn computers(ctx: &Ctx, cmd: ComputersCmd) -> Result<()> {
                 return print_json(&c);
             }
             println!("added computer {:?} to group {:?}", c.name, c.group);
+        }
+        ComputersCmd::Move {
+            computer,
+            group,
+            json,
+        } => {
+            let mut store = Store::open_writer(ctx.server()?)?;
+            let c = store.move_computer(&computer, &group)?;
+            if json {
+                return print_json(&c);
+            }
+            println!(
+                "moved computer {:?} ({}) to group {:?}",
+                c.name, c.id, c.group
+            );
         }
         ComputersCmd::List { json } => {
             let store = Store::open_read_only(ctx.server()?)?;

@@ -8,10 +8,12 @@ mod approvals;
 mod args;
 mod bundle;
 mod catalog;
+mod console;
 mod demo;
 mod failure;
 mod groups;
 mod progress;
+mod reports;
 mod serve;
 mod store;
 mod sync;
@@ -68,6 +70,12 @@ enum Command {
     /// groups come from).
     #[command(subcommand)]
     Config(store::ConfigCmd),
+    /// Update status reported by Windows clients, per computer or update.
+    #[command(subcommand)]
+    Report(reports::ReportCmd),
+    /// Events reported by Windows clients.
+    #[command(subcommand)]
+    Events(reports::EventsCmd),
     /// Approve an update's current revision for a group.
     Approve(approvals::ApproveArgs),
     /// Remove an update's approval for a group.
@@ -88,6 +96,9 @@ enum Command {
     Check(store::CheckArgs),
     /// Serve downstream servers (MS-WSUSSS upstream role) and content.
     Serve(serve::ServeArgs),
+    /// The administration console in the browser (`console passwd` sets
+    /// its password).
+    Console(console::ConsoleArgs),
     /// Synchronize from an upstream WSUS or gapsync server (MS-WSUSSS).
     Sync(sync::SyncArgs),
     /// Bundles exported, per destination (the chains).
@@ -139,6 +150,11 @@ pub fn main() -> ExitCode {
         gapsync::failpoint::arm(&name.to_string_lossy(), |name| {
             eprintln!("gapsync: failpoint {name} reached, aborting")
         });
+    }
+    // Tests of the readers of bundle format versions 1 and 2 make such
+    // bundles with the old writer (docs/bundle-format.md §16).
+    if std::env::var_os("GAPSYNC_TEST_BUNDLE_FORMAT").is_some_and(|v| v == "1") {
+        gapsync::airgap::export::write_format_1_for_tests(true);
     }
     let parsed = Cli::command()
         .try_get_matches()
@@ -194,6 +210,8 @@ fn run(cli: Cli, server_from_env: bool) -> Result<()> {
         Command::Groups(cmd) => groups::groups(ctx, cmd),
         Command::Computers(cmd) => groups::computers(ctx, cmd),
         Command::Config(cmd) => store::config(ctx, cmd),
+        Command::Report(cmd) => reports::report(ctx, cmd),
+        Command::Events(cmd) => reports::events(ctx, cmd),
         Command::Approve(a) => approvals::approve(ctx, a),
         Command::Unapprove(a) => approvals::unapprove(ctx, a),
         Command::Decline(a) => approvals::decline(ctx, a),
@@ -202,6 +220,7 @@ fn run(cli: Cli, server_from_env: bool) -> Result<()> {
         Command::Journal(a) => store::journal(ctx, a),
         Command::Check(a) => store::check(ctx, a),
         Command::Serve(a) => serve::serve(ctx.server()?, &a),
+        Command::Console(a) => console::run(ctx.server()?, &a),
         Command::Sync(a) => sync::sync(ctx, a),
         Command::Exports(cmd) => bundle::exports_list(ctx, cmd),
         Command::Imports(cmd) => bundle::imports_list(ctx, cmd),

@@ -52,6 +52,20 @@ pub struct ServeArgs {
     /// Requests waiting for a store worker; one more gets 503 [default: 512].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub store_queue: Option<u64>,
+    /// How long a Windows client's cookie lasts, e.g. 60m; after it the
+    /// client gets CookieExpired and asks again [default: 60m].
+    #[arg(long, value_name = "DURATION", value_parser = client_cookie_lifetime)]
+    pub client_cookie_lifetime: Option<time::Duration>,
+    /// Updates per SyncUpdates answer to Windows clients [default: 30].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub client_page_size: Option<u64>,
+    /// Events kept per computer; older ones are dropped [default: 2000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
+    pub client_events_kept: Option<u64>,
+}
+
+fn client_cookie_lifetime(s: &str) -> std::result::Result<time::Duration, String> {
+    gapsync::model::units::duration_in(s, time::Duration::seconds(10), time::Duration::days(7))
 }
 
 fn size_in(s: &str, min: u64, max: u64, range: &str) -> std::result::Result<usize, String> {
@@ -136,6 +150,15 @@ fn options(a: &ServeArgs) -> Result<ServeOptions> {
     }
     if let Some(n) = a.store_queue {
         o.store_queue = n as usize;
+    }
+    if let Some(d) = a.client_cookie_lifetime {
+        o.wusp.cookie_lifetime_secs = d.whole_seconds();
+    }
+    if let Some(n) = a.client_page_size {
+        o.wusp.page_size = n as usize;
+    }
+    if let Some(n) = a.client_events_kept {
+        o.wusp.event_bound = n as usize;
     }
     Ok(o)
 }

@@ -76,6 +76,13 @@ pub enum ConfigCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Replace the key that seals Windows clients' cookies: every cookie
+    /// issued before is refused (InvalidCookie) and clients recover by
+    /// asking for new ones.
+    RotateCookieKey {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -85,6 +92,17 @@ pub enum ConfigKey {
 
 pub fn config(ctx: &Ctx, cmd: ConfigCmd) -> Result<()> {
     let mode = match cmd {
+        ConfigCmd::RotateCookieKey { json } => {
+            let store = Store::open_writer(ctx.server()?)?;
+            let key_id = gapsync::protocols::wusp::cookie::Keys::rotate(&store)?;
+            if json {
+                return print_json(&serde_json::json!({ "cookie_key": key_id }));
+            }
+            println!(
+                "cookie key {key_id} is now in use; Windows clients holding older cookies will ask for new ones"
+            );
+            return Ok(());
+        }
         ConfigCmd::Set {
             key: ConfigKey::Targeting,
             value,

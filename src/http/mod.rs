@@ -64,4 +64,5 @@ mod server;
 pub use routes::{
     EnvelopeStyle, Routes, SoapAnswer, SoapCall, SoapHandler, SoapOperation, SoapReply, SoapRequest,
 };
+pub(crate) use server::load_tls;
 pub use server::{ServeOptions, Server, TlsFiles};

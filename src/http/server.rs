@@ -272,7 +272,7 @@ impl Server {
     }
 }
 
-fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
+pub(crate) fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)

@@ -140,6 +140,79 @@ impl Drop for StageWriter {
     }
 }
 
+/// A file being written into `staging/` by a caller that hashes the
+/// bytes itself, once, as it writes them (bundle import, format 3). Writes
+/// go straight to the file (callers write in large pieces). Dropped before
+/// `finish`, it removes its temp file.
+pub struct DirectStage {
+    name: String,
+    file: Option<File>,
+    temp: PathBuf,
+}
+
+impl Write for DirectStage {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.file.as_mut() {
+            Some(f) => f.write(buf),
+            None => Err(io::Error::other("staged file already finished")),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl DirectStage {
+    /// Checks the digests the caller computed over the bytes it wrote
+    /// against `expected` and fsyncs. `sha1` may be left uncomputed only
+    /// when `expected` carries a SHA-256 (the metadata binds that SHA-256
+    /// to its SHA-1, so a match proves both).
+    pub fn finish(
+        mut self,
+        expected: &Expected,
+        sha256: &[u8; 32],
+        sha1: Option<&[u8; 20]>,
+        size: u64,
+    ) -> Result<Staged> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::invalid(&self.name, "staged file already finished"))?;
+        let sha1 = match (sha1, expected.sha256) {
+            (Some(s), _) => *s,
+            (None, Some(_)) => expected.sha1,
+            (None, None) => {
+                return Err(Error::invalid(
+                    &self.name,
+                    "neither SHA-1 nor a SHA-256 to check it against",
+                ));
+            }
+        };
+        let staged = Staged {
+            file: ContentFile {
+                sha1,
+                sha256: *sha256,
+                size,
+                rel_path: wsus_rel_path(&sha1, &self.name),
+            },
+            temp: std::mem::take(&mut self.temp),
+            committed: false,
+        };
+        verify_against(&self.name, expected, &sha1, sha256, size)?;
+        file.sync_all().at(&staged.temp)?;
+        Ok(staged)
+    }
+}
+
+impl Drop for DirectStage {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            self.file.take();
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
 pub struct ContentStore {
     root: PathBuf,
     staging: PathBuf,
@@ -294,6 +367,20 @@ impl ContentStore {
             hasher: Some(ParallelHasher::new()),
             size: 0,
             buf: vec![0u8; BUF_SIZE],
+        })
+    }
+
+    /// Starts a staged file whose bytes the caller hashes (see
+    /// [`DirectStage`]).
+    pub fn begin_direct_stage(&self, name: &str) -> Result<DirectStage> {
+        let temp = self
+            .staging
+            .join(format!("{}.part", uuid::Uuid::new_v4().simple()));
+        let file = File::create(&temp).at(&temp)?;
+        Ok(DirectStage {
+            name: name.to_string(),
+            file: Some(file),
+            temp,
         })
     }
 

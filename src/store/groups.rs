@@ -226,12 +226,34 @@ impl Store {
     }
 
     pub fn list_computers(&self) -> Result<Vec<Computer>> {
+        self.computers_where(None)
+    }
+
+    /// Moves a computer (id, or a name that names one computer) to a group
+    /// (server-side targeting): any group but "All Computers".
+    pub fn move_computer(&mut self, computer: &str, group: &str) -> Result<Computer> {
+        let id = self.computer_id(computer)?;
+        let group_id = self.group_id(group)?;
+        if group_id == ALL_COMPUTERS.0 {
+            return Err(Error::ComputerInAllComputers);
+        }
+        self.conn().execute(
+            "UPDATE computers SET group_id = ?2 WHERE computer_id = ?1",
+            params![id, group_id],
+        )?;
+        self.computers_where(Some(&id))?
+            .pop()
+            .ok_or_else(|| Error::UnknownComputer(computer.to_string()))
+    }
+
+    /// Every computer, or the one with id `id`, by name.
+    fn computers_where(&self, id: Option<&str>) -> Result<Vec<Computer>> {
         let mut st = self.conn().prepare(
             "SELECT c.computer_id, c.name, g.name, c.added, c.os_version, c.arch, c.last_sync, c.last_report \
              FROM computers c JOIN groups g ON g.group_id = c.group_id \
-             ORDER BY c.name COLLATE NOCASE",
+             WHERE ?1 IS NULL OR c.computer_id = ?1 ORDER BY c.name COLLATE NOCASE, c.computer_id",
         )?;
-        let rows = st.query_map([], |r| {
+        let rows = st.query_map([id], |r| {
             Ok(Computer {
                 id: r.get(0)?,
                 name: r.get(1)?,

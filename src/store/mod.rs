@@ -13,12 +13,14 @@
 //!   is refused.
 
 pub mod check;
+pub mod console;
 pub mod content;
 pub mod deployments;
 pub mod groups;
 pub mod import;
 pub mod journal;
 pub mod ledgers;
+pub mod reports;
 pub mod scope;
 pub mod serving;
 pub mod snapshot;
@@ -56,6 +58,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/v5.sql"),
     include_str!("schema/v6.sql"),
     include_str!("schema/v7.sql"),
+    include_str!("schema/v8.sql"),
 ];
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -932,12 +935,7 @@ impl CatalogBatch<'_> {
 
     /// Whether a content file with this SHA-1 is already stored.
     pub fn has_content(&self, sha1: &[u8; 20]) -> Result<bool> {
-        Ok(self
-            .tx
-            .prepare_cached("SELECT 1 FROM content WHERE sha1 = ?1")?
-            .query_row([&sha1[..]], |_| Ok(()))
-            .optional()?
-            .is_some())
+        content_recorded(&self.tx, sha1)
     }
 
     /// Queues a staged (already verified) content file for this batch.
@@ -1285,6 +1283,15 @@ fn insert_languages(tx: &Connection, rev_id: i64, meta: &UpdateMetadata) -> rusq
         st.execute(params![rev_id, l])?;
     }
     Ok(())
+}
+
+/// Whether the content table records the file with this SHA-1.
+pub(crate) fn content_recorded(conn: &Connection, sha1: &[u8; 20]) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM content WHERE sha1 = ?1")?
+        .query_row([&sha1[..]], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 /// Records a content file that is in place under `content/`, with its

@@ -41,6 +41,10 @@ pub struct ContentToSend {
     pub rel_path: String,
     pub size: u64,
     pub sha256: [u8; 32],
+    /// Whether update metadata gives the file's SHA-256 (the store's
+    /// `sha256` is then that one); otherwise only its SHA-1 is Microsoft's
+    /// and the SHA-256 was computed when the file arrived.
+    pub metadata_sha256: bool,
 }
 
 /// What [`ExportSnapshot::for_each_revision`] passes each revision to:
@@ -281,7 +285,9 @@ impl ExportSnapshot<'_> {
         let mut st = self
             .tx
             .prepare(
-                "SELECT c.sha1, c.rel_path, c.size, c.sha256 FROM temp.cand k JOIN content c ON c.sha1 = k.sha1 \
+                "SELECT c.sha1, c.rel_path, c.size, c.sha256, \
+                 EXISTS (SELECT 1 FROM files f2 WHERE f2.sha1 = c.sha1 AND f2.sha256 IS NOT NULL) \
+                 FROM temp.cand k JOIN content c ON c.sha1 = k.sha1 \
                  WHERE c.seq <= ?2 \
                  AND EXISTS (SELECT 1 FROM files f JOIN revisions r ON r.rev_id = f.rev_id JOIN temp.content_updates u ON u.update_id = r.update_id WHERE f.sha1 = c.sha1) \
                  AND (?3 OR NOT EXISTS (SELECT 1 FROM export_sent_content s WHERE s.destination = ?1 AND s.sha1 = c.sha1)) \
@@ -296,18 +302,20 @@ impl ExportSnapshot<'_> {
                     r.get::<_, String>(1)?,
                     r.get::<_, i64>(2)?,
                     r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, bool>(4)?,
                 ))
             })
             .during(DURING)?;
         let mut out = Vec::new();
         for row in rows {
-            let (sha1, rel_path, size, sha256) = row.during(DURING)?;
+            let (sha1, rel_path, size, sha256, metadata_sha256) = row.during(DURING)?;
             let bad = || Error::Corrupt(format!("content row {rel_path} is corrupt"));
             out.push(ContentToSend {
                 sha1: sha1.try_into().map_err(|_| bad())?,
                 rel_path: rel_path.clone(),
                 size: u64::try_from(size).map_err(|_| bad())?,
                 sha256: sha256.try_into().map_err(|_| bad())?,
+                metadata_sha256,
             });
         }
         let missing: i64 = self

@@ -226,12 +226,7 @@ impl<'a> SyncTxn<'a> {
 
     /// Whether a content file with this SHA-1 is recorded.
     pub fn content_present(&self, sha1: &[u8; 20]) -> Result<bool> {
-        Ok(self
-            .tx
-            .prepare_cached("SELECT 1 FROM content WHERE sha1 = ?1")?
-            .query_row([&sha1[..]], |_| Ok(()))
-            .optional()?
-            .is_some())
+        super::content_recorded(&self.tx, sha1)
     }
 
     /// Records a content file that is in place (see

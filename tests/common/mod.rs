@@ -75,6 +75,10 @@ fn finish(out: Output) -> Run {
 }
 
 /// Runs `gapsync --server DIR args...`.
+/// Set to `1`, makes the binary write bundle format version 1 (2 with
+/// equivalent links), for tests of the readers of those versions.
+pub const FORMAT_1_ENV: &str = "GAPSYNC_TEST_BUNDLE_FORMAT";
+
 pub fn gs(server: &Path, args: &[&str]) -> Run {
     gs_env(server, args, &[])
 }
@@ -85,7 +89,8 @@ pub fn gs_env(server: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         .arg(server)
         .args(args)
         .env_remove("GAPSYNC_SERVER")
-        .env_remove("GAPSYNC_FAILPOINT");
+        .env_remove("GAPSYNC_FAILPOINT")
+        .env_remove(FORMAT_1_ENV);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -387,6 +392,16 @@ impl Lab {
         let mut args = vec!["export", "--key", p(&self.key), "--out", p(&dir)];
         args.extend_from_slice(extra);
         gs(&self.hq, &args).ok();
+        dir
+    }
+
+    /// Like `export`, in bundle format version 1 (the writer kept for
+    /// tests of the version 1 and 2 readers).
+    pub fn export_format_1(&self, out: &str, extra: &[&str]) -> PathBuf {
+        let dir = self.root.join(out);
+        let mut args = vec!["export", "--key", p(&self.key), "--out", p(&dir)];
+        args.extend_from_slice(extra);
+        gs_env(&self.hq, &args, &[(FORMAT_1_ENV, "1")]).ok();
         dir
     }
 

@@ -125,8 +125,8 @@ impl Keys {
     }
 
     /// Replaces the store's keys with a fresh one: every cookie issued
-    /// before becomes InvalidCookie.
-    pub fn rotate(store: &Store) -> Result<()> {
+    /// before becomes InvalidCookie. Returns the new key's id.
+    pub fn rotate(store: &Store) -> Result<u32> {
         let next = store
             .config_value(COOKIE_KEYS)?
             .and_then(|t| serde_json::from_str::<Vec<StoredKey>>(&t).ok())
@@ -139,7 +139,8 @@ impl Keys {
             key: hex::encode(k),
         }])
         .unwrap_or_default();
-        store.set_config_value(COOKIE_KEYS, &json)
+        store.set_config_value(COOKIE_KEYS, &json)?;
+        Ok(next)
     }
 
     fn seal(&self, kind: u8, json: &[u8]) -> Vec<u8> {

@@ -1,0 +1,627 @@
+//! What the administration console (`crate::console`) reads, and its one
+//! setting (the password hash). The console's actions (approve, unapprove,
+//! decline) go through the same [`Store`] writers as the command line.
+//!
+//! Rules:
+//! - Lists are paged here, in SQL (`LIMIT`/`OFFSET` with a total), so a
+//!   page of a 100k-update store reads one page of rows.
+//! - Compliance counts, per group, each (computer of the group, update
+//!   approved for install for the group or a group above it) pair by the
+//!   computer's stored status for the update; no status row is `unknown`.
+
+use rusqlite::{OptionalExtension, params_from_iter};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::store::Store;
+
+/// `config` key: the console password, an Argon2id PHC string.
+pub const PASSWORD_HASH: &str = "console.password_hash";
+
+/// Which approval state the update list is filtered on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApprovalFilter {
+    #[default]
+    Any,
+    /// At least one live deployment.
+    Approved,
+    /// No live deployment and not declined.
+    Unapproved,
+    Declined,
+}
+
+/// A search of the update list (`updates` page).
+#[derive(Debug, Clone, Default)]
+pub struct UpdateQuery {
+    /// An update id, a KB number (`KB5001234` or `5001234`) or words of the
+    /// title.
+    pub text: String,
+    /// `software`, `driver`, `category`, `detectoid`; None: software and
+    /// drivers.
+    pub kind: Option<String>,
+    pub product: Option<String>,
+    pub classification: Option<String>,
+    pub approval: ApprovalFilter,
+    /// A computer status (`needed`, `failed`, ...): updates that at least
+    /// one computer reported in it.
+    pub status: Option<String>,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// A row of the update list.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateRow {
+    pub id: String,
+    pub revision: i32,
+    pub kind: String,
+    pub title: String,
+    pub kb_article: Option<String>,
+    pub creation_date: Option<String>,
+    pub declined: bool,
+    /// Live deployments (groups it is approved for).
+    pub approvals: i64,
+}
+
+/// One page of the update list and how many rows match in all.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdatePage {
+    pub total: u64,
+    pub rows: Vec<UpdateRow>,
+}
+
+/// A computer in a listing, with its status counts.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ComputerRow {
+    pub id: String,
+    pub name: String,
+    pub group: String,
+    pub group_id: String,
+    pub os: Option<String>,
+    pub last_sync: Option<String>,
+    pub last_report: Option<String>,
+    pub added: String,
+    pub counts: StateCounts,
+}
+
+/// Counts by status.
+#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    pub installed: i64,
+    pub needed: i64,
+    pub downloaded: i64,
+    pub failed: i64,
+    pub not_applicable: i64,
+    pub unknown: i64,
+}
+
+impl StateCounts {
+    fn add(&mut self, state: &str, n: i64) {
+        match state {
+            "installed" => self.installed += n,
+            "needed" => self.needed += n,
+            "downloaded" => self.downloaded += n,
+            "failed" => self.failed += n,
+            "not_applicable" => self.not_applicable += n,
+            _ => self.unknown += n,
+        }
+    }
+    pub fn total(&self) -> i64 {
+        self.installed
+            + self.needed
+            + self.downloaded
+            + self.failed
+            + self.not_applicable
+            + self.unknown
+    }
+}
+
+/// Compliance of one group.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupCompliance {
+    pub group_id: String,
+    pub group: String,
+    pub computers: i64,
+    /// Updates approved for install for the group (or a group above it).
+    pub approved_updates: i64,
+    pub counts: StateCounts,
+}
+
+/// A trusted key as the overview shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyRow {
+    pub key_id: String,
+    pub label: String,
+    pub added: String,
+    pub revoked: bool,
+}
+
+/// One destination's chain as the overview shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainRow {
+    pub destination: String,
+    pub last_seq: i64,
+    pub last_to_anchor: String,
+    pub updated: String,
+    /// Journal entries after the chain's last bundle (what the next
+    /// incremental bundle would carry), when the anchor is this server's.
+    pub changes_behind: Option<i64>,
+}
+
+/// An event of a computer, newest first, with the update's title.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventLine {
+    pub time_at_target: String,
+    pub event_id: i64,
+    pub update_id: Option<String>,
+    pub title: Option<String>,
+    pub hresult: i64,
+}
+
+/// A computer's status of one update, with its title.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusLine {
+    pub update_id: String,
+    pub title: Option<String>,
+    pub state: String,
+    pub changed: String,
+}
+
+/// Escapes `%`, `_` and `\` for `LIKE ... ESCAPE '\'`.
+fn like_pattern(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('%');
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// Ancestors-or-self of every group: `(g, a)` rows, as a CTE prefix.
+const GROUP_ANCESTORS: &str = "WITH RECURSIVE anc(g, a) AS ( \
+    SELECT group_id, group_id FROM groups \
+    UNION SELECT anc.g, p.parent_id FROM anc JOIN groups p ON p.group_id = anc.a WHERE p.parent_id IS NOT NULL) ";
+
+impl Store {
+    /// The console password hash (a PHC string), if one was set.
+    pub fn console_password_hash(&self) -> Result<Option<String>> {
+        self.config_value(PASSWORD_HASH)
+    }
+
+    /// Sets the console password hash (a PHC string).
+    pub fn set_console_password_hash(&self, phc: &str) -> Result<()> {
+        self.set_config_value(PASSWORD_HASH, phc)
+    }
+
+    /// One page of the update list, by update id.
+    pub fn search_updates(&self, q: &UpdateQuery) -> Result<UpdatePage> {
+        let mut wh = String::from(" WHERE 1=1");
+        let mut args: Vec<String> = Vec::new();
+        let arg = |args: &mut Vec<String>, v: String| -> String {
+            args.push(v);
+            format!("?{}", args.len())
+        };
+        match &q.kind {
+            Some(k) => {
+                let p = arg(&mut args, k.clone());
+                wh.push_str(&format!(" AND u.kind = {p}"));
+            }
+            None => wh.push_str(" AND u.kind IN ('software', 'driver')"),
+        }
+        // Titles are searched in `localized` (small rows), never in
+        // `revisions`, whose rows carry the verbatim XML: a scan of those
+        // reads the whole catalog.
+        let text = q.text.trim();
+        if !text.is_empty() {
+            if let Some(id) = crate::store::canonical_guid(text) {
+                let p = arg(&mut args, id);
+                wh.push_str(&format!(" AND u.update_id = {p}"));
+            } else {
+                // Titles: one scan of the title index (a substring);
+                // KB numbers (`KB5034441`, `5034`): a prefix, through
+                // their index. Never a lookup into `revisions` per update.
+                let t = arg(&mut args, like_pattern(text));
+                let digits = text
+                    .strip_prefix("KB")
+                    .or_else(|| text.strip_prefix("kb"))
+                    .unwrap_or(text);
+                let kb = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                    let k = arg(&mut args, format!("{digits}*"));
+                    format!(" UNION SELECT r.rev_id FROM revisions r WHERE r.kb_article GLOB {k}")
+                } else {
+                    String::new()
+                };
+                wh.push_str(&format!(
+                    " AND u.current_rev IN (SELECT l.rev_id FROM localized l WHERE l.title LIKE {t} ESCAPE '\\'{kb})"
+                ));
+            }
+        }
+        for cat in [&q.product, &q.classification].into_iter().flatten() {
+            let p = arg(&mut args, cat.clone());
+            wh.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM relationships x WHERE x.rev_id = u.current_rev AND x.rel = 'prerequisite' AND x.target_id = {p})"
+            ));
+        }
+        let live = "EXISTS (SELECT 1 FROM deployments d WHERE d.update_id = u.update_id AND d.removed = 0)";
+        match q.approval {
+            ApprovalFilter::Any => {}
+            ApprovalFilter::Approved => wh.push_str(&format!(" AND {live}")),
+            ApprovalFilter::Unapproved => {
+                wh.push_str(&format!(" AND u.declined = 0 AND NOT {live}"))
+            }
+            ApprovalFilter::Declined => wh.push_str(" AND u.declined = 1"),
+        }
+        if let Some(s) = &q.status {
+            let p = arg(&mut args, s.clone());
+            wh.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM wusp_status s WHERE s.update_id = u.update_id AND s.state = {p})"
+            ));
+        }
+        let total: i64 = self.conn().query_row(
+            &format!("SELECT COUNT(*) FROM updates u{wh}"),
+            params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?;
+        // The page is picked from `updates` alone (in update id order, its
+        // primary key), then only its rows are joined to their revisions.
+        let sql = format!(
+            "SELECT p.update_id, r.revision, r.kind, r.title, r.kb_article, r.creation_date, p.declined, \
+             (SELECT COUNT(*) FROM deployments d WHERE d.update_id = p.update_id AND d.removed = 0) FROM ( \
+             SELECT u.update_id, u.current_rev, u.declined FROM updates u{wh} ORDER BY u.update_id LIMIT {} OFFSET {}) p \
+             JOIN revisions r ON r.rev_id = p.current_rev ORDER BY p.update_id",
+            q.limit.min(1000),
+            q.offset
+        );
+        let mut st = self.conn().prepare(&sql)?;
+        let rows = st.query_map(params_from_iter(args.iter()), |r| {
+            Ok(UpdateRow {
+                id: r.get(0)?,
+                revision: r.get(1)?,
+                kind: r.get(2)?,
+                title: r.get(3)?,
+                kb_article: r.get(4)?,
+                creation_date: r.get(5)?,
+                declined: r.get::<_, i64>(6)? != 0,
+                approvals: r.get(7)?,
+            })
+        })?;
+        Ok(UpdatePage {
+            total: u64::try_from(total).unwrap_or(0),
+            rows: rows.collect::<rusqlite::Result<Vec<_>>>()?,
+        })
+    }
+
+    /// Category updates of one category type (`Product`,
+    /// `UpdateClassification`): (id, title), by title.
+    pub fn categories_of_type(&self, category_type: &str) -> Result<Vec<(String, String)>> {
+        let mut st = self.conn().prepare_cached(
+            "SELECT u.update_id, r.title FROM updates u JOIN revisions r ON r.rev_id = u.current_rev \
+             WHERE u.kind = 'category' AND u.category_type = ?1 ORDER BY r.title, u.update_id",
+        )?;
+        let rows = st.query_map([category_type], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Titles of updates (current revisions) by id; unknown ids are left out.
+    pub fn update_title(&self, update_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT r.title FROM updates u JOIN revisions r ON r.rev_id = u.current_rev WHERE u.update_id = ?1",
+                [update_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// How many computers reported each status for one update.
+    pub fn update_state_counts(&self, update_id: &str) -> Result<StateCounts> {
+        let mut st = self.conn().prepare_cached(
+            "SELECT state, COUNT(*) FROM wusp_status WHERE update_id = ?1 GROUP BY state",
+        )?;
+        let rows = st.query_map([update_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        let mut c = StateCounts::default();
+        for row in rows {
+            let (s, n) = row?;
+            c.add(&s, n);
+        }
+        let computers: i64 = self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM computers", [], |r| r.get(0))?;
+        c.unknown += (computers - c.total()).max(0);
+        Ok(c)
+    }
+
+    /// Computers (of one group, or all), by name, with status counts.
+    pub fn computer_rows(&self, group_id: Option<&str>) -> Result<Vec<ComputerRow>> {
+        let mut st = self.conn().prepare(
+            "SELECT c.computer_id, c.name, g.name, c.group_id, c.os_description, c.last_sync, c.last_report, c.added \
+             FROM computers c JOIN groups g ON g.group_id = c.group_id \
+             WHERE ?1 IS NULL OR c.group_id = ?1 ORDER BY c.name COLLATE NOCASE, c.computer_id",
+        )?;
+        let rows = st.query_map([group_id], |r| {
+            Ok(ComputerRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                group: r.get(2)?,
+                group_id: r.get(3)?,
+                os: r.get(4)?,
+                last_sync: r.get(5)?,
+                last_report: r.get(6)?,
+                added: r.get(7)?,
+                counts: StateCounts::default(),
+            })
+        })?;
+        let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut st = self.conn().prepare_cached(
+            "SELECT state, COUNT(*) FROM wusp_status WHERE computer_id = ?1 GROUP BY state",
+        )?;
+        for c in &mut out {
+            let rows = st.query_map([&c.id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            for row in rows {
+                let (s, n) = row?;
+                c.counts.add(&s, n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One computer, or None.
+    pub fn computer_row(&self, computer_id: &str) -> Result<Option<ComputerRow>> {
+        let all = self.computer_rows(None)?;
+        Ok(all.into_iter().find(|c| c.id == computer_id))
+    }
+
+    /// A computer's stored status per update, needed and failed first.
+    pub fn computer_status_lines(&self, computer_id: &str) -> Result<Vec<StatusLine>> {
+        let mut st = self.conn().prepare(
+            "SELECT s.update_id, r.title, s.state, s.changed FROM wusp_status s \
+             LEFT JOIN updates u ON u.update_id = s.update_id LEFT JOIN revisions r ON r.rev_id = u.current_rev \
+             WHERE s.computer_id = ?1 \
+             ORDER BY CASE s.state WHEN 'failed' THEN 0 WHEN 'needed' THEN 1 WHEN 'downloaded' THEN 2 ELSE 3 END, r.title",
+        )?;
+        let rows = st.query_map([computer_id], |r| {
+            Ok(StatusLine {
+                update_id: r.get(0)?,
+                title: r.get(1)?,
+                state: r.get(2)?,
+                changed: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// A computer's most recent events (at most `limit`), newest first.
+    pub fn computer_events(&self, computer_id: &str, limit: u32) -> Result<Vec<EventLine>> {
+        let mut st = self.conn().prepare(
+            "SELECT e.time_at_target, e.event_id, e.update_id, r.title, e.hresult FROM wusp_events e \
+             LEFT JOIN updates u ON u.update_id = e.update_id LEFT JOIN revisions r ON r.rev_id = u.current_rev \
+             WHERE e.computer_id = ?1 ORDER BY e.arrival DESC LIMIT ?2",
+        )?;
+        let rows = st.query_map(rusqlite::params![computer_id, limit], |r| {
+            Ok(EventLine {
+                time_at_target: r.get(0)?,
+                event_id: r.get(1)?,
+                update_id: r.get(2)?,
+                title: r.get(3)?,
+                hresult: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Compliance per group (see the module rules), groups by name.
+    pub fn group_compliance(&self) -> Result<Vec<GroupCompliance>> {
+        let mut out = Vec::new();
+        let mut st = self.conn().prepare(&format!(
+            "{GROUP_ANCESTORS} SELECT g.group_id, g.name, \
+             (SELECT COUNT(*) FROM computers c WHERE c.group_id = g.group_id), \
+             (SELECT COUNT(DISTINCT d.update_id) FROM deployments d JOIN anc ON anc.a = d.group_id \
+              WHERE anc.g = g.group_id AND d.removed = 0 AND d.action = 'install') \
+             FROM groups g ORDER BY g.name COLLATE NOCASE"
+        ))?;
+        let rows = st.query_map([], |r| {
+            Ok(GroupCompliance {
+                group_id: r.get(0)?,
+                group: r.get(1)?,
+                computers: r.get(2)?,
+                approved_updates: r.get(3)?,
+                counts: StateCounts::default(),
+            })
+        })?;
+        for row in rows {
+            out.push(row?);
+        }
+        let mut st = self.conn().prepare(&format!(
+            "{GROUP_ANCESTORS}, approved(g, update_id) AS ( \
+               SELECT DISTINCT anc.g, d.update_id FROM deployments d JOIN anc ON anc.a = d.group_id \
+               WHERE d.removed = 0 AND d.action = 'install') \
+             SELECT COALESCE(s.state, 'unknown'), COUNT(*) FROM computers c \
+             JOIN approved a ON a.g = c.group_id \
+             LEFT JOIN wusp_status s ON s.computer_id = c.computer_id AND s.update_id = a.update_id \
+             WHERE c.group_id = ?1 GROUP BY 1"
+        ))?;
+        for g in &mut out {
+            let rows = st.query_map([&g.group_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            for row in rows {
+                let (s, n) = row?;
+                g.counts.add(&s, n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Trusted keys, revoked ones included.
+    pub fn trusted_key_rows(&self) -> Result<Vec<KeyRow>> {
+        let mut st = self.conn().prepare(
+            "SELECT key_id, label, added, revoked FROM trusted_keys ORDER BY added, key_id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(KeyRow {
+                key_id: r.get(0)?,
+                label: r.get(1)?,
+                added: r.get(2)?,
+                revoked: r.get::<_, i64>(3)? != 0,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Each export destination's chain and how far it is behind.
+    pub fn chain_rows(&self) -> Result<Vec<ChainRow>> {
+        let mut st = self.conn().prepare(
+            "SELECT destination, last_seq, last_to_anchor, updated FROM export_ledger ORDER BY destination",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(ChainRow {
+                destination: r.get(0)?,
+                last_seq: r.get(1)?,
+                last_to_anchor: r.get(2)?,
+                updated: r.get(3)?,
+                changes_behind: None,
+            })
+        })?;
+        let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        for c in &mut out {
+            if let Ok(a) = self.own_anchor(&c.last_to_anchor) {
+                c.changes_behind = Some(self.conn().query_row(
+                    "SELECT COUNT(*) FROM journal WHERE seq > ?1",
+                    [a.seq],
+                    |r| r.get(0),
+                )?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Files of approved updates' current revisions whose content has not
+    /// arrived.
+    pub fn approved_content_missing(&self) -> Result<i64> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(DISTINCT f.sha1) FROM deployments d JOIN updates u ON u.update_id = d.update_id \
+             JOIN files f ON f.rev_id = u.current_rev \
+             WHERE d.removed = 0 AND NOT EXISTS (SELECT 1 FROM content c WHERE c.sha1 = f.sha1)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The time of the newest journal entry of each kind given (RFC 3339).
+    pub fn last_journal_time(&self, kinds: &[&str]) -> Result<Option<String>> {
+        let marks = (1..=kinds.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT MAX(at) FROM journal WHERE kind IN ({marks})"),
+                params_from_iter(kinds.iter()),
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Mode;
+    use crate::store::deployments::{Action, Approval};
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_pattern("a%b_c\\"), "%a\\%b\\_c\\\\%");
+    }
+
+    fn store_with(updates: u64) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        Store::init(&root, "t", Mode::Autonomous).unwrap();
+        let mut s = Store::open_writer(&root).unwrap();
+        crate::seed::generate::generate(
+            &mut s,
+            &crate::seed::generate::GenerateOptions {
+                updates,
+                content_bytes: 0,
+                seed: 1,
+            },
+            &crate::progress::Silent,
+        )
+        .unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn search_pages_and_filters() {
+        let (_d, mut s) = store_with(60);
+        let all = s
+            .search_updates(&UpdateQuery {
+                limit: 10,
+                ..UpdateQuery::default()
+            })
+            .unwrap();
+        assert_eq!(all.rows.len(), 10);
+        assert!(all.total >= 60, "{}", all.total);
+        let second = s
+            .search_updates(&UpdateQuery {
+                limit: 10,
+                offset: 10,
+                ..UpdateQuery::default()
+            })
+            .unwrap();
+        assert_ne!(all.rows[0].id, second.rows[0].id);
+        // By id, then approval state.
+        let id = all.rows[3].id.clone();
+        let one = s
+            .search_updates(&UpdateQuery {
+                text: id.to_uppercase(),
+                limit: 10,
+                ..UpdateQuery::default()
+            })
+            .unwrap();
+        assert_eq!((one.total, one.rows[0].id.as_str()), (1, id.as_str()));
+        s.add_group("Pilot", None).unwrap();
+        s.add_computer("ws-1", Some("Pilot")).unwrap();
+        s.approve(&Approval {
+            update_id: &id,
+            group: "Pilot",
+            action: Action::Install,
+            deadline: None,
+            admin_name: "t",
+        })
+        .unwrap();
+        let approved = s
+            .search_updates(&UpdateQuery {
+                approval: ApprovalFilter::Approved,
+                limit: 10,
+                ..UpdateQuery::default()
+            })
+            .unwrap();
+        assert_eq!(approved.total, 1);
+        assert_eq!(approved.rows[0].approvals, 1);
+        let c = s.group_compliance().unwrap();
+        let pilot = c.iter().find(|g| g.group == "Pilot").unwrap();
+        assert_eq!(
+            (
+                pilot.computers,
+                pilot.approved_updates,
+                pilot.counts.unknown
+            ),
+            (1, 1, 1)
+        );
+        let all_computers = c.iter().find(|g| g.group == "All Computers").unwrap();
+        assert_eq!(all_computers.approved_updates, 0);
+    }
+}
