@@ -237,7 +237,7 @@ impl Store {
     /// Sets the targeting mode; the client configuration changes with it
     /// (clients get ConfigChanged and fetch it again).
     pub fn set_targeting(&self, t: Targeting) -> Result<()> {
-        let tx = self.conn().unchecked_transaction()?;
+        let tx = immediate(self.conn())?;
         tx.execute(
             "INSERT INTO config (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             params![TARGETING, t.as_str()],
@@ -277,7 +277,7 @@ impl Store {
 
     /// Records `ExplicitlyDeployable` of revisions (one transaction).
     pub fn wusp_record_revisions(&self, rows: &[(i64, bool)]) -> Result<()> {
-        let tx = self.conn().unchecked_transaction()?;
+        let tx = immediate(self.conn())?;
         {
             let mut st = tx.prepare_cached(
                 "INSERT OR REPLACE INTO wusp_revisions (rev_id, explicitly_deployable) VALUES (?1, ?2)",
@@ -441,7 +441,7 @@ impl Store {
     /// else adopts an administrator-added computer of the same name
     /// without a client id, else adds one to Unassigned Computers.
     pub fn wusp_register(&self, reg: &Registration) -> Result<ClientComputer> {
-        let tx = self.conn().unchecked_transaction()?;
+        let tx = immediate(self.conn())?;
         let now = now_rfc3339();
         let name = if reg.dns_name.trim().is_empty() {
             reg.client_id.clone()
@@ -528,7 +528,7 @@ impl Store {
         bound: usize,
         derive: impl FnOnce(&[bool]) -> Vec<StatusChange>,
     ) -> Result<usize> {
-        let tx = self.conn().unchecked_transaction()?;
+        let tx = immediate(self.conn())?;
         let now = now_rfc3339();
         let mut arrival: i64 = tx.query_row(
             "SELECT COALESCE(MAX(arrival), 0) FROM wusp_events WHERE computer_id = ?1",
@@ -656,6 +656,14 @@ fn split_groups(s: Option<String>) -> Vec<String> {
 pub fn now_millis() -> i64 {
     let t = time::OffsetDateTime::now_utc();
     t.unix_timestamp() * 1000 + i64::from(t.millisecond())
+}
+
+/// A write transaction that takes the write lock at BEGIN (IMMEDIATE):
+/// these transactions read before they write, and a deferred one would
+/// fail at once with SQLITE_BUSY when another connection wrote in between,
+/// where an immediate one waits its turn under the busy timeout.
+fn immediate(conn: &rusqlite::Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
 }
 
 #[cfg(test)]
