@@ -30,6 +30,10 @@ pub struct SyncArgs {
     /// Content to download: all, approved or none.
     #[arg(long, default_value = "all", value_parser = ["all", "approved", "none"])]
     content: String,
+    /// Do not roll computers and their status up to the upstream after a
+    /// replica sync (MS-WSUSSS reporting; on by default for replicas).
+    #[arg(long)]
+    no_rollup: bool,
     #[arg(long)]
     json: bool,
 }
@@ -43,6 +47,7 @@ pub fn sync(ctx: &Ctx, a: SyncArgs) -> Result<()> {
         products,
         classifications,
         content,
+        no_rollup,
         json,
     } = a;
     let (server, progress) = (ctx.server()?, &ctx.progress);
@@ -55,6 +60,7 @@ pub fn sync(ctx: &Ctx, a: SyncArgs) -> Result<()> {
     opts.products = products.clone();
     opts.classifications = classifications.clone();
     opts.content = content;
+    opts.rollup = replica && !no_rollup;
     // An https upstream with its own certificate authority (e.g. `gapsync
     // serve --tls-cert`): its PEM certificate(s).
     opts.client.ca_file = std::env::var_os("GAPSYNC_UPSTREAM_CA")
@@ -67,6 +73,11 @@ pub fn sync(ctx: &Ctx, a: SyncArgs) -> Result<()> {
         |ids: &[String]| -> Vec<String> { ids.iter().filter_map(|i| canonical_guid(i)).collect() };
     super::warn_unknown_categories(&store, "--product", &canonical(&products))?;
     super::warn_unknown_categories(&store, "--classification", &canonical(&classifications))?;
+    if let Some(e) = &r.rollup_error {
+        super::warn(format!(
+            "synced, but the rollup to the upstream failed (the next sync sends it again): {e}"
+        ));
+    }
     if json {
         print_json(&r)?;
         return Ok(());
@@ -105,6 +116,17 @@ pub fn sync(ctx: &Ctx, a: SyncArgs) -> Result<()> {
             "protocol    {}, {}",
             count(u64::from(r.restarts), "restart"),
             count(u64::from(r.anchors_reset), "anchor reset")
+        );
+    }
+    if let Some(ru) = &r.rollup {
+        println!(
+            "rollup      {} ({} with details), status of {} ({} in full, {} rows){}",
+            count(ru.computers, "computer"),
+            ru.details,
+            count(ru.status_computers, "computer"),
+            ru.status_full,
+            ru.status_rows,
+            if ru.busy { "; the upstream was busy: the rest goes next time" } else { "" }
         );
     }
     println!("anchor      {}", r.anchor);

@@ -16,8 +16,10 @@
 //!   U+000E-U+001F, U+FFFE, U+FFFF). [`escape`] drops them (stored text
 //!   that holds one is still answered, without it); the reader refuses a
 //!   message that holds one, literally or as a character reference.
-//! - Attributes are not kept, except `xsi:nil`: the WSUS protocols carry
-//!   none in their messages.
+//! - Attributes: `xsi:nil` is read into [`Element::is_nil`]; attributes
+//!   without a namespace prefix are kept as read ([`Element::attr`]: the
+//!   MS-WSUSSS rollup messages carry their fields in attributes); other
+//!   namespaced attributes are dropped.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -85,7 +87,8 @@ pub enum XmlError {
 }
 
 /// One element: namespace, local name, its text (concatenated, untrimmed,
-/// line ends normalized as XML 1.0 says), whether it is `xsi:nil`, and its
+/// line ends normalized as XML 1.0 says), whether it is `xsi:nil`, its
+/// unprefixed attributes (values normalized as XML 1.0 says), and its
 /// child elements.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Element {
@@ -93,6 +96,7 @@ pub struct Element {
     name: Arc<str>,
     text: String,
     nil: bool,
+    attrs: Box<[(Arc<str>, String)]>,
     children: Vec<Element>,
 }
 
@@ -127,6 +131,13 @@ impl Element {
     /// Whether the element carries `xsi:nil="true"`.
     pub fn is_nil(&self) -> bool {
         self.nil
+    }
+    /// The value of the unprefixed attribute `name`, as read.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| &**k == name)
+            .map(|(_, v)| v.as_str())
     }
     /// No child elements and no text but white space (a nil or empty
     /// item of a list).
@@ -270,16 +281,37 @@ pub fn parse_str(text: &str, limits: &Limits) -> Result<Element, XmlError> {
                     }
                 };
                 let mut nil = false;
+                let mut attrs: Vec<(Arc<str>, String)> = Vec::new();
                 for a in e.attributes() {
                     let a = a.map_err(|err| malformed(pos, err.to_string()))?;
+                    if a.key.as_namespace_binding().is_some() {
+                        continue;
+                    }
                     let (ans, alocal) = reader.resolver().resolve_attribute(a.key);
-                    if alocal.into_inner() == "nil"
-                        && matches!(ans, ResolveResult::Bound(Namespace(n)) if n == XSI_NS)
-                    {
-                        let v = a
-                            .normalized_value(xml_version)
-                            .map_err(|err| malformed(pos, err.to_string()))?;
+                    let local = alocal.into_inner();
+                    let is_nil = local == "nil"
+                        && matches!(ans, ResolveResult::Bound(Namespace(n)) if n == XSI_NS);
+                    let plain = matches!(ans, ResolveResult::Unbound);
+                    if !is_nil && !plain {
+                        continue;
+                    }
+                    let v = a
+                        .normalized_value(xml_version)
+                        .map_err(|err| malformed(pos, err.to_string()))?;
+                    if let Some(c) = v.chars().find(|&c| !is_xml_char(c)) {
+                        return Err(XmlError::ForbiddenCharacter {
+                            position: pos,
+                            code: u32::from(c),
+                        });
+                    }
+                    if is_nil {
                         nil = matches!(v.trim(), "true" | "1");
+                    } else {
+                        let name = names.get(local);
+                        if attrs.iter().any(|(k, _)| *k == name) {
+                            return Err(malformed(pos, format!("attribute {name} given twice")));
+                        }
+                        attrs.push((name, v.into_owned()));
                     }
                 }
                 let element = Element {
@@ -287,6 +319,7 @@ pub fn parse_str(text: &str, limits: &Limits) -> Result<Element, XmlError> {
                     name: names.get(local.into_inner()),
                     text: String::new(),
                     nil,
+                    attrs: attrs.into_boxed_slice(),
                     children: Vec::new(),
                 };
                 if matches!(event, Event::Empty(_)) {
@@ -426,6 +459,24 @@ impl XmlWriter {
         let _ = write!(self.buf, "<{name} xmlns=\"{}\" />", escape_attribute(ns));
         self
     }
+    /// `<name a="v" ...>` (values escaped).
+    pub fn start_attrs(&mut self, name: &str, attrs: &[(&str, &str)]) -> &mut Self {
+        self.open_attrs(name, attrs);
+        self.buf.push('>');
+        self
+    }
+    /// `<name a="v" ... />` (values escaped).
+    pub fn empty_attrs(&mut self, name: &str, attrs: &[(&str, &str)]) -> &mut Self {
+        self.open_attrs(name, attrs);
+        self.buf.push_str(" />");
+        self
+    }
+    fn open_attrs(&mut self, name: &str, attrs: &[(&str, &str)]) {
+        let _ = write!(self.buf, "<{name}");
+        for (k, v) in attrs {
+            let _ = write!(self.buf, " {k}=\"{}\"", escape_attribute(v));
+        }
+    }
     /// `<name>`.
     pub fn start(&mut self, name: &str) -> &mut Self {
         let _ = write!(self.buf, "<{name}>");
@@ -507,6 +558,31 @@ mod tests {
         assert_eq!(e.children_named("b").count(), 2);
         assert_eq!(e.child("b").unwrap().ns(), Some("urn:x"));
         assert_eq!(e.find("n").map(Element::name), Some("n"));
+    }
+
+    #[test]
+    fn keeps_unprefixed_attributes_and_writes_them_back() {
+        let e = parse(
+            "<a xmlns=\"urn:x\" xmlns:p=\"urn:p\" Id=\"1 &amp; &#x41;\" p:Other=\"no\" Tab=\"a&#9;b\"><b Id='2'/></a>",
+        )
+        .unwrap();
+        assert_eq!(e.attr("Id"), Some("1 & A"));
+        assert_eq!(e.attr("Other"), None, "namespaced attributes are dropped");
+        assert_eq!(e.attr("xmlns"), None, "namespace declarations are not attributes");
+        assert_eq!(e.attr("Tab"), Some("a\tb"));
+        assert_eq!(e.child("b").unwrap().attr("Id"), Some("2"));
+        assert!(matches!(parse("<a Id=\"1\" Id=\"2\"/>"), Err(XmlError::Malformed { .. })));
+        assert!(matches!(
+            parse("<a Id=\"&#1;\"/>"),
+            Err(XmlError::ForbiddenCharacter { code: 1, .. }) | Err(XmlError::Malformed { .. })
+        ));
+        let mut w = XmlWriter::new();
+        w.start_attrs("r", &[("V", "x\"<&\ty")])
+            .empty_attrs("c", &[("A", "1"), ("B", "")])
+            .end("r");
+        let back = parse(w.as_str()).unwrap();
+        assert_eq!(back.attr("V"), Some("x\"<&\ty"));
+        assert_eq!(back.child("c").unwrap().attr("B"), Some(""));
     }
 
     #[test]

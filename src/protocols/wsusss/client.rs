@@ -982,6 +982,31 @@ impl Client {
         format!("{}{SERVER_SYNC_PATH}", self.base)
     }
 
+    /// The reporting web service URL (rollup).
+    pub fn reporting_url(&self) -> String {
+        format!("{}{}", self.base, super::reporting::REPORTING_PATH)
+    }
+
+    /// Sends one reporting web service request (`inner` writes the
+    /// request element's content) and reads the response element with
+    /// `read`; a fault is [`ClientError::Fault`], an answer `read` refuses
+    /// is malformed.
+    pub fn rollup_call<T>(
+        &self,
+        op: Operation,
+        inner: impl FnOnce(&mut XmlWriter),
+        read: impl FnOnce(&Element) -> Result<T, super::reporting::BadField>,
+    ) -> Result<T, ClientError> {
+        let b = self.post(op, &self.reporting_url(), &request(op, inner))?;
+        match read_envelope(op, &b)? {
+            Err(fault) => Err(ClientError::Fault {
+                op,
+                fault: Box::new(fault),
+            }),
+            Ok(resp) => read(&resp).map_err(|f| malformed(op, format!("{}: {}", f.field, f.why))),
+        }
+    }
+
     /// Resolves a `ServiceUrl` from GetAuthConfig: absolute http(s) URLs as
     /// given, relative ones against the upstream's root.
     pub fn resolve(&self, service_url: &str) -> String {

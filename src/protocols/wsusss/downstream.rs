@@ -86,6 +86,9 @@ pub struct SyncOptions {
     pub client: ClientOptions,
     /// Cap on revisions per GetUpdateData, below the upstream's own limit.
     pub max_updates_per_request: Option<u32>,
+    /// After the sync, roll computers and status up to the upstream
+    /// (`protocols::wsusss::rollup`).
+    pub rollup: bool,
 }
 
 impl SyncOptions {
@@ -99,6 +102,7 @@ impl SyncOptions {
             account_name: None,
             client: ClientOptions::default(),
             max_updates_per_request: None,
+            rollup: false,
         }
     }
 }
@@ -146,6 +150,10 @@ pub struct SyncReport {
     pub anchor: String,
     /// Requests sent per operation (retries included).
     pub requests: BTreeMap<String, u64>,
+    /// What the rollup after the sync sent (when asked for and done).
+    pub rollup: Option<super::rollup::RollupReport>,
+    /// Why the rollup failed (the sync itself succeeded and is committed).
+    pub rollup_error: Option<String>,
 }
 
 /// The filters remembered per upstream (`upstream_state.filters`).
@@ -450,6 +458,21 @@ pub fn sync(store: &mut Store, opts: &SyncOptions, progress: &dyn Progress) -> R
             &mut report,
             progress,
         )?;
+    }
+    if opts.rollup {
+        let me = super::rollup::Identity {
+            server_id: info.server_id,
+            name: info.name.clone(),
+            replica: opts.replica,
+            last_sync: Some(time::OffsetDateTime::now_utc().unix_timestamp()),
+        };
+        match super::rollup::rollup(store, &client, &me) {
+            Ok(r) => report.rollup = Some(r),
+            Err(super::rollup::RollupError::Store(e)) => return Err(e),
+            Err(super::rollup::RollupError::Upstream(e)) => {
+                report.rollup_error = Some(upstream_error(&url, e).to_string());
+            }
+        }
     }
     report.anchor = store.anchor()?.to_string();
     report.requests = client

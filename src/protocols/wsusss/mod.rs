@@ -11,6 +11,8 @@
 
 pub mod client;
 pub mod downstream;
+pub mod reporting;
+pub mod rollup;
 pub mod upstream;
 
 use std::fmt;
@@ -43,6 +45,8 @@ pub const NIL_GUID: &str = "00000000-0000-0000-0000-000000000000";
 pub enum Service {
     ServerSync,
     DssAuth,
+    /// The reporting web service (rollup, 3.1.4.13-3.1.4.17).
+    Reporting,
 }
 
 impl Service {
@@ -50,6 +54,7 @@ impl Service {
         match self {
             Service::ServerSync => SERVER_SYNC_PATH,
             Service::DssAuth => DSS_AUTH_PATH,
+            Service::Reporting => reporting::REPORTING_PATH,
         }
     }
 }
@@ -68,6 +73,11 @@ pub enum Operation {
     GetDeployments,
     DownloadFiles,
     GetRelatedRevisionsForUpdates,
+    GetRollupConfiguration,
+    RollupDownstreamServers,
+    RollupComputers,
+    GetOutOfSyncComputers,
+    RollupComputerStatus,
 }
 
 impl Operation {
@@ -83,6 +93,14 @@ impl Operation {
         Operation::DownloadFiles,
         Operation::GetRelatedRevisionsForUpdates,
     ];
+    /// The reporting web service's operations (a DSS rolls up with them).
+    pub const REPORTING: [Operation; 5] = [
+        Operation::GetRollupConfiguration,
+        Operation::RollupDownstreamServers,
+        Operation::RollupComputers,
+        Operation::GetOutOfSyncComputers,
+        Operation::RollupComputerStatus,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -96,6 +114,11 @@ impl Operation {
             Operation::GetDeployments => "GetDeployments",
             Operation::DownloadFiles => "DownloadFiles",
             Operation::GetRelatedRevisionsForUpdates => "GetRelatedRevisionsForUpdates",
+            Operation::GetRollupConfiguration => "GetRollupConfiguration",
+            Operation::RollupDownstreamServers => "RollupDownstreamServers",
+            Operation::RollupComputers => "RollupComputers",
+            Operation::GetOutOfSyncComputers => "GetOutOfSyncComputers",
+            Operation::RollupComputerStatus => "RollupComputerStatus",
         }
     }
 
@@ -103,6 +126,11 @@ impl Operation {
     pub fn service(self) -> Service {
         match self {
             Operation::GetAuthorizationCookie => Service::DssAuth,
+            Operation::GetRollupConfiguration
+            | Operation::RollupDownstreamServers
+            | Operation::RollupComputers
+            | Operation::GetOutOfSyncComputers
+            | Operation::RollupComputerStatus => Service::Reporting,
             _ => Service::ServerSync,
         }
     }
@@ -111,7 +139,7 @@ impl Operation {
     pub fn namespace(self) -> &'static str {
         match self.service() {
             Service::DssAuth => DSSAUTH_NS,
-            Service::ServerSync => SSS_NS,
+            Service::ServerSync | Service::Reporting => SSS_NS,
         }
     }
 
@@ -125,6 +153,7 @@ impl Operation {
     pub fn from_soap_action(action: &str) -> Option<Operation> {
         Self::ALL
             .into_iter()
+            .chain(Self::REPORTING)
             .find(|op| crate::soap::action_names(action, &op.soap_action()))
     }
 
@@ -132,6 +161,7 @@ impl Operation {
     pub fn from_element(ns: Option<&str>, name: &str) -> Option<Operation> {
         Self::ALL
             .into_iter()
+            .chain(Self::REPORTING)
             .find(|op| op.name() == name && ns == Some(op.namespace()))
     }
 }
@@ -207,7 +237,7 @@ mod tests {
 
     #[test]
     fn operations_round_trip() {
-        for op in Operation::ALL {
+        for op in Operation::ALL.into_iter().chain(Operation::REPORTING) {
             assert_eq!(
                 Operation::from_element(Some(op.namespace()), op.name()),
                 Some(op)

@@ -219,6 +219,11 @@ impl Uss {
             Operation::GetDeployments => self.get_deployments(store, body),
             Operation::DownloadFiles => self.download_files(store, body),
             Operation::GetRelatedRevisionsForUpdates => self.get_related_revisions(body),
+            Operation::GetRollupConfiguration
+            | Operation::RollupDownstreamServers
+            | Operation::RollupComputers
+            | Operation::GetOutOfSyncComputers
+            | Operation::RollupComputerStatus => Err(Fail::internal("TODO rollup")),
         };
         let (body, summary) = result.map_err(|f| Box::new(Refusal::from(f)))?;
         Ok(SoapAnswer { body, summary })
