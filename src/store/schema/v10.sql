@@ -1,4 +1,4 @@
--- gapsync store schema, version 9: rolling computers and their status up
+-- gapsync store schema, version 10: rolling computers and their status up
 -- to an upstream (MS-WSUSSS 3.2.4.5, DSS side). Local: bundles carry none
 -- of it.
 
