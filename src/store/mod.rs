@@ -22,6 +22,7 @@ pub mod journal;
 pub mod ledgers;
 pub mod reports;
 pub mod scope;
+pub mod sites;
 pub mod serving;
 pub mod snapshot;
 pub mod state;
@@ -59,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/v6.sql"),
     include_str!("schema/v7.sql"),
     include_str!("schema/v8.sql"),
+    include_str!("schema/v9.sql"),
 ];
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
