@@ -77,6 +77,10 @@ pub enum Error {
     UnknownComputer(String),
     #[error("{name:?} names several computers ({ids}); name one by its id")]
     AmbiguousComputer { name: String, ids: String },
+    #[error("unknown site {0:?} (neither a site's server id nor its name; `gapsync sites list` shows them)")]
+    UnknownSite(String),
+    #[error("{name:?} names several sites ({ids}); name one by its server id")]
+    AmbiguousSite { name: String, ids: String },
     #[error("computer {0:?} already exists")]
     ComputerExists(String),
     /// A group of a bundle or an upstream has the name of another group of

@@ -965,6 +965,33 @@ fn demo_runs_the_whole_air_gap_loop_in_a_fresh_folder() {
         .output()
         .expect("minisign is installed (apt-get install minisign)");
     assert!(out.status.success());
+    // The demo ends with the site's report imported at the connected
+    // server and its per-site compliance table.
+    assert!(r.stdout.contains("12. export --report at the site"), "{}", r.stdout);
+    let table = r
+        .stdout
+        .split("per-site compliance at the connected server")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no compliance table:\n{}", r.stdout));
+    assert!(table.contains("plant-disconnected"), "{table}");
+    assert!(table.contains("site-ws-101"), "{table}");
+    let sites = gs(&run.join("connected"), &["sites", "list", "--json"])
+        .ok()
+        .json();
+    assert_eq!(sites[0]["site"], "plant-disconnected", "{sites}");
+    assert_eq!(sites[0]["computers"], 3, "{sites}");
+    assert_eq!(sites[0]["bundles_behind"], 0, "{sites}");
+    assert_eq!(
+        gs(
+            &run.join("connected"),
+            &["report", "updates", "--site", "plant-disconnected", "--json"]
+        )
+        .ok()
+        .json(),
+        gs(&run.join("disconnected"), &["report", "updates", "--json"])
+            .ok()
+            .json()
+    );
     // Progress is plain lines on stderr when it is not a terminal.
     assert!(r.stderr.contains("generate:"), "{}", r.stderr);
     assert!(

@@ -330,9 +330,14 @@ fn a_user_who_may_only_read_runs_every_reading_command() {
     let older = rusqlite::Connection::open(s.join("gapsync.db")).unwrap();
     older
         .execute_batch(
-            // Undo v8 (indexes), v7 (MS-WUSP tables and computer
-            // columns), then v6.
-            "DROP INDEX updates_current_rev; DROP INDEX revisions_kb; DROP INDEX localized_title; \
+            // Undo v10 (rollup), v9 (site reports), v8 (indexes), v7
+            // (MS-WUSP tables and computer columns), then v6.
+            "DROP TABLE rollup_upstream; DROP TABLE rollup_computers; \
+             DROP TABLE report_exports; DROP TABLE site_reports; DROP TABLE site_imports; \
+             DROP TABLE site_content; DROP TABLE site_groups; DROP TABLE site_updates; \
+             DROP TABLE site_approvals; DROP TABLE site_computers; DROP TABLE site_status; \
+             DROP TABLE site_events; DROP TABLE sites; \
+             DROP INDEX updates_current_rev; DROP INDEX revisions_kb; DROP INDEX localized_title; \
              DROP TABLE wusp_events; DROP TABLE wusp_status; DROP TABLE wusp_revisions; \
              DROP INDEX computers_client; DROP INDEX computers_name; \
              CREATE UNIQUE INDEX computers_name ON computers (name COLLATE NOCASE); \

@@ -44,7 +44,10 @@ use crate::store::Store;
 use crate::store::content::sync_dir;
 use crate::store::journal::Anchor;
 use crate::store::ledgers::{ExportLink, ExportRecord};
+use crate::store::sites::ReceiptPlan;
 use crate::store::snapshot::{ContentScope, ContentToSend, ExportSnapshot, JournalRange};
+
+pub use crate::store::snapshot::ContentPlan;
 use crate::store::trust::QueuedRow;
 use crate::trust::SecretKey;
 
@@ -91,6 +94,10 @@ pub struct ExportReport {
     /// SHA-1s of the content files the bundle carries (for the ledger).
     #[serde(skip)]
     pub sent_sha1: Vec<[u8; 20]>,
+    /// How the content was chosen (new, re-sent, skipped: receipts).
+    pub content_plan: ContentPlan,
+    /// The sites whose latest receipts the content follows.
+    pub receipt_sites: Vec<String>,
 }
 
 /// Where a new bundle attaches to its destination's chain.
@@ -103,7 +110,7 @@ struct Attach {
     stmt_after: i64,
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> Result<String> {
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> Result<String> {
     t.replace_nanosecond(0)
         .map_err(|e| Error::invalid("time", e.to_string()))?
         .format(&time::format_description::well_known::Rfc3339)
@@ -125,25 +132,31 @@ pub fn check_destination_name(name: &str) -> Result<()> {
 /// Rule: the options are in range before any work (the command line checks
 /// the same while parsing; this guards other callers).
 fn check_options(opts: &ExportOptions<'_>) -> Result<()> {
-    use crate::model::units::{MAX_EXPIRES, MIN_EXPIRES, duration_text};
     check_destination_name(opts.destination)?;
-    if opts.expires < MIN_EXPIRES || opts.expires > MAX_EXPIRES {
-        return Err(Error::bad_argument(
-            "expiry",
-            format!(
-                "{} s is out of range: allowed between {} and {}",
-                opts.expires.whole_seconds(),
-                duration_text(MIN_EXPIRES),
-                duration_text(MAX_EXPIRES)
-            ),
-        ));
-    }
+    check_expires(opts.expires)?;
     if let Some(v) = opts.volume_size
         && v < MIN_VOLUME_SIZE
     {
         return Err(Error::bad_argument(
             "volume size",
             format!("{v} bytes is below the minimum of {MIN_VOLUME_SIZE} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Rule: the validity period is within the range `--expires` takes.
+pub(crate) fn check_expires(expires: time::Duration) -> Result<()> {
+    use crate::model::units::{MAX_EXPIRES, MIN_EXPIRES, duration_text};
+    if expires < MIN_EXPIRES || expires > MAX_EXPIRES {
+        return Err(Error::bad_argument(
+            "expiry",
+            format!(
+                "{} s is out of range: allowed between {} and {}",
+                expires.whole_seconds(),
+                duration_text(MIN_EXPIRES),
+                duration_text(MAX_EXPIRES)
+            ),
         ));
     }
     Ok(())
@@ -589,7 +602,7 @@ fn append_entry<W: Write>(
 }
 
 /// Writes a file durably (temp name, fsync, rename).
-fn write_file(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_file(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp-write");
     {
         let mut f = File::create(&tmp).at(&tmp)?;
@@ -681,9 +694,39 @@ fn rule_same_filters(destination: &str, chain_filters: &str, filters: &str) -> R
 
 /// A `.partial` folder beside `--out` that is removed when dropped (on
 /// every error, and on unwinding) unless it was renamed into place.
-struct Partial {
-    path: PathBuf,
-    armed: bool,
+pub(crate) struct Partial {
+    pub(crate) path: PathBuf,
+    pub(crate) armed: bool,
+}
+
+/// Rule: `out` does not exist yet. Returns the `.partial` folder beside it
+/// (not created) and `out`'s parent folder (created).
+pub(crate) fn begin_partial(out: &Path) -> Result<(Partial, PathBuf)> {
+    if out.exists() {
+        return Err(Error::invalid(
+            out.display().to_string(),
+            "already exists; choose a new bundle path",
+        ));
+    }
+    let out_parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let out_name = out
+        .file_name()
+        .ok_or_else(|| Error::invalid(out.display().to_string(), "not a folder path"))?
+        .to_string_lossy()
+        .to_string();
+    fs::create_dir_all(&out_parent).at(&out_parent)?;
+    let partial = Partial {
+        path: out_parent.join(format!(
+            ".{out_name}.partial-{}",
+            uuid::Uuid::new_v4().simple()
+        )),
+        armed: true,
+    };
+    Ok((partial, out_parent))
 }
 
 impl Drop for Partial {
@@ -701,31 +744,8 @@ pub fn export(
 ) -> Result<ExportReport> {
     check_options(opts)?;
     crate::trust::check_export_signer(store, &opts.key.id())?;
-    if opts.out.exists() {
-        return Err(Error::invalid(
-            opts.out.display().to_string(),
-            "already exists; choose a new bundle path",
-        ));
-    }
-    let out_parent = opts
-        .out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let out_name = opts
-        .out
-        .file_name()
-        .ok_or_else(|| Error::invalid(opts.out.display().to_string(), "not a folder path"))?
-        .to_string_lossy()
-        .to_string();
-    fs::create_dir_all(out_parent).at(out_parent)?;
-    let mut partial = Partial {
-        path: out_parent.join(format!(
-            ".{out_name}.partial-{}",
-            uuid::Uuid::new_v4().simple()
-        )),
-        armed: true,
-    };
+    let (mut partial, out_parent) = begin_partial(opts.out)?;
+    let out_parent = out_parent.as_path();
     let mut report = export_into(store, opts, &partial.path, progress)?;
     // The ledger rows and the bundle appear together: the rows are
     // written, the folder renamed into place, then the transaction
@@ -804,6 +824,8 @@ struct Contents {
     state: State,
     content: Vec<ContentToSend>,
     counts: Counts,
+    /// How the content was chosen (receipts).
+    plan: ContentPlan,
 }
 
 /// Step 2: the journal head, the trust statements that travel, the rule
@@ -814,6 +836,7 @@ fn read_snapshot(
     opts: &ExportOptions<'_>,
     position: &ChainPosition,
     server_id: uuid::Uuid,
+    receipt: Option<&ReceiptPlan>,
 ) -> Result<Contents> {
     let to = Anchor {
         server_id,
@@ -824,11 +847,10 @@ fn read_snapshot(
         to: to.seq,
     };
     let statements = snap.statements_after(position.attach.stmt_after)?;
-    if let Some(f) = &position.from
-        && !opts.allow_empty
-    {
-        rule_not_empty(snap, opts.destination, f, statements.len())?;
-    }
+    let not_empty = match &position.from {
+        Some(f) if !opts.allow_empty => rule_not_empty(snap, opts.destination, f, statements.len()),
+        _ => Ok(()),
+    };
     snap.select_scope(
         &opts.filters.products,
         &opts.filters.classifications,
@@ -851,10 +873,14 @@ fn read_snapshot(
         ContentMode::All => Some(ContentScope::All),
         ContentMode::Approved => Some(ContentScope::Approved),
     };
-    let (content, missing) = match scope {
-        None => (Vec::new(), 0),
-        Some(scope) => snap.content_to_send(opts.destination, scope, range, resend)?,
+    let (content, missing, plan) = match scope {
+        None => (Vec::new(), 0, ContentPlan::default()),
+        Some(scope) => snap.content_to_send(opts.destination, scope, range, resend, receipt)?,
     };
+    // Content a site reported missing or corrupt is something to carry.
+    if plan.resent_files == 0 {
+        not_empty?;
+    }
     counts.content_missing = missing;
     counts.content_files = content.len() as u64;
     counts.content_bytes = content.iter().map(|c| c.size).sum();
@@ -865,6 +891,7 @@ fn read_snapshot(
         state,
         content,
         counts,
+        plan,
     })
 }
 
@@ -893,8 +920,9 @@ fn export_into(
 ) -> Result<ExportReport> {
     let server_id = store.info().server_id;
     let server_name = store.info().name.clone();
-    // ---- 1. chain position
+    // ---- 1. chain position (and the receipts of the sites it reaches)
     let position = chain_position(store, opts)?;
+    let receipt = store.receipt_for(opts.destination)?;
 
     // ---- 2. one read snapshot
     let snap = store.export_snapshot()?;
@@ -905,7 +933,8 @@ fn export_into(
         state,
         content,
         mut counts,
-    } = read_snapshot(&snap, opts, &position, server_id)?;
+        plan,
+    } = read_snapshot(&snap, opts, &position, server_id, receipt.as_ref())?;
 
     // ---- 3. volume 1: trust statements, metadata, content index
     let vols = VolumeDirs {
@@ -1013,6 +1042,68 @@ fn export_into(
             .map(|q| crate::trust::StatementSummary::from_body(q.seq, &q.body))
             .collect::<Result<_>>()?,
         sent_sha1: content.iter().map(|c| c.sha1).collect(),
+        content_plan: plan,
+        receipt_sites: receipt.map(|r| r.sites).unwrap_or_default(),
+    })
+}
+
+/// What `export --dry-run` shows: where the bundle would attach, what it
+/// would carry, and how its content was chosen (receipts).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportPlan {
+    pub destination: String,
+    pub seq: u64,
+    pub kind: BundleKind,
+    pub from_anchor: Option<String>,
+    pub to_anchor: String,
+    pub counts: Counts,
+    pub content_plan: ContentPlan,
+    /// The sites whose latest receipts the plan follows (module
+    /// documentation of `store::sites`).
+    pub receipt_sites: Vec<String>,
+    /// Nothing to carry: `export` would refuse this incremental bundle
+    /// unless `--allow-empty`.
+    pub empty: bool,
+}
+
+/// Steps 1 and 2 of an export, writing nothing (`export --dry-run`).
+/// (The revisions counted are those in scope in the journal range.)
+pub fn plan(store: &mut Store, opts: &ExportOptions<'_>) -> Result<ExportPlan> {
+    check_options(opts)?;
+    let server_id = store.info().server_id;
+    let position = chain_position(store, opts)?;
+    let receipt = store.receipt_for(opts.destination)?;
+    let snap = store.export_snapshot()?;
+    // The plan is shown even when the export would be refused as empty.
+    let planned = ExportOptions {
+        allow_empty: true,
+        filters: opts.filters.clone(),
+        ..*opts
+    };
+    let c = read_snapshot(&snap, &planned, &position, server_id, receipt.as_ref())?;
+    let empty = match &position.from {
+        Some(f) if !opts.allow_empty && c.plan.resent_files == 0 => {
+            rule_not_empty(&snap, opts.destination, f, c.statements.len()).is_err()
+        }
+        _ => false,
+    };
+    let mut counts = c.counts;
+    counts.revisions = snap.revision_count(c.range)?;
+    drop(snap);
+    Ok(ExportPlan {
+        destination: opts.destination.to_string(),
+        seq: position.attach.seq,
+        kind: if position.from.is_some() {
+            BundleKind::Incremental
+        } else {
+            BundleKind::Full
+        },
+        from_anchor: position.from.map(|a| a.to_string()),
+        to_anchor: c.to.to_string(),
+        counts,
+        content_plan: c.plan,
+        receipt_sites: receipt.map(|r| r.sites).unwrap_or_default(),
+        empty,
     })
 }
 
@@ -1065,6 +1156,7 @@ fn build_manifest(
         volumes,
         packs,
         trust_statements: trust_files,
+        report: None,
     })
 }
 
@@ -1201,6 +1293,18 @@ fn write_content_packs(
         finish_pack(v, tar, packs)?;
     }
     Ok(())
+}
+
+/// The manifest, SHA256SUMS and signature of a single-volume bundle whose
+/// packs (and trust statement files) are written in `dir` (a report
+/// bundle). Returns the manifest's digest and the bytes the bundle holds.
+pub(crate) fn write_single_volume_headers(
+    dir: &Path,
+    manifest: &Manifest,
+    key: &SecretKey,
+) -> Result<(String, u64)> {
+    let vols = VolumeDirs { dir, multi: false };
+    write_signed_headers(&vols, manifest, &BTreeMap::new(), key, None)
 }
 
 /// Step 5: every volume's manifest, SHA256SUMS and signature (within the

@@ -30,12 +30,23 @@ pub const VERSION_EQUIVALENTS: u32 = 2;
 /// WSUS layout (`content/XX/HEX.ext`, split files as `parts/...partNNNN`),
 /// each listed in its volume's SHA256SUMS (docs/bundle-format.md §10, §16).
 pub const VERSION_FILES: u32 = 3;
+/// Version 3 plus the bundle kinds `report` and `snapshot`
+/// (docs/bundle-format.md §16): a manifest of those kinds says version 4,
+/// and a version-4 manifest is of one of them. Data bundles (full,
+/// incremental) are still written as version 3.
+pub const VERSION_KINDS: u32 = 4;
 /// The newest version this reader knows.
-pub const NEWEST_VERSION: u32 = VERSION_FILES;
+pub const NEWEST_VERSION: u32 = VERSION_KINDS;
 
-/// True for a manifest whose content travels as files (version 3 on).
+/// True for a manifest whose content travels as files (version 3 on; a
+/// report carries no content).
 pub fn has_content_files(m: &Manifest) -> bool {
-    m.version >= VERSION_FILES
+    m.version >= VERSION_FILES && m.kind != BundleKind::Report
+}
+
+/// True for the bundle kinds of version 4 (`report`, `snapshot`).
+pub fn is_version_4_kind(kind: BundleKind) -> bool {
+    matches!(kind, BundleKind::Report | BundleKind::Snapshot)
 }
 
 /// The version the version-1 writer (kept for tests of the readers of
@@ -82,6 +93,11 @@ pub fn volume_dir_name(index: u32) -> String {
 pub enum BundleKind {
     Full,
     Incremental,
+    /// A site report (docs/bundle-format.md, "Report bundles").
+    Report,
+    /// A disaster-recovery snapshot (docs/bundle-format.md, "Snapshot
+    /// bundles").
+    Snapshot,
 }
 
 impl std::fmt::Display for BundleKind {
@@ -89,6 +105,8 @@ impl std::fmt::Display for BundleKind {
         f.write_str(match self {
             BundleKind::Full => "full",
             BundleKind::Incremental => "incremental",
+            BundleKind::Report => "report",
+            BundleKind::Snapshot => "snapshot",
         })
     }
 }
@@ -185,6 +203,9 @@ pub struct Manifest {
     /// Trust statement files, in the order they apply (`trust/NNNN.json`,
     /// each with a `.minisig` beside it), all in volume 1.
     pub trust_statements: Vec<String>,
+    /// Kind `report` only: what the report carries (`airgap::report`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<crate::model::report::ReportCounts>,
 }
 
 /// `state.json` in the metadata pack: the replicated state of the change.
@@ -883,7 +904,8 @@ pub fn parse_manifest(bytes: &[u8], dir: &Path) -> Result<Manifest> {
             ),
         ));
     }
-    if (m.kind == BundleKind::Full) != m.from_anchor.is_none() {
+    check_kind_version(&m, dir)?;
+    if !is_version_4_kind(m.kind) && (m.kind == BundleKind::Full) != m.from_anchor.is_none() {
         return Err(Error::verification(
             "malformed-manifest",
             format!(
@@ -903,6 +925,26 @@ pub fn parse_manifest(bytes: &[u8], dir: &Path) -> Result<Manifest> {
         }
     }
     Ok(m)
+}
+
+/// Rule: a manifest of kind `report` or `snapshot` says version 4, and a
+/// version-4 manifest is of one of those kinds; the `report` object is
+/// present exactly in a report's manifest.
+fn check_kind_version(m: &Manifest, dir: &Path) -> Result<()> {
+    let v4_kind = is_version_4_kind(m.kind);
+    if v4_kind != (m.version == VERSION_KINDS) || (m.kind == BundleKind::Report) != m.report.is_some() {
+        return Err(Error::verification(
+            "malformed-manifest",
+            format!(
+                "{}/{MANIFEST}: a {} bundle in a version {} manifest{}",
+                dir.display(),
+                m.kind,
+                m.version,
+                if m.report.is_some() { " with a report object" } else { "" }
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Rule: `prev_equivalent_sha256` appears in version 2 manifests, and
@@ -1228,6 +1270,7 @@ mod tests {
                 volumes,
                 packs: vec![PackEntry { volume: volumes, name: "content-001.tar".into(), size: 1, sha256: "0".repeat(64) }],
                 trust_statements: vec![],
+                report: None,
             };
             let bytes = serde_json::to_vec_pretty(&m).unwrap();
             proptest::prop_assert_eq!(parse_manifest(&bytes, Path::new(".")).unwrap(), m);
@@ -1262,6 +1305,7 @@ mod tests {
             volumes: 1,
             packs: vec![],
             trust_statements: vec![],
+            report: None,
         }
     }
 
@@ -1292,9 +1336,9 @@ mod tests {
             parse_manifest(&serde_json::to_vec(&v3_plain).unwrap(), Path::new(".")).unwrap(),
             v3_plain
         );
-        let mut v4 = m.clone();
-        v4.version = NEWEST_VERSION + 1;
-        match parse_manifest(&serde_json::to_vec(&v4).unwrap(), Path::new(".")) {
+        let mut v5 = m.clone();
+        v5.version = NEWEST_VERSION + 1;
+        match parse_manifest(&serde_json::to_vec(&v5).unwrap(), Path::new(".")) {
             Err(Error::Verification { rule, .. }) => assert_eq!(rule, "unsupported-version"),
             other => panic!("{other:?}"),
         }
@@ -1325,6 +1369,47 @@ mod tests {
         let mut v2 = manifest(3);
         v2.version = VERSION_EQUIVALENTS;
         assert_eq!(rule(&v2), "malformed-manifest");
+    }
+
+    #[test]
+    fn version_4_is_the_kinds_report_and_snapshot() {
+        let parse = |m: &Manifest| parse_manifest(&serde_json::to_vec(m).unwrap(), Path::new("."));
+        let rule = |m: &Manifest| match parse(m) {
+            Err(Error::Verification { rule, .. }) => rule,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        let report = |seq: u64| {
+            let mut m = manifest(seq);
+            m.version = VERSION_KINDS;
+            m.kind = BundleKind::Report;
+            m.report = Some(crate::model::report::ReportCounts::default());
+            m
+        };
+        assert_eq!(parse(&report(1)).unwrap(), report(1));
+        // A report continues its chain from an anchor, or starts it again.
+        assert_eq!(parse(&report(2)).unwrap(), report(2));
+        let mut again = report(2);
+        again.from_anchor = None;
+        assert_eq!(parse(&again).unwrap(), again);
+        let mut v3 = report(1);
+        v3.version = VERSION_FILES;
+        assert_eq!(rule(&v3), "malformed-manifest");
+        let mut bare = report(1);
+        bare.report = None;
+        assert_eq!(rule(&bare), "malformed-manifest");
+        let mut full4 = manifest(1);
+        full4.version = VERSION_KINDS;
+        assert_eq!(rule(&full4), "malformed-manifest");
+        let mut full_with_report = manifest(1);
+        full_with_report.version = VERSION_FILES;
+        full_with_report.report = Some(Default::default());
+        assert_eq!(rule(&full_with_report), "malformed-manifest");
+        let mut snap3 = manifest(1);
+        snap3.version = VERSION_FILES;
+        snap3.kind = BundleKind::Snapshot;
+        assert_eq!(rule(&snap3), "malformed-manifest");
+        // A report carries no content files.
+        assert!(!has_content_files(&report(1)));
     }
 
     #[test]

@@ -293,6 +293,7 @@ fn check_bundle(
             ),
         ));
     }
+    rule_data_bundle(&h1)?;
     format::check_volume_packs(&h1, 1)?;
     crate::airgap::verify::check_statements_listed(&h1.manifest, &statements)?;
     crate::airgap::verify::check_statements_signed(&h1, &statements)?;
@@ -353,6 +354,26 @@ fn check_bundle(
     })
 }
 
+/// Rule: this import applies data bundles (full, incremental); a report or
+/// snapshot bundle is refused, naming the command that takes it.
+fn rule_data_bundle(h: &VolumeHeader) -> Result<()> {
+    let m = &h.manifest;
+    let command = match m.kind {
+        BundleKind::Full | BundleKind::Incremental => return Ok(()),
+        BundleKind::Report => "gapsync import (a store imports a site report as a report)",
+        BundleKind::Snapshot => "gapsync restore",
+    };
+    Err(fail(
+        "wrong-kind",
+        format!(
+            "{}: bundle {} is a {} bundle, not a data bundle; use {command}",
+            h.dir.display(),
+            m.bundle_id,
+            m.kind
+        ),
+    ))
+}
+
 /// Step 2: the content index (`content.json` of volume 1), hashed before
 /// it is read, and its rules.
 fn read_content_index(first_dir: &Path, m: &Manifest) -> Result<Vec<ContentRecord>> {
@@ -397,7 +418,7 @@ fn plan_content<'i>(
     let mut needed = BTreeSet::new();
     for (sha1_hex, size) in content_index {
         let sha1 = parse_hex::<20>(sha1_hex, "content sha1")?;
-        if tx.has_content(&sha1)? {
+        if tx.holds_content(&sha1)? {
             plan.content_already_present += 1;
         } else {
             plan.content_files += 1;

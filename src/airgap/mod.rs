@@ -5,4 +5,5 @@ pub mod export;
 pub mod files;
 pub mod format;
 pub mod import;
+pub mod report;
 pub mod verify;

@@ -403,6 +403,25 @@ impl std::fmt::Display for ChainStatus {
     }
 }
 
+/// The ledger a chain is checked against: per source, the links applied.
+/// A store's import ledger for data bundles; its site report ledger for
+/// report bundles (`store::sites::ReportLedger`).
+pub trait ChainLedger {
+    /// The manifest digest of the link applied from `source` as `seq`.
+    fn applied_manifest(&self, source: &str, seq: u64) -> Result<Option<String>>;
+    /// The last link applied from `source`.
+    fn last_link(&self, source: &str) -> Result<Option<ImportLink>>;
+}
+
+impl ChainLedger for Store {
+    fn applied_manifest(&self, source: &str, seq: u64) -> Result<Option<String>> {
+        self.imported_manifest(source, seq)
+    }
+    fn last_link(&self, source: &str) -> Result<Option<ImportLink>> {
+        self.last_import(source)
+    }
+}
+
 /// Applies the chain rules in order against `store`'s import ledger; the
 /// first that fails names itself.
 pub fn check_chain(
@@ -412,12 +431,25 @@ pub fn check_chain(
     manifest_sha256: &str,
     rebase: bool,
 ) -> Result<ChainStatus> {
+    check_chain_in(store, this_server, m, manifest_sha256, rebase)
+}
+
+/// The chain rules against any [`ChainLedger`]. A link that starts a
+/// chain has no from-anchor (a full bundle; a report that starts its
+/// chain).
+pub fn check_chain_in(
+    ledger: &dyn ChainLedger,
+    this_server: &str,
+    m: &Manifest,
+    manifest_sha256: &str,
+    rebase: bool,
+) -> Result<ChainStatus> {
     rule_not_own_bundle(this_server, m)?;
-    let same_seq = store.imported_manifest(&m.source.server_id, m.seq)?;
+    let same_seq = ledger.applied_manifest(&m.source.server_id, m.seq)?;
     if rule_already_applied(same_seq.as_deref(), manifest_sha256) {
         return Ok(ChainStatus::AlreadyApplied);
     }
-    let last = store.last_import(&m.source.server_id)?;
+    let last = ledger.last_link(&m.source.server_id)?;
     rule_no_fork(m, same_seq.as_deref(), manifest_sha256)?;
     rule_no_replay(m, last.as_ref())?;
     match last {
@@ -426,7 +458,7 @@ pub fn check_chain(
             Ok(ChainStatus::First)
         }
         Some(l) => {
-            if m.kind == BundleKind::Full {
+            if m.from_anchor.is_none() {
                 rule_rebase_is_explicit(m, rebase)?;
                 return Ok(ChainStatus::Rebase);
             }
@@ -489,9 +521,10 @@ fn rule_no_replay(m: &Manifest, last: Option<&ImportLink>) -> Result<()> {
     Ok(())
 }
 
-/// Rule: the first bundle from a source is a full one.
+/// Rule: the first bundle from a source starts a chain (a full one, or a
+/// report with no from-anchor).
 fn rule_first_is_full(m: &Manifest) -> Result<()> {
-    if m.kind != BundleKind::Full {
+    if m.from_anchor.is_some() {
         return Err(Error::verification(
             "gap",
             format!(

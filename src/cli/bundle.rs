@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use gapsync::airgap::export::{self, ExportOptions};
-use gapsync::airgap::format::{ContentMode, Filters, Layout};
+use gapsync::airgap::format::{BundleKind, ContentMode, Filters, Layout};
 use gapsync::airgap::import::{self, ImportOptions};
-use gapsync::airgap::verify;
+use gapsync::airgap::{report, verify};
 use gapsync::model::units::{count, human_bytes};
 use gapsync::store::Store;
 use gapsync::store::journal::Anchor;
@@ -21,11 +21,24 @@ use super::{Ctx, args, print_json};
 #[derive(Args)]
 pub struct ExportArgs {
     /// Secret key to sign with (PREFIX.key).
-    #[arg(long)]
-    key: PathBuf,
+    #[arg(long, required_unless_present = "dry_run")]
+    key: Option<PathBuf>,
     /// Bundle folder to create.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "dry_run")]
+    out: Option<PathBuf>,
+    /// Write a site report for the server above (a report bundle: this
+    /// store's identity, import ledger, content receipt, computers and
+    /// their status, events since the last report to --to).
+    #[arg(long, conflicts_with_all = ["since", "allow_empty", "products", "classifications", "languages", "volume_size", "dry_run"])]
+    report: bool,
+    /// With --report: the content receipt hashes every content file
+    /// (SHA-1, SHA-256 and size) instead of checking presence and size.
+    #[arg(long, requires = "report")]
+    hash_content: bool,
+    /// Print the plan (chain position, counts, content new / re-sent /
+    /// skipped because of the sites' receipts) and write nothing.
+    #[arg(long, conflicts_with_all = ["out", "key"])]
+    dry_run: bool,
     /// Destination name (1-128 characters): each destination has its
     /// own chain.
     #[arg(long, default_value = "default", value_parser = args::destination)]
@@ -95,19 +108,20 @@ pub struct ImportArgs {
     volumes: Vec<PathBuf>,
     /// Print the plan and change nothing (every volume must be given).
     #[arg(long)]
-    dry_run: bool,
+    pub(super) dry_run: bool,
     /// With --dry-run: plan from volume 1 alone when later volumes are
     /// not at hand (the plan names them).
     #[arg(long, requires = "dry_run")]
     plan_from_first_volume: bool,
-    /// Accept a full bundle that replaces the chain from its source.
+    /// Accept a full bundle that replaces the chain from its source (or
+    /// a site report that starts its chain again).
     #[arg(long)]
-    rebase: bool,
+    pub(super) rebase: bool,
     /// Accept an expired bundle (loudly).
     #[arg(long)]
-    allow_expired: bool,
+    pub(super) allow_expired: bool,
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -119,6 +133,9 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<()> {
     let server = ctx.server()?;
     let progress = &ctx.progress;
+    if a.report {
+        return super::sites::export_report(ctx, &a.to, a.full, a.hash_content, a.expires, a.key.as_deref(), a.out.as_deref(), a.json);
+    }
     let content = ContentMode::parse(&a.content)
         .ok_or_else(|| usage!("--content {:?}: use all, approved or none", a.content))?;
     let filters = Filters {
@@ -129,13 +146,37 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<()> {
     };
     super::warn_unknown_categories_in(server, "--product", &filters.products);
     super::warn_unknown_categories_in(server, "--classification", &filters.classifications);
-    let key = SecretKey::read_file(&a.key)?;
+    if a.dry_run {
+        // A plan signs nothing; the options carry a key all the same (a
+        // throwaway one, never written anywhere).
+        let key = SecretKey::generate()?;
+        let mut store = Store::open_writer(server)?;
+        let plan = export::plan(
+            &mut store,
+            &ExportOptions {
+                out: Path::new("."),
+                destination: &a.to,
+                full: a.full,
+                since: a.since,
+                allow_empty: a.allow_empty,
+                filters,
+                volume_size: a.volume_size,
+                expires: a.expires,
+                key: &key,
+            },
+        )?;
+        return super::sites::print_export_plan(&plan, a.json);
+    }
+    let (Some(key), Some(out)) = (a.key.as_deref(), a.out.as_deref()) else {
+        return Err(usage!("export needs --key PREFIX.key and --out DIR"));
+    };
+    let key = SecretKey::read_file(key)?;
     let mut store = Store::open_writer(server)?;
     let started = std::time::Instant::now();
     let r = export::export(
         &mut store,
         &ExportOptions {
-            out: &a.out,
+            out,
             destination: &a.to,
             full: a.full,
             since: a.since,
@@ -169,6 +210,7 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<()> {
             human_bytes(r.bytes_written),
             secs
         );
+        super::sites::print_content_plan(&r.content_plan, &r.receipt_sites);
         if r.counts.content_missing > 0 {
             println!(
                 "note: {} in scope {} not in this store yet and {} not sent",
@@ -257,13 +299,17 @@ pub fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<()> {
     }
     let mut v = verify::verify_bundle(&layout, &mut view, allow_expired, progress)?;
     if let Some(s) = &store {
-        let chain = verify::check_chain(
-            s,
-            &s.info().server_id.to_string(),
-            &v.manifest,
-            &v.manifest_sha256,
-            false,
-        )
+        let chain = if v.kind == BundleKind::Report {
+            report::check_report_chain(s, &v.manifest, &v.manifest_sha256, false)
+        } else {
+            verify::check_chain(
+                s,
+                &s.info().server_id.to_string(),
+                &v.manifest,
+                &v.manifest_sha256,
+                false,
+            )
+        }
         .map(|c| format!("chain position for server {}: {c}", s.info().name))?;
         v.checks.push(chain);
     }
@@ -313,6 +359,9 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
         eprintln!("gapsync: WARNING: --allow-expired: an expired bundle will be accepted");
     }
     let mut store = Store::open_writer(server)?;
+    if report::peek_kind(&layout) == Some(BundleKind::Report) {
+        return super::sites::import_report(&mut store, layout, &a, progress);
+    }
     let started = std::time::Instant::now();
     let r = import::import(
         &mut store,

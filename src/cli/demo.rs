@@ -4,8 +4,10 @@
 //! approvals upstream; an incremental export and import; simulated
 //! Windows clients (`gapsync::protocols::wusp::client`) that scan the
 //! disconnected server over MS-WUSP, install what is approved for their
-//! groups and report; then a summary and the stock-tool commands that
-//! check the bundle independently.
+//! groups and report; the site's signed report carried back to the
+//! connected server, which imports it; then a summary, the stock-tool
+//! commands that check the bundle independently, and the connected
+//! server's per-site compliance table.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -151,7 +153,9 @@ pub fn run(ctx: &Ctx, a: DemoArgs) -> Result<()> {
     let b2 = demo.carry("bundle-0002", 9)?;
     demo.compare()?;
     demo.clients()?;
-    demo.summary(&b1, &b2)
+    demo.report_back()?;
+    demo.summary(&b1, &b2)?;
+    demo.compliance()
 }
 
 /// The demo's two servers, its signing key, and the steps timed so far.
@@ -464,6 +468,108 @@ impl<'a> Demo<'a> {
             format!("{} scans, {}", sites.len(), count(files, "file")),
             bytes,
             t.elapsed().as_secs_f64(),
+        );
+        Ok(())
+    }
+
+    /// Step 12: the way back. The site signs a report with its own key
+    /// (trusted by the connected server), the connected server imports it.
+    fn report_back(&mut self) -> Result<()> {
+        use gapsync::airgap::report::{self, ReportExportOptions, ReportImportOptions};
+        let t = Instant::now();
+        let site_key = SecretKey::generate()?;
+        site_key.write_pair(&self.root.join("plant-signing"))?;
+        trust::trust_add(
+            &self.up,
+            &site_key.public(),
+            "plant-signing",
+            trust::ADDED_BY_ADMIN,
+        )?;
+        let out = self.root.join("media").join("report-0001");
+        let e = report::export_report(
+            &mut self.down,
+            &ReportExportOptions {
+                out: &out,
+                destination: "hq",
+                full: false,
+                check: gapsync::model::report::ContentCheck::Size,
+                expires: time::Duration::days(30),
+                key: &site_key,
+            },
+            self.progress,
+        )?;
+        let i = report::import_report(
+            &mut self.up,
+            &ReportImportOptions {
+                layout: Layout::discover(&out)?,
+                dry_run: false,
+                allow_expired: false,
+                rebase: false,
+            },
+            self.progress,
+        )?;
+        self.step(
+            "report out and in",
+            format!(
+                "{}, {} status rows",
+                count(e.report.computers, "computer"),
+                e.report.status
+            ),
+            e.bytes_written,
+            t.elapsed().as_secs_f64(),
+        );
+        println!(
+            "12. export --report at the site (seq {}, {} held, {} missing) -> import at the connected server: site {} {}",
+            e.seq,
+            e.report.content_held,
+            e.report.content_missing,
+            i.site,
+            i.status
+        );
+        Ok(())
+    }
+
+    /// The connected server's per-site compliance table (`sites list`, and
+    /// `report computers --site` for each site).
+    fn compliance(&self) -> Result<()> {
+        use gapsync::store::reports::ReportSource;
+        println!("
+per-site compliance at the connected server (gapsync sites list):");
+        println!(
+            "  {:<20} {:>9} {:>9} {:>8} {:>7} {:>7}  last report",
+            "site", "computers", "installed", "needed", "failed", "behind"
+        );
+        for s in self.up.sites_list()? {
+            println!(
+                "  {:<20} {:>9} {:>9} {:>8} {:>7} {:>7}  {}",
+                s.site,
+                s.computers,
+                s.installed,
+                s.needed,
+                s.failed,
+                s.bundles_behind
+                    .map_or_else(|| "-".to_string(), |b| b.to_string()),
+                s.last_report
+            );
+            for c in self
+                .up
+                .report_computers_of(ReportSource::Site(&s.server_id), None)?
+            {
+                println!(
+                    "    {:<18} {:<14} installed {:>4}, needed {:>4}, failed {:>3}, unknown {:>5}",
+                    c.name,
+                    c.group,
+                    c.counts.installed,
+                    c.counts.needed,
+                    c.counts.failed,
+                    c.counts.unknown
+                );
+            }
+        }
+        println!(
+            "  (gapsync --server {} report updates --site {})",
+            self.root.join("connected").display(),
+            self.down.info().name
         );
         Ok(())
     }

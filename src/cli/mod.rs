@@ -15,6 +15,7 @@ mod groups;
 mod progress;
 mod reports;
 mod serve;
+mod sites;
 mod store;
 mod sync;
 mod trust;
@@ -76,6 +77,10 @@ enum Command {
     /// Events reported by Windows clients.
     #[command(subcommand)]
     Events(reports::EventsCmd),
+    /// Sites whose reports this store imported (the way back across the
+    /// gap: `export --report` at the site, `import` here).
+    #[command(subcommand)]
+    Sites(sites::SitesCmd),
     /// Approve an update's current revision for a group.
     Approve(approvals::ApproveArgs),
     /// Remove an update's approval for a group.
@@ -212,6 +217,7 @@ fn run(cli: Cli, server_from_env: bool) -> Result<()> {
         Command::Config(cmd) => store::config(ctx, cmd),
         Command::Report(cmd) => reports::report(ctx, cmd),
         Command::Events(cmd) => reports::events(ctx, cmd),
+        Command::Sites(cmd) => sites::sites(ctx, cmd),
         Command::Approve(a) => approvals::approve(ctx, a),
         Command::Unapprove(a) => approvals::unapprove(ctx, a),
         Command::Decline(a) => approvals::decline(ctx, a),

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use gapsync::store::Store;
-use gapsync::store::reports::StatusCounts;
+use gapsync::store::reports::{ReportSource, StatusCounts};
 
 use super::{Ctx, args, print_json};
 
@@ -17,6 +17,11 @@ pub enum ReportCmd {
         /// Only computers of this group and the groups below it.
         #[arg(long)]
         group: Option<String>,
+        /// A site's computers (its name or server id), from its latest
+        /// report. Without it, a store that has sites lists its own
+        /// computers and every site's, with a site column.
+        #[arg(long)]
+        site: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -29,6 +34,11 @@ pub enum ReportCmd {
         /// Only updates approved for install.
         #[arg(long)]
         approved: bool,
+        /// A site's status (its name or server id), from its latest
+        /// report. Without it, a store that has sites sums each update's
+        /// counts over its own computers and every site's.
+        #[arg(long)]
+        site: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -66,8 +76,55 @@ fn counts(c: &StatusCounts) -> String {
 pub fn report(ctx: &Ctx, cmd: ReportCmd) -> Result<()> {
     let store = Store::open_read_only(ctx.server()?)?;
     match cmd {
-        ReportCmd::Computers { group, json } => {
-            let rows = store.report_computers(group.as_deref())?;
+        ReportCmd::Computers {
+            group,
+            site: None,
+            json,
+        } if store.has_sites()? => {
+            let rows = store.rollup_computers(group.as_deref())?;
+            if json {
+                return print_json(&rows);
+            }
+            println!(
+                "{:<16} {:<32} {:<24} {COUNTS_HEAD}  last report",
+                "site", "computer", "group"
+            );
+            for r in rows {
+                println!(
+                    "{:<16} {:<32} {:<24} {}  {}",
+                    r.site,
+                    r.row.name,
+                    r.row.group,
+                    counts(&r.row.counts),
+                    r.row.last_report.as_deref().unwrap_or("never")
+                );
+            }
+        }
+        ReportCmd::Updates {
+            group,
+            approved,
+            site: None,
+            json,
+        } if store.has_sites()? => {
+            let rows = store.rollup_updates(group.as_deref(), approved)?;
+            if json {
+                return print_json(&rows);
+            }
+            println!("{:<36} {COUNTS_HEAD}  sites  title", "update");
+            for r in rows {
+                println!(
+                    "{:<36} {}  {:>5}  {}",
+                    r.update_id,
+                    counts(&r.counts),
+                    r.sites,
+                    r.title
+                );
+            }
+        }
+        ReportCmd::Computers { group, site, json } => {
+            let site = site.map(|s| store.site_id(&s)).transpose()?;
+            let source = site.as_deref().map_or(ReportSource::Local, ReportSource::Site);
+            let rows = store.report_computers_of(source, group.as_deref())?;
             if json {
                 return print_json(&rows);
             }
@@ -88,9 +145,12 @@ pub fn report(ctx: &Ctx, cmd: ReportCmd) -> Result<()> {
         ReportCmd::Updates {
             group,
             approved,
+            site,
             json,
         } => {
-            let rows = store.report_updates(group.as_deref(), approved)?;
+            let site = site.map(|s| store.site_id(&s)).transpose()?;
+            let source = site.as_deref().map_or(ReportSource::Local, ReportSource::Site);
+            let rows = store.report_updates_of(source, group.as_deref(), approved)?;
             if json {
                 return print_json(&rows);
             }

@@ -3,5 +3,6 @@
 
 pub mod anchor;
 pub mod metadata;
+pub mod report;
 pub mod state;
 pub mod units;

@@ -127,6 +127,25 @@ impl ImportTx<'_> {
             .during("looking up a content file")
     }
 
+    /// Whether a content file with this SHA-1 is stored and its file is
+    /// in place with the recorded size (a recorded file that is missing or
+    /// of another size is brought again by an import that carries it: a
+    /// site's receipt asks for it).
+    pub fn holds_content(&self, sha1: &[u8; 20]) -> Result<bool> {
+        let row: Option<(String, i64)> = self
+            .tx
+            .prepare_cached("SELECT rel_path, size FROM content WHERE sha1 = ?1")
+            .and_then(|mut st| {
+                st.query_row([&sha1[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .during("looking up a content file")?;
+        Ok(row.is_some_and(|(rel_path, size)| {
+            std::fs::metadata(self.content.path_of(&rel_path))
+                .is_ok_and(|m| m.is_file() && i64::try_from(m.len()) == Ok(size))
+        }))
+    }
+
     /// What update metadata (in this store, with what this import added)
     /// says of the content file with this SHA-1; `None` when no metadata
     /// lists it. A listing with a SHA-256 is preferred.
@@ -168,6 +187,11 @@ impl ImportTx<'_> {
     pub fn place_content(&mut self, staged: Staged) -> Result<()> {
         let f = self.content.commit(staged)?;
         self.placed.paths.push(self.content.path_of(&f.rel_path));
+        if self.has_content(&f.sha1)? {
+            // A recorded file brought again (`holds_content`): its row
+            // stays as it is.
+            return Ok(());
+        }
         record_content(&self.tx, &self.now, &f)
     }
 

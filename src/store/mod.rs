@@ -23,6 +23,7 @@ pub mod ledgers;
 pub mod reports;
 pub mod rollup;
 pub mod scope;
+pub mod sites;
 pub mod serving;
 pub mod snapshot;
 pub mod state;
@@ -60,6 +61,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/v6.sql"),
     include_str!("schema/v7.sql"),
     include_str!("schema/v8.sql"),
+    include_str!("schema/v9.sql"),
     include_str!("schema/v10.sql"),
 ];
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -11,6 +11,12 @@
 //!   apply to it; without: any group).
 //! - **Computers of a report**: all, or with `group` the computers of that
 //!   group and of every group below it.
+//! - **Sources**: this store's own computers and status, or a site's
+//!   (`ReportSource::Site`: its reported computers, status, groups,
+//!   reportable updates and approvals, `store::sites`), counted by these
+//!   same rules. A roll-up (a store with sites, no site named) lists
+//!   `report computers` rows of this store and every site, and sums
+//!   `report updates` counts per update over them.
 //! - **Counts**: a computer × update pair counts once, by its stored
 //!   status: `installed`; `needed` (also `downloaded`: present but not yet
 //!   installed); `failed`; `not_applicable`; `unknown` when the computer
@@ -91,46 +97,143 @@ pub struct EventListing {
     pub misc: Vec<String>,
 }
 
+/// Whose computers and status a report counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportSource<'a> {
+    /// This store's own (`computers`, `wusp_status`, its catalog,
+    /// groups and approvals).
+    Local,
+    /// A site's latest report (`store::sites`), by the site's server id:
+    /// its computers, status, groups, reportable updates and approvals.
+    Site(&'a str),
+}
+
+/// This store's reportable updates, `upd(update_id, title)` (the first
+/// rule of the module documentation).
+pub(crate) const LOCAL_UPDATES: &str = "upd(update_id, title) AS (SELECT u.update_id, r.title FROM updates u \
+     JOIN revisions r ON r.rev_id = u.current_rev WHERE u.kind IN ('software', 'driver') AND u.declined = 0)";
+/// This store's live install approvals, `appr(update_id, group_id)`.
+pub(crate) const LOCAL_APPROVALS: &str = "appr(update_id, group_id) AS (SELECT update_id, group_id \
+     FROM deployments WHERE removed = 0 AND action = 'install')";
+
+/// The tables a report reads, as the CTEs `grp`, `comp`, `stat`, `upd`
+/// and `appr`; `?3` is the site's server id (NULL for `Local`).
+fn source_ctes(source: ReportSource<'_>) -> String {
+    match source {
+        ReportSource::Local => format!(
+            "grp(group_id, parent_id, name) AS (SELECT group_id, parent_id, name FROM groups WHERE ?3 IS NULL), \
+             comp(computer_id, name, group_id, last_report) AS (SELECT computer_id, name, group_id, last_report FROM computers), \
+             stat(computer_id, update_id, state) AS (SELECT computer_id, update_id, state FROM wusp_status), \
+             {LOCAL_UPDATES}, {LOCAL_APPROVALS}"
+        ),
+        ReportSource::Site(_) => "grp(group_id, parent_id, name) AS (SELECT group_id, parent_id, name FROM site_groups WHERE server_id = ?3), \
+             comp(computer_id, name, group_id, last_report) AS (SELECT computer_id, name, group_id, last_report FROM site_computers WHERE server_id = ?3), \
+             stat(computer_id, update_id, state) AS (SELECT computer_id, update_id, state FROM site_status WHERE server_id = ?3), \
+             upd(update_id, title) AS (SELECT update_id, title FROM site_updates WHERE server_id = ?3), \
+             appr(update_id, group_id) AS (SELECT update_id, group_id FROM site_approvals WHERE server_id = ?3)"
+            .to_string(),
+    }
+}
+
+fn site_param<'a>(source: ReportSource<'a>) -> Option<&'a str> {
+    match source {
+        ReportSource::Local => None,
+        ReportSource::Site(id) => Some(id),
+    }
+}
+
 /// `sub(g)`: `?1`'s group and every group below it (all groups when `?1`
 /// is NULL).
-const SUBTREE: &str = "sub(g) AS (SELECT group_id FROM groups WHERE ?1 IS NULL OR group_id = ?1 \
-     UNION SELECT c.group_id FROM groups c JOIN sub ON c.parent_id = sub.g)";
+const SUBTREE: &str = "sub(g) AS (SELECT group_id FROM grp WHERE ?1 IS NULL OR group_id = ?1 \
+     UNION SELECT c.group_id FROM grp c JOIN sub ON c.parent_id = sub.g)";
 /// `above(g)`: `?1`'s group and every group above it (all groups when `?1`
 /// is NULL).
-const ABOVE: &str = "above(g) AS (SELECT group_id FROM groups WHERE ?1 IS NULL OR group_id = ?1 \
-     UNION SELECT p.parent_id FROM groups p JOIN above ON p.group_id = above.g WHERE p.parent_id IS NOT NULL)";
-/// `rep(update_id)`: the reportable updates (`?2`: approved only).
-const REPORTABLE: &str = "rep(update_id) AS (SELECT u.update_id FROM updates u \
-     WHERE u.kind IN ('software', 'driver') AND u.declined = 0 AND (?2 = 0 OR EXISTS ( \
-       SELECT 1 FROM deployments d JOIN above ON above.g = d.group_id \
-       WHERE d.update_id = u.update_id AND d.removed = 0 AND d.action = 'install')))";
+const ABOVE: &str = "above(g) AS (SELECT group_id FROM grp WHERE ?1 IS NULL OR group_id = ?1 \
+     UNION SELECT p.parent_id FROM grp p JOIN above ON p.group_id = above.g WHERE p.parent_id IS NOT NULL)";
+/// `rep(update_id, title)`: the reportable updates (`?2`: approved only).
+const REPORTABLE: &str = "rep(update_id, title) AS (SELECT upd.update_id, upd.title FROM upd \
+     WHERE ?2 = 0 OR EXISTS ( \
+       SELECT 1 FROM appr JOIN above ON above.g = appr.group_id WHERE appr.update_id = upd.update_id))";
+
+/// One row of a roll-up of `report computers` over this store and its
+/// sites.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SiteComputerReport {
+    /// The site's name (this store's own name for its own computers).
+    pub site: String,
+    #[serde(flatten)]
+    pub row: ComputerReport,
+}
+
+/// One row of a roll-up of `report updates`: per update, the sums of the
+/// counts of every source that reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RollupUpdateReport {
+    pub update_id: String,
+    pub title: String,
+    #[serde(flatten)]
+    pub counts: StatusCounts,
+    /// How many sources (this store, each site) report the update.
+    pub sites: i64,
+}
 
 impl Store {
-    /// Resolves `group` (name or id) for a report.
-    fn report_group(&self, group: Option<&str>) -> Result<Option<String>> {
-        group.map(|g| self.group_id(g)).transpose()
+    /// Resolves `group` (name or id) for a report of `source`.
+    fn report_group(&self, source: ReportSource<'_>, group: Option<&str>) -> Result<Option<String>> {
+        let Some(g) = group else { return Ok(None) };
+        match source {
+            ReportSource::Local => self.group_id(g).map(Some),
+            ReportSource::Site(id) => self
+                .conn()
+                .query_row(
+                    "SELECT group_id FROM site_groups WHERE server_id = ?1 AND (name = ?2 COLLATE NOCASE OR group_id = lower(?2))",
+                    rusqlite::params![id, g],
+                    |r| r.get(0),
+                )
+                .optional()
+                .during("reading the site's groups")?
+                .map(Some)
+                .ok_or_else(|| Error::UnknownGroup(g.to_string())),
+        }
     }
 
     /// `report computers`: each computer of the report with its counts
     /// over the reportable updates, by name.
     pub fn report_computers(&self, group: Option<&str>) -> Result<Vec<ComputerReport>> {
-        let group = self.report_group(group)?;
+        self.report_computers_of(ReportSource::Local, group)
+    }
+
+    /// `report updates`: each reportable update with its counts over the
+    /// computers of the report, by title.
+    pub fn report_updates(&self, group: Option<&str>, approved: bool) -> Result<Vec<UpdateReport>> {
+        self.report_updates_of(ReportSource::Local, group, approved)
+    }
+
+    /// [`Store::report_computers`] over `source`'s computers and status.
+    pub fn report_computers_of(
+        &self,
+        source: ReportSource<'_>,
+        group: Option<&str>,
+    ) -> Result<Vec<ComputerReport>> {
+        let group = self.report_group(source, group)?;
+        let site = site_param(source);
+        let ctes = source_ctes(source);
         let reportable: i64 = self
             .conn()
             .query_row(
-                &format!("WITH RECURSIVE {ABOVE}, {REPORTABLE} SELECT COUNT(*) FROM rep"),
-                rusqlite::params![group, false],
+                &format!("WITH RECURSIVE {ctes}, {ABOVE}, {REPORTABLE} SELECT COUNT(*) FROM rep"),
+                rusqlite::params![group, false, site],
                 |r| r.get(0),
             )
             .during("counting the reportable updates")?;
         let mut st = self.conn().prepare(&format!(
-            "WITH RECURSIVE {SUBTREE}, {ABOVE}, {REPORTABLE} \
+            "WITH RECURSIVE {ctes}, {SUBTREE}, {ABOVE}, {REPORTABLE} \
              SELECT c.computer_id, c.name, g.name, c.last_report, s.state, COUNT(s.update_id) \
-             FROM computers c JOIN sub ON sub.g = c.group_id JOIN groups g ON g.group_id = c.group_id \
-             LEFT JOIN (wusp_status s JOIN rep ON rep.update_id = s.update_id) ON s.computer_id = c.computer_id \
+             FROM comp c JOIN sub ON sub.g = c.group_id JOIN grp g ON g.group_id = c.group_id \
+             LEFT JOIN (stat s JOIN rep ON rep.update_id = s.update_id) ON s.computer_id = c.computer_id \
              GROUP BY c.computer_id, s.state ORDER BY c.name COLLATE NOCASE, c.computer_id"
         ))?;
-        let mut rows = st.query(rusqlite::params![group, false])?;
+        let mut rows = st.query(rusqlite::params![group, false, site])?;
         let mut out: Vec<ComputerReport> = Vec::new();
         while let Some(r) = rows.next()? {
             let id: String = r.get(0)?;
@@ -153,29 +256,34 @@ impl Store {
         Ok(out)
     }
 
-    /// `report updates`: each reportable update with its counts over the
-    /// computers of the report, by title.
-    pub fn report_updates(&self, group: Option<&str>, approved: bool) -> Result<Vec<UpdateReport>> {
-        let group = self.report_group(group)?;
+    /// [`Store::report_updates`] over `source`'s computers and status.
+    pub fn report_updates_of(
+        &self,
+        source: ReportSource<'_>,
+        group: Option<&str>,
+        approved: bool,
+    ) -> Result<Vec<UpdateReport>> {
+        let group = self.report_group(source, group)?;
+        let site = site_param(source);
+        let ctes = source_ctes(source);
         let computers: i64 = self
             .conn()
             .query_row(
                 &format!(
-                    "WITH RECURSIVE {SUBTREE} SELECT COUNT(*) FROM computers c JOIN sub ON sub.g = c.group_id"
+                    "WITH RECURSIVE {ctes}, {SUBTREE} SELECT COUNT(*) FROM comp c JOIN sub ON sub.g = c.group_id"
                 ),
-                [&group],
+                rusqlite::params![group, approved, site],
                 |r| r.get(0),
             )
             .during("counting the computers of the report")?;
         let mut st = self.conn().prepare(&format!(
-            "WITH RECURSIVE {SUBTREE}, {ABOVE}, {REPORTABLE}, \
-             mine(computer_id) AS (SELECT c.computer_id FROM computers c JOIN sub ON sub.g = c.group_id) \
-             SELECT rep.update_id, r.title, s.state, COUNT(s.computer_id) \
-             FROM rep JOIN updates u ON u.update_id = rep.update_id JOIN revisions r ON r.rev_id = u.current_rev \
-             LEFT JOIN (wusp_status s JOIN mine ON mine.computer_id = s.computer_id) ON s.update_id = rep.update_id \
-             GROUP BY rep.update_id, s.state ORDER BY r.title, rep.update_id"
+            "WITH RECURSIVE {ctes}, {SUBTREE}, {ABOVE}, {REPORTABLE}, \
+             mine(computer_id) AS (SELECT c.computer_id FROM comp c JOIN sub ON sub.g = c.group_id) \
+             SELECT rep.update_id, rep.title, s.state, COUNT(s.computer_id) \
+             FROM rep LEFT JOIN (stat s JOIN mine ON mine.computer_id = s.computer_id) ON s.update_id = rep.update_id \
+             GROUP BY rep.update_id, s.state ORDER BY rep.title, rep.update_id"
         ))?;
-        let mut rows = st.query(rusqlite::params![group, approved])?;
+        let mut rows = st.query(rusqlite::params![group, approved, site])?;
         let mut out: Vec<UpdateReport> = Vec::new();
         while let Some(r) = rows.next()? {
             let id: String = r.get(0)?;
@@ -193,6 +301,79 @@ impl Store {
         for u in &mut out {
             u.counts.unknown = (computers - u.counts.known()).max(0);
         }
+        Ok(out)
+    }
+
+    /// The sources of a roll-up: this store (named by its server name) and
+    /// each site. With `group`, the sources that have such a group (none:
+    /// unknown group).
+    fn rollup_sources(&self, group: Option<&str>) -> Result<Vec<(String, Option<String>)>> {
+        let mut all: Vec<(String, Option<String>)> = vec![(self.info().name.clone(), None)];
+        for (id, name) in self.site_names()? {
+            all.push((name, Some(id)));
+        }
+        let Some(g) = group else { return Ok(all) };
+        let mut out = Vec::new();
+        for (name, id) in all {
+            let source = id.as_deref().map_or(ReportSource::Local, ReportSource::Site);
+            match self.report_group(source, Some(g)) {
+                Ok(_) => out.push((name, id)),
+                Err(Error::UnknownGroup(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if out.is_empty() {
+            return Err(Error::UnknownGroup(g.to_string()));
+        }
+        Ok(out)
+    }
+
+    /// `report computers` on a store with sites: the rows of this store
+    /// and of every site, each with its source's name.
+    pub fn rollup_computers(&self, group: Option<&str>) -> Result<Vec<SiteComputerReport>> {
+        let mut out = Vec::new();
+        for (name, id) in self.rollup_sources(group)? {
+            let source = id.as_deref().map_or(ReportSource::Local, ReportSource::Site);
+            for row in self.report_computers_of(source, group)? {
+                out.push(SiteComputerReport {
+                    site: name.clone(),
+                    row,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `report updates` on a store with sites: per update, the sums of the
+    /// counts of this store and every site that reports it, by title.
+    pub fn rollup_updates(
+        &self,
+        group: Option<&str>,
+        approved: bool,
+    ) -> Result<Vec<RollupUpdateReport>> {
+        let mut by_id: std::collections::BTreeMap<String, RollupUpdateReport> =
+            std::collections::BTreeMap::new();
+        for (_, id) in self.rollup_sources(group)? {
+            let source = id.as_deref().map_or(ReportSource::Local, ReportSource::Site);
+            for u in self.report_updates_of(source, group, approved)? {
+                let e = by_id
+                    .entry(u.update_id.clone())
+                    .or_insert_with(|| RollupUpdateReport {
+                        update_id: u.update_id.clone(),
+                        title: u.title.clone(),
+                        counts: StatusCounts::default(),
+                        sites: 0,
+                    });
+                e.counts.installed += u.counts.installed;
+                e.counts.needed += u.counts.needed;
+                e.counts.failed += u.counts.failed;
+                e.counts.not_applicable += u.counts.not_applicable;
+                e.counts.unknown += u.counts.unknown;
+                e.sites += 1;
+            }
+        }
+        let mut out: Vec<RollupUpdateReport> = by_id.into_values().collect();
+        out.sort_by(|a, b| a.title.cmp(&b.title).then(a.update_id.cmp(&b.update_id)));
         Ok(out)
     }
 

@@ -12,6 +12,7 @@ use rusqlite::{Transaction, params};
 use crate::error::{DbContext, Error, Result};
 use crate::model::state::{GroupRecord, State};
 use crate::store::content::ContentStore;
+use crate::store::sites::ReceiptPlan;
 use crate::store::state::deployment_from_row;
 use crate::store::trust::QueuedRow;
 use crate::store::{Store, scope};
@@ -45,6 +46,19 @@ pub struct ContentToSend {
     /// `sha256` is then that one); otherwise only its SHA-1 is Microsoft's
     /// and the SHA-256 was computed when the file arrived.
     pub metadata_sha256: bool,
+}
+
+/// How the content of a bundle was chosen: new (by the export ledger),
+/// sent again because a site reported it missing or corrupt, skipped
+/// because every site the destination reaches holds it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ContentPlan {
+    pub new_files: u64,
+    pub new_bytes: u64,
+    pub resent_files: u64,
+    pub resent_bytes: u64,
+    pub skipped_files: u64,
+    pub skipped_bytes: u64,
 }
 
 /// What [`ExportSnapshot::for_each_revision`] passes each revision to:
@@ -272,25 +286,34 @@ impl ExportSnapshot<'_> {
     /// holds, and that were not sent to `destination` before — unless
     /// `resend` (after `--since`, content of the replaced links goes
     /// again); a full bundle starts a new chain and carries all of it.
+    ///
+    /// With the `receipt` of the sites the destination reaches
+    /// (`store::sites`), whatever the export ledger says: content they all
+    /// hold is skipped, and content any of them reported missing or corrupt
+    /// is a candidate and sent again (if it qualifies and the store holds
+    /// it). The plan counts each kind.
     pub fn content_to_send(
         &self,
         destination: &str,
         scope: ContentScope,
         range: JournalRange,
         resend: bool,
-    ) -> Result<(Vec<ContentToSend>, u64)> {
+        receipt: Option<&ReceiptPlan>,
+    ) -> Result<(Vec<ContentToSend>, u64, ContentPlan)> {
         const DURING: &str = "planning the content to send";
         self.select_content_updates(scope).during(DURING)?;
         self.select_candidates(range).during(DURING)?;
+        self.select_receipt(receipt).during(DURING)?;
         let mut st = self
             .tx
             .prepare(
                 "SELECT c.sha1, c.rel_path, c.size, c.sha256, \
-                 EXISTS (SELECT 1 FROM files f2 WHERE f2.sha1 = c.sha1 AND f2.sha256 IS NOT NULL) \
+                 EXISTS (SELECT 1 FROM files f2 WHERE f2.sha1 = c.sha1 AND f2.sha256 IS NOT NULL), \
+                 (?3 OR NOT EXISTS (SELECT 1 FROM export_sent_content s WHERE s.destination = ?1 AND s.sha1 = c.sha1)), \
+                 (SELECT held FROM temp.receipt x WHERE x.sha1 = c.sha1) \
                  FROM temp.cand k JOIN content c ON c.sha1 = k.sha1 \
                  WHERE c.seq <= ?2 \
                  AND EXISTS (SELECT 1 FROM files f JOIN revisions r ON r.rev_id = f.rev_id JOIN temp.content_updates u ON u.update_id = r.update_id WHERE f.sha1 = c.sha1) \
-                 AND (?3 OR NOT EXISTS (SELECT 1 FROM export_sent_content s WHERE s.destination = ?1 AND s.sha1 = c.sha1)) \
                  ORDER BY c.rel_path",
             )
             .during(DURING)?;
@@ -303,20 +326,43 @@ impl ExportSnapshot<'_> {
                     r.get::<_, i64>(2)?,
                     r.get::<_, Vec<u8>>(3)?,
                     r.get::<_, bool>(4)?,
+                    r.get::<_, bool>(5)?,
+                    r.get::<_, Option<bool>>(6)?,
                 ))
             })
             .during(DURING)?;
         let mut out = Vec::new();
+        let mut plan = ContentPlan::default();
         for row in rows {
-            let (sha1, rel_path, size, sha256, metadata_sha256) = row.during(DURING)?;
+            let (sha1, rel_path, size, sha256, metadata_sha256, unsent, receipt) =
+                row.during(DURING)?;
             let bad = || Error::Corrupt(format!("content row {rel_path} is corrupt"));
-            out.push(ContentToSend {
+            let file = ContentToSend {
                 sha1: sha1.try_into().map_err(|_| bad())?,
                 rel_path: rel_path.clone(),
                 size: u64::try_from(size).map_err(|_| bad())?,
                 sha256: sha256.try_into().map_err(|_| bad())?,
                 metadata_sha256,
-            });
+            };
+            match receipt {
+                Some(true) => {
+                    if unsent {
+                        plan.skipped_files += 1;
+                        plan.skipped_bytes += file.size;
+                    }
+                    continue;
+                }
+                Some(false) => {
+                    plan.resent_files += 1;
+                    plan.resent_bytes += file.size;
+                }
+                None if unsent => {
+                    plan.new_files += 1;
+                    plan.new_bytes += file.size;
+                }
+                None => continue,
+            }
+            out.push(file);
         }
         let missing: i64 = self
             .tx
@@ -327,7 +373,28 @@ impl ExportSnapshot<'_> {
                 |r| r.get(0),
             )
             .during(DURING)?;
-        Ok((out, missing.max(0) as u64))
+        Ok((out, missing.max(0) as u64, plan))
+    }
+
+    /// Fills `temp.receipt` (`held` 1: every site holds it; 0: a site
+    /// reported it missing or corrupt) and adds the latter to the
+    /// candidates.
+    fn select_receipt(&self, receipt: Option<&ReceiptPlan>) -> rusqlite::Result<()> {
+        let conn = &self.tx;
+        conn.execute_batch(
+            "DROP TABLE IF EXISTS temp.receipt; CREATE TEMP TABLE receipt (sha1 BLOB PRIMARY KEY, held INTEGER NOT NULL) WITHOUT ROWID;",
+        )?;
+        let Some(r) = receipt else { return Ok(()) };
+        let mut st = conn.prepare("INSERT OR REPLACE INTO temp.receipt (sha1, held) VALUES (?1, ?2)")?;
+        for sha1 in &r.held {
+            st.execute(params![&sha1[..], true])?;
+        }
+        let mut cand = conn.prepare("INSERT OR IGNORE INTO temp.cand (sha1) VALUES (?1)")?;
+        for sha1 in &r.resend {
+            st.execute(params![&sha1[..], false])?;
+            cand.execute([&sha1[..]])?;
+        }
+        Ok(())
     }
 
     /// Fills `temp.content_updates`: the updates in scope whose files
