@@ -118,7 +118,7 @@ impl Store {
 
     /// Every local computer the upstream has not asked to forget, with its
     /// bookkeeping for `upstream`, by id.
-    pub fn rollup_computers(&self, upstream: &str) -> Result<Vec<RollupComputer>> {
+    pub fn rollup_local_computers(&self, upstream: &str) -> Result<Vec<RollupComputer>> {
         let mut st = self.conn().prepare(
             "SELECT c.computer_id, c.name, c.group_id, c.client_groups, c.os_version, c.os_description, \
              c.arch, c.manufacturer, c.model, c.client_version, c.last_sync, c.last_report, \
@@ -287,5 +287,242 @@ impl Store {
                  AND s.update_id IN ({REP}))"
             ))?,
         })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// USS side: what downstream servers roll up, kept as sites (`store::sites`'
+// tables), so a server that reports online shows as a report bundle's
+// site does.
+// ---------------------------------------------------------------------------
+
+/// A downstream server as it rolls itself up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolledServer {
+    pub server_id: String,
+    pub name: String,
+    /// When it rolled up (RFC 3339; the spec's LastRollupTime, its clock).
+    pub rollup_time: Option<String>,
+}
+
+/// A computer as a downstream server rolls it up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolledComputer {
+    pub server_id: String,
+    pub computer_id: String,
+    pub last_sync: Option<String>,
+    pub last_report: Option<String>,
+    /// `None` when the rollup carried no details.
+    pub details: Option<RolledDetails>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolledDetails {
+    pub name: String,
+    pub group_id: Option<String>,
+    pub os_description: Option<String>,
+    pub arch: Option<String>,
+}
+
+/// One computer's status as rolled up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolledStatus {
+    pub computer_id: String,
+    pub rollup_number: i32,
+    pub full: bool,
+    /// (update id, state, changed).
+    pub rows: Vec<(String, UpdateState, String)>,
+}
+
+impl Store {
+    /// The RollupResetGuid this server gives its downstream servers (made
+    /// once per store).
+    pub fn rollup_reset_guid(&self) -> Result<String> {
+        self.config_value_or_init("rollup_reset_guid", || uuid::Uuid::new_v4().to_string())
+    }
+
+    /// Rule: a server may roll up when it authorized with this one as a
+    /// downstream server (the DSS table) or is a site already.
+    pub fn rollup_server_known(&self, server_id: &str) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM downstream_servers WHERE server_id = ?1) \
+                 OR EXISTS (SELECT 1 FROM sites WHERE server_id = ?1)",
+                [server_id],
+                |r| r.get(0),
+            )
+            .during("reading the downstream servers")?)
+    }
+
+    /// RollupDownstreamServers: each server becomes (or stays) a site whose
+    /// source is `rollup`, with this server's groups, reportable updates
+    /// and install approvals as its own (a replica's are this server's).
+    /// A rollup older than the one stored is ignored (3.1.4.14).
+    pub fn rollup_record_servers(&self, servers: &[RolledServer]) -> Result<()> {
+        let tx = super::wusp::immediate(self.conn())?;
+        let now = super::now_rfc3339();
+        for s in servers {
+            let stored: Option<String> = tx
+                .query_row(
+                    "SELECT created FROM sites WHERE server_id = ?1 AND source = 'rollup'",
+                    [&s.server_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let when = s.rollup_time.clone().unwrap_or_else(|| now.clone());
+            if stored.as_deref().is_some_and(|t| t > when.as_str()) {
+                continue;
+            }
+            let anchor = self.anchor()?.to_string();
+            tx.execute(
+                "INSERT INTO sites (server_id, name, created, anchor, source, content_check, updated) \
+                 VALUES (?1, ?2, ?3, ?4, 'rollup', 'none', ?5) ON CONFLICT (server_id) DO UPDATE SET \
+                 name = excluded.name, created = excluded.created, anchor = excluded.anchor, \
+                 source = excluded.source, content_check = excluded.content_check, updated = excluded.updated",
+                rusqlite::params![s.server_id, s.name, when, anchor, now],
+            )?;
+            for table in ["site_groups", "site_updates", "site_approvals", "site_content", "site_imports"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE server_id = ?1"), [&s.server_id])?;
+            }
+            tx.execute(
+                "INSERT INTO site_groups (server_id, group_id, name, parent_id) \
+                 SELECT ?1, group_id, name, parent_id FROM groups",
+                [&s.server_id],
+            )?;
+            tx.execute(
+                "INSERT INTO site_updates (server_id, update_id, title) \
+                 SELECT ?1, u.update_id, COALESCE(r.title, '') FROM updates u \
+                 JOIN revisions r ON r.rev_id = u.current_rev \
+                 WHERE u.kind IN ('software', 'driver') AND u.declined = 0",
+                [&s.server_id],
+            )?;
+            tx.execute(
+                "INSERT OR IGNORE INTO site_approvals (server_id, update_id, group_id) \
+                 SELECT ?1, d.update_id, d.group_id FROM deployments d \
+                 JOIN site_updates su ON su.server_id = ?1 AND su.update_id = d.update_id \
+                 WHERE d.removed = 0 AND d.action = 'install'",
+                [&s.server_id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// RollupComputers: records each computer under its server's site.
+    /// Returns the computers whose details are wanted (new here, or moved
+    /// from another server, and sent without details: NewParent). A
+    /// computer whose stored last sync is newer is left alone (3.1.4.15).
+    pub fn rollup_record_computers(&self, computers: &[RolledComputer]) -> Result<Vec<String>> {
+        let tx = super::wusp::immediate(self.conn())?;
+        let mut wanted = Vec::new();
+        for c in computers {
+            let stored: Option<(String, Option<String>)> = tx
+                .query_row(
+                    "SELECT server_id, last_sync FROM site_computers WHERE computer_id = ?1 \
+                     ORDER BY server_id = ?2 DESC LIMIT 1",
+                    [&c.computer_id, &c.server_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let moved = stored.as_ref().is_some_and(|(s, _)| *s != c.server_id);
+            if let Some((_, Some(t))) = &stored
+                && !moved
+                && c.last_sync.as_deref().is_none_or(|n| t.as_str() > n)
+            {
+                continue;
+            }
+            match &c.details {
+                None if stored.is_none() || moved => {
+                    wanted.push(c.computer_id.clone());
+                }
+                None => {
+                    tx.execute(
+                        "UPDATE site_computers SET last_sync = ?3, last_report = ?4 \
+                         WHERE server_id = ?1 AND computer_id = ?2",
+                        rusqlite::params![c.server_id, c.computer_id, c.last_sync, c.last_report],
+                    )?;
+                }
+                Some(d) => {
+                    if moved {
+                        tx.execute("DELETE FROM site_status WHERE computer_id = ?1", [&c.computer_id])?;
+                        tx.execute("DELETE FROM site_computers WHERE computer_id = ?1", [&c.computer_id])?;
+                    }
+                    tx.execute(
+                        "INSERT INTO site_computers (server_id, computer_id, name, group_id, os_description, \
+                         arch, last_sync, last_report) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                         ON CONFLICT (server_id, computer_id) DO UPDATE SET name = excluded.name, \
+                         group_id = excluded.group_id, os_description = excluded.os_description, \
+                         arch = excluded.arch, last_sync = excluded.last_sync, last_report = excluded.last_report",
+                        rusqlite::params![
+                            c.server_id,
+                            c.computer_id,
+                            d.name,
+                            d.group_id.as_deref().unwrap_or(super::UNASSIGNED_COMPUTERS.0),
+                            d.os_description,
+                            d.arch,
+                            c.last_sync,
+                            c.last_report
+                        ],
+                    )?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(wanted)
+    }
+
+    /// GetOutOfSyncComputers: of the computers `server_id` names with the
+    /// last rollup number it sent, those whose number here differs (3.1.4.16).
+    pub fn rollup_out_of_sync(&self, server_id: &str, numbers: &[(String, i32)]) -> Result<Vec<String>> {
+        let mut st = self.conn().prepare_cached(
+            "SELECT rollup_number FROM site_computers WHERE server_id = ?1 AND computer_id = ?2",
+        )?;
+        let mut out = Vec::new();
+        for (id, n) in numbers {
+            let stored: Option<Option<i64>> = st
+                .query_row([server_id, id], |r| r.get(0))
+                .optional()?;
+            if let Some(stored) = stored
+                && stored != Some(i64::from(*n))
+            {
+                out.push(id.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// RollupComputerStatus: per computer of `server_id`'s site, the rollup
+    /// number, and its status rows (all replaced by a full rollup; a row
+    /// older than the one stored is ignored) (3.1.4.17). Computers not
+    /// rolled up first are ignored.
+    pub fn rollup_record_status(&self, server_id: &str, list: &[RolledStatus]) -> Result<()> {
+        let tx = super::wusp::immediate(self.conn())?;
+        for c in list {
+            let n = tx.execute(
+                "UPDATE site_computers SET rollup_number = ?3 WHERE server_id = ?1 AND computer_id = ?2",
+                rusqlite::params![server_id, c.computer_id, c.rollup_number],
+            )?;
+            if n == 0 {
+                continue;
+            }
+            if c.full {
+                tx.execute(
+                    "DELETE FROM site_status WHERE server_id = ?1 AND computer_id = ?2",
+                    [server_id, &c.computer_id],
+                )?;
+            }
+            let mut st = tx.prepare_cached(
+                "INSERT INTO site_status (server_id, computer_id, update_id, state, changed) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (server_id, computer_id, update_id) \
+                 DO UPDATE SET state = excluded.state, changed = excluded.changed \
+                 WHERE excluded.changed >= site_status.changed",
+            )?;
+            for (update, state, changed) in &c.rows {
+                st.execute(rusqlite::params![server_id, c.computer_id, update, state.as_str(), changed])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 }

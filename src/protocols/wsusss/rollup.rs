@@ -221,7 +221,7 @@ pub fn rollup(store: &Store, client: &Client, me: &Identity) -> Step<RollupRepor
         return Ok(report);
     }
     // 3. computers
-    let computers = store.rollup_computers(&url)?;
+    let computers = store.rollup_local_computers(&url)?;
     let list: Vec<ComputerRollup> = computers
         .iter()
         .map(|c| computer_rollup(c, me.server_id, !c.details_sent))
@@ -271,7 +271,7 @@ pub fn rollup(store: &Store, client: &Client, me: &Identity) -> Step<RollupRepor
     }
     // 5. status
     let mut batch: Vec<(msg::ComputerStatusRollup, Option<String>)> = Vec::new();
-    for c in store.rollup_computers(&url)? {
+    for c in store.rollup_local_computers(&url)? {
         let full = c.status_rolled_up.is_none();
         let rows = store.rollup_status(&c.computer_id, c.status_rolled_up.as_deref())?;
         if !full && rows.is_empty() {

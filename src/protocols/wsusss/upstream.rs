@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use uuid::Uuid;
 
+use super::reporting;
 use super::{
     DSS_AUTH_SERVICE_URL, ErrorCode, NIL_GUID, NO_DEADLINE, Operation, PLUGIN_ID, PROTOCOL_VERSION,
 };
@@ -93,7 +94,7 @@ pub struct Uss {
 pub fn routes(store: &Store, opts: UssOptions) -> Result<Routes> {
     let uss = Arc::new(Uss::open(store, opts)?);
     let mut routes = Routes::new();
-    for op in Operation::ALL {
+    for op in Operation::ALL.into_iter().chain(Operation::REPORTING) {
         let uss = uss.clone();
         routes = routes.operation(
             SoapOperation::new(
@@ -106,6 +107,29 @@ pub fn routes(store: &Store, opts: UssOptions) -> Result<Routes> {
         );
     }
     Ok(routes)
+}
+
+/// Batch sizes this server announces in GetRollupConfiguration: a status
+/// batch stays well under the default request body limit (a computer's
+/// status is about 200 bytes per update).
+const ROLLUP_MAX_SERVERS: u32 = 100;
+const ROLLUP_MAX_COMPUTERS: u32 = 500;
+const ROLLUP_MAX_OUT_OF_SYNC: u32 = 1000;
+const ROLLUP_MAX_STATUS: u32 = 5;
+
+/// A SummarizationState as the status rules of `store::wusp` name it
+/// (installed pending a restart counts as installed).
+fn rollup_state(s: reporting::Summarization) -> crate::store::wusp::UpdateState {
+    use crate::store::wusp::UpdateState;
+    match s {
+        reporting::Summarization::NotApplicable => UpdateState::NotApplicable,
+        reporting::Summarization::NotInstalled => UpdateState::Needed,
+        reporting::Summarization::Downloaded => UpdateState::Downloaded,
+        reporting::Summarization::Installed | reporting::Summarization::InstalledPendingReboot => {
+            UpdateState::Installed
+        }
+        reporting::Summarization::Failed => UpdateState::Failed,
+    }
 }
 
 /// A failed call: the fault sent and what the log says.
@@ -219,14 +243,157 @@ impl Uss {
             Operation::GetDeployments => self.get_deployments(store, body),
             Operation::DownloadFiles => self.download_files(store, body),
             Operation::GetRelatedRevisionsForUpdates => self.get_related_revisions(body),
-            Operation::GetRollupConfiguration
-            | Operation::RollupDownstreamServers
-            | Operation::RollupComputers
-            | Operation::GetOutOfSyncComputers
-            | Operation::RollupComputerStatus => Err(Fail::internal("TODO rollup")),
+            Operation::GetRollupConfiguration => self.get_rollup_configuration(store),
+            Operation::RollupDownstreamServers => self.rollup_downstream_servers(store, body),
+            Operation::RollupComputers => self.rollup_computers(store, body),
+            Operation::GetOutOfSyncComputers => self.get_out_of_sync_computers(store, body),
+            Operation::RollupComputerStatus => self.rollup_computer_status(store, body),
         };
         let (body, summary) = result.map_err(|f| Box::new(Refusal::from(f)))?;
         Ok(SoapAnswer { body, summary })
+    }
+
+    // -----------------------------------------------------------------------
+    // Reporting web service: rollup (3.1.4.13-3.1.4.17). What a downstream
+    // server rolls up is kept as a site (`store::rollup`, `store::sites`).
+    // -----------------------------------------------------------------------
+
+    fn get_rollup_configuration(&self, store: &Store) -> CallResult {
+        let mut w = XmlWriter::new();
+        w.start_ns("GetRollupConfigurationResponse", super::SSS_NS);
+        reporting::write_rollup_configuration(
+            &mut w,
+            &reporting::RollupConfiguration {
+                do_detailed_rollup: true,
+                rollup_reset_guid: Uuid::parse_str(&store.rollup_reset_guid()?)
+                    .map_err(|e| Fail::internal(format!("the stored RollupResetGuid: {e}")))?,
+                server_id: self.server_id,
+                max_servers: ROLLUP_MAX_SERVERS,
+                max_computers: ROLLUP_MAX_COMPUTERS,
+                max_out_of_sync: ROLLUP_MAX_OUT_OF_SYNC,
+                max_status: ROLLUP_MAX_STATUS,
+            },
+        );
+        w.end("GetRollupConfigurationResponse");
+        Ok((w.into_string(), String::new()))
+    }
+
+    /// Rule: a rollup names a server that authorized with this one as a
+    /// downstream server, or is a site already (an unknown one is refused,
+    /// where the spec would record it: nobody unknown writes site status).
+    fn rollup_server(&self, store: &Store, id: Uuid, field: &str) -> Result<String, Fail> {
+        let id = if id.is_nil() { self.server_id } else { id };
+        let s = id.to_string();
+        if id == self.server_id || !store.rollup_server_known(&s)? {
+            return Err(Fail::invalid(
+                field,
+                format!("{s} is not a downstream server of this one (it never authorized)"),
+            ));
+        }
+        Ok(s)
+    }
+
+    fn rollup_downstream_servers(&self, store: &Store, body: &Element) -> CallResult {
+        let servers = reporting::read_rollup_downstream_servers(body, ROLLUP_MAX_SERVERS)
+            .map_err(|f| Fail::invalid(&f.field, f.why))?;
+        let mut rows = Vec::with_capacity(servers.len());
+        for s in &servers {
+            rows.push(crate::store::rollup::RolledServer {
+                server_id: self.rollup_server(store, s.server_id, "ServerId")?,
+                name: if s.full_domain_name.trim().is_empty() {
+                    s.server_id.to_string()
+                } else {
+                    s.full_domain_name.trim().to_string()
+                },
+                rollup_time: s.last_rollup.map(xsd_datetime),
+            });
+        }
+        store.rollup_record_servers(&rows)?;
+        let mut w = XmlWriter::new();
+        w.empty_ns("RollupDownstreamServersResponse", super::SSS_NS);
+        Ok((w.into_string(), format!("{} servers", rows.len())))
+    }
+
+    fn rollup_computers(&self, store: &Store, body: &Element) -> CallResult {
+        let list = reporting::read_rollup_computers(body, ROLLUP_MAX_COMPUTERS)
+            .map_err(|f| Fail::invalid(&f.field, f.why))?;
+        let mut rows = Vec::with_capacity(list.len());
+        for c in &list {
+            rows.push(crate::store::rollup::RolledComputer {
+                server_id: self.rollup_server(store, c.parent_server_id, "ParentServerId")?,
+                computer_id: c.computer_id.clone(),
+                last_sync: c.last_sync.map(xsd_datetime),
+                last_report: c.last_reported_status.map(xsd_datetime),
+                details: c.details.as_ref().map(|d| crate::store::rollup::RolledDetails {
+                    name: if d.full_domain_name.is_empty() {
+                        c.computer_id.clone()
+                    } else {
+                        d.full_domain_name.clone()
+                    },
+                    group_id: d.target_group_ids.first().map(Uuid::to_string),
+                    os_description: Some(d.os_description.clone()).filter(|s| !s.is_empty()),
+                    arch: Some(d.processor_architecture.clone()).filter(|s| !s.is_empty()),
+                }),
+            });
+        }
+        let wanted = store.rollup_record_computers(&rows)?;
+        let changes: Vec<(String, reporting::ComputerChange)> = wanted
+            .into_iter()
+            .map(|id| (id, reporting::ComputerChange::NewParent))
+            .collect();
+        let mut w = XmlWriter::new();
+        w.start_ns("RollupComputersResponse", super::SSS_NS);
+        reporting::write_rollup_computers_result(&mut w, &changes);
+        w.end("RollupComputersResponse");
+        Ok((
+            w.into_string(),
+            format!("{} computers, {} asked for details", rows.len(), changes.len()),
+        ))
+    }
+
+    fn get_out_of_sync_computers(&self, store: &Store, body: &Element) -> CallResult {
+        let (parent, numbers) =
+            reporting::read_get_out_of_sync_computers(body, ROLLUP_MAX_OUT_OF_SYNC)
+                .map_err(|f| Fail::invalid(&f.field, f.why))?;
+        let server = self.rollup_server(store, parent, "parentServerId")?;
+        let stale = store.rollup_out_of_sync(&server, &numbers)?;
+        let mut w = XmlWriter::new();
+        w.start_ns("GetOutOfSyncComputersResponse", super::SSS_NS);
+        reporting::write_out_of_sync_result(&mut w, &stale);
+        w.end("GetOutOfSyncComputersResponse");
+        Ok((w.into_string(), format!("{} out of sync", stale.len())))
+    }
+
+    fn rollup_computer_status(&self, store: &Store, body: &Element) -> CallResult {
+        let (parent, list) = reporting::read_rollup_computer_status(body, ROLLUP_MAX_STATUS)
+            .map_err(|f| Fail::invalid(&f.field, f.why))?;
+        let server = self.rollup_server(store, parent, "parentServerId")?;
+        let now = xsd_datetime(unix_now());
+        let rows: Vec<crate::store::rollup::RolledStatus> = list
+            .iter()
+            .map(|c| crate::store::rollup::RolledStatus {
+                computer_id: c.computer_id.clone(),
+                rollup_number: c.rollup_number,
+                full: c.full,
+                rows: c
+                    .statuses
+                    .iter()
+                    .map(|u| {
+                        (
+                            u.update_id.to_string(),
+                            rollup_state(u.state),
+                            u.last_change.map(xsd_datetime).unwrap_or_else(|| now.clone()),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        store.rollup_record_status(&server, &rows)?;
+        let mut w = XmlWriter::new();
+        w.start_ns("RollupComputerStatusResponse", super::SSS_NS);
+        reporting::write_rollup_computer_status_result(&mut w, true);
+        w.end("RollupComputerStatusResponse");
+        Ok((w.into_string(), format!("{} computers", rows.len())))
     }
 
     // -----------------------------------------------------------------------

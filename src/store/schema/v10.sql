@@ -23,3 +23,7 @@ CREATE TABLE rollup_computers (
     deleted          INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (upstream_url, computer_id)
 ) WITHOUT ROWID;
+
+-- USS side: the last status RollupNumber a downstream server sent for each
+-- computer of its site (GetOutOfSyncComputers compares it).
+ALTER TABLE site_computers ADD COLUMN rollup_number INTEGER;
