@@ -125,7 +125,23 @@ fn a_replica_rolls_its_clients_up_and_the_upstream_shows_it_as_a_site() {
     let remote = gs(&hq, &["report", "computers", "--site", "plant", "--json"])
         .ok()
         .json();
-    assert_eq!(rows(remote), rows(local));
+    assert_eq!(rows(remote), rows(local.clone()));
+
+    // The console's per-site compliance shows the same numbers.
+    let hq_store = gapsync::store::Store::open_read_only(&hq).expect("open");
+    let per_site = hq_store.site_compliance().expect("site compliance");
+    let mut sums = serde_json::Map::new();
+    for row in local.as_array().expect("rows") {
+        for k in ["installed", "needed", "failed", "not_applicable", "unknown"] {
+            let v = sums.get(k).and_then(Value::as_i64).unwrap_or(0) + row[k].as_i64().unwrap_or(0);
+            sums.insert(k.into(), v.into());
+        }
+    }
+    assert_eq!(per_site.len(), 1);
+    assert_eq!(serde_json::to_value(per_site[0].counts).unwrap(), Value::Object(sums));
+    let page = gapsync::console::pages::compliance(&hq_store).expect("page");
+    assert!(page.contains("<th scope=\"row\">plant</th><td class=\"num\">2</td>"), "{page}");
+    drop(hq_store);
 
     // Nothing changed: no status is sent again. A new client: only its
     // status, in full.

@@ -109,22 +109,21 @@ pub fn or_dash(v: Option<&str>) -> String {
     }
 }
 
-/// The status names in display order, with their CSS class.
-pub const STATES: [(&str, &str); 6] = [
+/// The status names in display order, with their CSS class (the counting
+/// rules of `store::reports`: downloaded counts as needed).
+pub const STATES: [(&str, &str); 5] = [
     ("installed", "Installed"),
-    ("downloaded", "Downloaded"),
     ("needed", "Needed"),
     ("failed", "Failed"),
     ("not_applicable", "Not applicable"),
     ("unknown", "No status"),
 ];
 
-/// A horizontal stacked bar (SVG) of the six status counts, with a text
+/// A horizontal stacked bar (SVG) of the five status counts, with a text
 /// alternative; widths are percentages of the total.
-pub fn state_bar(c: &crate::store::console::StateCounts, label: &str) -> String {
+pub fn state_bar(c: &crate::store::reports::StatusCounts, label: &str) -> String {
     let values = [
         c.installed,
-        c.downloaded,
         c.needed,
         c.failed,
         c.not_applicable,

@@ -452,7 +452,6 @@ pub fn update_detail(store: &Store, id: &str, csrf: &str) -> Result<String> {
     s.push_str("\n<ul class=\"legend\">\n");
     let vals = [
         c.installed,
-        c.downloaded,
         c.needed,
         c.failed,
         c.not_applicable,
@@ -517,11 +516,11 @@ pub fn update_detail(store: &Store, id: &str, csrf: &str) -> Result<String> {
     Ok(s)
 }
 
-fn counts_cells(c: &crate::store::console::StateCounts) -> String {
+fn counts_cells(c: &crate::store::reports::StatusCounts) -> String {
     format!(
         "<td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>",
         c.installed,
-        c.needed + c.downloaded,
+        c.needed,
         c.failed,
         c.not_applicable
     )
@@ -648,7 +647,7 @@ pub fn compliance(store: &Store) -> Result<String> {
     let rows = store.group_compliance()?;
     let mut s = String::from(
         "<h1>Compliance</h1>\n<p>Per group: each computer of the group times each update approved for install for the group (or a group above it), by the status the computer reported. \
-         Per-site rows come with site reports.</p>\n<p><a href=\"/compliance.csv\" download>Download as CSV</a></p>\n\
+         Per site: each computer of the site times each of the site's reportable updates, from the site's latest report (by media or rollup).</p>\n<p><a href=\"/compliance.csv\" download>Download as CSV</a></p>\n\
          <ul class=\"legend\">\n",
     );
     for (cls, name) in STATES {
@@ -671,11 +670,33 @@ pub fn compliance(store: &Store) -> Result<String> {
         );
     }
     s.push_str("</tbody>\n</table>\n");
+    let sites = store.site_compliance()?;
+    s.push_str("<h2 id=\"h-sites\">Per site</h2>\n");
+    if sites.is_empty() {
+        s.push_str("<p>No site has reported yet (<code>gapsync import</code> a site's report bundle, or a replica's <code>sync</code> rolls up).</p>\n");
+        return Ok(s);
+    }
+    s.push_str("<table class=\"compliance\" aria-labelledby=\"h-sites\">\n<thead><tr><th scope=\"col\">Site</th><th scope=\"col\">Computers</th><th scope=\"col\">Last report</th><th scope=\"col\">Chart</th><th scope=\"col\">Installed</th><th scope=\"col\">Needed</th><th scope=\"col\">Failed</th><th scope=\"col\">Not applicable</th><th scope=\"col\">No status</th><th scope=\"col\">Compliant</th></tr></thead>\n<tbody>\n");
+    for site in &sites {
+        let c = &site.counts;
+        let _ = writeln!(
+            s,
+            "<tr><th scope=\"row\">{}</th><td class=\"num\">{}</td><td>{}</td><td class=\"chart\">{}</td>{}<td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            esc(&site.site),
+            site.computers,
+            esc(&site.last_report),
+            state_bar(c, &site.site),
+            counts_cells(c),
+            c.unknown,
+            percent(c)
+        );
+    }
+    s.push_str("</tbody>\n</table>\n");
     Ok(s)
 }
 
 /// Installed or not applicable, of all pairs; a dash with none.
-fn percent(c: &crate::store::console::StateCounts) -> String {
+fn percent(c: &crate::store::reports::StatusCounts) -> String {
     let t = c.total();
     if t == 0 {
         "&#8212;".into()
@@ -704,19 +725,33 @@ fn csv_field(s: &str) -> String {
 
 pub fn compliance_csv(store: &Store) -> Result<String> {
     let mut s = String::from(
-        "group_id,group,computers,approved_updates,installed,downloaded,needed,failed,not_applicable,no_status\r\n",
+        "kind,id,name,computers,approved_updates,installed,needed,failed,not_applicable,no_status\r\n",
     );
     for g in store.group_compliance()? {
         let c = g.counts;
         let _ = write!(
             s,
-            "{},{},{},{},{},{},{},{},{},{}\r\n",
+            "group,{},{},{},{},{},{},{},{},{}\r\n",
             g.group_id,
             csv_field(&g.group),
             g.computers,
             g.approved_updates,
             c.installed,
-            c.downloaded,
+            c.needed,
+            c.failed,
+            c.not_applicable,
+            c.unknown
+        );
+    }
+    for site in store.site_compliance()? {
+        let c = site.counts;
+        let _ = write!(
+            s,
+            "site,{},{},{},,{},{},{},{},{}\r\n",
+            site.server_id,
+            csv_field(&site.site),
+            site.computers,
+            c.installed,
             c.needed,
             c.failed,
             c.not_applicable,

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::store::Store;
+use crate::store::reports::{ReportSource, StatusCounts};
 
 /// `config` key: the console password, an Argon2id PHC string.
 pub const PASSWORD_HASH: &str = "console.password_hash";
@@ -81,39 +82,18 @@ pub struct ComputerRow {
     pub last_sync: Option<String>,
     pub last_report: Option<String>,
     pub added: String,
-    pub counts: StateCounts,
+    pub counts: StatusCounts,
 }
 
-/// Counts by status.
-#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq, Eq)]
-pub struct StateCounts {
-    pub installed: i64,
-    pub needed: i64,
-    pub downloaded: i64,
-    pub failed: i64,
-    pub not_applicable: i64,
-    pub unknown: i64,
-}
-
-impl StateCounts {
-    fn add(&mut self, state: &str, n: i64) {
-        match state {
-            "installed" => self.installed += n,
-            "needed" => self.needed += n,
-            "downloaded" => self.downloaded += n,
-            "failed" => self.failed += n,
-            "not_applicable" => self.not_applicable += n,
-            _ => self.unknown += n,
-        }
-    }
-    pub fn total(&self) -> i64 {
-        self.installed
-            + self.needed
-            + self.downloaded
-            + self.failed
-            + self.not_applicable
-            + self.unknown
-    }
+/// Compliance of one site (its latest report or rollup): the sums of its
+/// computers' `report computers` counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteCompliance {
+    pub server_id: String,
+    pub site: String,
+    pub last_report: String,
+    pub computers: i64,
+    pub counts: StatusCounts,
 }
 
 /// Compliance of one group.
@@ -124,7 +104,7 @@ pub struct GroupCompliance {
     pub computers: i64,
     /// Updates approved for install for the group (or a group above it).
     pub approved_updates: i64,
-    pub counts: StateCounts,
+    pub counts: StatusCounts,
 }
 
 /// A trusted key as the overview shows it.
@@ -319,14 +299,14 @@ impl Store {
     }
 
     /// How many computers reported each status for one update.
-    pub fn update_state_counts(&self, update_id: &str) -> Result<StateCounts> {
+    pub fn update_state_counts(&self, update_id: &str) -> Result<StatusCounts> {
         let mut st = self.conn().prepare_cached(
             "SELECT state, COUNT(*) FROM wusp_status WHERE update_id = ?1 GROUP BY state",
         )?;
         let rows = st.query_map([update_id], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
         })?;
-        let mut c = StateCounts::default();
+        let mut c = StatusCounts::default();
         for row in rows {
             let (s, n) = row?;
             c.add(&s, n);
@@ -355,21 +335,18 @@ impl Store {
                 last_sync: r.get(5)?,
                 last_report: r.get(6)?,
                 added: r.get(7)?,
-                counts: StateCounts::default(),
+                counts: StatusCounts::default(),
             })
         })?;
         let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut st = self.conn().prepare_cached(
-            "SELECT state, COUNT(*) FROM wusp_status WHERE computer_id = ?1 GROUP BY state",
-        )?;
+        // The counts of `report computers` (one counting rule).
+        let counts: std::collections::HashMap<String, StatusCounts> = self
+            .report_computers(None)?
+            .into_iter()
+            .map(|r| (r.computer_id, r.counts))
+            .collect();
         for c in &mut out {
-            let rows = st.query_map([&c.id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })?;
-            for row in rows {
-                let (s, n) = row?;
-                c.counts.add(&s, n);
-            }
+            c.counts = counts.get(&c.id).copied().unwrap_or_default();
         }
         Ok(out)
     }
@@ -418,6 +395,25 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    /// Compliance per site (sites of `store::sites`), by name.
+    pub fn site_compliance(&self) -> Result<Vec<SiteCompliance>> {
+        let mut out = Vec::new();
+        for site in self.sites_list()? {
+            let mut counts = StatusCounts::default();
+            for c in self.report_computers_of(ReportSource::Site(&site.server_id), None)? {
+                counts.add_all(&c.counts);
+            }
+            out.push(SiteCompliance {
+                server_id: site.server_id,
+                site: site.site,
+                last_report: site.last_report,
+                computers: site.computers,
+                counts,
+            });
+        }
+        Ok(out)
+    }
+
     /// Compliance per group (see the module rules), groups by name.
     pub fn group_compliance(&self) -> Result<Vec<GroupCompliance>> {
         let mut out = Vec::new();
@@ -434,7 +430,7 @@ impl Store {
                 group: r.get(1)?,
                 computers: r.get(2)?,
                 approved_updates: r.get(3)?,
-                counts: StateCounts::default(),
+                counts: StatusCounts::default(),
             })
         })?;
         for row in rows {

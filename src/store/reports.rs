@@ -41,7 +41,7 @@ pub struct StatusCounts {
 impl StatusCounts {
     /// Adds `n` pairs in the stored state `state` (the module's counting
     /// rule).
-    fn add(&mut self, state: &str, n: i64) {
+    pub(crate) fn add(&mut self, state: &str, n: i64) {
         match state {
             "installed" => self.installed += n,
             "needed" | "downloaded" => self.needed += n,
@@ -49,6 +49,20 @@ impl StatusCounts {
             "not_applicable" => self.not_applicable += n,
             _ => self.unknown += n,
         }
+    }
+
+    /// Adds another set of counts.
+    pub fn add_all(&mut self, o: &StatusCounts) {
+        self.installed += o.installed;
+        self.needed += o.needed;
+        self.failed += o.failed;
+        self.not_applicable += o.not_applicable;
+        self.unknown += o.unknown;
+    }
+
+    /// Every pair counted, status or not.
+    pub fn total(&self) -> i64 {
+        self.known() + self.unknown
     }
 
     /// Pairs with a stored status.
