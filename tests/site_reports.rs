@@ -423,6 +423,26 @@ fn report_chain_rules_leave_hq_unchanged() {
     };
     // Gap: seq 2 is missing.
     refused(&r3, &[], "gap");
+    // A crash before the report's transaction commits leaves nothing.
+    let before = hq_sites(hq);
+    let crashed = common::gs_env(
+        hq,
+        &["import", p(&r1)],
+        &[("GAPSYNC_FAILPOINT", "report-import-before-commit")],
+    );
+    assert_ne!(crashed.code, 0, "{}", crashed.stderr);
+    assert!(
+        crashed
+            .stderr
+            .contains("failpoint report-import-before-commit"),
+        "{}",
+        crashed.stderr
+    );
+    assert_eq!(hq_sites(hq), before);
+    // `verify` with HQ's store places the report in its chain.
+    let v = gs(hq, &["verify", p(&r1)]).ok().stdout;
+    assert!(v.contains("the first link from its source"), "{v}");
+    gs(hq, &["verify", p(&r3)]).fails(3, "[gap]");
     gs(hq, &["import", p(&r1)]).ok();
     refused(&r3, &[], "gap");
     gs(hq, &["import", p(&r2)]).ok();
