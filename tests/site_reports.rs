@@ -106,6 +106,11 @@ impl Loop {
 
     /// The plant's report `name` to `hq` (with `extra` flags).
     fn report_out(&self, name: &str, extra: &[&str]) -> PathBuf {
+        self.report_to(name, "hq", extra)
+    }
+
+    /// The plant's report `name` to destination `to`.
+    fn report_to(&self, name: &str, to: &str, extra: &[&str]) -> PathBuf {
         let dir = self.lab.root.join(name);
         let mut args = vec![
             "export",
@@ -113,7 +118,7 @@ impl Loop {
             "--key",
             p(&self.site_key),
             "--to",
-            "hq",
+            to,
             "--out",
             p(&dir),
         ];
@@ -394,9 +399,47 @@ fn the_monthly_loop_bundle_in_report_out() {
     assert_eq!(m2["seq"], 2);
     assert_eq!(m2["from_anchor"], manifest["to_anchor"]);
     assert_eq!(m2["report"]["content_missing"], 0);
+    // Events: the first report carried the clients' events; the second,
+    // with no client activity since, none.
+    assert!(
+        manifest["report"]["events"].as_u64().unwrap() > 0,
+        "{manifest}"
+    );
+    assert_eq!(m2["report"]["events"], 0, "{m2}");
     gs(hq, &["import", p(&r2)]).ok();
     let row = &json(hq, &["sites", "list", "--json"])[0];
     assert_eq!(row["bundles_behind"], 0);
+
+    // The receipt checks presence and size; --hash-content finds a file
+    // changed in place too (each to a destination of its own).
+    let victim = &files[1];
+    let mut bytes = fs::read(victim).unwrap();
+    bytes[0] ^= 0xff;
+    fs::write(victim, &bytes).unwrap();
+    let victim_sha1 = victim
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .to_ascii_uppercase();
+    let receipt = |dir: &Path| -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(&fs::read(dir.join("report.json")).unwrap())
+            .unwrap()["receipt"]
+            .clone()
+    };
+    let sized = l.report_to("r-size", "audit", &[]);
+    let r = receipt(&sized);
+    assert_eq!(r["check"], "size");
+    assert!(
+        r["held"]
+            .as_array()
+            .unwrap()
+            .contains(&victim_sha1.clone().into()),
+        "{r}"
+    );
+    let hashed = l.report_to("r-hash", "audit2", &["--hash-content"]);
+    let r = receipt(&hashed);
+    assert_eq!(r["check"], "digest");
+    assert_eq!(r["corrupt"], serde_json::json!([victim_sha1]), "{r}");
     let _ = b1;
 }
 
