@@ -77,7 +77,9 @@ pub enum Error {
     UnknownComputer(String),
     #[error("{name:?} names several computers ({ids}); name one by its id")]
     AmbiguousComputer { name: String, ids: String },
-    #[error("unknown site {0:?} (neither a site's server id nor its name; `gapsync sites list` shows them)")]
+    #[error(
+        "unknown site {0:?} (neither a site's server id nor its name; `gapsync sites list` shows them)"
+    )]
     UnknownSite(String),
     #[error("{name:?} names several sites ({ids}); name one by its server id")]
     AmbiguousSite { name: String, ids: String },

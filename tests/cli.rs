@@ -967,7 +967,11 @@ fn demo_runs_the_whole_air_gap_loop_in_a_fresh_folder() {
     assert!(out.status.success());
     // The demo ends with the site's report imported at the connected
     // server and its per-site compliance table.
-    assert!(r.stdout.contains("12. export --report at the site"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("12. export --report at the site"),
+        "{}",
+        r.stdout
+    );
     let table = r
         .stdout
         .split("per-site compliance at the connected server")
@@ -984,7 +988,13 @@ fn demo_runs_the_whole_air_gap_loop_in_a_fresh_folder() {
     assert_eq!(
         gs(
             &run.join("connected"),
-            &["report", "updates", "--site", "plant-disconnected", "--json"]
+            &[
+                "report",
+                "updates",
+                "--site",
+                "plant-disconnected",
+                "--json"
+            ]
         )
         .ok()
         .json(),

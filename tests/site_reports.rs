@@ -106,6 +106,11 @@ impl Loop {
 
     /// The plant's report `name` to `hq` (with `extra` flags).
     fn report_out(&self, name: &str, extra: &[&str]) -> PathBuf {
+        self.report_to(name, "hq", extra)
+    }
+
+    /// The plant's report `name` to destination `to`.
+    fn report_to(&self, name: &str, to: &str, extra: &[&str]) -> PathBuf {
         let dir = self.lab.root.join(name);
         let mut args = vec![
             "export",
@@ -113,7 +118,7 @@ impl Loop {
             "--key",
             p(&self.site_key),
             "--to",
-            "hq",
+            to,
             "--out",
             p(&dir),
         ];
@@ -235,8 +240,8 @@ fn the_monthly_loop_bundle_in_report_out() {
         .output()
         .expect("minisign is installed");
     assert!(out.status.success(), "{out:?}");
-    let comment = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let comment =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let manifest: serde_json::Value =
         serde_json::from_slice(&fs::read(r1.join("manifest.json")).unwrap()).unwrap();
     assert!(
@@ -246,7 +251,10 @@ fn the_monthly_loop_bundle_in_report_out() {
         )),
         "{comment}"
     );
-    assert_eq!((manifest["version"].as_u64(), manifest["kind"].as_str()), (Some(4), Some("report")));
+    assert_eq!(
+        (manifest["version"].as_u64(), manifest["kind"].as_str()),
+        (Some(4), Some("report"))
+    );
     let out = Command::new("sha256sum")
         .args(["-c", "SHA256SUMS"])
         .current_dir(&r1)
@@ -255,13 +263,20 @@ fn the_monthly_loop_bundle_in_report_out() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).matches(": OK").count(),
-        fs::read_to_string(r1.join("SHA256SUMS")).unwrap().lines().count()
+        fs::read_to_string(r1.join("SHA256SUMS"))
+            .unwrap()
+            .lines()
+            .count()
     );
-    let v = gs_plain(&["verify", p(&r1), "--trust", p(&l.site_pub), "--json"]).ok().json();
+    let v = gs_plain(&["verify", p(&r1), "--trust", p(&l.site_pub), "--json"])
+        .ok()
+        .json();
     assert_eq!(v["kind"], "report");
     // A data import of the report is refused, naming the kind; `import`
     // recognises it.
-    let lib = gapsync::airgap::report::peek_kind(&gapsync::airgap::format::Layout::discover(&r1).unwrap());
+    let lib = gapsync::airgap::report::peek_kind(
+        &gapsync::airgap::format::Layout::discover(&r1).unwrap(),
+    );
     assert_eq!(lib, Some(gapsync::airgap::format::BundleKind::Report));
 
     let before_plan = json(hq, &["export", "--dry-run", "--to", "plant", "--json"]);
@@ -278,7 +293,13 @@ fn the_monthly_loop_bundle_in_report_out() {
         &["report", "updates", "--json"][..],
         &["report", "updates", "--approved", "--json"],
         &["report", "computers", "--json"],
-        &["report", "computers", "--group", "Unassigned Computers", "--json"],
+        &[
+            "report",
+            "computers",
+            "--group",
+            "Unassigned Computers",
+            "--json",
+        ],
     ] {
         let site_own = json(plant, args);
         let mut at_hq: Vec<&str> = args.to_vec();
@@ -308,33 +329,66 @@ fn the_monthly_loop_bundle_in_report_out() {
     // Without --site: the roll-up (HQ has no computers of its own).
     let rollup = json(hq, &["report", "computers", "--json"]);
     assert_eq!(rollup.as_array().unwrap().len(), 2);
-    assert!(rollup.as_array().unwrap().iter().all(|r| r["site"] == "plant"));
+    assert!(
+        rollup
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["site"] == "plant")
+    );
 
     // HQ's next export: the lost file goes again; a full one skips what
     // the plant holds.
     let plan = json(hq, &["export", "--dry-run", "--to", "plant", "--json"]);
     assert_eq!(plan["receipt_sites"], serde_json::json!(["plant"]));
     let c = &plan["content_plan"];
-    assert_eq!((c["resent_files"].as_u64(), c["resent_bytes"].as_u64()), (Some(1), Some(lost_size)), "{plan}");
+    assert_eq!(
+        (c["resent_files"].as_u64(), c["resent_bytes"].as_u64()),
+        (Some(1), Some(lost_size)),
+        "{plan}"
+    );
     assert_eq!(c["new_files"], 0, "{plan}");
-    let full = json(hq, &["export", "--dry-run", "--to", "plant", "--full", "--json"]);
+    let full = json(
+        hq,
+        &["export", "--dry-run", "--to", "plant", "--full", "--json"],
+    );
     let c = &full["content_plan"];
     let held = (files.len() - 1) as u64;
     assert_eq!(c["skipped_files"].as_u64(), Some(held), "{full}");
     assert_eq!(c["resent_files"], 1, "{full}");
     assert_eq!(c["new_files"], 0, "{full}");
     // The text plan says the same and writes nothing.
-    let text = gs(hq, &["export", "--dry-run", "--to", "plant"]).ok().stdout;
-    assert!(text.contains("re-sent 1") && text.contains("nothing was written"), "{text}");
-    assert_eq!(gs(hq, &["exports", "list", "--json"]).ok().json().as_array().unwrap().len(), 2);
+    let text = gs(hq, &["export", "--dry-run", "--to", "plant"])
+        .ok()
+        .stdout;
+    assert!(
+        text.contains("re-sent 1") && text.contains("nothing was written"),
+        "{text}"
+    );
+    assert_eq!(
+        gs(hq, &["exports", "list", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
     // The real export carries exactly the lost file; the plant gets it back.
     let b3 = l.bundle_in("b-0003", &[]);
     assert_eq!(
-        fs::read_to_string(b3.join("content.json")).unwrap().matches("\"sha1\"").count(),
+        fs::read_to_string(b3.join("content.json"))
+            .unwrap()
+            .matches("\"sha1\"")
+            .count(),
         1
     );
-    assert!(fs::read_to_string(b3.join("content.json")).unwrap().contains(&lost_sha1));
+    assert!(
+        fs::read_to_string(b3.join("content.json"))
+            .unwrap()
+            .contains(&lost_sha1)
+    );
     assert!(lost.is_file());
     gs(plant, &["check"]).ok();
 
@@ -345,9 +399,47 @@ fn the_monthly_loop_bundle_in_report_out() {
     assert_eq!(m2["seq"], 2);
     assert_eq!(m2["from_anchor"], manifest["to_anchor"]);
     assert_eq!(m2["report"]["content_missing"], 0);
+    // Events: the first report carried the clients' events; the second,
+    // with no client activity since, none.
+    assert!(
+        manifest["report"]["events"].as_u64().unwrap() > 0,
+        "{manifest}"
+    );
+    assert_eq!(m2["report"]["events"], 0, "{m2}");
     gs(hq, &["import", p(&r2)]).ok();
     let row = &json(hq, &["sites", "list", "--json"])[0];
     assert_eq!(row["bundles_behind"], 0);
+
+    // The receipt checks presence and size; --hash-content finds a file
+    // changed in place too (each to a destination of its own).
+    let victim = &files[1];
+    let mut bytes = fs::read(victim).unwrap();
+    bytes[0] ^= 0xff;
+    fs::write(victim, &bytes).unwrap();
+    let victim_sha1 = victim
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .to_ascii_uppercase();
+    let receipt = |dir: &Path| -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(&fs::read(dir.join("report.json")).unwrap())
+            .unwrap()["receipt"]
+            .clone()
+    };
+    let sized = l.report_to("r-size", "audit", &[]);
+    let r = receipt(&sized);
+    assert_eq!(r["check"], "size");
+    assert!(
+        r["held"]
+            .as_array()
+            .unwrap()
+            .contains(&victim_sha1.clone().into()),
+        "{r}"
+    );
+    let hashed = l.report_to("r-hash", "audit2", &["--hash-content"]);
+    let r = receipt(&hashed);
+    assert_eq!(r["check"], "digest");
+    assert_eq!(r["corrupt"], serde_json::json!([victim_sha1]), "{r}");
     let _ = b1;
 }
 
@@ -374,6 +466,26 @@ fn report_chain_rules_leave_hq_unchanged() {
     };
     // Gap: seq 2 is missing.
     refused(&r3, &[], "gap");
+    // A crash before the report's transaction commits leaves nothing.
+    let before = hq_sites(hq);
+    let crashed = common::gs_env(
+        hq,
+        &["import", p(&r1)],
+        &[("GAPSYNC_FAILPOINT", "report-import-before-commit")],
+    );
+    assert_ne!(crashed.code, 0, "{}", crashed.stderr);
+    assert!(
+        crashed
+            .stderr
+            .contains("failpoint report-import-before-commit"),
+        "{}",
+        crashed.stderr
+    );
+    assert_eq!(hq_sites(hq), before);
+    // `verify` with HQ's store places the report in its chain.
+    let v = gs(hq, &["verify", p(&r1)]).ok().stdout;
+    assert!(v.contains("the first link from its source"), "{v}");
+    gs(hq, &["verify", p(&r3)]).fails(3, "[gap]");
     gs(hq, &["import", p(&r1)]).ok();
     refused(&r3, &[], "gap");
     gs(hq, &["import", p(&r2)]).ok();
@@ -381,7 +493,16 @@ fn report_chain_rules_leave_hq_unchanged() {
     let fork = l.lab.root.join("r-fork");
     gs(
         &twin,
-        &["export", "--report", "--key", p(&l.site_key), "--to", "hq", "--out", p(&fork)],
+        &[
+            "export",
+            "--report",
+            "--key",
+            p(&l.site_key),
+            "--to",
+            "hq",
+            "--out",
+            p(&fork),
+        ],
     )
     .ok();
     refused(&fork, &[], "fork");
@@ -416,7 +537,20 @@ fn report_chain_rules_leave_hq_unchanged() {
     refused(&r3, &[], "replay");
     // Own bundle: HQ's own report, signed by a key it trusts.
     let own = l.lab.root.join("r-own");
-    gs(hq, &["export", "--report", "--key", p(&l.lab.key), "--to", "x", "--out", p(&own)]).ok();
+    gs(
+        hq,
+        &[
+            "export",
+            "--report",
+            "--key",
+            p(&l.lab.key),
+            "--to",
+            "x",
+            "--out",
+            p(&own),
+        ],
+    )
+    .ok();
     gs(hq, &["trust", "add", p(&l.lab.pubkey), "--label", "hq-own"]).ok();
     refused(&own, &[], "own-bundle");
     // A data import of a report refuses with the kind (through the
@@ -445,9 +579,34 @@ fn report_chain_rules_leave_hq_unchanged() {
         assert_eq!(hq_sites(hq), before);
     }
     // Usage errors exit 2 before any work.
-    gs(plant, &["export", "--report", "--to", "hq", "--out", "x", "--volume-size", "4G", "--key", p(&l.site_key)])
-        .fails(2, "--volume-size");
-    gs(plant, &["export", "--hash-content", "--key", p(&l.site_key), "--out", "y"]).fails(2, "--report");
+    gs(
+        plant,
+        &[
+            "export",
+            "--report",
+            "--to",
+            "hq",
+            "--out",
+            "x",
+            "--volume-size",
+            "4G",
+            "--key",
+            p(&l.site_key),
+        ],
+    )
+    .fails(2, "--volume-size");
+    gs(
+        plant,
+        &[
+            "export",
+            "--hash-content",
+            "--key",
+            p(&l.site_key),
+            "--out",
+            "y",
+        ],
+    )
+    .fails(2, "--report");
     gs(hq, &["report", "updates", "--site", "nowhere"]).fails(1, "unknown site");
 }
 
@@ -464,7 +623,17 @@ fn a_report_signed_by_a_revoked_key_is_refused() {
     let (_t, root) = common::new_store("root", "autonomous");
     let root_key = l.lab.root.join("root");
     gs_plain(&["key", "generate", "--out", p(&root_key)]).ok();
-    gs(hq, &["trust", "add", p(&root_key.with_extension("pub")), "--label", "root"]).ok();
+    gs(
+        hq,
+        &[
+            "trust",
+            "add",
+            p(&root_key.with_extension("pub")),
+            "--label",
+            "root",
+        ],
+    )
+    .ok();
     let site_key_id = json(hq, &["trust", "list", "--json"])
         .as_array()
         .unwrap()
@@ -474,11 +643,30 @@ fn a_report_signed_by_a_revoked_key_is_refused() {
         .unwrap();
     gs(
         &root,
-        &["trust", "statement", "--key", p(&root_key.with_extension("key")), "--revoke", &site_key_id],
+        &[
+            "trust",
+            "statement",
+            "--key",
+            p(&root_key.with_extension("key")),
+            "--revoke",
+            &site_key_id,
+        ],
     )
     .ok();
     let rb = l.lab.root.join("root-b1");
-    gs(&root, &["export", "--key", p(&root_key.with_extension("key")), "--to", "hq", "--out", p(&rb)]).ok();
+    gs(
+        &root,
+        &[
+            "export",
+            "--key",
+            p(&root_key.with_extension("key")),
+            "--to",
+            "hq",
+            "--out",
+            p(&rb),
+        ],
+    )
+    .ok();
     gs(hq, &["import", p(&rb)]).ok();
     let before = hq_sites(hq);
     gs(hq, &["import", p(&r1)]).fails(3, "[revoked-key]");

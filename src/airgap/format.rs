@@ -932,7 +932,9 @@ pub fn parse_manifest(bytes: &[u8], dir: &Path) -> Result<Manifest> {
 /// present exactly in a report's manifest.
 fn check_kind_version(m: &Manifest, dir: &Path) -> Result<()> {
     let v4_kind = is_version_4_kind(m.kind);
-    if v4_kind != (m.version == VERSION_KINDS) || (m.kind == BundleKind::Report) != m.report.is_some() {
+    if v4_kind != (m.version == VERSION_KINDS)
+        || (m.kind == BundleKind::Report) != m.report.is_some()
+    {
         return Err(Error::verification(
             "malformed-manifest",
             format!(
@@ -940,7 +942,11 @@ fn check_kind_version(m: &Manifest, dir: &Path) -> Result<()> {
                 dir.display(),
                 m.kind,
                 m.version,
-                if m.report.is_some() { " with a report object" } else { "" }
+                if m.report.is_some() {
+                    " with a report object"
+                } else {
+                    ""
+                }
             ),
         ));
     }

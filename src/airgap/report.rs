@@ -86,14 +86,10 @@ pub fn export_report(
     let (mut partial, out_parent) = begin_partial(opts.out)?;
     let last = store.last_report_export(opts.destination)?;
     let continues = last.as_ref().filter(|_| !opts.full);
-    let (report, marks) = store.read_site_report(
-        continues.map(|l| &l.event_marks),
-        opts.check,
-        progress,
-    )?;
+    let (report, marks) =
+        store.read_site_report(continues.map(|l| &l.event_marks), opts.check, progress)?;
     fs::create_dir_all(&partial.path).map_err(|e| Error::io(&partial.path, e))?;
-    let bytes =
-        serde_json::to_vec(&report).map_err(|e| Error::invalid("report", e.to_string()))?;
+    let bytes = serde_json::to_vec(&report).map_err(|e| Error::invalid("report", e.to_string()))?;
     export::write_file(&partial.path.join(REPORT_ENTRY), &bytes)?;
     let now = time::OffsetDateTime::now_utc();
     let info = store.info().clone();
@@ -174,8 +170,8 @@ pub fn peek_kind(layout: &Layout) -> Option<BundleKind> {
         kind: BundleKind,
     }
     let first = layout.volumes.first()?;
-    let bytes = format::read_small(&first.join(MANIFEST), MAX_MANIFEST_BYTES, "oversized-file")
-        .ok()?;
+    let bytes =
+        format::read_small(&first.join(MANIFEST), MAX_MANIFEST_BYTES, "oversized-file").ok()?;
     serde_json::from_slice::<Head>(&bytes).ok().map(|h| h.kind)
 }
 
@@ -323,9 +319,8 @@ fn read_report(dir: &Path, m: &Manifest) -> Result<SiteReport> {
             ),
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        Error::verification("malformed-report", format!("{}: {e}", path.display()))
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::verification("malformed-report", format!("{}: {e}", path.display())))
 }
 
 /// Verifies a report bundle against `store`'s trusted keys and its site
@@ -373,8 +368,9 @@ pub fn import_report(
     let report = read_report(dir, m)?;
     report.validate()?;
     rule_report_matches_manifest(m, &report)?;
-    out.checks
-        .push(format!("{REPORT_ENTRY}: well formed, about its signer's server"));
+    out.checks.push(format!(
+        "{REPORT_ENTRY}: well formed, about its signer's server"
+    ));
     if opts.dry_run {
         out.status = "dry-run";
         return Ok(out);

@@ -134,7 +134,16 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<()> {
     let server = ctx.server()?;
     let progress = &ctx.progress;
     if a.report {
-        return super::sites::export_report(ctx, &a.to, a.full, a.hash_content, a.expires, a.key.as_deref(), a.out.as_deref(), a.json);
+        return super::sites::export_report(
+            ctx,
+            &a.to,
+            a.full,
+            a.hash_content,
+            a.expires,
+            a.key.as_deref(),
+            a.out.as_deref(),
+            a.json,
+        );
     }
     let content = ContentMode::parse(&a.content)
         .ok_or_else(|| usage!("--content {:?}: use all, approved or none", a.content))?;

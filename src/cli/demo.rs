@@ -520,11 +520,7 @@ impl<'a> Demo<'a> {
         );
         println!(
             "12. export --report at the site (seq {}, {} held, {} missing) -> import at the connected server: site {} {}",
-            e.seq,
-            e.report.content_held,
-            e.report.content_missing,
-            i.site,
-            i.status
+            e.seq, e.report.content_held, e.report.content_missing, i.site, i.status
         );
         Ok(())
     }
@@ -533,8 +529,10 @@ impl<'a> Demo<'a> {
     /// `report computers --site` for each site).
     fn compliance(&self) -> Result<()> {
         use gapsync::store::reports::ReportSource;
-        println!("
-per-site compliance at the connected server (gapsync sites list):");
+        println!(
+            "
+per-site compliance at the connected server (gapsync sites list):"
+        );
         println!(
             "  {:<20} {:>9} {:>9} {:>8} {:>7} {:>7}  last report",
             "site", "computers", "installed", "needed", "failed", "behind"

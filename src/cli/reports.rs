@@ -123,7 +123,9 @@ pub fn report(ctx: &Ctx, cmd: ReportCmd) -> Result<()> {
         }
         ReportCmd::Computers { group, site, json } => {
             let site = site.map(|s| store.site_id(&s)).transpose()?;
-            let source = site.as_deref().map_or(ReportSource::Local, ReportSource::Site);
+            let source = site
+                .as_deref()
+                .map_or(ReportSource::Local, ReportSource::Site);
             let rows = store.report_computers_of(source, group.as_deref())?;
             if json {
                 return print_json(&rows);
@@ -149,7 +151,9 @@ pub fn report(ctx: &Ctx, cmd: ReportCmd) -> Result<()> {
             json,
         } => {
             let site = site.map(|s| store.site_id(&s)).transpose()?;
-            let source = site.as_deref().map_or(ReportSource::Local, ReportSource::Site);
+            let source = site
+                .as_deref()
+                .map_or(ReportSource::Local, ReportSource::Site);
             let rows = store.report_updates_of(source, group.as_deref(), approved)?;
             if json {
                 return print_json(&rows);

@@ -43,7 +43,9 @@ pub fn export_report(
 ) -> Result<()> {
     let server = ctx.server()?;
     let (Some(key), Some(out)) = (key, out) else {
-        return Err(usage!("export --report needs --key PREFIX.key and --out DIR"));
+        return Err(usage!(
+            "export --report needs --key PREFIX.key and --out DIR"
+        ));
     };
     let key = SecretKey::read_file(key)?;
     let mut store = Store::open_writer(server)?;

@@ -193,7 +193,11 @@ pub struct RollupUpdateReport {
 
 impl Store {
     /// Resolves `group` (name or id) for a report of `source`.
-    fn report_group(&self, source: ReportSource<'_>, group: Option<&str>) -> Result<Option<String>> {
+    fn report_group(
+        &self,
+        source: ReportSource<'_>,
+        group: Option<&str>,
+    ) -> Result<Option<String>> {
         let Some(g) = group else { return Ok(None) };
         match source {
             ReportSource::Local => self.group_id(g).map(Some),
@@ -329,7 +333,9 @@ impl Store {
         let Some(g) = group else { return Ok(all) };
         let mut out = Vec::new();
         for (name, id) in all {
-            let source = id.as_deref().map_or(ReportSource::Local, ReportSource::Site);
+            let source = id
+                .as_deref()
+                .map_or(ReportSource::Local, ReportSource::Site);
             match self.report_group(source, Some(g)) {
                 Ok(_) => out.push((name, id)),
                 Err(Error::UnknownGroup(_)) => {}
@@ -347,7 +353,9 @@ impl Store {
     pub fn rollup_computers(&self, group: Option<&str>) -> Result<Vec<SiteComputerReport>> {
         let mut out = Vec::new();
         for (name, id) in self.rollup_sources(group)? {
-            let source = id.as_deref().map_or(ReportSource::Local, ReportSource::Site);
+            let source = id
+                .as_deref()
+                .map_or(ReportSource::Local, ReportSource::Site);
             for row in self.report_computers_of(source, group)? {
                 out.push(SiteComputerReport {
                     site: name.clone(),
@@ -368,7 +376,9 @@ impl Store {
         let mut by_id: std::collections::BTreeMap<String, RollupUpdateReport> =
             std::collections::BTreeMap::new();
         for (_, id) in self.rollup_sources(group)? {
-            let source = id.as_deref().map_or(ReportSource::Local, ReportSource::Site);
+            let source = id
+                .as_deref()
+                .map_or(ReportSource::Local, ReportSource::Site);
             for u in self.report_updates_of(source, group, approved)? {
                 let e = by_id
                     .entry(u.update_id.clone())

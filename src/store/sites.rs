@@ -33,8 +33,8 @@ use serde::Serialize;
 
 use crate::error::{DbContext, Error, Result};
 use crate::model::report::{
-    ApprovalRow, ComputerRow, ContentCheck, EventRow, FIRST_REPORT_EVENTS, GroupRow,
-    ImportedLink, REPORT_EVENTS, Receipt, SITE_EVENTS_KEPT, SiteReport, StatusRow, UpdateRow,
+    ApprovalRow, ComputerRow, ContentCheck, EventRow, FIRST_REPORT_EVENTS, GroupRow, ImportedLink,
+    REPORT_EVENTS, Receipt, SITE_EVENTS_KEPT, SiteReport, StatusRow, UpdateRow,
 };
 use crate::progress::Progress;
 use crate::store::content::{ContentFile, hex_upper};
@@ -415,13 +415,11 @@ impl Store {
         link: Option<&ReportChainRecord<'_>>,
     ) -> Result<SiteApplied> {
         let now = now_rfc3339();
-        let tx = rusqlite::Transaction::new(
-            self.conn_mut(),
-            rusqlite::TransactionBehavior::Immediate,
-        )
-        .during("beginning the site report's transaction")?;
-        let applied = write_site(&tx, report, source, link, &now)
-            .during("applying the site report")?;
+        let tx =
+            rusqlite::Transaction::new(self.conn_mut(), rusqlite::TransactionBehavior::Immediate)
+                .during("beginning the site report's transaction")?;
+        let applied =
+            write_site(&tx, report, source, link, &now).during("applying the site report")?;
         crate::failpoint::hit("report-import-before-commit");
         tx.commit().during("committing the site report")?;
         Ok(applied)
@@ -540,13 +538,17 @@ impl Store {
             .during("reading the sites' receipts")?;
         for (i, (id, name)) in sites.iter().enumerate() {
             let rows = st
-                .query_map([id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))
+                .query_map([id], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+                })
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .during("reading the sites' receipts")?;
             let mut held = BTreeSet::new();
             for (sha1, state) in rows {
                 let Ok(sha1) = <[u8; 20]>::try_from(sha1.as_slice()) else {
-                    return Err(Error::Corrupt(format!("site {name}: a receipt row is corrupt")));
+                    return Err(Error::Corrupt(format!(
+                        "site {name}: a receipt row is corrupt"
+                    )));
                 };
                 if state == "held" {
                     held.insert(sha1);

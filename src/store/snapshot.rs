@@ -385,7 +385,8 @@ impl ExportSnapshot<'_> {
             "DROP TABLE IF EXISTS temp.receipt; CREATE TEMP TABLE receipt (sha1 BLOB PRIMARY KEY, held INTEGER NOT NULL) WITHOUT ROWID;",
         )?;
         let Some(r) = receipt else { return Ok(()) };
-        let mut st = conn.prepare("INSERT OR REPLACE INTO temp.receipt (sha1, held) VALUES (?1, ?2)")?;
+        let mut st =
+            conn.prepare("INSERT OR REPLACE INTO temp.receipt (sha1, held) VALUES (?1, ?2)")?;
         for sha1 in &r.held {
             st.execute(params![&sha1[..], true])?;
         }
