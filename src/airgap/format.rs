@@ -1,4 +1,4 @@
-//! The bundle format (docs/bundle-format.md, versions 1 to 3): manifest,
+//! The bundle format (docs/bundle-format.md, versions 1 to 4): manifest,
 //! SHA256SUMS, minisign signature, packs, content index and volumes, and
 //! the verification rules every reader applies.
 //!
@@ -30,8 +30,13 @@ pub const VERSION_EQUIVALENTS: u32 = 2;
 /// WSUS layout (`content/XX/HEX.ext`, split files as `parts/...partNNNN`),
 /// each listed in its volume's SHA256SUMS (docs/bundle-format.md §10, §16).
 pub const VERSION_FILES: u32 = 3;
+/// Version 3 plus the bundle kinds `report` and `snapshot`: the version of
+/// every bundle of those kinds, and only of those (data bundles are still
+/// written as version 3: a bundle is written in the lowest version that can
+/// express it).
+pub const VERSION_KINDS: u32 = 4;
 /// The newest version this reader knows.
-pub const NEWEST_VERSION: u32 = VERSION_FILES;
+pub const NEWEST_VERSION: u32 = VERSION_KINDS;
 
 /// True for a manifest whose content travels as files (version 3 on).
 pub fn has_content_files(m: &Manifest) -> bool {
@@ -82,6 +87,11 @@ pub fn volume_dir_name(index: u32) -> String {
 pub enum BundleKind {
     Full,
     Incremental,
+    /// A site report (version 4).
+    Report,
+    /// A disaster-recovery snapshot of a whole store (version 4;
+    /// `airgap::dr`).
+    Snapshot,
 }
 
 impl std::fmt::Display for BundleKind {
@@ -89,6 +99,8 @@ impl std::fmt::Display for BundleKind {
         f.write_str(match self {
             BundleKind::Full => "full",
             BundleKind::Incremental => "incremental",
+            BundleKind::Report => "report",
+            BundleKind::Snapshot => "snapshot",
         })
     }
 }
@@ -185,6 +197,9 @@ pub struct Manifest {
     /// Trust statement files, in the order they apply (`trust/NNNN.json`,
     /// each with a `.minisig` beside it), all in volume 1.
     pub trust_statements: Vec<String>,
+    /// Kind `snapshot` only: what the snapshot holds (`airgap::dr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<crate::airgap::dr::SnapshotInfo>,
 }
 
 /// `state.json` in the metadata pack: the replicated state of the change.
@@ -883,7 +898,9 @@ pub fn parse_manifest(bytes: &[u8], dir: &Path) -> Result<Manifest> {
             ),
         ));
     }
-    if (m.kind == BundleKind::Full) != m.from_anchor.is_none() {
+    check_kind_version(&m, dir)?;
+    let data = matches!(m.kind, BundleKind::Full | BundleKind::Incremental);
+    if data && (m.kind == BundleKind::Full) != m.from_anchor.is_none() {
         return Err(Error::verification(
             "malformed-manifest",
             format!(
@@ -893,6 +910,7 @@ pub fn parse_manifest(bytes: &[u8], dir: &Path) -> Result<Manifest> {
         ));
     }
     check_equivalents(m.prev_equivalent_sha256.as_slice(), &m, dir)?;
+    crate::airgap::dr::check_snapshot_manifest(&m, dir)?;
     for p in &m.packs {
         check_safe_path(&p.name)?;
         if p.volume == 0 || p.volume > m.volumes {
@@ -903,6 +921,24 @@ pub fn parse_manifest(bytes: &[u8], dir: &Path) -> Result<Manifest> {
         }
     }
     Ok(m)
+}
+
+/// Rule: a manifest of kind `report` or `snapshot` says version 4, and a
+/// version-4 manifest is of one of those kinds.
+fn check_kind_version(m: &Manifest, dir: &Path) -> Result<()> {
+    let new_kind = matches!(m.kind, BundleKind::Report | BundleKind::Snapshot);
+    if new_kind != (m.version == VERSION_KINDS) {
+        return Err(Error::verification(
+            "malformed-manifest",
+            format!(
+                "{}/{MANIFEST}: a {} bundle in a version {} manifest (report and snapshot bundles are version {VERSION_KINDS}, and only they)",
+                dir.display(),
+                m.kind,
+                m.version
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Rule: `prev_equivalent_sha256` appears in version 2 manifests, and
@@ -1228,6 +1264,7 @@ mod tests {
                 volumes,
                 packs: vec![PackEntry { volume: volumes, name: "content-001.tar".into(), size: 1, sha256: "0".repeat(64) }],
                 trust_statements: vec![],
+                snapshot: None,
             };
             let bytes = serde_json::to_vec_pretty(&m).unwrap();
             proptest::prop_assert_eq!(parse_manifest(&bytes, Path::new(".")).unwrap(), m);
@@ -1262,6 +1299,7 @@ mod tests {
             volumes: 1,
             packs: vec![],
             trust_statements: vec![],
+            snapshot: None,
         }
     }
 

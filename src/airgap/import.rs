@@ -293,6 +293,7 @@ fn check_bundle(
             ),
         ));
     }
+    rule_not_a_snapshot(&h1)?;
     format::check_volume_packs(&h1, 1)?;
     crate::airgap::verify::check_statements_listed(&h1.manifest, &statements)?;
     crate::airgap::verify::check_statements_signed(&h1, &statements)?;
@@ -351,6 +352,24 @@ fn check_bundle(
         expired,
         chain,
     })
+}
+
+/// Rule (`[wrong-kind]`): `import` applies data bundles; a snapshot
+/// (disaster recovery) is restored into a new store with `restore`.
+fn rule_not_a_snapshot(h1: &VolumeHeader) -> Result<()> {
+    if h1.manifest.kind == BundleKind::Snapshot {
+        return Err(fail(
+            "wrong-kind",
+            format!(
+                "{}: bundle {} is a snapshot of server {}; a snapshot is not imported but restored into a new store: gapsync restore {} --trust KEY.pub --into NEWDIR",
+                h1.dir.display(),
+                h1.manifest.bundle_id,
+                h1.manifest.source.name,
+                h1.dir.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Step 2: the content index (`content.json` of volume 1), hashed before
