@@ -695,8 +695,7 @@ fn manifest_file(c: &Checked) -> String {
 /// the chain, oldest (a full snapshot) first.
 fn order_chain(newest: Checked, mut pool: Vec<Checked>) -> Result<Vec<Checked>> {
     let mut chain = vec![newest];
-    loop {
-        let Some(cur) = chain.last() else { break };
+    while let Some(cur) = chain.last() {
         let Some(prev) = cur.manifest.prev_manifest_sha256.clone() else {
             break;
         };
