@@ -392,7 +392,11 @@ fn console_http_sessions_csrf_and_limits() {
         .expect("Pilot row");
     // kind,id,name,computers,approved_updates,installed,...,no_status
     let f: Vec<&str> = pilot.split(',').collect();
-    assert_eq!((f[0], f[3], f[4], f[9]), ("group", "1", "1", "1"), "{pilot}");
+    assert_eq!(
+        (f[0], f[3], f[4], f[9]),
+        ("group", "1", "1", "1"),
+        "{pilot}"
+    );
     // Logging out ends the session.
     let r = http(
         addr,

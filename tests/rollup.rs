@@ -33,7 +33,16 @@ fn upstream() -> (tempfile::TempDir, PathBuf, Vec<String>) {
     let (tmp, hq) = new_store("hq", "autonomous");
     gs(
         &hq,
-        &["catalog", "generate", "--updates", "60", "--content-bytes", "2M", "--seed", "5"],
+        &[
+            "catalog",
+            "generate",
+            "--updates",
+            "60",
+            "--content-bytes",
+            "2M",
+            "--seed",
+            "5",
+        ],
     )
     .ok();
     let list = gs(&hq, &["updates", "list", "--json", "--kind", "software"])
@@ -138,9 +147,15 @@ fn a_replica_rolls_its_clients_up_and_the_upstream_shows_it_as_a_site() {
         }
     }
     assert_eq!(per_site.len(), 1);
-    assert_eq!(serde_json::to_value(per_site[0].counts).unwrap(), Value::Object(sums));
+    assert_eq!(
+        serde_json::to_value(per_site[0].counts).unwrap(),
+        Value::Object(sums)
+    );
     let page = gapsync::console::pages::compliance(&hq_store).expect("page");
-    assert!(page.contains("<th scope=\"row\">plant</th><td class=\"num\">2</td>"), "{page}");
+    assert!(
+        page.contains("<th scope=\"row\">plant</th><td class=\"num\">2</td>"),
+        "{page}"
+    );
     drop(hq_store);
 
     // Nothing changed: no status is sent again. A new client: only its
@@ -163,12 +178,22 @@ fn a_replica_rolls_its_clients_up_and_the_upstream_shows_it_as_a_site() {
     // --no-rollup sends nothing.
     let quiet = gs(
         &plant,
-        &["sync", "--upstream", &hq_url, "--replica", "--no-rollup", "--json"],
+        &[
+            "sync",
+            "--upstream",
+            &hq_url,
+            "--replica",
+            "--no-rollup",
+            "--json",
+        ],
     )
     .ok()
     .json();
     assert_eq!(quiet["rollup"], Value::Null, "{quiet}");
-    assert!(quiet["requests"].get("GetRollupConfiguration").is_none(), "{quiet}");
+    assert!(
+        quiet["requests"].get("GetRollupConfiguration").is_none(),
+        "{quiet}"
+    );
 }
 
 /// A server that never authorized with the upstream is refused, and the
@@ -188,20 +213,25 @@ fn a_rollup_from_an_unknown_server_is_refused() {
          </DownstreamServerRollupInfo></downstreamServers></RollupDownstreamServers></soap:Body></soap:Envelope>",
         uuid::Uuid::new_v4()
     );
-    let resp = ureq::post(format!("{url}/ReportingWebService/ReportingWebService.asmx"))
-        .header("Content-Type", "text/xml; charset=utf-8")
-        .header(
-            "SOAPAction",
-            "\"http://www.microsoft.com/SoftwareDistribution/RollupDownstreamServers\"",
-        )
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .send(body.as_bytes())
-        .expect("post");
+    let resp = ureq::post(format!(
+        "{url}/ReportingWebService/ReportingWebService.asmx"
+    ))
+    .header("Content-Type", "text/xml; charset=utf-8")
+    .header(
+        "SOAPAction",
+        "\"http://www.microsoft.com/SoftwareDistribution/RollupDownstreamServers\"",
+    )
+    .config()
+    .http_status_as_error(false)
+    .build()
+    .send(body.as_bytes())
+    .expect("post");
     assert_eq!(resp.status().as_u16(), 500);
     let text = resp.into_body().read_to_string().expect("body");
-    assert!(text.contains("InvalidParameters") && text.contains("ServerId"), "{text}");
+    assert!(
+        text.contains("InvalidParameters") && text.contains("ServerId"),
+        "{text}"
+    );
     let sites = gs(&hq, &["sites", "list", "--json"]).ok().json();
     assert_eq!(sites, serde_json::json!([]));
 }

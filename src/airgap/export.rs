@@ -163,10 +163,10 @@ pub(crate) fn check_expires(expires: time::Duration) -> Result<()> {
 }
 
 /// Where each content part goes: volume, tar entry name, length.
-struct Placement {
-    volume: u32,
-    entry: String,
-    len: u64,
+pub(crate) struct Placement {
+    pub(crate) volume: u32,
+    pub(crate) entry: String,
+    pub(crate) len: u64,
 }
 
 fn padded(n: u64) -> u64 {
@@ -296,11 +296,11 @@ fn content_index_bound(files: &[ContentToSend]) -> Result<u64> {
 }
 
 /// Content placed over volumes, with its index.
-struct Placed {
-    placements: Vec<Vec<Placement>>,
-    volumes: u32,
+pub(crate) struct Placed {
+    pub(crate) placements: Vec<Vec<Placement>>,
+    pub(crate) volumes: u32,
     /// `content.json`.
-    index: Vec<u8>,
+    pub(crate) index: Vec<u8>,
     /// Bytes volume 1 kept for `content.json` when placing (0 without
     /// volumes); `index` never exceeds it.
     reserve: u64,
@@ -315,7 +315,7 @@ struct Placed {
 /// place again with a larger one (a round or two reach a fixed point). If
 /// it has not after [`PLACEMENT_ROUNDS`], the provable bound of
 /// [`content_index_bound`] is reserved, which always holds.
-fn place_with_index(
+pub(crate) fn place_with_index(
     files: &[ContentToSend],
     volume_size: Option<u64>,
     vol1_used: u64,
@@ -381,7 +381,7 @@ fn place_with_index(
 /// How content travels: in tar packs (format versions 1 and 2, written
 /// only for tests of their readers) or as files (version 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ContentLayout {
+pub(crate) enum ContentLayout {
     Packs,
     Files,
 }
@@ -475,7 +475,7 @@ fn place_files(
 /// Version 3: `content.json` for a placement. Parts of split files get
 /// their digests once copied (`digests`); before that, zeros of the same
 /// length stand in (so the index's size is known when placing).
-fn file_index(
+pub(crate) fn file_index(
     files: &[ContentToSend],
     placements: &[Vec<Placement>],
     digests: Option<&[Vec<[u8; 32]>]>,
@@ -897,13 +897,13 @@ fn read_snapshot(
 
 /// The folders of a bundle's volumes: the bundle folder itself, or
 /// `vol-NNN/` in it when split into volumes.
-struct VolumeDirs<'a> {
-    dir: &'a Path,
-    multi: bool,
+pub(crate) struct VolumeDirs<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) multi: bool,
 }
 
 impl VolumeDirs<'_> {
-    fn of(&self, v: u32) -> PathBuf {
+    pub(crate) fn of(&self, v: u32) -> PathBuf {
         if self.multi {
             self.dir.join(format::volume_dir_name(v))
         } else {
@@ -974,7 +974,11 @@ fn export_into(
             // ---- 4. content files, then their index (which carries the
             // digests of split files' parts)
             progress.phase("content", Some(counts.content_bytes), "bytes");
-            let digests = write_content_files(&snap, &content, &placements, &vols, progress)?;
+            let sources: Vec<PathBuf> = content
+                .iter()
+                .map(|f| snap.content_path(&f.rel_path))
+                .collect();
+            let digests = write_content_files(&sources, &content, &placements, &vols, progress)?;
             progress.finish();
             let cjson2 = file_index(&content, &placements, Some(&digests))?;
             if cjson2.len() != cjson.len() {
@@ -1157,6 +1161,7 @@ fn build_manifest(
         packs,
         trust_statements: trust_files,
         report: None,
+        snapshot: None,
     })
 }
 
@@ -1310,7 +1315,7 @@ pub(crate) fn write_single_volume_headers(
 /// Step 5: every volume's manifest, SHA256SUMS and signature (within the
 /// volume reserve), and the top level's of a multi-volume bundle. Returns
 /// the manifest's digest and the bytes the bundle holds.
-fn write_signed_headers(
+pub(crate) fn write_signed_headers(
     vols: &VolumeDirs<'_>,
     manifest: &Manifest,
     files: &VolumeFiles,
@@ -1415,15 +1420,15 @@ fn check_sums_size(dir: &Path, len: usize) -> Result<()> {
 
 /// Version 3: the content files (and parts) of each volume: path, SHA-256
 /// (hex), size.
-type VolumeFiles = BTreeMap<u32, Vec<(String, String, u64)>>;
+pub(crate) type VolumeFiles = BTreeMap<u32, Vec<(String, String, u64)>>;
 
 /// Step 4 (version 3): every content file copied from the content store
 /// into its bundle file(s), files in parallel, each byte read once and
 /// hashed once (SHA-256; SHA-1 too when the update metadata gives no
-/// SHA-256), each file fsynced, then the folders. Returns each part's
-/// SHA-256, per file.
-fn write_content_files(
-    snap: &ExportSnapshot<'_>,
+/// SHA-256), each file fsynced, then the folders. `sources[i]` is where
+/// `content[i]` lies. Returns each part's SHA-256, per file.
+pub(crate) fn write_content_files(
+    sources: &[PathBuf],
     content: &[ContentToSend],
     placements: &[Vec<Placement>],
     vols: &VolumeDirs<'_>,
@@ -1441,11 +1446,7 @@ fn write_content_files(
     for d in &dirs {
         fs::create_dir_all(d).at(d)?;
     }
-    let jobs: Vec<(usize, PathBuf)> = content
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (i, snap.content_path(&f.rel_path)))
-        .collect();
+    let jobs: Vec<(usize, &PathBuf)> = sources.iter().enumerate().collect();
     let digests = crate::airgap::files::run_parallel(&jobs, |(i, src)| {
         copy_content_file(src, &content[*i], &placements[*i], vols, progress)
     })?;

@@ -1,4 +1,4 @@
-//! The bundle format (docs/bundle-format.md, versions 1 to 3): manifest,
+//! The bundle format (docs/bundle-format.md, versions 1 to 4): manifest,
 //! SHA256SUMS, minisign signature, packs, content index and volumes, and
 //! the verification rules every reader applies.
 //!
@@ -206,6 +206,9 @@ pub struct Manifest {
     /// Kind `report` only: what the report carries (`airgap::report`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<crate::model::report::ReportCounts>,
+    /// Kind `snapshot` only: what the snapshot holds (`airgap::dr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<crate::airgap::dr::SnapshotInfo>,
 }
 
 /// `state.json` in the metadata pack: the replicated state of the change.
@@ -915,6 +918,7 @@ pub fn parse_manifest(bytes: &[u8], dir: &Path) -> Result<Manifest> {
         ));
     }
     check_equivalents(m.prev_equivalent_sha256.as_slice(), &m, dir)?;
+    crate::airgap::dr::check_snapshot_manifest(&m, dir)?;
     for p in &m.packs {
         check_safe_path(&p.name)?;
         if p.volume == 0 || p.volume > m.volumes {
@@ -929,21 +933,27 @@ pub fn parse_manifest(bytes: &[u8], dir: &Path) -> Result<Manifest> {
 
 /// Rule: a manifest of kind `report` or `snapshot` says version 4, and a
 /// version-4 manifest is of one of those kinds; the `report` object is
-/// present exactly in a report's manifest.
+/// present exactly in a report's manifest, the `snapshot` object exactly in
+/// a snapshot's.
 fn check_kind_version(m: &Manifest, dir: &Path) -> Result<()> {
     let v4_kind = is_version_4_kind(m.kind);
-    if v4_kind != (m.version == VERSION_KINDS)
-        || (m.kind == BundleKind::Report) != m.report.is_some()
-    {
+    let report_object = (m.kind == BundleKind::Report) != m.report.is_some();
+    let snapshot_object = (m.kind == BundleKind::Snapshot) != m.snapshot.is_some();
+    if v4_kind != (m.version == VERSION_KINDS) || report_object || snapshot_object {
         return Err(Error::verification(
             "malformed-manifest",
             format!(
-                "{}/{MANIFEST}: a {} bundle in a version {} manifest{}",
+                "{}/{MANIFEST}: a {} bundle in a version {} manifest{}{} (report and snapshot bundles are version {VERSION_KINDS}, and only they)",
                 dir.display(),
                 m.kind,
                 m.version,
                 if m.report.is_some() {
                     " with a report object"
+                } else {
+                    ""
+                },
+                if m.snapshot.is_some() {
+                    " with a snapshot object"
                 } else {
                     ""
                 }
@@ -1277,6 +1287,7 @@ mod tests {
                 packs: vec![PackEntry { volume: volumes, name: "content-001.tar".into(), size: 1, sha256: "0".repeat(64) }],
                 trust_statements: vec![],
                 report: None,
+                snapshot: None,
             };
             let bytes = serde_json::to_vec_pretty(&m).unwrap();
             proptest::prop_assert_eq!(parse_manifest(&bytes, Path::new(".")).unwrap(), m);
@@ -1312,6 +1323,7 @@ mod tests {
             packs: vec![],
             trust_statements: vec![],
             report: None,
+            snapshot: None,
         }
     }
 

@@ -360,8 +360,14 @@ fn rule_data_bundle(h: &VolumeHeader) -> Result<()> {
     let m = &h.manifest;
     let command = match m.kind {
         BundleKind::Full | BundleKind::Incremental => return Ok(()),
-        BundleKind::Report => "gapsync import (a store imports a site report as a report)",
-        BundleKind::Snapshot => "gapsync restore",
+        BundleKind::Report => {
+            "gapsync import (a store imports a site report as a report)".to_string()
+        }
+        BundleKind::Snapshot => format!(
+            "gapsync restore {} --trust KEY.pub --into NEWDIR (a snapshot of server {} is not imported but restored into a new store)",
+            h.dir.display(),
+            m.source.name
+        ),
     };
     Err(fail(
         "wrong-kind",

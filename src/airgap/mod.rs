@@ -1,6 +1,7 @@
 //! The transfer bundle across the air gap: its format, export, verify
-//! (with the chain rules) and import.
+//! (with the chain rules) and import; disaster-recovery snapshots (`dr`).
 
+pub mod dr;
 pub mod export;
 pub mod files;
 pub mod format;

@@ -123,6 +123,7 @@ pub fn export_report(
             sha256: format::sha256_hex(&bytes),
         }],
         trust_statements: Vec::new(),
+        snapshot: None,
         report: Some(report.counts()),
     };
     let (manifest_sha256, bytes_written) =

@@ -16,6 +16,7 @@ mod progress;
 mod reports;
 mod serve;
 mod sites;
+mod snapshot;
 mod store;
 mod sync;
 mod trust;
@@ -125,6 +126,12 @@ enum Command {
     Verify(bundle::VerifyArgs),
     /// Verify and apply a bundle, all or nothing.
     Import(bundle::ImportArgs),
+    /// Write a signed disaster-recovery snapshot of the whole store
+    /// (local state included), full or on a base.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Verify a snapshot (and its bases) and rebuild the store from it in
+    /// a new folder: same server id, revisions, anchors, computers.
+    Restore(snapshot::RestoreArgs),
     /// Run the demonstration in a fresh folder.
     Demo(demo::DemoArgs),
 }
@@ -235,6 +242,8 @@ fn run(cli: Cli, server_from_env: bool) -> Result<()> {
         Command::Export(a) => bundle::export(ctx, a),
         Command::Verify(a) => bundle::verify(ctx, a),
         Command::Import(a) => bundle::import(ctx, a),
+        Command::Snapshot(a) => snapshot::snapshot(ctx, a),
+        Command::Restore(a) => snapshot::restore(ctx, a),
         Command::Demo(a) => demo::run(ctx, a),
     }
 }

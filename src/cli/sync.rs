@@ -126,7 +126,11 @@ pub fn sync(ctx: &Ctx, a: SyncArgs) -> Result<()> {
             count(ru.status_computers, "computer"),
             ru.status_full,
             ru.status_rows,
-            if ru.busy { "; the upstream was busy: the rest goes next time" } else { "" }
+            if ru.busy {
+                "; the upstream was busy: the rest goes next time"
+            } else {
+                ""
+            }
         );
     }
     println!("anchor      {}", r.anchor);

@@ -122,13 +122,7 @@ pub const STATES: [(&str, &str); 5] = [
 /// A horizontal stacked bar (SVG) of the five status counts, with a text
 /// alternative; widths are percentages of the total.
 pub fn state_bar(c: &crate::store::reports::StatusCounts, label: &str) -> String {
-    let values = [
-        c.installed,
-        c.needed,
-        c.failed,
-        c.not_applicable,
-        c.unknown,
-    ];
+    let values = [c.installed, c.needed, c.failed, c.not_applicable, c.unknown];
     let total: i64 = values.iter().sum();
     let mut s = String::new();
     let desc = STATES

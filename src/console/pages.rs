@@ -450,13 +450,7 @@ pub fn update_detail(store: &Store, id: &str, csrf: &str) -> Result<String> {
     );
     s.push_str(&state_bar(&c, "Computers by status"));
     s.push_str("\n<ul class=\"legend\">\n");
-    let vals = [
-        c.installed,
-        c.needed,
-        c.failed,
-        c.not_applicable,
-        c.unknown,
-    ];
+    let vals = [c.installed, c.needed, c.failed, c.not_applicable, c.unknown];
     for ((cls, name), v) in STATES.iter().zip(vals) {
         let _ = writeln!(
             s,
@@ -519,10 +513,7 @@ pub fn update_detail(store: &Store, id: &str, csrf: &str) -> Result<String> {
 fn counts_cells(c: &crate::store::reports::StatusCounts) -> String {
     format!(
         "<td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>",
-        c.installed,
-        c.needed,
-        c.failed,
-        c.not_applicable
+        c.installed, c.needed, c.failed, c.not_applicable
     )
 }
 

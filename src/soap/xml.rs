@@ -568,10 +568,17 @@ mod tests {
         .unwrap();
         assert_eq!(e.attr("Id"), Some("1 & A"));
         assert_eq!(e.attr("Other"), None, "namespaced attributes are dropped");
-        assert_eq!(e.attr("xmlns"), None, "namespace declarations are not attributes");
+        assert_eq!(
+            e.attr("xmlns"),
+            None,
+            "namespace declarations are not attributes"
+        );
         assert_eq!(e.attr("Tab"), Some("a\tb"));
         assert_eq!(e.child("b").unwrap().attr("Id"), Some("2"));
-        assert!(matches!(parse("<a Id=\"1\" Id=\"2\"/>"), Err(XmlError::Malformed { .. })));
+        assert!(matches!(
+            parse("<a Id=\"1\" Id=\"2\"/>"),
+            Err(XmlError::Malformed { .. })
+        ));
         assert!(matches!(
             parse("<a Id=\"&#1;\"/>"),
             Err(XmlError::ForbiddenCharacter { code: 1, .. }) | Err(XmlError::Malformed { .. })

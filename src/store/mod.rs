@@ -16,6 +16,7 @@ pub mod check;
 pub mod console;
 pub mod content;
 pub mod deployments;
+pub mod dr;
 pub mod groups;
 pub mod import;
 pub mod journal;

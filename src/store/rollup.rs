@@ -88,7 +88,10 @@ impl Store {
                  ON CONFLICT (upstream_url) DO UPDATE SET reset_guid = excluded.reset_guid",
                 [upstream, reset],
             )?;
-            tx.execute("DELETE FROM rollup_computers WHERE upstream_url = ?1", [upstream])?;
+            tx.execute(
+                "DELETE FROM rollup_computers WHERE upstream_url = ?1",
+                [upstream],
+            )?;
         }
         tx.commit()?;
         Ok(reset_now)
@@ -134,7 +137,12 @@ impl Store {
                 group_id: r.get(2)?,
                 client_groups: r
                     .get::<_, Option<String>>(3)?
-                    .map(|s| s.split(';').filter(|g| !g.is_empty()).map(String::from).collect())
+                    .map(|s| {
+                        s.split(';')
+                            .filter(|g| !g.is_empty())
+                            .map(String::from)
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 os_version: r.get(4)?,
                 os_description: r.get(5)?,
@@ -154,13 +162,21 @@ impl Store {
 
     /// A computer's status rows changed after `since` (all with `None`),
     /// oldest change first.
-    pub fn rollup_status(&self, computer_id: &str, since: Option<&str>) -> Result<Vec<RollupStatus>> {
+    pub fn rollup_status(
+        &self,
+        computer_id: &str,
+        since: Option<&str>,
+    ) -> Result<Vec<RollupStatus>> {
         let mut st = self.conn().prepare_cached(
             "SELECT update_id, state, changed FROM wusp_status \
              WHERE computer_id = ?1 AND (?2 IS NULL OR changed > ?2) ORDER BY changed, update_id",
         )?;
         let rows = st.query_map(rusqlite::params![computer_id, since], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
         })?;
         let mut out = Vec::new();
         for r in rows {
@@ -184,7 +200,9 @@ impl Store {
             [upstream, computer_id],
         )?;
         self.conn().execute(
-            &format!("UPDATE rollup_computers SET {set} WHERE upstream_url = ?1 AND computer_id = ?2"),
+            &format!(
+                "UPDATE rollup_computers SET {set} WHERE upstream_url = ?1 AND computer_id = ?2"
+            ),
             [upstream, computer_id],
         )?;
         Ok(())
@@ -193,7 +211,11 @@ impl Store {
     /// The upstream took these computers' details (`true`), or asked for
     /// them again (`NewParent`: `false`).
     pub fn rollup_details_sent(&self, upstream: &str, ids: &[String], sent: bool) -> Result<()> {
-        let set = if sent { "details_sent = 1" } else { "details_sent = 0" };
+        let set = if sent {
+            "details_sent = 1"
+        } else {
+            "details_sent = 0"
+        };
         for id in ids {
             self.rollup_row(upstream, id, set)?;
         }
@@ -241,15 +263,21 @@ impl Store {
     pub fn rollup_server_counts(&self) -> Result<ServerCounts> {
         let c = self.conn();
         let one = |sql: &str| -> Result<u32> {
-            Ok(count(c.query_row(sql, [], |r| r.get::<_, i64>(0)).during("counting for the rollup")?))
+            Ok(count(
+                c.query_row(sql, [], |r| r.get::<_, i64>(0))
+                    .during("counting for the rollup")?,
+            ))
         };
-        const REP: &str = "SELECT update_id FROM updates WHERE kind IN ('software', 'driver') AND declined = 0";
+        const REP: &str =
+            "SELECT update_id FROM updates WHERE kind IN ('software', 'driver') AND declined = 0";
         const APPROVED: &str = "EXISTS (SELECT 1 FROM deployments d WHERE d.update_id = u.update_id \
                                 AND d.removed = 0 AND d.action = 'install')";
         Ok(ServerCounts {
             updates: one("SELECT COUNT(*) FROM updates")?,
             declined: one("SELECT COUNT(*) FROM updates WHERE declined = 1")?,
-            approved: one(&format!("SELECT COUNT(*) FROM updates u WHERE u.declined = 0 AND {APPROVED}"))?,
+            approved: one(&format!(
+                "SELECT COUNT(*) FROM updates u WHERE u.declined = 0 AND {APPROVED}"
+            ))?,
             not_approved: one(&format!(
                 "SELECT COUNT(*) FROM updates u WHERE u.declined = 0 AND NOT {APPROVED}"
             ))?,
@@ -382,8 +410,17 @@ impl Store {
                  source = excluded.source, content_check = excluded.content_check, updated = excluded.updated",
                 rusqlite::params![s.server_id, s.name, when, anchor, now],
             )?;
-            for table in ["site_groups", "site_updates", "site_approvals", "site_content", "site_imports"] {
-                tx.execute(&format!("DELETE FROM {table} WHERE server_id = ?1"), [&s.server_id])?;
+            for table in [
+                "site_groups",
+                "site_updates",
+                "site_approvals",
+                "site_content",
+                "site_imports",
+            ] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE server_id = ?1"),
+                    [&s.server_id],
+                )?;
             }
             tx.execute(
                 "INSERT INTO site_groups (server_id, group_id, name, parent_id) \
@@ -445,8 +482,14 @@ impl Store {
                 }
                 Some(d) => {
                     if moved {
-                        tx.execute("DELETE FROM site_status WHERE computer_id = ?1", [&c.computer_id])?;
-                        tx.execute("DELETE FROM site_computers WHERE computer_id = ?1", [&c.computer_id])?;
+                        tx.execute(
+                            "DELETE FROM site_status WHERE computer_id = ?1",
+                            [&c.computer_id],
+                        )?;
+                        tx.execute(
+                            "DELETE FROM site_computers WHERE computer_id = ?1",
+                            [&c.computer_id],
+                        )?;
                     }
                     tx.execute(
                         "INSERT INTO site_computers (server_id, computer_id, name, group_id, os_description, \
@@ -474,15 +517,18 @@ impl Store {
 
     /// GetOutOfSyncComputers: of the computers `server_id` names with the
     /// last rollup number it sent, those whose number here differs (3.1.4.16).
-    pub fn rollup_out_of_sync(&self, server_id: &str, numbers: &[(String, i32)]) -> Result<Vec<String>> {
+    pub fn rollup_out_of_sync(
+        &self,
+        server_id: &str,
+        numbers: &[(String, i32)],
+    ) -> Result<Vec<String>> {
         let mut st = self.conn().prepare_cached(
             "SELECT rollup_number FROM site_computers WHERE server_id = ?1 AND computer_id = ?2",
         )?;
         let mut out = Vec::new();
         for (id, n) in numbers {
-            let stored: Option<Option<i64>> = st
-                .query_row([server_id, id], |r| r.get(0))
-                .optional()?;
+            let stored: Option<Option<i64>> =
+                st.query_row([server_id, id], |r| r.get(0)).optional()?;
             if let Some(stored) = stored
                 && stored != Some(i64::from(*n))
             {
@@ -519,7 +565,13 @@ impl Store {
                  WHERE excluded.changed >= site_status.changed",
             )?;
             for (update, state, changed) in &c.rows {
-                st.execute(rusqlite::params![server_id, c.computer_id, update, state.as_str(), changed])?;
+                st.execute(rusqlite::params![
+                    server_id,
+                    c.computer_id,
+                    update,
+                    state.as_str(),
+                    changed
+                ])?;
             }
         }
         tx.commit()?;

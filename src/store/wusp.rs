@@ -662,7 +662,9 @@ pub fn now_millis() -> i64 {
 /// these transactions read before they write, and a deferred one would
 /// fail at once with SQLITE_BUSY when another connection wrote in between,
 /// where an immediate one waits its turn under the busy timeout.
-pub(crate) fn immediate(conn: &rusqlite::Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+pub(crate) fn immediate(
+    conn: &rusqlite::Connection,
+) -> rusqlite::Result<rusqlite::Transaction<'_>> {
     rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
 }
 

@@ -72,7 +72,8 @@ fn count(field: &str, s: Option<&str>) -> Read<u32> {
 /// Rule: an `xsd:boolean` field is present and one of true/false/1/0.
 fn boolean(field: &str, s: Option<&str>) -> Read<bool> {
     let s = s.ok_or_else(|| BadField::new(field, "is missing"))?;
-    xsd::parse_bool(s.trim()).ok_or_else(|| BadField::new(field, format!("{s:?} is not an xsd:boolean")))
+    xsd::parse_bool(s.trim())
+        .ok_or_else(|| BadField::new(field, format!("{s:?} is not an xsd:boolean")))
 }
 
 /// Rule: an `xsd:dateTime` field is present and valid; 1753-01-01 (and
@@ -89,7 +90,10 @@ fn time(field: &str, s: Option<&str>) -> Read<Option<i64>> {
 fn bounded(field: &str, s: Option<&str>, max: usize) -> Read<String> {
     let s = s.unwrap_or_default();
     if s.chars().count() > max {
-        return Err(BadField::new(field, format!("is longer than {max} characters")));
+        return Err(BadField::new(
+            field,
+            format!("is longer than {max} characters"),
+        ));
     }
     Ok(s.to_string())
 }
@@ -146,10 +150,19 @@ pub fn write_rollup_configuration(w: &mut XmlWriter, c: &RollupConfiguration) {
         .bool_elem("DoDetailedRollup", c.do_detailed_rollup)
         .elem("RollupResetGuid", &c.rollup_reset_guid.to_string())
         .elem("ServerId", &c.server_id.to_string())
-        .elem("RollupDownstreamServersMaxBatchSize", &c.max_servers.to_string())
+        .elem(
+            "RollupDownstreamServersMaxBatchSize",
+            &c.max_servers.to_string(),
+        )
         .elem("RollupComputersMaxBatchSize", &c.max_computers.to_string())
-        .elem("GetOutOfSyncComputersMaxBatchSize", &c.max_out_of_sync.to_string())
-        .elem("RollupComputerStatusMaxBatchSize", &c.max_status.to_string())
+        .elem(
+            "GetOutOfSyncComputersMaxBatchSize",
+            &c.max_out_of_sync.to_string(),
+        )
+        .elem(
+            "RollupComputerStatusMaxBatchSize",
+            &c.max_status.to_string(),
+        )
         .end("GetRollupConfigurationResult");
 }
 
@@ -261,8 +274,10 @@ pub fn read_rollup_downstream_servers(request: &Element, max: u32) -> Read<Vec<S
     let summaries: usize = items
         .iter()
         .map(|i| {
-            i.child("ClientSummaries")
-                .map_or(0, |c| c.children_named("DownstreamServerRollupClientSummary").count())
+            i.child("ClientSummaries").map_or(0, |c| {
+                c.children_named("DownstreamServerRollupClientSummary")
+                    .count()
+            })
         })
         .sum();
     at_most("downstreamServers", items.len().max(summaries), max)?;
@@ -346,7 +361,11 @@ pub fn rollup_computers_request(w: &mut XmlWriter, now: i64, computers: &[Comput
             return;
         };
         w.start_attrs("ComputerRollupInfo", &attrs);
-        let (major, minor, build) = (d.os_major.to_string(), d.os_minor.to_string(), d.os_build.to_string());
+        let (major, minor, build) = (
+            d.os_major.to_string(),
+            d.os_minor.to_string(),
+            d.os_build.to_string(),
+        );
         w.start_attrs(
             "Details",
             &[
@@ -376,9 +395,13 @@ pub fn rollup_computers_request(w: &mut XmlWriter, now: i64, computers: &[Comput
         w.list("TargetGroupIdList", &d.target_group_ids, |w, g| {
             w.elem("guid", &g.to_string());
         });
-        w.list("RequestedTargetGroupNames", &d.requested_group_names, |w, n| {
-            w.elem("string", n);
-        });
+        w.list(
+            "RequestedTargetGroupNames",
+            &d.requested_group_names,
+            |w, n| {
+                w.elem("string", n);
+            },
+        );
         w.end("Details").end("ComputerRollupInfo");
     });
 }
@@ -436,7 +459,10 @@ pub fn read_rollup_computers(request: &Element, max: u32) -> Read<Vec<ComputerRo
                 computer_id: computer_id(c.attr("ComputerId"))?,
                 last_sync: time("LastSyncTime", c.attr("LastSyncTime"))?,
                 last_sync_result: int("LastSyncResult", c.attr("LastSyncResult"))?,
-                last_reported_status: time("LastReportedStatusTime", c.attr("LastReportedStatusTime"))?,
+                last_reported_status: time(
+                    "LastReportedStatusTime",
+                    c.attr("LastReportedStatusTime"),
+                )?,
                 parent_server_id: guid("ParentServerId", c.attr("ParentServerId"))?,
                 details,
             })
@@ -449,7 +475,10 @@ pub fn read_rollup_computers(request: &Element, max: u32) -> Read<Vec<ComputerRo
 fn computer_id(s: Option<&str>) -> Read<String> {
     let s = s.map(str::trim).unwrap_or_default();
     if s.is_empty() || s.chars().count() > 256 || s.chars().any(char::is_control) {
-        return Err(BadField::new("ComputerId", format!("{s:?} is not a computer id")));
+        return Err(BadField::new(
+            "ComputerId",
+            format!("{s:?} is not a computer id"),
+        ));
     }
     Ok(s.to_ascii_lowercase())
 }
@@ -517,7 +546,10 @@ pub fn get_out_of_sync_computers_request(
 
 /// Reads a GetOutOfSyncComputers request: the calling server and the last
 /// rollup number it sent per computer.
-pub fn read_get_out_of_sync_computers(request: &Element, max: u32) -> Read<(Uuid, Vec<(String, i32)>)> {
+pub fn read_get_out_of_sync_computers(
+    request: &Element,
+    max: u32,
+) -> Read<(Uuid, Vec<(String, i32)>)> {
     let parent = guid("parentServerId", request.child_text("parentServerId"))?;
     let list = request
         .child("lastRollupNumbers")
@@ -619,7 +651,10 @@ pub fn rollup_computer_status_request(
         w.start("ComputerStatusRollupInfo")
             .elem("InstanceId", &c.instance_id.to_string())
             .elem("ComputerId", &c.computer_id)
-            .elem("EffectiveLastDetectionTime", &write_time(c.effective_last_detection))
+            .elem(
+                "EffectiveLastDetectionTime",
+                &write_time(c.effective_last_detection),
+            )
             .elem("RollupNumber", &c.rollup_number.to_string())
             .bool_elem("IsFullRollup", c.full);
         w.list("UpdateStatus", &c.statuses, |w, s| {
@@ -654,7 +689,10 @@ pub fn read_rollup_computer_status(
             let rollup_number = int("RollupNumber", c.child_text("RollupNumber"))?;
             // Rule: RollupNumber is 1 or greater (3.1.4.17.3.2).
             if rollup_number < 1 {
-                return Err(BadField::new("RollupNumber", format!("{rollup_number} is below 1")));
+                return Err(BadField::new(
+                    "RollupNumber",
+                    format!("{rollup_number} is below 1"),
+                ));
             }
             let statuses = match c.child("UpdateStatus") {
                 None => Vec::new(),
@@ -740,7 +778,9 @@ mod tests {
             max_out_of_sync: 300,
             max_status: 40,
         };
-        let e = element("GetRollupConfigurationResponse", |w| write_rollup_configuration(w, &config));
+        let e = element("GetRollupConfigurationResponse", |w| {
+            write_rollup_configuration(w, &config)
+        });
         assert_eq!(read_rollup_configuration(&e).unwrap(), config);
 
         let servers = vec![server(1), server(2)];
@@ -779,13 +819,17 @@ mod tests {
                 details: None,
             },
         ];
-        let e = element("RollupComputers", |w| rollup_computers_request(w, 0, &computers));
+        let e = element("RollupComputers", |w| {
+            rollup_computers_request(w, 0, &computers)
+        });
         assert_eq!(read_rollup_computers(&e, 2).unwrap(), computers);
         let changes = vec![
             ("a1".to_string(), ComputerChange::NewParent),
             ("a2".to_string(), ComputerChange::Deleted),
         ];
-        let e = element("RollupComputersResponse", |w| write_rollup_computers_result(w, &changes));
+        let e = element("RollupComputersResponse", |w| {
+            write_rollup_computers_result(w, &changes)
+        });
         assert_eq!(read_rollup_computers_result(&e).unwrap(), changes);
 
         let numbers = vec![("a1".to_string(), 3), ("a2".to_string(), 1)];
@@ -793,9 +837,14 @@ mod tests {
         let e = element("GetOutOfSyncComputers", |w| {
             get_out_of_sync_computers_request(w, parent, &numbers)
         });
-        assert_eq!(read_get_out_of_sync_computers(&e, 2).unwrap(), (parent, numbers));
+        assert_eq!(
+            read_get_out_of_sync_computers(&e, 2).unwrap(),
+            (parent, numbers)
+        );
         let ids = vec!["a2".to_string()];
-        let e = element("GetOutOfSyncComputersResponse", |w| write_out_of_sync_result(w, &ids));
+        let e = element("GetOutOfSyncComputersResponse", |w| {
+            write_out_of_sync_result(w, &ids)
+        });
         assert_eq!(read_out_of_sync_result(&e).unwrap(), ids);
 
         let status = vec![ComputerStatusRollup {
@@ -820,7 +869,10 @@ mod tests {
         let e = element("RollupComputerStatus", |w| {
             rollup_computer_status_request(w, 0, parent, &status)
         });
-        assert_eq!(read_rollup_computer_status(&e, 1).unwrap(), (parent, status));
+        assert_eq!(
+            read_rollup_computer_status(&e, 1).unwrap(),
+            (parent, status)
+        );
         for accepted in [true, false] {
             let e = element("RollupComputerStatusResponse", |w| {
                 write_rollup_computer_status_result(w, accepted)
@@ -893,7 +945,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            read_rollup_computer_status(&bad_state, 5).unwrap_err().field,
+            read_rollup_computer_status(&bad_state, 5)
+                .unwrap_err()
+                .field,
             "SummarizationState"
         );
         let zero_batch = element("GetRollupConfigurationResponse", |w| {
@@ -919,6 +973,9 @@ mod tests {
             &Limits::REQUEST,
         )
         .unwrap();
-        assert_eq!(read_rollup_computers(&no_id, 5).unwrap_err().field, "ComputerId");
+        assert_eq!(
+            read_rollup_computers(&no_id, 5).unwrap_err().field,
+            "ComputerId"
+        );
     }
 }

@@ -85,7 +85,9 @@ type Step<T> = std::result::Result<T, RollupError>;
 
 fn unix(rfc3339: Option<&str>) -> Option<i64> {
     rfc3339
-        .and_then(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok())
+        .and_then(|s| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+        })
         .map(time::OffsetDateTime::unix_timestamp)
 }
 
@@ -143,10 +145,34 @@ fn computer_rollup(c: &RollupComputer, me: Uuid, with_details: bool) -> Computer
             os_minor: v.next().unwrap_or(0),
             os_build: v.next().unwrap_or(0),
             os_description: c.os_description.clone().unwrap_or_default(),
-            make: c.make.clone().unwrap_or_default().chars().take(64).collect(),
-            model: c.model.clone().unwrap_or_default().chars().take(64).collect(),
-            processor_architecture: c.arch.clone().unwrap_or_default().chars().take(50).collect(),
-            client_version: c.client_version.clone().unwrap_or_default().chars().take(20).collect(),
+            make: c
+                .make
+                .clone()
+                .unwrap_or_default()
+                .chars()
+                .take(64)
+                .collect(),
+            model: c
+                .model
+                .clone()
+                .unwrap_or_default()
+                .chars()
+                .take(64)
+                .collect(),
+            processor_architecture: c
+                .arch
+                .clone()
+                .unwrap_or_default()
+                .chars()
+                .take(50)
+                .collect(),
+            client_version: c
+                .client_version
+                .clone()
+                .unwrap_or_default()
+                .chars()
+                .take(20)
+                .collect(),
         }
     });
     let last_sync = unix(c.last_sync.as_deref());
@@ -311,7 +337,12 @@ pub fn rollup(store: &Store, client: &Client, me: &Identity) -> Step<RollupRepor
             break;
         }
         for (info, newest) in chunk {
-            store.rollup_status_sent(&url, &info.computer_id, info.rollup_number, newest.as_deref())?;
+            store.rollup_status_sent(
+                &url,
+                &info.computer_id,
+                info.rollup_number,
+                newest.as_deref(),
+            )?;
             report.status_computers += 1;
             report.status_full += u64::from(info.full);
             report.status_rows += info.statuses.len() as u64;

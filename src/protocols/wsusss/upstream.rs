@@ -324,16 +324,19 @@ impl Uss {
                 computer_id: c.computer_id.clone(),
                 last_sync: c.last_sync.map(xsd_datetime),
                 last_report: c.last_reported_status.map(xsd_datetime),
-                details: c.details.as_ref().map(|d| crate::store::rollup::RolledDetails {
-                    name: if d.full_domain_name.is_empty() {
-                        c.computer_id.clone()
-                    } else {
-                        d.full_domain_name.clone()
-                    },
-                    group_id: d.target_group_ids.first().map(Uuid::to_string),
-                    os_description: Some(d.os_description.clone()).filter(|s| !s.is_empty()),
-                    arch: Some(d.processor_architecture.clone()).filter(|s| !s.is_empty()),
-                }),
+                details: c
+                    .details
+                    .as_ref()
+                    .map(|d| crate::store::rollup::RolledDetails {
+                        name: if d.full_domain_name.is_empty() {
+                            c.computer_id.clone()
+                        } else {
+                            d.full_domain_name.clone()
+                        },
+                        group_id: d.target_group_ids.first().map(Uuid::to_string),
+                        os_description: Some(d.os_description.clone()).filter(|s| !s.is_empty()),
+                        arch: Some(d.processor_architecture.clone()).filter(|s| !s.is_empty()),
+                    }),
             });
         }
         let wanted = store.rollup_record_computers(&rows)?;
@@ -347,7 +350,11 @@ impl Uss {
         w.end("RollupComputersResponse");
         Ok((
             w.into_string(),
-            format!("{} computers, {} asked for details", rows.len(), changes.len()),
+            format!(
+                "{} computers, {} asked for details",
+                rows.len(),
+                changes.len()
+            ),
         ))
     }
 
@@ -382,7 +389,9 @@ impl Uss {
                         (
                             u.update_id.to_string(),
                             rollup_state(u.state),
-                            u.last_change.map(xsd_datetime).unwrap_or_else(|| now.clone()),
+                            u.last_change
+                                .map(xsd_datetime)
+                                .unwrap_or_else(|| now.clone()),
                         )
                     })
                     .collect(),
