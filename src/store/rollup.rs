@@ -372,15 +372,14 @@ impl Store {
     /// Rule: a server may roll up when it authorized with this one as a
     /// downstream server (the DSS table) or is a site already.
     pub fn rollup_server_known(&self, server_id: &str) -> Result<bool> {
-        Ok(self
-            .conn()
+        self.conn()
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM downstream_servers WHERE server_id = ?1) \
                  OR EXISTS (SELECT 1 FROM sites WHERE server_id = ?1)",
                 [server_id],
                 |r| r.get(0),
             )
-            .during("reading the downstream servers")?)
+            .during("reading the downstream servers")
     }
 
     /// RollupDownstreamServers: each server becomes (or stays) a site whose

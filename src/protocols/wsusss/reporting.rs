@@ -761,7 +761,7 @@ mod tests {
             last_sync: Some(1_700_000_000 + i64::from(i)),
             parent_server_id: None,
             version: "0.1.0".into(),
-            is_replica: i % 2 == 0,
+            is_replica: i.is_multiple_of(2),
             last_rollup: None,
             summary,
         }
