@@ -411,6 +411,17 @@ fn incremental_snapshots_carry_only_new_content_and_restore_as_a_chain() {
     assert_eq!(full_view(&into), full_view(&lab.hq));
     assert_eq!(content_tree(&into), content_tree(&lab.hq));
     check_clean(&into);
+
+    // `verify --server` places data and report bundles in the store's
+    // chains; a snapshot has none (it is restored, never imported).
+    gs(&lab.hq, &["trust", "add", p(&pubkey)]).ok();
+    let v = gs(&lab.hq, &["verify", p(&s1)]).ok();
+    assert!(v.stdout.contains("no chain position"), "{}", v.stdout);
+    assert!(
+        !v.stdout.contains("chain position for server"),
+        "{}",
+        v.stdout
+    );
 }
 
 /// Tampered bytes, a wrong key, bad targets and the wrong command are

@@ -307,7 +307,17 @@ pub fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<()> {
         eprintln!("gapsync: WARNING: --allow-expired: an expired bundle will be accepted");
     }
     let mut v = verify::verify_bundle(&layout, &mut view, allow_expired, progress)?;
-    if let Some(s) = &store {
+    if let Some(s) = &store
+        && v.kind == BundleKind::Snapshot
+    {
+        // A snapshot has no place in a store's chains: it is restored
+        // into a new store, never imported.
+        v.checks.push(format!(
+            "a snapshot of server {}: no chain position in {} (restore it with gapsync restore)",
+            v.manifest.source.name,
+            s.info().name
+        ));
+    } else if let Some(s) = &store {
         let chain = if v.kind == BundleKind::Report {
             report::check_report_chain(s, &v.manifest, &v.manifest_sha256, false)
         } else {
