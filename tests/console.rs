@@ -533,6 +533,23 @@ fn console_pages_are_valid_html_without_inline_script() {
         "",
     );
     assert!(r.body.contains(&id), "KB{kb} search");
+    // All Computers lists the computers of its subgroups (every computer
+    // here is in Workstations or Pilot below it).
+    let r = http(
+        c.addr,
+        "GET",
+        "/computers?group=a0a08746-4dbe-4a37-9adf-9e7652c0b421",
+        &[("Cookie", &session)],
+        "",
+    );
+    assert!(r.body.contains(&format!("/computers/{ws}")), "{}", r.body);
+    let n = computers.as_array().unwrap().len();
+    assert!(n >= 2);
+    assert!(
+        r.body.contains(&format!("All Computers ({n})")),
+        "{}",
+        r.body
+    );
     // Unknown ids are 404s, not errors.
     let r = http(
         c.addr,

@@ -519,6 +519,7 @@ fn counts_cells(c: &crate::store::reports::StatusCounts) -> String {
 
 pub fn computers(store: &Store, p: &Params) -> Result<String> {
     let groups = store.list_groups()?;
+    let held = store.group_computer_counts()?;
     let cur = p
         .get("group")
         .and_then(|g| groups.iter().find(|x| x.id == g));
@@ -544,7 +545,7 @@ pub fn computers(store: &Store, p: &Params) -> Result<String> {
                 ""
             },
             esc(&g.name),
-            g.computers
+            held.get(&g.id).copied().unwrap_or(0)
         );
     }
     s.push_str("</ul>\n</nav>\n");

@@ -34,8 +34,8 @@ pub enum ApprovalFilter {
 /// A search of the update list (`updates` page).
 #[derive(Debug, Clone, Default)]
 pub struct UpdateQuery {
-    /// An update id, a KB number (`KB5001234` or `5001234`) or words of the
-    /// title.
+    /// An update id, or text found in a title (any language) or in `KB` +
+    /// the KB number (`KB5001234`, `5001234`, `KB50`), ASCII case ignored.
     pub text: String,
     /// `software`, `driver`, `category`, `detectoid`; None: software and
     /// drivers.
@@ -96,13 +96,17 @@ pub struct SiteCompliance {
     pub counts: StatusCounts,
 }
 
-/// Compliance of one group.
+/// Compliance of one group: its computers and those of its subgroups
+/// (All Computers covers every computer), each against the approvals of
+/// its own group.
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupCompliance {
     pub group_id: String,
     pub group: String,
+    /// Computers in the group and its subgroups.
     pub computers: i64,
-    /// Updates approved for install for the group (or a group above it).
+    /// Updates approved for install for the group or one of its subgroups
+    /// (an approval for a group above applies too).
     pub approved_updates: i64,
     pub counts: StatusCounts,
 }
@@ -161,6 +165,17 @@ fn like_pattern(s: &str) -> String {
     out
 }
 
+/// The updates approved for install for each group, its own approvals and
+/// those of the groups above it: `approved(g, update_id)`, a CTE after
+/// [`GROUP_ANCESTORS`].
+const APPROVED: &str = "approved(g, update_id) AS ( \
+    SELECT DISTINCT anc.g, d.update_id FROM deployments d JOIN anc ON anc.a = d.group_id \
+    WHERE d.removed = 0 AND d.action = 'install')";
+
+/// Computers per group, its subgroups' included: `(group_id, n)`.
+const SUBTREE_COMPUTERS: &str =
+    "SELECT anc.a, COUNT(*) FROM computers c JOIN anc ON anc.g = c.group_id GROUP BY anc.a";
+
 /// Ancestors-or-self of every group: `(g, a)` rows, as a CTE prefix.
 const GROUP_ANCESTORS: &str = "WITH RECURSIVE anc(g, a) AS ( \
     SELECT group_id, group_id FROM groups \
@@ -192,32 +207,19 @@ impl Store {
             }
             None => wh.push_str(" AND u.kind IN ('software', 'driver')"),
         }
-        // Titles are searched in `localized` (small rows), never in
-        // `revisions`, whose rows carry the verbatim XML: a scan of those
-        // reads the whole catalog.
+        // Text is searched in `update_search` (one narrow row per update:
+        // its titles in every language and `KB` + its KB number), never in
+        // `revisions`, whose rows carry the verbatim XML.
+        let mut from = "updates u";
         let text = q.text.trim();
         if !text.is_empty() {
             if let Some(id) = crate::store::canonical_guid(text) {
                 let p = arg(&mut args, id);
                 wh.push_str(&format!(" AND u.update_id = {p}"));
             } else {
-                // Titles: one scan of the title index (a substring);
-                // KB numbers (`KB5034441`, `5034`): a prefix, through
-                // their index. Never a lookup into `revisions` per update.
-                let t = arg(&mut args, like_pattern(text));
-                let digits = text
-                    .strip_prefix("KB")
-                    .or_else(|| text.strip_prefix("kb"))
-                    .unwrap_or(text);
-                let kb = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-                    let k = arg(&mut args, format!("{digits}*"));
-                    format!(" UNION SELECT r.rev_id FROM revisions r WHERE r.kb_article GLOB {k}")
-                } else {
-                    String::new()
-                };
-                wh.push_str(&format!(
-                    " AND u.current_rev IN (SELECT l.rev_id FROM localized l WHERE l.title LIKE {t} ESCAPE '\\'{kb})"
-                ));
+                from = "updates u JOIN update_search t ON t.update_id = u.update_id";
+                let p = arg(&mut args, like_pattern(text));
+                wh.push_str(&format!(" AND t.text LIKE {p} ESCAPE '\\'"));
             }
         }
         for cat in [&q.product, &q.classification].into_iter().flatten() {
@@ -242,7 +244,7 @@ impl Store {
             ));
         }
         let total: i64 = self.conn().query_row(
-            &format!("SELECT COUNT(*) FROM updates u{wh}"),
+            &format!("SELECT COUNT(*) FROM {from}{wh}"),
             params_from_iter(args.iter()),
             |r| r.get(0),
         )?;
@@ -251,7 +253,7 @@ impl Store {
         let sql = format!(
             "SELECT p.update_id, r.revision, r.kind, r.title, r.kb_article, r.creation_date, p.declined, \
              (SELECT COUNT(*) FROM deployments d WHERE d.update_id = p.update_id AND d.removed = 0) FROM ( \
-             SELECT u.update_id, u.current_rev, u.declined FROM updates u{wh} ORDER BY u.update_id LIMIT {} OFFSET {}) p \
+             SELECT u.update_id, u.current_rev, u.declined FROM {from}{wh} ORDER BY u.update_id LIMIT {} OFFSET {}) p \
              JOIN revisions r ON r.rev_id = p.current_rev ORDER BY p.update_id",
             q.limit.min(1000),
             q.offset
@@ -318,13 +320,25 @@ impl Store {
         Ok(c)
     }
 
-    /// Computers (of one group, or all), by name, with status counts.
+    /// How many computers each group holds, its subgroups' included (groups
+    /// without any are left out).
+    pub fn group_computer_counts(&self) -> Result<std::collections::HashMap<String, i64>> {
+        let mut st = self
+            .conn()
+            .prepare(&format!("{GROUP_ANCESTORS} {SUBTREE_COMPUTERS}"))?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Computers (of one group and its subgroups, or all), by name, with
+    /// status counts.
     pub fn computer_rows(&self, group_id: Option<&str>) -> Result<Vec<ComputerRow>> {
-        let mut st = self.conn().prepare(
-            "SELECT c.computer_id, c.name, g.name, c.group_id, c.os_description, c.last_sync, c.last_report, c.added \
+        let mut st = self.conn().prepare(&format!(
+            "{GROUP_ANCESTORS} SELECT c.computer_id, c.name, g.name, c.group_id, c.os_description, c.last_sync, c.last_report, c.added \
              FROM computers c JOIN groups g ON g.group_id = c.group_id \
-             WHERE ?1 IS NULL OR c.group_id = ?1 ORDER BY c.name COLLATE NOCASE, c.computer_id",
-        )?;
+             WHERE ?1 IS NULL OR c.group_id IN (SELECT anc.g FROM anc WHERE anc.a = ?1) \
+             ORDER BY c.name COLLATE NOCASE, c.computer_id"
+        ))?;
         let rows = st.query_map([group_id], |r| {
             Ok(ComputerRow {
                 id: r.get(0)?,
@@ -424,10 +438,9 @@ impl Store {
     pub fn group_compliance(&self) -> Result<Vec<GroupCompliance>> {
         let mut out = Vec::new();
         let mut st = self.conn().prepare(&format!(
-            "{GROUP_ANCESTORS} SELECT g.group_id, g.name, \
-             (SELECT COUNT(*) FROM computers c WHERE c.group_id = g.group_id), \
-             (SELECT COUNT(DISTINCT d.update_id) FROM deployments d JOIN anc ON anc.a = d.group_id \
-              WHERE anc.g = g.group_id AND d.removed = 0 AND d.action = 'install') \
+            "{GROUP_ANCESTORS}, {APPROVED} SELECT g.group_id, g.name, \
+             (SELECT COUNT(*) FROM computers c JOIN anc sub ON sub.g = c.group_id WHERE sub.a = g.group_id), \
+             (SELECT COUNT(DISTINCT ap.update_id) FROM approved ap JOIN anc sub ON sub.g = ap.g WHERE sub.a = g.group_id) \
              FROM groups g ORDER BY g.name COLLATE NOCASE"
         ))?;
         let rows = st.query_map([], |r| {
@@ -443,13 +456,12 @@ impl Store {
             out.push(row?);
         }
         let mut st = self.conn().prepare(&format!(
-            "{GROUP_ANCESTORS}, approved(g, update_id) AS ( \
-               SELECT DISTINCT anc.g, d.update_id FROM deployments d JOIN anc ON anc.a = d.group_id \
-               WHERE d.removed = 0 AND d.action = 'install') \
+            "{GROUP_ANCESTORS}, {APPROVED} \
              SELECT COALESCE(s.state, 'unknown'), COUNT(*) FROM computers c \
+             JOIN anc sub ON sub.g = c.group_id AND sub.a = ?1 \
              JOIN approved a ON a.g = c.group_id \
              LEFT JOIN wusp_status s ON s.computer_id = c.computer_id AND s.update_id = a.update_id \
-             WHERE c.group_id = ?1 GROUP BY 1"
+             GROUP BY 1"
         ))?;
         for g in &mut out {
             let rows = st.query_map([&g.group_id], |r| {
@@ -565,6 +577,125 @@ mod tests {
         (dir, s)
     }
 
+    fn doc(id: &str, revision: i32, title_en: &str, title_de: &str, kb: &str) -> String {
+        format!(
+            "<upd:Update xmlns:upd=\"http://schemas.microsoft.com/msus/2002/12/Update\">\
+             <upd:UpdateIdentity UpdateID=\"{id}\" RevisionNumber=\"{revision}\" />\
+             <upd:Properties UpdateType=\"Software\" DefaultPropertiesLanguage=\"en\" PublicationState=\"Published\" CreationDate=\"2026-10-01T00:00:00.000Z\">\
+             <upd:KBArticleID>{kb}</upd:KBArticleID></upd:Properties>\
+             <upd:LocalizedPropertiesCollection>\
+             <upd:LocalizedProperties><upd:Language>en</upd:Language><upd:Title>{title_en}</upd:Title></upd:LocalizedProperties>\
+             <upd:LocalizedProperties><upd:Language>de</upd:Language><upd:Title>{title_de}</upd:Title></upd:LocalizedProperties>\
+             </upd:LocalizedPropertiesCollection></upd:Update>"
+        )
+    }
+
+    /// The text search: title substrings in any language, KB numbers with
+    /// or without `KB`, ids; always the current revision's text.
+    #[test]
+    fn search_by_title_kb_and_current_revision() {
+        let (_d, mut s) = store_with(20);
+        const A: &str = "0b0c0d0e-0000-4000-8000-00000000000a";
+        const B: &str = "0b0c0d0e-0000-4000-8000-00000000000b";
+        let mut batch = s.catalog_batch().unwrap();
+        let a1 = doc(
+            A,
+            100,
+            "Zebra Update for Widgets",
+            "Zebra-Aktualisierung",
+            "5034441",
+        );
+        batch.add_revision("a1", a1.as_bytes()).unwrap();
+        let b1 = doc(
+            B,
+            100,
+            "Quokka 100% Rollup",
+            "Quokka Sammelupdate",
+            "5099001",
+        );
+        batch.add_revision("b1", b1.as_bytes()).unwrap();
+        batch.commit().unwrap();
+        let find = |s: &Store, text: &str| -> Vec<String> {
+            let mut ids: Vec<String> = s
+                .search_updates(&UpdateQuery {
+                    text: text.into(),
+                    limit: 100,
+                    ..UpdateQuery::default()
+                })
+                .unwrap()
+                .rows
+                .into_iter()
+                .map(|r| r.id)
+                .filter(|id| id == A || id == B)
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(find(&s, "zebra update"), [A]);
+        assert_eq!(find(&s, "Aktualisierung"), [A], "German title");
+        assert_eq!(find(&s, "KB5034441"), [A]);
+        assert_eq!(find(&s, "kb5034441"), [A]);
+        assert_eq!(find(&s, "5099001"), [B]);
+        assert_eq!(find(&s, "KB50"), [A, B], "a KB prefix");
+        assert_eq!(find(&s, "100%"), [B], "% is literal");
+        assert_eq!(find(&s, "1_0"), Vec::<String>::new(), "_ is literal");
+        assert_eq!(find(&s, &B.to_uppercase()), [B]);
+        // A newer revision replaces the searched text; an older one does not.
+        let mut batch = s.catalog_batch().unwrap();
+        let a2 = doc(
+            A,
+            200,
+            "Yak Update for Widgets",
+            "Yak-Aktualisierung",
+            "5034442",
+        );
+        batch.add_revision("a2", a2.as_bytes()).unwrap();
+        let b0 = doc(B, 50, "Old Wombat", "Alter Wombat", "4000001");
+        batch.add_revision("b0", b0.as_bytes()).unwrap();
+        batch.commit().unwrap();
+        assert_eq!(find(&s, "Zebra"), Vec::<String>::new());
+        assert_eq!(find(&s, "KB5034441"), Vec::<String>::new());
+        assert_eq!(find(&s, "yak update"), [A]);
+        assert_eq!(find(&s, "KB5034442"), [A]);
+        assert_eq!(find(&s, "Wombat"), Vec::<String>::new());
+        assert_eq!(find(&s, "Quokka"), [B]);
+    }
+
+    /// A store of schema v10 (no search table) gets its search rows when it
+    /// is migrated.
+    #[test]
+    fn migration_to_v11_fills_the_search_table() {
+        let (d, s) = store_with(30);
+        let before = s
+            .search_updates(&UpdateQuery {
+                text: "KB".into(),
+                limit: 1000,
+                ..UpdateQuery::default()
+            })
+            .unwrap();
+        assert!(before.total > 0);
+        s.conn()
+            .execute_batch(
+                "DROP TABLE update_search; \
+                 CREATE INDEX localized_title ON localized (title); \
+                 CREATE INDEX revisions_kb ON revisions (kb_article); \
+                 PRAGMA user_version = 10;",
+            )
+            .unwrap();
+        drop(s);
+        let s = Store::open(&d.path().join("s")).unwrap();
+        let after = s
+            .search_updates(&UpdateQuery {
+                text: "KB".into(),
+                limit: 1000,
+                ..UpdateQuery::default()
+            })
+            .unwrap();
+        assert_eq!(after.total, before.total);
+        let ids = |p: &UpdatePage| p.rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&after), ids(&before));
+    }
+
     #[test]
     fn search_pages_and_filters() {
         let (_d, mut s) = store_with(60);
@@ -623,7 +754,23 @@ mod tests {
             ),
             (1, 1, 1)
         );
+        // All Computers covers its subgroups: Pilot's computer and the
+        // update approved for it.
         let all_computers = c.iter().find(|g| g.group == "All Computers").unwrap();
-        assert_eq!(all_computers.approved_updates, 0);
+        assert_eq!(
+            (
+                all_computers.computers,
+                all_computers.approved_updates,
+                all_computers.counts.unknown
+            ),
+            (1, 1, 1)
+        );
+        let counts = s.group_computer_counts().unwrap();
+        assert_eq!(counts.get(crate::store::ALL_COMPUTERS.0), Some(&1));
+        assert_eq!(counts.get(&pilot.group_id), Some(&1));
+        let in_all = s
+            .computer_rows(Some(crate::store::ALL_COMPUTERS.0))
+            .unwrap();
+        assert_eq!(in_all.len(), 1);
     }
 }

@@ -64,6 +64,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/v8.sql"),
     include_str!("schema/v9.sql"),
     include_str!("schema/v10.sql"),
+    include_str!("schema/v11.sql"),
 ];
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -1068,7 +1069,8 @@ impl Store {
 /// 2. the journal entry and the `revisions` row (verbatim XML, digest);
 /// 3. its indexed fields: localized properties, relationships
 ///    (prerequisites, bundled, superseded), files, languages;
-/// 4. the update's current revision: the newest one.
+/// 4. the update's current revision: the newest one;
+/// 5. the update's search text, when this revision became current.
 pub(crate) fn insert_revision(
     tx: &Connection,
     now: &str,
@@ -1108,8 +1110,22 @@ pub(crate) fn insert_revision(
         ])
     })
     .during("updating an update's current revision")?;
+    // 5.
+    tx.prepare_cached(SEARCH_TEXT)
+        .and_then(|mut st| st.execute(params![id, rev_id]))
+        .during("updating an update's search text")?;
     Ok(Added::New(rev_id))
 }
+
+/// Step 5 of [`insert_revision`]: the searched text of update `?1` when
+/// revision `?2` is its current one (its titles in every language, one per
+/// line, then `KB` and its KB number), the console's search reads it. The
+/// migration to schema v11 fills the table with the same expression.
+const SEARCH_TEXT: &str = "INSERT OR REPLACE INTO update_search (update_id, text) \
+    SELECT u.update_id, \
+    COALESCE((SELECT group_concat(l.title, char(10)) FROM localized l WHERE l.rev_id = u.current_rev), '') \
+    || COALESCE(char(10) || 'KB' || (SELECT r.kb_article FROM revisions r WHERE r.rev_id = u.current_rev), '') \
+    FROM updates u WHERE u.update_id = ?1 AND u.current_rev = ?2";
 
 /// Step 1 of [`insert_revision`]: the `rev_id` of the same (id, revision)
 /// stored with the same bytes; refused when stored with other bytes.
