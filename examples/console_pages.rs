@@ -4,9 +4,11 @@
 //!
 //! DIR is a store; when it does not exist, one is made there with a
 //! synthetic catalog of UPDATES updates (default 100000), a group, a
-//! computer and 200 approvals. Each page is rendered through the console's
-//! request handler (no network), 5 times; the median and the slowest are
-//! printed.
+//! computer and 200 approvals. A store without sites gets 3 (as an upper
+//! server keeps rolled-up downstream servers: each reports the whole
+//! catalog, 100 computers and 200 statuses per computer). Each page is
+//! rendered through the console's request handler (no network), 5 times;
+//! the median and the slowest are printed.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -15,6 +17,8 @@ use gapsync::console::app::{App, Method, Req};
 use gapsync::console::auth::{LoginLimiter, Sessions};
 use gapsync::console::pages::Params;
 use gapsync::store::deployments::{Action, Approval};
+use gapsync::store::rollup::{RolledComputer, RolledDetails, RolledServer, RolledStatus};
+use gapsync::store::wusp::UpdateState;
 use gapsync::store::{Mode, Store, UpdateFilter};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,6 +31,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(100_000);
     if !dir.exists() {
         make_store(&dir, updates)?;
+    }
+    if !Store::open_read_only(&dir)?.has_sites()? {
+        add_sites(&dir)?;
     }
     let app = App {
         root: dir.clone(),
@@ -143,6 +150,69 @@ fn make_store(dir: &Path, updates: u64) -> Result<(), Box<dyn std::error::Error>
             deadline: None,
             admin_name: "bench",
         })?;
+    }
+    Ok(())
+}
+
+/// Three rolled-up downstream servers, as `sync --replica` at three sites
+/// would leave them: the catalog is theirs, 100 computers each, 200
+/// statuses per computer (installed, needed, failed, not applicable).
+fn add_sites(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    eprintln!("adding 3 rolled-up sites to {}", dir.display());
+    let s = Store::open_writer(dir)?;
+    let updates: Vec<String> = s
+        .list_updates(&UpdateFilter {
+            kind: Some(gapsync::model::metadata::UpdateKind::Software),
+            ..UpdateFilter::default()
+        })?
+        .into_iter()
+        .take(200)
+        .map(|u| u.id)
+        .collect();
+    let states = [
+        UpdateState::Installed,
+        UpdateState::Needed,
+        UpdateState::Failed,
+        UpdateState::NotApplicable,
+    ];
+    let when = "2026-12-01T00:00:00Z".to_string();
+    for site in 0..3u32 {
+        let server_id = format!("5e1e0000-0000-4000-8000-{site:012}");
+        s.rollup_record_servers(&[RolledServer {
+            server_id: server_id.clone(),
+            name: format!("site-{site}"),
+            rollup_time: Some(when.clone()),
+        }])?;
+        let computers: Vec<RolledComputer> = (0..100u32)
+            .map(|c| RolledComputer {
+                server_id: server_id.clone(),
+                computer_id: format!("c0000000-0000-4000-8{site:03}-{c:012}"),
+                last_sync: Some(when.clone()),
+                last_report: Some(when.clone()),
+                details: Some(RolledDetails {
+                    name: format!("ws-{site}-{c:03}"),
+                    group_id: None,
+                    os_description: Some("Windows 11".into()),
+                    arch: Some("AMD64".into()),
+                }),
+            })
+            .collect();
+        s.rollup_record_computers(&computers)?;
+        let status: Vec<RolledStatus> = computers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| RolledStatus {
+                computer_id: c.computer_id.clone(),
+                rollup_number: 1,
+                full: true,
+                rows: updates
+                    .iter()
+                    .enumerate()
+                    .map(|(j, u)| (u.clone(), states[(i + j) % states.len()], when.clone()))
+                    .collect(),
+            })
+            .collect();
+        s.rollup_record_status(&server_id, &status)?;
     }
     Ok(())
 }

@@ -330,9 +330,11 @@ fn a_user_who_may_only_read_runs_every_reading_command() {
     let older = rusqlite::Connection::open(s.join("gapsync.db")).unwrap();
     older
         .execute_batch(
-            // Undo v10 (rollup), v9 (site reports), v8 (indexes), v7
-            // (MS-WUSP tables and computer columns), then v6.
-            "DROP TABLE rollup_upstream; DROP TABLE rollup_computers; \
+            // Undo v11 (search table), v10 (rollup), v9 (site reports), v8
+            // (indexes), v7 (MS-WUSP tables and computer columns), then v6.
+            "DROP TABLE update_search; \
+             CREATE INDEX revisions_kb ON revisions (kb_article); CREATE INDEX localized_title ON localized (title); \
+             DROP TABLE rollup_upstream; DROP TABLE rollup_computers; \
              DROP TABLE report_exports; DROP TABLE site_reports; DROP TABLE site_imports; \
              DROP TABLE site_content; DROP TABLE site_groups; DROP TABLE site_updates; \
              DROP TABLE site_approvals; DROP TABLE site_computers; DROP TABLE site_status; \

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::store::Store;
-use crate::store::reports::{ReportSource, StatusCounts};
+use crate::store::reports::StatusCounts;
 
 /// `config` key: the console password, an Argon2id PHC string.
 pub const PASSWORD_HASH: &str = "console.password_hash";
@@ -194,30 +194,34 @@ impl Store {
 
     /// One page of the update list, by update id.
     pub fn search_updates(&self, q: &UpdateQuery) -> Result<UpdatePage> {
-        let mut wh = String::from(" WHERE 1=1");
+        // `kind` is tested apart: the count reads it from its index, the
+        // page tests it per row (`+u.kind`), so that the page walks
+        // `updates` in id order and stops at its last row.
+        let kind;
+        let mut wh = String::new();
         let mut args: Vec<String> = Vec::new();
         let arg = |args: &mut Vec<String>, v: String| -> String {
             args.push(v);
             format!("?{}", args.len())
         };
         match &q.kind {
-            Some(k) => {
-                let p = arg(&mut args, k.clone());
-                wh.push_str(&format!(" AND u.kind = {p}"));
-            }
-            None => wh.push_str(" AND u.kind IN ('software', 'driver')"),
+            Some(k) => kind = format!("u.kind = {}", arg(&mut args, k.clone())),
+            None => kind = "u.kind IN ('software', 'driver')".to_string(),
         }
         // Text is searched in `update_search` (one narrow row per update:
         // its titles in every language and `KB` + its KB number), never in
-        // `revisions`, whose rows carry the verbatim XML.
+        // `revisions`, whose rows carry the verbatim XML. It is read first,
+        // in id order, and `updates` looked up for its matches.
         let mut from = "updates u";
+        let mut order = "u.update_id";
         let text = q.text.trim();
         if !text.is_empty() {
             if let Some(id) = crate::store::canonical_guid(text) {
                 let p = arg(&mut args, id);
                 wh.push_str(&format!(" AND u.update_id = {p}"));
             } else {
-                from = "updates u JOIN update_search t ON t.update_id = u.update_id";
+                from = "update_search t CROSS JOIN updates u ON u.update_id = t.update_id";
+                order = "t.update_id";
                 let p = arg(&mut args, like_pattern(text));
                 wh.push_str(&format!(" AND t.text LIKE {p} ESCAPE '\\'"));
             }
@@ -240,20 +244,21 @@ impl Store {
         if let Some(s) = &q.status {
             let p = arg(&mut args, s.clone());
             wh.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM wusp_status s WHERE s.update_id = u.update_id AND s.state = {p})"
+                " AND u.update_id IN (SELECT s.update_id FROM wusp_status s WHERE s.state = {p})"
             ));
         }
         let total: i64 = self.conn().query_row(
-            &format!("SELECT COUNT(*) FROM {from}{wh}"),
+            &format!("SELECT COUNT(*) FROM {from} WHERE {kind}{wh}"),
             params_from_iter(args.iter()),
             |r| r.get(0),
         )?;
         // The page is picked from `updates` alone (in update id order, its
-        // primary key), then only its rows are joined to their revisions.
+        // primary key; with a text, from `update_search` in the same
+        // order), then only its rows are joined to their revisions.
         let sql = format!(
             "SELECT p.update_id, r.revision, r.kind, r.title, r.kb_article, r.creation_date, p.declined, \
              (SELECT COUNT(*) FROM deployments d WHERE d.update_id = p.update_id AND d.removed = 0) FROM ( \
-             SELECT u.update_id, u.current_rev, u.declined FROM {from}{wh} ORDER BY u.update_id LIMIT {} OFFSET {}) p \
+             SELECT u.update_id, u.current_rev, u.declined FROM {from} WHERE +{kind}{wh} ORDER BY {order} LIMIT {} OFFSET {}) p \
              JOIN revisions r ON r.rev_id = p.current_rev ORDER BY p.update_id",
             q.limit.min(1000),
             q.offset
@@ -417,21 +422,17 @@ impl Store {
 
     /// Compliance per site (sites of `store::sites`), by name.
     pub fn site_compliance(&self) -> Result<Vec<SiteCompliance>> {
-        let mut out = Vec::new();
-        for site in self.sites_list()? {
-            let mut counts = StatusCounts::default();
-            for c in self.report_computers_of(ReportSource::Site(&site.server_id), None)? {
-                counts.add_all(&c.counts);
-            }
-            out.push(SiteCompliance {
+        Ok(self
+            .sites_list()?
+            .into_iter()
+            .map(|site| SiteCompliance {
                 server_id: site.server_id,
                 site: site.site,
                 last_report: site.last_report,
                 computers: site.computers,
-                counts,
-            });
-        }
-        Ok(out)
+                counts: site.counts,
+            })
+            .collect())
     }
 
     /// Compliance per group (see the module rules), groups by name.
@@ -530,7 +531,8 @@ impl Store {
         )?)
     }
 
-    /// The time of the newest journal entry of each kind given (RFC 3339).
+    /// The time of the newest journal entry (by sequence) of the kinds given
+    /// (RFC 3339).
     pub fn last_journal_time(&self, kinds: &[&str]) -> Result<Option<String>> {
         let marks = (1..=kinds.len())
             .map(|i| format!("?{i}"))
@@ -539,7 +541,11 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                &format!("SELECT MAX(at) FROM journal WHERE kind IN ({marks})"),
+                // The newest by sequence: read backwards from the end of the
+                // journal to the first entry of these kinds.
+                &format!(
+                    "SELECT at FROM journal WHERE kind IN ({marks}) ORDER BY seq DESC LIMIT 1"
+                ),
                 params_from_iter(kinds.iter()),
                 |r| r.get(0),
             )

@@ -244,12 +244,16 @@ impl Store {
                 |r| r.get(0),
             )
             .during("counting the reportable updates")?;
+        // The counts are grouped first, then joined to the computers (a
+        // join of each computer to the status rows is computers x rows).
         let mut st = self.conn().prepare(&format!(
-            "WITH RECURSIVE {ctes}, {SUBTREE}, {ABOVE}, {REPORTABLE} \
-             SELECT c.computer_id, c.name, g.name, c.last_report, s.state, COUNT(s.update_id) \
+            "WITH RECURSIVE {ctes}, {SUBTREE}, {ABOVE}, {REPORTABLE}, \
+             cnt(computer_id, state, n) AS (SELECT s.computer_id, s.state, COUNT(*) \
+               FROM stat s JOIN rep ON rep.update_id = s.update_id GROUP BY s.computer_id, s.state) \
+             SELECT c.computer_id, c.name, g.name, c.last_report, k.state, k.n \
              FROM comp c JOIN sub ON sub.g = c.group_id JOIN grp g ON g.group_id = c.group_id \
-             LEFT JOIN (stat s JOIN rep ON rep.update_id = s.update_id) ON s.computer_id = c.computer_id \
-             GROUP BY c.computer_id, s.state ORDER BY c.name COLLATE NOCASE, c.computer_id"
+             LEFT JOIN cnt k ON k.computer_id = c.computer_id \
+             ORDER BY c.name COLLATE NOCASE, c.computer_id, k.state"
         ))?;
         let mut rows = st.query(rusqlite::params![group, false, site])?;
         let mut out: Vec<ComputerReport> = Vec::new();
@@ -296,10 +300,12 @@ impl Store {
             .during("counting the computers of the report")?;
         let mut st = self.conn().prepare(&format!(
             "WITH RECURSIVE {ctes}, {SUBTREE}, {ABOVE}, {REPORTABLE}, \
-             mine(computer_id) AS (SELECT c.computer_id FROM comp c JOIN sub ON sub.g = c.group_id) \
-             SELECT rep.update_id, rep.title, s.state, COUNT(s.computer_id) \
-             FROM rep LEFT JOIN (stat s JOIN mine ON mine.computer_id = s.computer_id) ON s.update_id = rep.update_id \
-             GROUP BY rep.update_id, s.state ORDER BY rep.title, rep.update_id"
+             mine(computer_id) AS (SELECT c.computer_id FROM comp c JOIN sub ON sub.g = c.group_id), \
+             cnt(update_id, state, n) AS (SELECT s.update_id, s.state, COUNT(*) \
+               FROM stat s JOIN mine ON mine.computer_id = s.computer_id GROUP BY s.update_id, s.state) \
+             SELECT rep.update_id, rep.title, k.state, k.n \
+             FROM rep LEFT JOIN cnt k ON k.update_id = rep.update_id \
+             ORDER BY rep.title, rep.update_id, k.state"
         ))?;
         let mut rows = st.query(rusqlite::params![group, approved, site])?;
         let mut out: Vec<UpdateReport> = Vec::new();

@@ -117,6 +117,9 @@ pub struct SiteRow {
     pub needed: i64,
     pub failed: i64,
     pub installed: i64,
+    /// Every count (the console's per-site compliance).
+    #[serde(skip)]
+    pub counts: crate::store::reports::StatusCounts,
 }
 
 /// What the latest receipts of the sites a destination reaches say
@@ -496,6 +499,7 @@ impl Store {
                     needed: 0,
                     failed: 0,
                     installed: 0,
+                    counts: Default::default(),
                 })
             },
         )
@@ -504,10 +508,11 @@ impl Store {
         for mut row in rows {
             let source = crate::store::reports::ReportSource::Site(&row.server_id);
             for c in self.report_computers_of(source, None)? {
-                row.needed += c.counts.needed;
-                row.failed += c.counts.failed;
-                row.installed += c.counts.installed;
+                row.counts.add_all(&c.counts);
             }
+            row.needed = row.counts.needed;
+            row.failed = row.counts.failed;
+            row.installed = row.counts.installed;
             out.push(row);
         }
         Ok(out)
