@@ -1425,7 +1425,8 @@ pub(crate) type VolumeFiles = BTreeMap<u32, Vec<(String, String, u64)>>;
 /// Step 4 (version 3): every content file copied from the content store
 /// into its bundle file(s), files in parallel, each byte read once and
 /// hashed once (SHA-256; SHA-1 too when the update metadata gives no
-/// SHA-256), each file fsynced, then the folders. `sources[i]` is where
+/// SHA-256), each file's writeback started as soon as it is written; then
+/// every file fsynced, then the folders. `sources[i]` is where
 /// `content[i]` lies. Returns each part's SHA-256, per file.
 pub(crate) fn write_content_files(
     sources: &[PathBuf],
@@ -1450,6 +1451,14 @@ pub(crate) fn write_content_files(
     let digests = crate::airgap::files::run_parallel(&jobs, |(i, src)| {
         copy_content_file(src, &content[*i], &placements[*i], vols, progress)
     })?;
+    // Most of the files' pages are on disk by now: their writeback ran
+    // while later files were hashed.
+    let written: Vec<PathBuf> = placements
+        .iter()
+        .flatten()
+        .map(|p| vols.of(p.volume).join(&p.entry))
+        .collect();
+    crate::airgap::files::sync_files(&written)?;
     // The folders the files were created in, then theirs.
     let mut parents: std::collections::BTreeSet<PathBuf> = std::collections::BTreeSet::new();
     for d in &dirs {
@@ -1500,7 +1509,7 @@ fn copy_content_file(
             &on_bytes,
         )
         .at(src)?;
-        out.sync_all().at(&dest)?;
+        crate::airgap::files::start_writeback(&out);
         if split {
             digests.push(part.finish().sha256);
         }

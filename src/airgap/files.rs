@@ -71,6 +71,39 @@ where
     results.into_iter().map(|(_, r)| r).collect()
 }
 
+/// Starts writing `file`'s dirty pages to disk and returns without waiting
+/// (Linux: `sync_file_range(SYNC_FILE_RANGE_WRITE)`; elsewhere nothing), so
+/// the disk writes one file while the worker hashes the next. It makes
+/// nothing durable: the caller fsyncs the file later ([`sync_files`]).
+pub fn start_writeback(file: &std::fs::File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `file` is an open descriptor for the whole call, which
+        // only schedules writeback of its pages. A failure is left to the
+        // fsync that follows, which reports it.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+}
+
+/// fsyncs each file (reopened for writing, which Windows needs to flush;
+/// nothing is truncated), files in parallel.
+pub fn sync_files(paths: &[std::path::PathBuf]) -> Result<()> {
+    use crate::error::IoContext;
+    run_parallel(paths, |p| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .and_then(|f| f.sync_all())
+            .at(p)
+    })?;
+    Ok(())
+}
+
 /// What one pass over a file computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Digests {
