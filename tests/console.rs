@@ -550,6 +550,16 @@ fn console_pages_are_valid_html_without_inline_script() {
         "{}",
         r.body
     );
+    // The Bundles page names the key that signed each export.
+    let exports = gs(&dir, &["exports", "list", "--json"]).ok().json();
+    let signer = exports[0]["signer"].as_str().expect("signer").to_string();
+    assert!(!signer.is_empty());
+    let r = http(c.addr, "GET", "/bundles", &[("Cookie", &session)], "");
+    assert!(
+        r.body.contains(&format!("<code>{signer}</code>")),
+        "{}",
+        r.body
+    );
     // Unknown ids are 404s, not errors.
     let r = http(
         c.addr,

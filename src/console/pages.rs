@@ -761,11 +761,11 @@ pub fn bundles(store: &Store) -> Result<String> {
     if exports.is_empty() {
         s.push_str("<p>None.</p>\n");
     } else {
-        s.push_str("<table>\n<thead><tr><th scope=\"col\">Destination</th><th scope=\"col\">Seq</th><th scope=\"col\">Kind</th><th scope=\"col\">From anchor</th><th scope=\"col\">To anchor</th><th scope=\"col\">Manifest SHA-256</th><th scope=\"col\">Created</th></tr></thead>\n<tbody>\n");
+        s.push_str("<table>\n<thead><tr><th scope=\"col\">Destination</th><th scope=\"col\">Seq</th><th scope=\"col\">Kind</th><th scope=\"col\">From anchor</th><th scope=\"col\">To anchor</th><th scope=\"col\">Manifest SHA-256</th><th scope=\"col\">Signed by</th><th scope=\"col\">Created</th></tr></thead>\n<tbody>\n");
         for e in &exports {
             let _ = writeln!(
                 s,
-                "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><code class=\"hash\">{}</code></td><td>{}</td></tr>",
+                "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><code class=\"hash\">{}</code></td><td>{}</td><td>{}</td></tr>",
                 esc(&e.destination),
                 e.seq,
                 esc(&e.kind),
@@ -775,6 +775,10 @@ pub fn bundles(store: &Store) -> Result<String> {
                     .unwrap_or_else(|| "(full)".into()),
                 esc(&e.to_anchor),
                 esc(&e.manifest_sha256),
+                e.signer
+                    .as_deref()
+                    .map(|k| format!("<code>{}</code>", esc(k)))
+                    .unwrap_or_else(|| "&#8212;".into()),
                 esc(&e.created)
             );
         }

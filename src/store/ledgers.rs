@@ -46,6 +46,9 @@ pub struct ExportedLink {
     pub to_anchor: String,
     pub manifest_sha256: String,
     pub created: String,
+    /// The key id that signed it (unknown for bundles exported before
+    /// schema v7 recorded it).
+    pub signer: Option<String>,
 }
 
 /// A bundle just exported, for the ledger.
@@ -233,7 +236,7 @@ impl Store {
     pub fn export_history(&self) -> Result<Vec<ExportedLink>> {
         let read = || -> rusqlite::Result<Vec<ExportedLink>> {
             let mut st = self.conn().prepare(
-                "SELECT destination, seq, bundle_id, kind, from_anchor, to_anchor, manifest_sha256, created \
+                "SELECT destination, seq, bundle_id, kind, from_anchor, to_anchor, manifest_sha256, created, signer \
                  FROM export_history ORDER BY destination, seq",
             )?;
             let rows = st.query_map([], |r| {
@@ -246,6 +249,7 @@ impl Store {
                     to_anchor: r.get(5)?,
                     manifest_sha256: r.get(6)?,
                     created: r.get(7)?,
+                    signer: r.get(8)?,
                 })
             })?;
             rows.collect()
