@@ -194,20 +194,19 @@ impl Store {
 
     /// One page of the update list, by update id.
     pub fn search_updates(&self, q: &UpdateQuery) -> Result<UpdatePage> {
-        // `kind` is tested apart: the count reads it from its index, the
-        // page tests it per row (`+u.kind`), so that the page walks
-        // `updates` in id order and stops at its last row.
-        let kind;
         let mut wh = String::new();
         let mut args: Vec<String> = Vec::new();
         let arg = |args: &mut Vec<String>, v: String| -> String {
             args.push(v);
             format!("?{}", args.len())
         };
-        match &q.kind {
-            Some(k) => kind = format!("u.kind = {}", arg(&mut args, k.clone())),
-            None => kind = "u.kind IN ('software', 'driver')".to_string(),
-        }
+        // `kind` is tested apart: the count reads it from its index, the
+        // page tests it per row (`+u.kind`), so that the page walks
+        // `updates` in id order and stops at its last row.
+        let kind = match &q.kind {
+            Some(k) => format!("u.kind = {}", arg(&mut args, k.clone())),
+            None => "u.kind IN ('software', 'driver')".to_string(),
+        };
         // Text is searched in `update_search` (one narrow row per update:
         // its titles in every language and `KB` + its KB number), never in
         // `revisions`, whose rows carry the verbatim XML. It is read first,
