@@ -698,6 +698,28 @@ async fn shot(
 
 /// Every request the page made (the document, styles, scripts, images)
 /// went to the console.
+/// The page's flash message once it contains `want` (the page before the
+/// action may still show an older one), or the last one seen after 30 s.
+async fn flash_with(
+    b: &fantoccini::Client,
+    want: &str,
+) -> Result<String, fantoccini::error::CmdError> {
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut seen = String::new();
+    while Instant::now() < until {
+        if let Ok(e) = b.find(fantoccini::Locator::Css("p.flash")).await
+            && let Ok(t) = e.text().await
+        {
+            if t.contains(want) {
+                return Ok(t);
+            }
+            seen = t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(seen)
+}
+
 async fn only_local(b: &fantoccini::Client, base: &str) -> Result<(), fantoccini::error::CmdError> {
     let v = b
         .execute(
@@ -822,13 +844,7 @@ async fn browse(
         .send_keys("2027-01-15T18:00:00Z")
         .await?;
     b.find(Locator::Id("do-approve")).await?.click().await?;
-    let flash = b
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Css("p.flash"))
-        .await?
-        .text()
-        .await?;
+    let flash = flash_with(b, "Approved 1 update for Pilot").await?;
     assert!(flash.contains("Approved 1 update for Pilot"), "{flash}");
     let table = b.find(Locator::Id("approvals")).await?.text().await?;
     assert!(
@@ -847,13 +863,8 @@ async fn browse(
     // Decline (the script asks first).
     b.find(Locator::Id("do-decline")).await?.click().await?;
     b.accept_alert().await?;
-    let flash = b
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Css("p.flash"))
-        .await?
-        .text()
-        .await?;
+    // The approval's flash is still on the page until the answer loads.
+    let flash = flash_with(b, "Declined 1 update").await?;
     assert!(flash.contains("Declined 1 update"), "{flash}");
     assert_eq!(
         b.find(Locator::Id("update-state")).await?.text().await?,
