@@ -972,6 +972,23 @@ fn demo_runs_the_whole_air_gap_loop_in_a_fresh_folder() {
         "{}",
         r.stdout
     );
+    // Both stores were checked, and the check recorded for their consoles.
+    assert!(
+        r.stdout.contains("13. check: hq-connected clean (")
+            && r.stdout.contains("; plant-disconnected clean ("),
+        "{}",
+        r.stdout
+    );
+    for side in ["connected", "disconnected"] {
+        let store = gapsync::store::Store::open_read_only(&run.join(side)).unwrap();
+        let last = gapsync::store::check::last_recorded(&store)
+            .unwrap()
+            .expect("a recorded check");
+        assert!(
+            last.problems.is_empty() && last.content_files_checked > 0,
+            "{side}: {last:?}"
+        );
+    }
     let table = r
         .stdout
         .split("per-site compliance at the connected server")

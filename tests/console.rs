@@ -579,6 +579,89 @@ fn console_pages_are_valid_html_without_inline_script() {
     assert_eq!(r.status, 404);
 }
 
+/// The overview shows the last recorded `check` (clean, then its
+/// problems); the Bundles page shows each bundle's size and signing key,
+/// on the exporting side and on the side that imported it.
+#[test]
+fn console_shows_the_last_check_and_bundle_sizes_and_keys() {
+    use gapsync::model::units::human_bytes;
+    let (tmp, dir) = console_store();
+    let c = Running::start(&dir, tmp.path().join("console.log"));
+    let (session, _) = login(c.addr);
+    let home = || http(c.addr, "GET", "/", &[("Cookie", &session)], "").body;
+    assert!(home().contains("never recorded"), "{}", home());
+
+    gs(&dir, &["check"]).ok();
+    let page = home();
+    let fact = page
+        .split("<dd id=\"last-check\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</dd>").next())
+        .expect("the last check on the overview");
+    assert!(
+        fact.contains(": clean;") && fact.contains("revisions"),
+        "{fact}"
+    );
+
+    // A damaged revision: `check` fails (exit 3), and its finding is a
+    // pending problem on the overview, named by its rule.
+    let db = rusqlite::Connection::open(dir.join("gapsync.db")).unwrap();
+    db.execute(
+        "UPDATE revisions SET xml = x'00' WHERE rev_id = (SELECT MIN(rev_id) FROM revisions)",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let r = gs(&dir, &["check"]).fails(3, "1 problem found");
+    assert!(r.stdout.contains("revision-digest"), "{}", r.stdout);
+    let page = home();
+    assert!(page.contains("<strong>1 problem</strong>"), "{page}");
+    assert!(
+        page.contains("<code>revision-digest</code>") && page.contains("does not match"),
+        "{page}"
+    );
+    tidy("/ with a check problem", &page);
+
+    // Sizes and keys: the export ledger and the import ledger record the
+    // same size and signer for the same bundle.
+    let exports = gs(&dir, &["exports", "list", "--json"]).ok().json();
+    let signer = exports[0]["signer"].as_str().expect("signer").to_string();
+    let bytes = exports[0]["bytes"].as_u64().expect("bytes");
+    assert!(bytes > 0);
+    let r = http(c.addr, "GET", "/bundles", &[("Cookie", &session)], "");
+    assert!(r.body.contains(&human_bytes(bytes)), "{}", r.body);
+
+    let (_ptmp, plant) = new_store("plant", "replica");
+    gs(
+        &plant,
+        &["trust", "add", tmp.path().join("k.pub").to_str().unwrap()],
+    )
+    .ok();
+    gs(
+        &plant,
+        &["import", tmp.path().join("b-0001").to_str().unwrap()],
+    )
+    .ok();
+    let imports = gs(&plant, &["imports", "list", "--json"]).ok().json();
+    assert_eq!(imports[0]["signer"].as_str(), Some(signer.as_str()));
+    assert_eq!(imports[0]["bytes"].as_u64(), Some(bytes));
+    set_password(&plant, PASSWORD).ok();
+    let p = Running::start(&plant, tmp.path().join("plant-console.log"));
+    let (psession, _) = login(p.addr);
+    let r = http(p.addr, "GET", "/bundles", &[("Cookie", &psession)], "");
+    let imported = r
+        .body
+        .split("id=\"h-im\"")
+        .nth(1)
+        .expect("the Imported section");
+    assert!(
+        imported.contains(&format!("<code>{signer}</code>"))
+            && imported.contains(&human_bytes(bytes)),
+        "{imported}"
+    );
+    tidy("/bundles of the plant", &r.body);
+}
+
 // ---------------------------------------------------------------------------
 // The browser
 // ---------------------------------------------------------------------------

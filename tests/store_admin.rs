@@ -330,9 +330,12 @@ fn a_user_who_may_only_read_runs_every_reading_command() {
     let older = rusqlite::Connection::open(s.join("gapsync.db")).unwrap();
     older
         .execute_batch(
-            // Undo v11 (search table), v10 (rollup), v9 (site reports), v8
-            // (indexes), v7 (MS-WUSP tables and computer columns), then v6.
-            "DROP TABLE update_search; \
+            // Undo v12 (check runs, ledger sizes), v11 (search table), v10
+            // (rollup), v9 (site reports), v8 (indexes), v7 (MS-WUSP tables
+            // and computer columns), then v6.
+            "DROP TABLE check_runs; ALTER TABLE export_history DROP COLUMN bytes; \
+             ALTER TABLE import_ledger DROP COLUMN bytes; ALTER TABLE import_ledger DROP COLUMN signer; \
+             DROP TABLE update_search; \
              CREATE INDEX revisions_kb ON revisions (kb_article); CREATE INDEX localized_title ON localized (title); \
              DROP TABLE rollup_upstream; DROP TABLE rollup_computers; \
              DROP TABLE report_exports; DROP TABLE site_reports; DROP TABLE site_imports; \

@@ -88,6 +88,9 @@ pub struct ExportReport {
     pub volumes: u32,
     pub counts: Counts,
     pub bytes_written: u64,
+    /// The packs and content files it carries (`Manifest::payload_bytes`:
+    /// the size both ledgers record).
+    pub payload_bytes: u64,
     pub manifest_sha256: String,
     /// The queued trust statements the bundle carries, in order.
     pub trust_statements: Vec<crate::trust::StatementSummary>,
@@ -762,6 +765,7 @@ pub fn export(
         signer: opts.key.id().to_string(),
         filters: &filters,
         sent_sha1: &report.sent_sha1,
+        bytes: report.payload_bytes,
     })?;
     fs::rename(&partial.path, opts.out).map_err(|e| Error::io(opts.out, e))?;
     partial.armed = false;
@@ -1031,6 +1035,7 @@ fn export_into(
         write_signed_headers(&vols, &manifest, &files, opts.key, opts.volume_size)?;
     Ok(ExportReport {
         path: dir.to_path_buf(),
+        payload_bytes: manifest.payload_bytes(),
         bundle_id: manifest.bundle_id,
         seq: manifest.seq,
         kind: manifest.kind,

@@ -211,6 +211,24 @@ pub struct Manifest {
     pub snapshot: Option<crate::airgap::dr::SnapshotInfo>,
 }
 
+impl Manifest {
+    /// The bytes of the packs and content files the bundle carries: what
+    /// its volumes hold apart from their signed headers and trust
+    /// statements (a few KiB). Both sides of the gap compute it from the
+    /// signed manifest, so the export and import ledgers agree.
+    pub fn payload_bytes(&self) -> u64 {
+        let packs = self
+            .packs
+            .iter()
+            .fold(0u64, |n, p| n.saturating_add(p.size));
+        if has_content_files(self) {
+            packs.saturating_add(self.counts.content_bytes)
+        } else {
+            packs
+        }
+    }
+}
+
 /// `state.json` in the metadata pack: the replicated state of the change.
 pub use crate::model::state::{DeploymentRecord, GroupRecord, State};
 

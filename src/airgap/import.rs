@@ -750,6 +750,8 @@ fn apply_and_commit(
         from_anchor: m.from_anchor.as_deref(),
         to_anchor: &m.to_anchor,
         local_anchor: &local_anchor,
+        signer: &h1.signer.to_string(),
+        bytes: m.payload_bytes(),
     })?;
     crate::failpoint::hit("import-before-commit");
     tx.commit()?;

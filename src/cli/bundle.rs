@@ -487,12 +487,13 @@ pub fn exports_list(ctx: &Ctx, cmd: ListCmd) -> Result<()> {
     }
     for l in list {
         println!(
-            "{:<16} seq {:<5} {:<11} {} -> {}  {}",
+            "{:<16} seq {:<5} {:<11} {} -> {}  {}  {}",
             l.destination,
             l.seq,
             l.kind,
             l.from_anchor.as_deref().unwrap_or("(full)"),
             l.to_anchor,
+            size_or_dash(l.bytes),
             l.created
         );
     }
@@ -509,13 +510,20 @@ pub fn imports_list(ctx: &Ctx, cmd: ListCmd) -> Result<()> {
     }
     for l in list {
         println!(
-            "{} seq {:<5} {:<11} to {}  {}",
+            "{} seq {:<5} {:<11} to {}  {}  {}",
             l.source_server_id,
             l.seq,
             if l.full { "full" } else { "incremental" },
             l.to_anchor,
+            size_or_dash(l.bytes),
             l.imported
         );
     }
     Ok(())
+}
+
+/// A ledger's recorded bundle size, or `-` where it was not recorded
+/// (bundles of stores before schema v12).
+fn size_or_dash(bytes: Option<u64>) -> String {
+    bytes.map(human_bytes).unwrap_or_else(|| "-".into())
 }

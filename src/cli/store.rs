@@ -1,12 +1,13 @@
 //! `init`, `status`, `journal` and `check`: a store's identity, state and
 //! health.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 
 use gapsync::model::units::{count, human_bytes};
+use gapsync::store::check::CheckReport;
 use gapsync::store::journal::Anchor;
 use gapsync::store::wusp::Targeting;
 use gapsync::store::{Mode, Store};
@@ -203,6 +204,22 @@ pub fn journal(ctx: &Ctx, a: JournalArgs) -> Result<()> {
     Ok(())
 }
 
+/// Keeps the check's result in the store for the console's overview. A
+/// read-only check records through a bookkeeping open (no writer lock, so
+/// it works beside `serve` and `console`); a user who may not write the
+/// store is told the result was not kept, and the check stands.
+fn record_check(dir: &Path, store: Store, r: &CheckReport, repair: bool) {
+    let recorded = if repair {
+        gapsync::store::check::record(&store, r, repair)
+    } else {
+        drop(store);
+        Store::open(dir).and_then(|s| gapsync::store::check::record(&s, r, repair))
+    };
+    if let Err(e) = recorded {
+        eprintln!("note: this check's result was not recorded in the store ({e})");
+    }
+}
+
 /// Exit 3 (a verification failure) when a problem is found.
 pub fn check(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     let dir = ctx.server()?;
@@ -212,6 +229,7 @@ pub fn check(ctx: &Ctx, a: CheckArgs) -> Result<()> {
         Store::open_read_only(dir)?
     };
     let r = gapsync::store::check::check(&store, a.repair, &ctx.progress)?;
+    record_check(dir, store, &r, a.repair);
     if a.json {
         print_json(&r)?;
     } else {

@@ -90,12 +90,15 @@ pub fn overview(store: &Store) -> Result<String> {
         "deployment_removed",
         "update_declined",
     ])?;
+    let last_check = crate::store::check::last_recorded(store)?;
     let _ = write!(
         s,
-        "<dt>Last catalog or approval change</dt><dd>{}</dd>\n<dt>Last import</dt><dd>{}</dd>\n<dt>Last export</dt><dd>{}</dd>\n</dl>\n</section>\n",
+        "<dt>Last catalog or approval change</dt><dd>{}</dd>\n<dt>Last import</dt><dd>{}</dd>\n<dt>Last export</dt><dd>{}</dd>\n\
+         <dt>Last full check</dt><dd id=\"last-check\">{}</dd>\n</dl>\n</section>\n",
         or_dash(last_change.as_deref()),
         or_dash(last_import.as_deref()),
-        or_dash(last_export.as_deref())
+        or_dash(last_export.as_deref()),
+        check_summary(last_check.as_ref())
     );
     s.push_str("<section aria-labelledby=\"h-chains\">\n<h2 id=\"h-chains\">Destinations</h2>\n");
     let chains = store.chain_rows()?;
@@ -120,6 +123,18 @@ pub fn overview(store: &Store) -> Result<String> {
     }
     s.push_str("</section>\n<section aria-labelledby=\"h-problems\">\n<h2 id=\"h-problems\">Pending problems</h2>\n<ul class=\"problems\">\n");
     let mut problems = 0;
+    if let Some(c) = last_check.as_ref().filter(|c| !c.problems.is_empty()) {
+        for f in &c.problems {
+            problems += 1;
+            let _ = writeln!(
+                s,
+                "<li>Check of {}: <code>{}</code> {}</li>",
+                esc(&c.at),
+                esc(&f.rule),
+                esc(&f.detail)
+            );
+        }
+    }
     let missing = store.approved_content_missing()?;
     if missing > 0 {
         problems += 1;
@@ -151,7 +166,7 @@ pub fn overview(store: &Store) -> Result<String> {
     if problems == 0 {
         s.push_str("<li>None found.</li>\n");
     }
-    s.push_str("</ul>\n<p class=\"hint\">A full check of the database and every content digest: <code>gapsync check</code>.</p>\n</section>\n");
+    s.push_str("</ul>\n<p class=\"hint\">A full check of the database and every content digest (its result shows here): <code>gapsync check</code>.</p>\n</section>\n");
     s.push_str("<section aria-labelledby=\"h-keys\">\n<h2 id=\"h-keys\">Trusted keys</h2>\n");
     if keys.is_empty() {
         s.push_str("<p>None.</p>\n");
@@ -171,6 +186,29 @@ pub fn overview(store: &Store) -> Result<String> {
     }
     s.push_str("</section>\n");
     Ok(s)
+}
+
+/// The overview's line on the last recorded `check`.
+fn check_summary(c: Option<&crate::store::check::RecordedCheck>) -> String {
+    let Some(c) = c else {
+        return "never recorded (run <code>gapsync check</code>)".into();
+    };
+    let verdict = if c.problems.is_empty() {
+        "clean".to_string()
+    } else {
+        format!(
+            "<strong>{}</strong> (below)",
+            count(c.problems.len() as u64, "problem")
+        )
+    };
+    format!(
+        "{}: {verdict}; {} and {} ({}) examined{}",
+        esc(&c.at),
+        count(c.revisions_checked, "revision"),
+        count(c.content_files_checked, "content file"),
+        human_bytes(c.content_bytes_checked),
+        if c.repair { ", with --repair" } else { "" }
+    )
 }
 
 fn select(
@@ -753,6 +791,18 @@ pub fn compliance_csv(store: &Store) -> Result<String> {
     Ok(s)
 }
 
+/// A ledger's bundle size; a dash where it was not recorded (before
+/// schema v12).
+fn size_cell(bytes: Option<u64>) -> String {
+    bytes.map(human_bytes).unwrap_or_else(|| "&#8212;".into())
+}
+
+/// A signing key id; a dash where it was not recorded.
+fn key_cell(key: Option<&str>) -> String {
+    key.map(|k| format!("<code>{}</code>", esc(k)))
+        .unwrap_or_else(|| "&#8212;".into())
+}
+
 pub fn bundles(store: &Store) -> Result<String> {
     let mut s = String::from(
         "<h1>Bundles</h1>\n<section aria-labelledby=\"h-ex\">\n<h2 id=\"h-ex\">Exported</h2>\n",
@@ -761,11 +811,11 @@ pub fn bundles(store: &Store) -> Result<String> {
     if exports.is_empty() {
         s.push_str("<p>None.</p>\n");
     } else {
-        s.push_str("<table>\n<thead><tr><th scope=\"col\">Destination</th><th scope=\"col\">Seq</th><th scope=\"col\">Kind</th><th scope=\"col\">From anchor</th><th scope=\"col\">To anchor</th><th scope=\"col\">Manifest SHA-256</th><th scope=\"col\">Signed by</th><th scope=\"col\">Created</th></tr></thead>\n<tbody>\n");
+        s.push_str("<table>\n<thead><tr><th scope=\"col\">Destination</th><th scope=\"col\">Seq</th><th scope=\"col\">Kind</th><th scope=\"col\">From anchor</th><th scope=\"col\">To anchor</th><th scope=\"col\">Size</th><th scope=\"col\">Manifest SHA-256</th><th scope=\"col\">Signed by</th><th scope=\"col\">Created</th></tr></thead>\n<tbody>\n");
         for e in &exports {
             let _ = writeln!(
                 s,
-                "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><code class=\"hash\">{}</code></td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td class=\"num\">{}</td><td><code class=\"hash\">{}</code></td><td>{}</td><td>{}</td></tr>",
                 esc(&e.destination),
                 e.seq,
                 esc(&e.kind),
@@ -774,11 +824,9 @@ pub fn bundles(store: &Store) -> Result<String> {
                     .map(|a| format!("<code>{}</code>", esc(a)))
                     .unwrap_or_else(|| "(full)".into()),
                 esc(&e.to_anchor),
+                size_cell(e.bytes),
                 esc(&e.manifest_sha256),
-                e.signer
-                    .as_deref()
-                    .map(|k| format!("<code>{}</code>", esc(k)))
-                    .unwrap_or_else(|| "&#8212;".into()),
+                key_cell(e.signer.as_deref()),
                 esc(&e.created)
             );
         }
@@ -789,17 +837,19 @@ pub fn bundles(store: &Store) -> Result<String> {
     if imports.is_empty() {
         s.push_str("<p>None.</p>\n");
     } else {
-        s.push_str("<table>\n<thead><tr><th scope=\"col\">Source server</th><th scope=\"col\">Seq</th><th scope=\"col\">Kind</th><th scope=\"col\">To anchor</th><th scope=\"col\">Local anchor after</th><th scope=\"col\">Manifest SHA-256</th><th scope=\"col\">Imported</th></tr></thead>\n<tbody>\n");
+        s.push_str("<table>\n<thead><tr><th scope=\"col\">Source server</th><th scope=\"col\">Seq</th><th scope=\"col\">Kind</th><th scope=\"col\">To anchor</th><th scope=\"col\">Local anchor after</th><th scope=\"col\">Size</th><th scope=\"col\">Manifest SHA-256</th><th scope=\"col\">Signed by</th><th scope=\"col\">Imported</th></tr></thead>\n<tbody>\n");
         for l in &imports {
             let _ = writeln!(
                 s,
-                "<tr><td><code>{}</code></td><td class=\"num\">{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td><code class=\"hash\">{}</code></td><td>{}</td></tr>",
+                "<tr><td><code>{}</code></td><td class=\"num\">{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td class=\"num\">{}</td><td><code class=\"hash\">{}</code></td><td>{}</td><td>{}</td></tr>",
                 esc(&l.source_server_id),
                 l.seq,
                 if l.full { "full" } else { "incremental" },
                 esc(&l.to_anchor),
                 esc(&l.local_anchor),
+                size_cell(l.bytes),
                 esc(&l.manifest_sha256),
+                key_cell(l.signer.as_deref()),
                 esc(&l.imported)
             );
         }

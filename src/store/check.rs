@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use serde::Serialize;
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{DbContext, Error, Result};
 use crate::model::units::count;
 use crate::progress::Progress;
 use crate::store::content::{self, ContentFile};
@@ -44,6 +45,99 @@ impl CheckReport {
             detail: detail.into(),
         });
     }
+}
+
+/// How many recorded checks `record` keeps.
+const KEEP_CHECK_RUNS: i64 = 20;
+
+/// A finding as recorded in the store and read back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordedFinding {
+    pub rule: String,
+    pub detail: String,
+}
+
+/// A completed check as `record` kept it (the console's overview).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RecordedCheck {
+    pub at: String,
+    pub repair: bool,
+    pub revisions_checked: u64,
+    pub content_files_checked: u64,
+    pub content_bytes_checked: u64,
+    pub problems: Vec<RecordedFinding>,
+    pub notes: Vec<RecordedFinding>,
+}
+
+/// Records a completed check (its findings, what it examined, when), so
+/// that the store shows it later without re-hashing every content file;
+/// keeps the last `KEEP_CHECK_RUNS`. A bookkeeping write: it needs write
+/// access to the database, not the writer lock (`Store::open` suffices).
+pub fn record(store: &Store, r: &CheckReport, repair: bool) -> Result<()> {
+    let findings = |v: &[Finding]| {
+        serde_json::to_string(v).map_err(|e| Error::invalid("check findings", e.to_string()))
+    };
+    let (problems, notes) = (findings(&r.problems)?, findings(&r.notes)?);
+    let write = || -> rusqlite::Result<()> {
+        let c = store.conn();
+        c.execute(
+            "INSERT INTO check_runs (at, repair, revisions, content_files, content_bytes, problems, notes) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                crate::store::now_rfc3339(),
+                repair,
+                r.revisions_checked as i64,
+                r.content_files_checked as i64,
+                r.content_bytes_checked as i64,
+                problems,
+                notes
+            ],
+        )?;
+        c.execute(
+            "DELETE FROM check_runs WHERE id <= (SELECT MAX(id) FROM check_runs) - ?1",
+            [KEEP_CHECK_RUNS],
+        )?;
+        Ok(())
+    };
+    write().during("recording the check")
+}
+
+/// The last check `record` kept, if any.
+pub fn last_recorded(store: &Store) -> Result<Option<RecordedCheck>> {
+    let row = store
+        .conn()
+        .query_row(
+            "SELECT at, repair, revisions, content_files, content_bytes, problems, notes \
+             FROM check_runs ORDER BY id DESC LIMIT 1",
+            [],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, bool>(1)?,
+                    [row.get::<_, i64>(2)?, row.get(3)?, row.get(4)?],
+                    row.get::<_, String>(5)?,
+                    row.get::<_, String>(6)?,
+                ))
+            },
+        )
+        .optional()
+        .during("reading the last check")?;
+    let Some((at, repair, [revisions, files, bytes], problems, notes)) = row else {
+        return Ok(None);
+    };
+    let findings = |json: &str| -> Result<Vec<RecordedFinding>> {
+        serde_json::from_str(json)
+            .map_err(|e| Error::Corrupt(format!("check run of {at}: findings: {e}")))
+    };
+    Ok(Some(RecordedCheck {
+        repair,
+        revisions_checked: revisions.max(0) as u64,
+        content_files_checked: files.max(0) as u64,
+        content_bytes_checked: bytes.max(0) as u64,
+        problems: findings(&problems)?,
+        notes: findings(&notes)?,
+        at,
+    }))
 }
 
 pub fn check(store: &Store, repair: bool, progress: &dyn Progress) -> Result<CheckReport> {
@@ -357,4 +451,75 @@ fn rule_import_ledger_chains(store: &Store, r: &mut CheckReport) -> Result<()> {
         prev = Some((src, seq, to));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Mode;
+
+    fn report(problem: Option<&'static str>, files: u64) -> CheckReport {
+        let mut r = CheckReport {
+            revisions_checked: 3,
+            content_files_checked: files,
+            content_bytes_checked: files * 10,
+            ..CheckReport::default()
+        };
+        if let Some(rule) = problem {
+            r.problem(rule, format!("{rule}: one bad file"));
+        }
+        r.notes.push(Finding {
+            rule: "content-orphan",
+            detail: "content/AB/AB.cab".into(),
+        });
+        r
+    }
+
+    #[test]
+    fn the_last_recorded_check_is_read_back_and_old_ones_are_pruned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::init(&tmp.path().join("s"), "t", Mode::Autonomous).unwrap();
+        assert_eq!(last_recorded(&store).unwrap(), None);
+        for i in 0..(KEEP_CHECK_RUNS as u64 + 5) {
+            record(&store, &report(None, i), false).unwrap();
+        }
+        record(&store, &report(Some("content-corrupt"), 7), true).unwrap();
+        let last = last_recorded(&store).unwrap().expect("a recorded check");
+        assert!(last.repair);
+        assert_eq!(
+            (
+                last.revisions_checked,
+                last.content_files_checked,
+                last.content_bytes_checked
+            ),
+            (3, 7, 70)
+        );
+        assert_eq!(
+            last.problems,
+            vec![RecordedFinding {
+                rule: "content-corrupt".into(),
+                detail: "content-corrupt: one bad file".into()
+            }]
+        );
+        assert_eq!(last.notes.len(), 1);
+        assert_eq!(last.notes[0].rule, "content-orphan");
+        let kept: i64 = store
+            .conn()
+            .query_row("SELECT COUNT(*) FROM check_runs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, KEEP_CHECK_RUNS);
+    }
+
+    #[test]
+    fn a_damaged_record_is_reported_not_panicked_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::init(&tmp.path().join("s"), "t", Mode::Autonomous).unwrap();
+        record(&store, &report(None, 1), false).unwrap();
+        store
+            .conn()
+            .execute("UPDATE check_runs SET problems = '[{'", [])
+            .unwrap();
+        let e = last_recorded(&store).unwrap_err().to_string();
+        assert!(e.contains("check run of") && e.contains("findings"), "{e}");
+    }
 }

@@ -667,7 +667,7 @@ mod tests {
     }
 
     /// A store of schema v10 (no search table) gets its search rows when it
-    /// is migrated.
+    /// is migrated (to v12 since).
     #[test]
     fn migration_to_v11_fills_the_search_table() {
         let (d, s) = store_with(30);
@@ -681,7 +681,9 @@ mod tests {
         assert!(before.total > 0);
         s.conn()
             .execute_batch(
-                "DROP TABLE update_search; \
+                "DROP TABLE check_runs; ALTER TABLE export_history DROP COLUMN bytes; \
+                 ALTER TABLE import_ledger DROP COLUMN bytes; ALTER TABLE import_ledger DROP COLUMN signer; \
+                 DROP TABLE update_search; \
                  CREATE INDEX localized_title ON localized (title); \
                  CREATE INDEX revisions_kb ON revisions (kb_article); \
                  PRAGMA user_version = 10;",

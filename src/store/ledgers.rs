@@ -49,6 +49,8 @@ pub struct ExportedLink {
     /// The key id that signed it (unknown for bundles exported before
     /// schema v7 recorded it).
     pub signer: Option<String>,
+    /// Its size (`Manifest::payload_bytes`; unknown before schema v12).
+    pub bytes: Option<u64>,
 }
 
 /// A bundle just exported, for the ledger.
@@ -67,6 +69,8 @@ pub struct ExportRecord<'a> {
     pub filters: &'a str,
     /// SHA-1s of the content files it carries.
     pub sent_sha1: &'a [[u8; 20]],
+    /// Its size (`Manifest::payload_bytes`).
+    pub bytes: u64,
 }
 
 /// The ledger rows of an export, written but not committed: the exporter
@@ -102,6 +106,10 @@ pub struct AppliedBundle {
     pub manifest_sha256: String,
     pub imported: String,
     pub local_anchor: String,
+    /// The key id that signed it and its size (`Manifest::payload_bytes`;
+    /// both unknown for bundles applied before schema v12).
+    pub signer: Option<String>,
+    pub bytes: Option<u64>,
 }
 
 /// A bundle being applied, for the import ledger.
@@ -116,13 +124,17 @@ pub struct ImportRecord<'a> {
     pub to_anchor: &'a str,
     /// This server's anchor once the bundle is applied.
     pub local_anchor: &'a str,
+    /// The key id that signed it.
+    pub signer: &'a str,
+    /// Its size (`Manifest::payload_bytes`).
+    pub bytes: u64,
 }
 
 /// Writes the import ledger row inside the import's transaction.
 pub(crate) fn record_import(conn: &Connection, r: &ImportRecord<'_>, now: &str) -> Result<()> {
     conn.execute(
-        "INSERT INTO import_ledger (source_server_id, seq, bundle_id, manifest_sha256, full, from_anchor, to_anchor, imported, local_anchor) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO import_ledger (source_server_id, seq, bundle_id, manifest_sha256, full, from_anchor, to_anchor, imported, local_anchor, signer, bytes) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             r.source_server_id,
             r.seq as i64,
@@ -132,11 +144,18 @@ pub(crate) fn record_import(conn: &Connection, r: &ImportRecord<'_>, now: &str) 
             r.from_anchor,
             r.to_anchor,
             now,
-            r.local_anchor
+            r.local_anchor,
+            r.signer,
+            r.bytes as i64
         ],
     )
     .during("writing the import ledger")?;
     Ok(())
+}
+
+/// A recorded size: NULL (not recorded) or damaged is unknown.
+fn size(v: Option<i64>) -> Option<u64> {
+    v.and_then(|n| u64::try_from(n).ok())
 }
 
 fn write_export(tx: &Connection, r: &ExportRecord<'_>, now: &str) -> rusqlite::Result<()> {
@@ -154,8 +173,8 @@ fn write_export(tx: &Connection, r: &ExportRecord<'_>, now: &str) -> rusqlite::R
         params![r.destination, seq, r.bundle_id, r.manifest_sha256, r.to_anchor, max_stmt, r.filters, now],
     )?;
     tx.execute(
-        "INSERT OR REPLACE INTO export_history (destination, seq, bundle_id, manifest_sha256, kind, from_anchor, to_anchor, created, signer, last_stmt_seq) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT OR REPLACE INTO export_history (destination, seq, bundle_id, manifest_sha256, kind, from_anchor, to_anchor, created, signer, last_stmt_seq, bytes) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             r.destination,
             seq,
@@ -166,7 +185,8 @@ fn write_export(tx: &Connection, r: &ExportRecord<'_>, now: &str) -> rusqlite::R
             r.to_anchor,
             now,
             r.signer,
-            max_stmt
+            max_stmt,
+            r.bytes as i64
         ],
     )?;
     // Links after this one (replaced by a `--since` export) are forgotten.
@@ -236,7 +256,7 @@ impl Store {
     pub fn export_history(&self) -> Result<Vec<ExportedLink>> {
         let read = || -> rusqlite::Result<Vec<ExportedLink>> {
             let mut st = self.conn().prepare(
-                "SELECT destination, seq, bundle_id, kind, from_anchor, to_anchor, manifest_sha256, created, signer \
+                "SELECT destination, seq, bundle_id, kind, from_anchor, to_anchor, manifest_sha256, created, signer, bytes \
                  FROM export_history ORDER BY destination, seq",
             )?;
             let rows = st.query_map([], |r| {
@@ -250,6 +270,7 @@ impl Store {
                     manifest_sha256: r.get(6)?,
                     created: r.get(7)?,
                     signer: r.get(8)?,
+                    bytes: size(r.get(9)?),
                 })
             })?;
             rows.collect()
@@ -331,7 +352,7 @@ impl Store {
     pub fn import_ledger(&self) -> Result<Vec<AppliedBundle>> {
         let read = || -> rusqlite::Result<Vec<AppliedBundle>> {
             let mut st = self.conn().prepare(
-                "SELECT source_server_id, seq, bundle_id, full, from_anchor, to_anchor, manifest_sha256, imported, local_anchor \
+                "SELECT source_server_id, seq, bundle_id, full, from_anchor, to_anchor, manifest_sha256, imported, local_anchor, signer, bytes \
                  FROM import_ledger ORDER BY source_server_id, seq",
             )?;
             let rows = st.query_map([], |r| {
@@ -345,6 +366,8 @@ impl Store {
                     manifest_sha256: r.get(6)?,
                     imported: r.get(7)?,
                     local_anchor: r.get(8)?,
+                    signer: r.get(9)?,
+                    bytes: size(r.get(10)?),
                 })
             })?;
             rows.collect()

@@ -1052,6 +1052,7 @@ mod tests {
             signer: signer.id().to_string(),
             filters: "{}",
             sent_sha1: &[],
+            bytes: 0,
         };
         s.record_export(&exported(1, &root))
             .unwrap()
