@@ -989,6 +989,20 @@ fn demo_runs_the_whole_air_gap_loop_in_a_fresh_folder() {
             "{side}: {last:?}"
         );
     }
+    // The connected server's overview places the site on its chain: the
+    // site's report says it applied the last bundle.
+    let connected = gapsync::store::Store::open_read_only(&run.join("connected")).unwrap();
+    let chains = connected.chain_rows().unwrap();
+    assert_eq!(chains.len(), 1, "{chains:?}");
+    assert_eq!(
+        chains[0].sites,
+        [gapsync::store::console::SiteApplied {
+            site: "plant-disconnected".into(),
+            seq: chains[0].last_seq,
+            behind: 0
+        }]
+    );
+    drop(connected);
     let table = r
         .stdout
         .split("per-site compliance at the connected server")

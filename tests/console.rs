@@ -622,11 +622,43 @@ fn console_shows_the_last_check_and_bundle_sizes_and_keys() {
     );
     tidy("/ with a check problem", &page);
 
+    // A bundle whose validity period ends within a week, and no site report
+    // shows it applied: a pending problem.
+    gs(
+        &dir,
+        &[
+            "export",
+            "--key",
+            tmp.path().join("k.key").to_str().unwrap(),
+            "--out",
+            tmp.path().join("lab-0001").to_str().unwrap(),
+            "--to",
+            "lab",
+            "--content",
+            "none",
+            "--expires",
+            "2d",
+        ],
+    )
+    .ok();
+    let page = home();
+    assert!(
+        page.contains("The last bundle to lab (seq 1) expires on"),
+        "{page}"
+    );
+    assert!(!page.contains("The last bundle to plant"), "{page}");
+
     // Sizes and keys: the export ledger and the import ledger record the
     // same size and signer for the same bundle.
     let exports = gs(&dir, &["exports", "list", "--json"]).ok().json();
-    let signer = exports[0]["signer"].as_str().expect("signer").to_string();
-    let bytes = exports[0]["bytes"].as_u64().expect("bytes");
+    let plant_export = exports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["destination"] == "plant")
+        .expect("the export to plant");
+    let signer = plant_export["signer"].as_str().expect("signer").to_string();
+    let bytes = plant_export["bytes"].as_u64().expect("bytes");
     assert!(bytes > 0);
     let r = http(c.addr, "GET", "/bundles", &[("Cookie", &session)], "");
     assert!(r.body.contains(&human_bytes(bytes)), "{}", r.body);

@@ -334,6 +334,7 @@ fn a_user_who_may_only_read_runs_every_reading_command() {
             // (rollup), v9 (site reports), v8 (indexes), v7 (MS-WUSP tables
             // and computer columns), then v6.
             "DROP TABLE check_runs; ALTER TABLE export_history DROP COLUMN bytes; \
+             ALTER TABLE export_history DROP COLUMN expires; ALTER TABLE import_ledger DROP COLUMN expires; \
              ALTER TABLE import_ledger DROP COLUMN bytes; ALTER TABLE import_ledger DROP COLUMN signer; \
              DROP TABLE update_search; \
              CREATE INDEX revisions_kb ON revisions (kb_article); CREATE INDEX localized_title ON localized (title); \

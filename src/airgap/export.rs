@@ -91,6 +91,8 @@ pub struct ExportReport {
     /// The packs and content files it carries (`Manifest::payload_bytes`:
     /// the size both ledgers record).
     pub payload_bytes: u64,
+    /// The end of its validity period (RFC 3339).
+    pub expires: String,
     pub manifest_sha256: String,
     /// The queued trust statements the bundle carries, in order.
     pub trust_statements: Vec<crate::trust::StatementSummary>,
@@ -766,6 +768,7 @@ pub fn export(
         filters: &filters,
         sent_sha1: &report.sent_sha1,
         bytes: report.payload_bytes,
+        expires: &report.expires,
     })?;
     fs::rename(&partial.path, opts.out).map_err(|e| Error::io(opts.out, e))?;
     partial.armed = false;
@@ -1036,6 +1039,7 @@ fn export_into(
     Ok(ExportReport {
         path: dir.to_path_buf(),
         payload_bytes: manifest.payload_bytes(),
+        expires: manifest.expires.clone(),
         bundle_id: manifest.bundle_id,
         seq: manifest.seq,
         kind: manifest.kind,

@@ -752,6 +752,7 @@ fn apply_and_commit(
         local_anchor: &local_anchor,
         signer: &h1.signer.to_string(),
         bytes: m.payload_bytes(),
+        expires: &m.expires,
     })?;
     crate::failpoint::hit("import-before-commit");
     tx.commit()?;

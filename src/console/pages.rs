@@ -75,10 +75,8 @@ pub fn overview(store: &Store) -> Result<String> {
         count(st.content_files as u64, "file"),
         human_bytes(st.content_bytes as u64)
     );
-    let last_import = crate::airgap::import::ledger(store)?
-        .into_iter()
-        .map(|l| l.imported)
-        .max();
+    let imports = crate::airgap::import::ledger(store)?;
+    let last_import = imports.iter().map(|l| l.imported.clone()).max();
     let last_export = crate::airgap::export::history(store)?
         .into_iter()
         .map(|l| l.created)
@@ -91,11 +89,20 @@ pub fn overview(store: &Store) -> Result<String> {
         "update_declined",
     ])?;
     let last_check = crate::store::check::last_recorded(store)?;
+    let syncs = store.sync_times()?;
+    let sync = |t: &Option<(String, String)>, what: &str| {
+        t.as_ref()
+            .map(|(who, at)| format!("{} ({what} {})", esc(at), esc(who)))
+            .unwrap_or_else(|| "&#8212;".into())
+    };
     let _ = write!(
         s,
-        "<dt>Last catalog or approval change</dt><dd>{}</dd>\n<dt>Last import</dt><dd>{}</dd>\n<dt>Last export</dt><dd>{}</dd>\n\
+        "<dt>Last catalog or approval change</dt><dd>{}</dd>\n<dt>Last sync from upstream</dt><dd>{}</dd>\n\
+         <dt>Last sync by a downstream server</dt><dd>{}</dd>\n<dt>Last import</dt><dd>{}</dd>\n<dt>Last export</dt><dd>{}</dd>\n\
          <dt>Last full check</dt><dd id=\"last-check\">{}</dd>\n</dl>\n</section>\n",
         or_dash(last_change.as_deref()),
+        sync(&syncs.from_upstream, "from"),
+        sync(&syncs.by_downstream, "by"),
         or_dash(last_import.as_deref()),
         or_dash(last_export.as_deref()),
         check_summary(last_check.as_ref())
@@ -106,16 +113,17 @@ pub fn overview(store: &Store) -> Result<String> {
         s.push_str("<p>No bundle exported yet.</p>\n");
     } else {
         s.push_str("<table>\n<thead><tr><th scope=\"col\">Destination</th><th scope=\"col\">Last bundle (seq)</th><th scope=\"col\">Up to anchor</th><th scope=\"col\">Changes since</th><th scope=\"col\">Site reported applied</th><th scope=\"col\">Exported</th></tr></thead>\n<tbody>\n");
-        for c in chains {
+        for c in &chains {
             let _ = writeln!(
                 s,
-                "<tr><td>{}</td><td class=\"num\">{}</td><td><code>{}</code></td><td class=\"num\">{}</td><td>&#8212; (no site report yet)</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td class=\"num\">{}</td><td><code>{}</code></td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&c.destination),
                 c.last_seq,
                 esc(&c.last_to_anchor),
                 c.changes_behind
                     .map(|n| n.to_string())
                     .unwrap_or_else(|| "&#8212;".into()),
+                sites_applied(&c.sites),
                 esc(&c.updated)
             );
         }
@@ -134,6 +142,10 @@ pub fn overview(store: &Store) -> Result<String> {
                 esc(&f.detail)
             );
         }
+    }
+    for p in validity_problems(&chains, &imports, time::OffsetDateTime::now_utc()) {
+        problems += 1;
+        let _ = writeln!(s, "<li>{p}</li>");
     }
     let missing = store.approved_content_missing()?;
     if missing > 0 {
@@ -186,6 +198,96 @@ pub fn overview(store: &Store) -> Result<String> {
     }
     s.push_str("</section>\n");
     Ok(s)
+}
+
+/// How long before a bundle's validity period ends the overview warns.
+const EXPIRY_NOTICE: time::Duration = time::Duration::days(7);
+
+/// Pending problems of validity periods (keys carry none: a key is trusted
+/// until revoked, docs/security.md): on the exporting side, a
+/// destination's last bundle that no site report shows applied and whose
+/// period is over or ends within `EXPIRY_NOTICE` (after it, the importer
+/// refuses it); on the importing side, a source whose newest applied
+/// bundle's period is over, so the next one is overdue (a withheld bundle
+/// looks like this, docs/security.md §4.6). Unknown or unreadable times
+/// (ledgers before schema v12) give no finding.
+fn validity_problems(
+    chains: &[crate::store::console::ChainRow],
+    imports: &[crate::airgap::import::AppliedBundle],
+    now: time::OffsetDateTime,
+) -> Vec<String> {
+    use time::format_description::well_known::Rfc3339;
+    let parse = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| time::OffsetDateTime::parse(t, &Rfc3339).ok())
+    };
+    let mut out = Vec::new();
+    for c in chains {
+        let applied = c.sites.iter().any(|a| a.seq >= c.last_seq);
+        let Some(expires) = parse(&c.last_expires).filter(|_| !applied) else {
+            continue;
+        };
+        let when = if expires <= now {
+            "expired on"
+        } else if expires - now <= EXPIRY_NOTICE {
+            "expires on"
+        } else {
+            continue;
+        };
+        out.push(format!(
+            "The last bundle to {} (seq {}) {when} {} and no site report shows it applied: after that its importer refuses it (export again: <code>gapsync export --to {} --since ANCHOR</code>)",
+            esc(&c.destination),
+            c.last_seq,
+            esc(c.last_expires.as_deref().unwrap_or_default()),
+            esc(&c.destination)
+        ));
+    }
+    let mut newest: Vec<&crate::airgap::import::AppliedBundle> = Vec::new();
+    for l in imports {
+        match newest
+            .iter_mut()
+            .find(|n| n.source_server_id == l.source_server_id)
+        {
+            Some(n) if n.seq < l.seq => *n = l,
+            Some(_) => {}
+            None => newest.push(l),
+        }
+    }
+    for l in newest {
+        if parse(&l.expires).is_some_and(|e| e <= now) {
+            out.push(format!(
+                "No bundle from <code>{}</code> since seq {}, whose validity period ended on {}: the next bundle is overdue",
+                esc(&l.source_server_id),
+                l.seq,
+                esc(l.expires.as_deref().unwrap_or_default())
+            ));
+        }
+    }
+    out
+}
+
+/// The Destinations cell: per site reporting on the chain, the seq it
+/// applied and how many bundles it is behind.
+fn sites_applied(sites: &[crate::store::console::SiteApplied]) -> String {
+    if sites.is_empty() {
+        return "&#8212; (no site report yet)".into();
+    }
+    sites
+        .iter()
+        .map(|a| {
+            format!(
+                "{}: seq {} ({})",
+                esc(&a.site),
+                a.seq,
+                if a.behind == 0 {
+                    "up to date".to_string()
+                } else {
+                    format!("{} behind", count(a.behind.max(0) as u64, "bundle"))
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("<br>")
 }
 
 /// The overview's line on the last recorded `check`.
@@ -867,6 +969,85 @@ pub fn bundles(store: &Store) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::airgap::import::AppliedBundle;
+    use crate::store::console::ChainRow;
+
+    fn chain(seq: i64, expires: Option<&str>, site_seq: Option<i64>) -> ChainRow {
+        ChainRow {
+            destination: "plant".into(),
+            last_seq: seq,
+            last_to_anchor: "a".into(),
+            updated: "2026-01-01T00:00:00Z".into(),
+            changes_behind: None,
+            sites: site_seq
+                .map(|seq| crate::store::console::SiteApplied {
+                    site: "plant-1".into(),
+                    seq,
+                    behind: 0,
+                })
+                .into_iter()
+                .collect(),
+            last_expires: expires.map(str::to_string),
+        }
+    }
+
+    fn applied(source: &str, seq: i64, expires: Option<&str>) -> AppliedBundle {
+        AppliedBundle {
+            source_server_id: source.into(),
+            seq,
+            bundle_id: "b".into(),
+            full: seq == 1,
+            from_anchor: None,
+            to_anchor: "a".into(),
+            manifest_sha256: "m".into(),
+            imported: "2026-01-01T00:00:00Z".into(),
+            local_anchor: "l".into(),
+            signer: None,
+            bytes: None,
+            expires: expires.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn validity_problems_name_expired_and_expiring_bundles_only() {
+        let now = time::macros::datetime!(2026-06-10 12:00 UTC);
+        let found = |chains: &[ChainRow], imports: &[AppliedBundle]| {
+            validity_problems(chains, imports, now)
+        };
+        // Exporting side: expired, expiring within 7 days, or far off;
+        // applied by a site; unknown.
+        let p = found(&[chain(4, Some("2026-06-01T00:00:00Z"), None)], &[]);
+        assert_eq!(p.len(), 1);
+        assert!(
+            p[0].contains("(seq 4) expired on 2026-06-01T00:00:00Z"),
+            "{p:?}"
+        );
+        let p = found(&[chain(4, Some("2026-06-15T00:00:00Z"), Some(3))], &[]);
+        assert!(
+            p.len() == 1 && p[0].contains("expires on 2026-06-15"),
+            "{p:?}"
+        );
+        assert!(found(&[chain(4, Some("2026-07-01T00:00:00Z"), None)], &[]).is_empty());
+        assert!(found(&[chain(4, Some("2026-06-01T00:00:00Z"), Some(4))], &[]).is_empty());
+        assert!(
+            found(
+                &[chain(4, None, None), chain(5, Some("garbage"), None)],
+                &[]
+            )
+            .is_empty()
+        );
+        // Importing side: only each source's newest bundle counts.
+        let imports = [
+            applied("s1", 1, Some("2026-05-01T00:00:00Z")),
+            applied("s1", 2, Some("2026-07-01T00:00:00Z")),
+            applied("s2", 7, Some("2026-06-09T00:00:00Z")),
+            applied("s2", 6, Some("2026-08-09T00:00:00Z")),
+            applied("s3", 1, None),
+        ];
+        let p = found(&[], &imports);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("<code>s2</code> since seq 7"), "{p:?}");
+    }
 
     #[test]
     fn csv_fields_are_quoted_and_defused() {

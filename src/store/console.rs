@@ -130,6 +130,33 @@ pub struct ChainRow {
     /// Journal entries after the chain's last bundle (what the next
     /// incremental bundle would carry), when the anchor is this server's.
     pub changes_behind: Option<i64>,
+    /// The sites whose latest report says they applied a bundle of this
+    /// chain, by name.
+    pub sites: Vec<SiteApplied>,
+    /// The end of the last bundle's validity period (unknown for bundles
+    /// exported before schema v12).
+    pub last_expires: Option<String>,
+}
+
+/// Where a site stands on a destination's chain, by its latest report.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SiteApplied {
+    pub site: String,
+    /// The seq of the last bundle of the chain the site applied.
+    pub seq: i64,
+    /// Bundles exported to the destination after it.
+    pub behind: i64,
+}
+
+/// Sync times: the last sync from an upstream server (MS-WSUSSS, this
+/// server as a downstream) and the last sync a downstream server made from
+/// this one.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct SyncTimes {
+    /// (upstream URL, when).
+    pub from_upstream: Option<(String, String)>,
+    /// (downstream server id or name, when).
+    pub by_downstream: Option<(String, String)>,
 }
 
 /// An event of a computer, newest first, with the update's title.
@@ -494,7 +521,9 @@ impl Store {
     /// Each export destination's chain and how far it is behind.
     pub fn chain_rows(&self) -> Result<Vec<ChainRow>> {
         let mut st = self.conn().prepare(
-            "SELECT destination, last_seq, last_to_anchor, updated FROM export_ledger ORDER BY destination",
+            "SELECT l.destination, l.last_seq, l.last_to_anchor, l.updated, h.expires FROM export_ledger l \
+             LEFT JOIN export_history h ON h.destination = l.destination AND h.seq = l.last_seq \
+             ORDER BY l.destination",
         )?;
         let rows = st.query_map([], |r| {
             Ok(ChainRow {
@@ -503,9 +532,39 @@ impl Store {
                 last_to_anchor: r.get(2)?,
                 updated: r.get(3)?,
                 changes_behind: None,
+                sites: Vec::new(),
+                last_expires: r.get(4)?,
             })
         })?;
         let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        // Each site's latest report names the bundles it applied from this
+        // server; the newest of them, found in the export history, places
+        // it on that destination's chain.
+        let mut st = self.conn().prepare(
+            "SELECT h.destination, s.name, h.seq, \
+             (SELECT MAX(h2.seq) FROM export_history h2 WHERE h2.destination = h.destination) - h.seq \
+             FROM sites s JOIN site_imports i ON i.server_id = s.server_id \
+             JOIN export_history h ON h.manifest_sha256 = i.manifest_sha256 \
+             WHERE i.source_server_id = ?1 AND i.seq = \
+             (SELECT MAX(seq) FROM site_imports WHERE server_id = s.server_id AND source_server_id = ?1) \
+             ORDER BY s.name COLLATE NOCASE, s.server_id",
+        )?;
+        let applied = st.query_map([self.info().server_id.to_string()], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                SiteApplied {
+                    site: r.get(1)?,
+                    seq: r.get(2)?,
+                    behind: r.get(3)?,
+                },
+            ))
+        })?;
+        for a in applied {
+            let (destination, site) = a?;
+            if let Some(c) = out.iter_mut().find(|c| c.destination == destination) {
+                c.sites.push(site);
+            }
+        }
         for c in &mut out {
             if let Ok(a) = self.own_anchor(&c.last_to_anchor) {
                 c.changes_behind = Some(self.conn().query_row(
@@ -516,6 +575,26 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The last syncs over MS-WSUSSS, both ways.
+    pub fn sync_times(&self) -> Result<SyncTimes> {
+        let newest = |sql: &str| -> Result<Option<(String, String)>> {
+            Ok(self
+                .conn()
+                .query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
+        };
+        Ok(SyncTimes {
+            from_upstream: newest(
+                "SELECT upstream_url, last_sync FROM upstream_state WHERE last_sync IS NOT NULL \
+                 ORDER BY last_sync DESC LIMIT 1",
+            )?,
+            by_downstream: newest(
+                "SELECT COALESCE(fqdn, server_id), last_sync FROM downstream_servers WHERE last_sync IS NOT NULL \
+                 ORDER BY last_sync DESC LIMIT 1",
+            )?,
+        })
     }
 
     /// Files of approved updates' current revisions whose content has not
@@ -682,6 +761,7 @@ mod tests {
         s.conn()
             .execute_batch(
                 "DROP TABLE check_runs; ALTER TABLE export_history DROP COLUMN bytes; \
+                 ALTER TABLE export_history DROP COLUMN expires; ALTER TABLE import_ledger DROP COLUMN expires; \
                  ALTER TABLE import_ledger DROP COLUMN bytes; ALTER TABLE import_ledger DROP COLUMN signer; \
                  DROP TABLE update_search; \
                  CREATE INDEX localized_title ON localized (title); \
@@ -701,6 +781,30 @@ mod tests {
         assert_eq!(after.total, before.total);
         let ids = |p: &UpdatePage| p.rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&after), ids(&before));
+    }
+
+    #[test]
+    fn sync_times_are_the_newest_each_way() {
+        let (_d, s) = store_with(1);
+        assert_eq!(s.sync_times().unwrap(), SyncTimes::default());
+        s.conn()
+            .execute_batch(
+                "INSERT INTO upstream_state (upstream_url, last_sync) VALUES \
+                 ('https://a', '2026-01-02T00:00:00Z'), ('https://b', '2026-01-03T00:00:00Z'), ('https://c', NULL); \
+                 INSERT INTO downstream_servers (server_id, fqdn, first_seen, last_sync) VALUES \
+                 ('d1', NULL, '2026-01-01T00:00:00Z', '2026-01-05T00:00:00Z'), \
+                 ('d2', 'dss.example', '2026-01-01T00:00:00Z', '2026-01-04T00:00:00Z');",
+            )
+            .unwrap();
+        let t = s.sync_times().unwrap();
+        assert_eq!(
+            t.from_upstream,
+            Some(("https://b".into(), "2026-01-03T00:00:00Z".into()))
+        );
+        assert_eq!(
+            t.by_downstream,
+            Some(("d1".into(), "2026-01-05T00:00:00Z".into()))
+        );
     }
 
     #[test]

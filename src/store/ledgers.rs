@@ -49,8 +49,10 @@ pub struct ExportedLink {
     /// The key id that signed it (unknown for bundles exported before
     /// schema v7 recorded it).
     pub signer: Option<String>,
-    /// Its size (`Manifest::payload_bytes`; unknown before schema v12).
+    /// Its size (`Manifest::payload_bytes`) and the end of its validity
+    /// period (both unknown before schema v12).
     pub bytes: Option<u64>,
+    pub expires: Option<String>,
 }
 
 /// A bundle just exported, for the ledger.
@@ -69,8 +71,10 @@ pub struct ExportRecord<'a> {
     pub filters: &'a str,
     /// SHA-1s of the content files it carries.
     pub sent_sha1: &'a [[u8; 20]],
-    /// Its size (`Manifest::payload_bytes`).
+    /// Its size (`Manifest::payload_bytes`) and the end of its validity
+    /// period (the manifest's `expires`).
     pub bytes: u64,
+    pub expires: &'a str,
 }
 
 /// The ledger rows of an export, written but not committed: the exporter
@@ -110,6 +114,8 @@ pub struct AppliedBundle {
     /// both unknown for bundles applied before schema v12).
     pub signer: Option<String>,
     pub bytes: Option<u64>,
+    /// The end of its validity period (unknown before schema v12).
+    pub expires: Option<String>,
 }
 
 /// A bundle being applied, for the import ledger.
@@ -126,15 +132,17 @@ pub struct ImportRecord<'a> {
     pub local_anchor: &'a str,
     /// The key id that signed it.
     pub signer: &'a str,
-    /// Its size (`Manifest::payload_bytes`).
+    /// Its size (`Manifest::payload_bytes`) and the end of its validity
+    /// period (the manifest's `expires`).
     pub bytes: u64,
+    pub expires: &'a str,
 }
 
 /// Writes the import ledger row inside the import's transaction.
 pub(crate) fn record_import(conn: &Connection, r: &ImportRecord<'_>, now: &str) -> Result<()> {
     conn.execute(
-        "INSERT INTO import_ledger (source_server_id, seq, bundle_id, manifest_sha256, full, from_anchor, to_anchor, imported, local_anchor, signer, bytes) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO import_ledger (source_server_id, seq, bundle_id, manifest_sha256, full, from_anchor, to_anchor, imported, local_anchor, signer, bytes, expires) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             r.source_server_id,
             r.seq as i64,
@@ -146,7 +154,8 @@ pub(crate) fn record_import(conn: &Connection, r: &ImportRecord<'_>, now: &str) 
             now,
             r.local_anchor,
             r.signer,
-            r.bytes as i64
+            r.bytes as i64,
+            r.expires
         ],
     )
     .during("writing the import ledger")?;
@@ -173,8 +182,8 @@ fn write_export(tx: &Connection, r: &ExportRecord<'_>, now: &str) -> rusqlite::R
         params![r.destination, seq, r.bundle_id, r.manifest_sha256, r.to_anchor, max_stmt, r.filters, now],
     )?;
     tx.execute(
-        "INSERT OR REPLACE INTO export_history (destination, seq, bundle_id, manifest_sha256, kind, from_anchor, to_anchor, created, signer, last_stmt_seq, bytes) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT OR REPLACE INTO export_history (destination, seq, bundle_id, manifest_sha256, kind, from_anchor, to_anchor, created, signer, last_stmt_seq, bytes, expires) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             r.destination,
             seq,
@@ -186,7 +195,8 @@ fn write_export(tx: &Connection, r: &ExportRecord<'_>, now: &str) -> rusqlite::R
             now,
             r.signer,
             max_stmt,
-            r.bytes as i64
+            r.bytes as i64,
+            r.expires
         ],
     )?;
     // Links after this one (replaced by a `--since` export) are forgotten.
@@ -256,7 +266,7 @@ impl Store {
     pub fn export_history(&self) -> Result<Vec<ExportedLink>> {
         let read = || -> rusqlite::Result<Vec<ExportedLink>> {
             let mut st = self.conn().prepare(
-                "SELECT destination, seq, bundle_id, kind, from_anchor, to_anchor, manifest_sha256, created, signer, bytes \
+                "SELECT destination, seq, bundle_id, kind, from_anchor, to_anchor, manifest_sha256, created, signer, bytes, expires \
                  FROM export_history ORDER BY destination, seq",
             )?;
             let rows = st.query_map([], |r| {
@@ -271,6 +281,7 @@ impl Store {
                     created: r.get(7)?,
                     signer: r.get(8)?,
                     bytes: size(r.get(9)?),
+                    expires: r.get(10)?,
                 })
             })?;
             rows.collect()
@@ -352,7 +363,7 @@ impl Store {
     pub fn import_ledger(&self) -> Result<Vec<AppliedBundle>> {
         let read = || -> rusqlite::Result<Vec<AppliedBundle>> {
             let mut st = self.conn().prepare(
-                "SELECT source_server_id, seq, bundle_id, full, from_anchor, to_anchor, manifest_sha256, imported, local_anchor, signer, bytes \
+                "SELECT source_server_id, seq, bundle_id, full, from_anchor, to_anchor, manifest_sha256, imported, local_anchor, signer, bytes, expires \
                  FROM import_ledger ORDER BY source_server_id, seq",
             )?;
             let rows = st.query_map([], |r| {
@@ -368,6 +379,7 @@ impl Store {
                     local_anchor: r.get(8)?,
                     signer: r.get(9)?,
                     bytes: size(r.get(10)?),
+                    expires: r.get(11)?,
                 })
             })?;
             rows.collect()

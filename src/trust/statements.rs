@@ -1053,6 +1053,7 @@ mod tests {
             filters: "{}",
             sent_sha1: &[],
             bytes: 0,
+            expires: "2099-01-01T00:00:00Z",
         };
         s.record_export(&exported(1, &root))
             .unwrap()
