@@ -28,6 +28,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -979,9 +981,10 @@ fn apply_metadata_pack(
     let file = File::open(path).at(path)?;
     let mut hashing = HashingReader::new(io::BufReader::with_capacity(1 << 20, file));
     progress.phase("metadata", Some(expected_revisions), "revisions");
-    let result = read_metadata_pack(&mut hashing, compressed, path, &mut |name, xml, meta| {
+    let result = read_metadata_pack(&mut hashing, compressed, path, &mut |r| {
+        let meta = &r.meta;
         let before = tx.current_revision(&meta.id.to_string())?;
-        match tx.add_revision(name, xml, meta)? {
+        match tx.add_revision(&r.name, &r.xml, &r.sha256, meta)? {
             Added::New(_) => {
                 plan.revisions_added += 1;
                 if before.is_none() {
@@ -1026,17 +1029,38 @@ fn apply_metadata_pack(
     Ok(state)
 }
 
-/// What the revision callback of `read_metadata_pack` receives: the entry
-/// name, the verbatim XML and its parsed metadata.
-pub type RevisionSink<'a> = dyn FnMut(&str, &[u8], &metadata::UpdateMetadata) -> Result<()> + 'a;
+/// One revision of a metadata pack, as the callback of
+/// `read_metadata_pack` receives it.
+pub struct PackRevision {
+    /// The tar entry's name.
+    pub name: String,
+    /// The verbatim XML.
+    pub xml: Vec<u8>,
+    /// SHA-256 of `xml`.
+    pub sha256: [u8; 32],
+    pub meta: metadata::UpdateMetadata,
+}
+
+/// The revision callback of `read_metadata_pack`.
+pub type RevisionSink<'a> = dyn FnMut(&PackRevision) -> Result<()> + 'a;
+
+/// Revisions read ahead of the callback (a few hundred KiB of XML).
+const READ_AHEAD: usize = 64;
 
 /// Streams a metadata pack (zstd-compressed tar) with every rule applied:
 /// regular files with safe, unique names; `state.json` first and bounded;
 /// then `revisions/<id>-r<rev>.xml`, each bounded, parsed, and named after
 /// its identity; decompressed size bounded by ratio and absolute limit.
 /// Returns the state and the number of revisions passed to `sink`.
-pub fn read_metadata_pack(
-    reader: impl Read,
+///
+/// Reading, decompressing, parsing and hashing run on a thread of their
+/// own, at most `READ_AHEAD` revisions ahead of `sink` (an import's
+/// SQLite transaction), so two cores share the work. `sink` receives the
+/// revisions in pack order, and the error reported is the first in that
+/// order: a reading error stops the revisions after it, a `sink` error
+/// stops the reading.
+pub fn read_metadata_pack<R: Read + Send>(
+    reader: R,
     compressed: u64,
     path: &Path,
     sink: &mut RevisionSink<'_>,
@@ -1044,15 +1068,15 @@ pub fn read_metadata_pack(
     let dec =
         zstd::stream::read::Decoder::new(io::BufReader::with_capacity(1 << 20, reader)).at(path)?;
     let limit = (compressed.saturating_mul(MAX_METADATA_RATIO)).clamp(64 << 20, MAX_METADATA_BYTES);
-    let hit = std::rc::Rc::new(std::cell::Cell::new(false));
+    let hit = Arc::new(AtomicBool::new(false));
     let limited = LimitedReader {
         inner: dec,
         left: limit,
         path: path.to_path_buf(),
         hit: hit.clone(),
     };
-    read_entries(tar::Archive::new(limited), path, sink).map_err(|e| {
-        if hit.get() {
+    read_ahead(tar::Archive::new(limited), path, sink).map_err(|e| {
+        if hit.load(Ordering::Relaxed) {
             fail("decompression-limit", format!("{}: decompresses to more than {limit} bytes (ratio {MAX_METADATA_RATIO}, cap {MAX_METADATA_BYTES})", path.display()))
         } else {
             e
@@ -1060,10 +1084,42 @@ pub fn read_metadata_pack(
     })
 }
 
+/// `read_entries` on a thread of its own, feeding `sink` on this one
+/// through a bounded queue (`read_metadata_pack`).
+fn read_ahead<R: Read + Send>(
+    archive: tar::Archive<R>,
+    path: &Path,
+    sink: &mut RevisionSink<'_>,
+) -> Result<(State, u64)> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<PackRevision>(READ_AHEAD);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            read_entries(archive, path, &mut |r| {
+                // Fails only when the sink stopped (its error is reported).
+                tx.send(r)
+                    .map_err(|_| Error::invalid(path.display().to_string(), "reading stopped"))
+            })
+        });
+        let mut sunk = Ok(());
+        for r in rx.iter() {
+            if let Err(e) = sink(&r) {
+                sunk = Err(e);
+                break;
+            }
+        }
+        drop(rx);
+        let read = reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        sunk?;
+        read
+    })
+}
+
 fn read_entries<R: Read>(
     mut archive: tar::Archive<R>,
     path: &Path,
-    sink: &mut RevisionSink<'_>,
+    sink: &mut dyn FnMut(PackRevision) -> Result<()>,
 ) -> Result<(State, u64)> {
     let mut state: Option<State> = None;
     let mut names: BTreeSet<String> = BTreeSet::new();
@@ -1124,7 +1180,15 @@ fn read_entries<R: Read>(
             error,
         })?;
         check_entry_identity(stem, &meta, &name)?;
-        sink(&name, &xml, &meta)?;
+        let sha256 = ring::digest::digest(&ring::digest::SHA256, &xml);
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(sha256.as_ref());
+        sink(PackRevision {
+            name,
+            xml,
+            sha256: digest,
+            meta,
+        })?;
         revisions += 1;
     }
     let state = state.ok_or_else(|| {
@@ -1140,13 +1204,7 @@ fn read_entries<R: Read>(
 /// it yields. Returns the number of revisions.
 #[doc(hidden)]
 pub fn fuzz_read_metadata_pack(data: &[u8]) -> Result<u64> {
-    read_metadata_pack(
-        data,
-        data.len() as u64,
-        Path::new("fuzz"),
-        &mut |_, _, _| Ok(()),
-    )
-    .map(|(_, n)| n)
+    read_metadata_pack(data, data.len() as u64, Path::new("fuzz"), &mut |_| Ok(())).map(|(_, n)| n)
 }
 
 /// Rule: a revision entry is named `<update id>-r<revision>.xml` after the
@@ -1191,14 +1249,14 @@ struct LimitedReader<R> {
     inner: R,
     left: u64,
     path: PathBuf,
-    hit: std::rc::Rc<std::cell::Cell<bool>>,
+    hit: Arc<AtomicBool>,
 }
 
 impl<R: Read> Read for LimitedReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n as u64 > self.left {
-            self.hit.set(true);
+            self.hit.store(true, Ordering::Relaxed);
             return Err(io::Error::other(format!(
                 "{}: decompressed data exceeds the limit (decompression bomb?)",
                 self.path.display()

@@ -19,7 +19,7 @@ use crate::store::ledgers::ImportRecord;
 use crate::store::state::StateSource;
 use crate::store::trust::TrustChange;
 use crate::store::{
-    Added, CONTENT_DIR, STAGING_DIR, Store, insert_revision, now_rfc3339, record_content,
+    Added, CONTENT_DIR, STAGING_DIR, Store, insert_revision_digested, now_rfc3339, record_content,
 };
 
 /// What update metadata says of a content file (by its SHA-1).
@@ -113,9 +113,16 @@ impl ImportTx<'_> {
             .during("looking up an update")
     }
 
-    /// Adds one revision (already parsed from `xml`); `name` is used in errors.
-    pub fn add_revision(&self, name: &str, xml: &[u8], meta: &UpdateMetadata) -> Result<Added> {
-        insert_revision(&self.tx, &self.now, name, xml, meta)
+    /// Adds one revision (already parsed from `xml`, whose SHA-256 is
+    /// `digest`); `name` is used in errors.
+    pub fn add_revision(
+        &self,
+        name: &str,
+        xml: &[u8],
+        digest: &[u8; 32],
+        meta: &UpdateMetadata,
+    ) -> Result<Added> {
+        insert_revision_digested(&self.tx, &self.now, name, xml, digest, meta)
     }
 
     /// Whether a content file with this SHA-1 is stored.

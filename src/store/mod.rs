@@ -210,6 +210,10 @@ fn configure(conn: &Connection) -> Result<()> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // 32 MiB of page cache: large batches stop spilling to disk.
     conn.pragma_update(None, "cache_size", -32768)?;
+    // Statement journals (kept for a statement that may fail halfway inside
+    // a larger transaction: one row's pages) stay in memory instead of
+    // temporary files.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     // A long-lived writer (serve) keeps its WAL near this size: it is cut
     // back to it whenever a checkpoint lets the log start over.
     conn.pragma_update(None, "journal_size_limit", 64i64 << 20)?;
@@ -1101,16 +1105,28 @@ pub(crate) fn insert_revision(
     xml: &[u8],
     meta: &UpdateMetadata,
 ) -> Result<Added> {
+    insert_revision_digested(tx, now, name, xml, &Sha256::digest(xml).into(), meta)
+}
+
+/// [`insert_revision`] with the XML's SHA-256 computed by the caller (an
+/// import hashes each document on its reading thread).
+pub(crate) fn insert_revision_digested(
+    tx: &Connection,
+    now: &str,
+    name: &str,
+    xml: &[u8],
+    digest: &[u8; 32],
+    meta: &UpdateMetadata,
+) -> Result<Added> {
     let id = meta.id.to_string();
-    let digest: [u8; 32] = Sha256::digest(xml).into();
     // 1.
-    if let Some(rev_id) = stored_revision(tx, name, meta, &digest)? {
+    if let Some(rev_id) = stored_revision(tx, name, meta, digest)? {
         return Ok(Added::AlreadyPresent(rev_id));
     }
     // 2.
     let subject = format!("{id}/{}", meta.revision);
     let seq = journal::record(tx, ChangeKind::RevisionAdded, &subject, now)?;
-    let rev_id = insert_revision_row(tx, meta, xml, &digest, seq).during("adding a revision")?;
+    let rev_id = insert_revision_row(tx, meta, xml, digest, seq).during("adding a revision")?;
     // 3.
     insert_localized(tx, rev_id, meta).during("adding a revision's localized properties")?;
     insert_relationships(tx, rev_id, meta).during("adding a revision's relationships")?;
