@@ -198,6 +198,11 @@ fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], bo
     }
 }
 
+/// A GET with a session cookie.
+fn get(addr: SocketAddr, session: &str, path: &str) -> Resp {
+    http(addr, "GET", path, &[("Cookie", session)], "")
+}
+
 fn cookie_value(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap_or("").to_string()
 }
@@ -223,7 +228,7 @@ fn login(addr: SocketAddr) -> (String, String) {
     );
     assert_eq!(r.status, 303, "{}", r.body);
     let session = cookie_value(&r.set_cookie("gapsync_session").expect("session cookie"));
-    let home = http(addr, "GET", "/", &[("Cookie", &session)], "");
+    let home = get(addr, &session, "/");
     assert_eq!(home.status, 200);
     (session, csrf_of(&home.body))
 }
@@ -368,7 +373,7 @@ fn console_http_sessions_csrf_and_limits() {
         "the approval is journaled"
     );
     // The flash says what was done, once.
-    let after = http(addr, "GET", "/updates", &[("Cookie", &session)], "");
+    let after = get(addr, &session, "/updates");
     assert!(
         after.body.contains("Approved 1 update for Pilot"),
         "{}",
@@ -382,7 +387,7 @@ fn console_http_sessions_csrf_and_limits() {
     s.read_to_string(&mut raw).unwrap();
     assert!(raw.starts_with("HTTP/1.1 421"), "{raw}");
     // CSV export.
-    let csv = http(addr, "GET", "/compliance.csv", &[("Cookie", &session)], "");
+    let csv = get(addr, &session, "/compliance.csv");
     assert_eq!(csv.status, 200);
     assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
     let pilot = csv
@@ -406,10 +411,7 @@ fn console_http_sessions_csrf_and_limits() {
         &format!("csrf={csrf}"),
     );
     assert_eq!(r.status, 303);
-    assert_eq!(
-        http(addr, "GET", "/", &[("Cookie", &session)], "").status,
-        303
-    );
+    assert_eq!(get(addr, &session, "/").status, 303);
     // Rate limit: after 5 failures a 6th attempt is 429, even with the right password.
     for _ in 0..5 {
         let r = http(
@@ -503,7 +505,7 @@ fn console_pages_are_valid_html_without_inline_script() {
         "/bundles".into(),
     ];
     for p in &pages {
-        let r = http(c.addr, "GET", p, &[("Cookie", &session)], "");
+        let r = get(c.addr, &session, p);
         assert_eq!(r.status, 200, "{p}");
         assert!(r.header("content-security-policy").is_some(), "{p}");
         tidy(p, &r.body);
@@ -525,22 +527,14 @@ fn console_pages_are_valid_html_without_inline_script() {
         }
     }
     // The search finds the update by its KB number, on the server.
-    let r = http(
-        c.addr,
-        "GET",
-        &format!("/updates?q=KB{kb}"),
-        &[("Cookie", &session)],
-        "",
-    );
+    let r = get(c.addr, &session, &format!("/updates?q=KB{kb}"));
     assert!(r.body.contains(&id), "KB{kb} search");
     // All Computers lists the computers of its subgroups (every computer
     // here is in Workstations or Pilot below it).
-    let r = http(
+    let r = get(
         c.addr,
-        "GET",
+        &session,
         "/computers?group=a0a08746-4dbe-4a37-9adf-9e7652c0b421",
-        &[("Cookie", &session)],
-        "",
     );
     assert!(r.body.contains(&format!("/computers/{ws}")), "{}", r.body);
     let n = computers.as_array().unwrap().len();
@@ -554,28 +548,20 @@ fn console_pages_are_valid_html_without_inline_script() {
     let exports = gs(&dir, &["exports", "list", "--json"]).ok().json();
     let signer = exports[0]["signer"].as_str().expect("signer").to_string();
     assert!(!signer.is_empty());
-    let r = http(c.addr, "GET", "/bundles", &[("Cookie", &session)], "");
+    let r = get(c.addr, &session, "/bundles");
     assert!(
         r.body.contains(&format!("<code>{signer}</code>")),
         "{}",
         r.body
     );
     // Unknown ids are 404s, not errors.
-    let r = http(
+    let r = get(
         c.addr,
-        "GET",
+        &session,
         "/updates/00000000-0000-0000-0000-000000000001",
-        &[("Cookie", &session)],
-        "",
     );
     assert_eq!(r.status, 404);
-    let r = http(
-        c.addr,
-        "GET",
-        "/computers/nope",
-        &[("Cookie", &session)],
-        "",
-    );
+    let r = get(c.addr, &session, "/computers/nope");
     assert_eq!(r.status, 404);
 }
 
@@ -588,7 +574,7 @@ fn console_shows_the_last_check_and_bundle_sizes_and_keys() {
     let (tmp, dir) = console_store();
     let c = Running::start(&dir, tmp.path().join("console.log"));
     let (session, _) = login(c.addr);
-    let home = || http(c.addr, "GET", "/", &[("Cookie", &session)], "").body;
+    let home = || get(c.addr, &session, "/").body;
     assert!(home().contains("never recorded"), "{}", home());
 
     gs(&dir, &["check"]).ok();
@@ -660,7 +646,7 @@ fn console_shows_the_last_check_and_bundle_sizes_and_keys() {
     let signer = plant_export["signer"].as_str().expect("signer").to_string();
     let bytes = plant_export["bytes"].as_u64().expect("bytes");
     assert!(bytes > 0);
-    let r = http(c.addr, "GET", "/bundles", &[("Cookie", &session)], "");
+    let r = get(c.addr, &session, "/bundles");
     assert!(r.body.contains(&human_bytes(bytes)), "{}", r.body);
 
     let (_ptmp, plant) = new_store("plant", "replica");
@@ -680,7 +666,7 @@ fn console_shows_the_last_check_and_bundle_sizes_and_keys() {
     set_password(&plant, PASSWORD).ok();
     let p = Running::start(&plant, tmp.path().join("plant-console.log"));
     let (psession, _) = login(p.addr);
-    let r = http(p.addr, "GET", "/bundles", &[("Cookie", &psession)], "");
+    let r = get(p.addr, &psession, "/bundles");
     let imported = r
         .body
         .split("id=\"h-im\"")

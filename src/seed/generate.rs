@@ -967,6 +967,27 @@ struct Generator<'s, 'p> {
     last_bundle: [Option<Uuid>; PRODUCTS.len()],
 }
 
+/// For unit tests: a writer on a new store in a temporary folder, with a
+/// generated catalog of `updates` updates (seed 1, no content).
+#[cfg(test)]
+pub(crate) fn test_store(updates: u64) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let root = dir.path().join("s");
+    Store::init(&root, "t", crate::store::Mode::Autonomous).expect("a new store");
+    let mut s = Store::open_writer(&root).expect("the store's writer");
+    generate(
+        &mut s,
+        &GenerateOptions {
+            updates,
+            content_bytes: 0,
+            seed: 1,
+        },
+        &crate::progress::Silent,
+    )
+    .expect("a generated catalog");
+    (dir, s)
+}
+
 /// Generates a catalog into `store` (see the module doc) in one batch.
 pub fn generate(
     store: &mut Store,

@@ -635,7 +635,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Mode;
     use crate::store::deployments::{Action, Approval};
 
     #[test]
@@ -644,21 +643,7 @@ mod tests {
     }
 
     fn store_with(updates: u64) -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("s");
-        Store::init(&root, "t", Mode::Autonomous).unwrap();
-        let mut s = Store::open_writer(&root).unwrap();
-        crate::seed::generate::generate(
-            &mut s,
-            &crate::seed::generate::GenerateOptions {
-                updates,
-                content_bytes: 0,
-                seed: 1,
-            },
-            &crate::progress::Silent,
-        )
-        .unwrap();
-        (dir, s)
+        crate::seed::generate::test_store(updates)
     }
 
     fn doc(id: &str, revision: i32, title_en: &str, title_de: &str, kb: &str) -> String {

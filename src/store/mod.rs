@@ -1444,20 +1444,8 @@ mod tests {
     /// it need it) but empty, so the next open does not re-read it.
     #[test]
     fn a_writer_leaves_an_empty_wal_behind() {
-        let tmp = tempfile::tempdir().unwrap();
+        let (tmp, s) = crate::seed::generate::test_store(200);
         let root = tmp.path().join("s");
-        Store::init(&root, "t", Mode::Autonomous).unwrap();
-        let mut s = Store::open_writer(&root).unwrap();
-        crate::seed::generate::generate(
-            &mut s,
-            &crate::seed::generate::GenerateOptions {
-                updates: 200,
-                content_bytes: 0,
-                seed: 1,
-            },
-            &crate::progress::Silent,
-        )
-        .unwrap();
         let wal = root.join(format!("{DB_FILE}-wal"));
         assert!(fs::metadata(&wal).unwrap().len() > 0);
         drop(s);
