@@ -64,24 +64,35 @@ fn console_store() -> (tempfile::TempDir, PathBuf) {
     .ok();
     let key = tmp.path().join("k");
     common::gs_plain(&["key", "generate", "--out", key.to_str().unwrap()]).ok();
-    let out = tmp.path().join("b-0001");
-    gs(
-        &dir,
-        &[
-            "export",
-            "--key",
-            tmp.path().join("k.key").to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--to",
-            "plant",
-            "--content",
-            "none",
-        ],
-    )
-    .ok();
+    export_metadata(&dir, tmp.path(), "b-0001", "plant", &[]).ok();
     set_password(&dir, PASSWORD).ok();
     (tmp, dir)
+}
+
+/// `export --content none` to `dest`, signed with `keys/k.key`, into
+/// `keys/out`; `extra` flags appended.
+fn export_metadata(
+    server: &Path,
+    keys: &Path,
+    out: &str,
+    dest: &str,
+    extra: &[&str],
+) -> common::Run {
+    let key = keys.join("k.key");
+    let out = keys.join(out);
+    let mut args = vec![
+        "export",
+        "--key",
+        key.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--to",
+        dest,
+        "--content",
+        "none",
+    ];
+    args.extend_from_slice(extra);
+    gs(server, &args)
 }
 
 /// A running console, stopped on drop.
@@ -610,23 +621,7 @@ fn console_shows_the_last_check_and_bundle_sizes_and_keys() {
 
     // A bundle whose validity period ends within a week, and no site report
     // shows it applied: a pending problem.
-    gs(
-        &dir,
-        &[
-            "export",
-            "--key",
-            tmp.path().join("k.key").to_str().unwrap(),
-            "--out",
-            tmp.path().join("lab-0001").to_str().unwrap(),
-            "--to",
-            "lab",
-            "--content",
-            "none",
-            "--expires",
-            "2d",
-        ],
-    )
-    .ok();
+    export_metadata(&dir, tmp.path(), "lab-0001", "lab", &["--expires", "2d"]).ok();
     let page = home();
     assert!(
         page.contains("The last bundle to lab (seq 1) expires on"),
@@ -663,6 +658,11 @@ fn console_shows_the_last_check_and_bundle_sizes_and_keys() {
     let imports = gs(&plant, &["imports", "list", "--json"]).ok().json();
     assert_eq!(imports[0]["signer"].as_str(), Some(signer.as_str()));
     assert_eq!(imports[0]["bytes"].as_u64(), Some(bytes));
+    // The text listings show the size too.
+    let text = gs(&plant, &["imports", "list"]).ok().stdout;
+    assert!(text.contains(&human_bytes(bytes)), "{text}");
+    let text = gs(&dir, &["exports", "list"]).ok().stdout;
+    assert!(text.contains(&human_bytes(bytes)), "{text}");
     set_password(&plant, PASSWORD).ok();
     let p = Running::start(&plant, tmp.path().join("plant-console.log"));
     let (psession, _) = login(p.addr);

@@ -285,6 +285,15 @@ fn a_user_who_may_only_read_runs_every_reading_command() {
         }
     };
     compare("store written by this gapsync");
+    // The reader's check stands, but its result cannot be recorded.
+    let r = as_reader(&bin, &s, &["check"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("this check's result was not recorded in the store"),
+        "{}",
+        r.stderr
+    );
     // A writing command fails with a clear message and changes nothing.
     for args in [
         &["groups", "add", "Lab"][..],
