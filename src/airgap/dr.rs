@@ -1102,7 +1102,7 @@ fn restore_content(
     for d in &dirs {
         fs::create_dir_all(d).at(d)?;
     }
-    run_parallel(&jobs, |j| {
+    run_parallel(&jobs, crate::airgap::files::copy_workers(), |j| {
         restore_file(j, root, progress)?;
         crate::failpoint::hit("restore-mid-content");
         Ok(())

@@ -1457,9 +1457,11 @@ pub(crate) fn write_content_files(
         fs::create_dir_all(d).at(d)?;
     }
     let jobs: Vec<(usize, &PathBuf)> = sources.iter().enumerate().collect();
-    let digests = crate::airgap::files::run_parallel(&jobs, |(i, src)| {
-        copy_content_file(src, &content[*i], &placements[*i], vols, progress)
-    })?;
+    let digests = crate::airgap::files::run_parallel(
+        &jobs,
+        crate::airgap::files::copy_workers(),
+        |(i, src)| copy_content_file(src, &content[*i], &placements[*i], vols, progress),
+    )?;
     // Most of the files' pages are on disk by now: their writeback ran
     // while later files were hashed.
     let written: Vec<PathBuf> = placements

@@ -1160,7 +1160,7 @@ pub fn verify_files(
     }
     // Largest first, so that one big file does not start last.
     jobs.sort_by_key(|j| std::cmp::Reverse(j.size.unwrap_or(0)));
-    crate::airgap::files::run_parallel(&jobs, |j| {
+    crate::airgap::files::run_parallel(&jobs, crate::airgap::files::workers(), |j| {
         let path = j.dir.join(j.name);
         let mut f = File::open(&path).at(&path)?;
         let mut h = crate::airgap::files::Hashers::new(false);

@@ -558,9 +558,11 @@ fn read_volumes_files(
             .filter(|(_, c)| c.parts.len() == 1 && c.parts[0].volume == v)
             .map(|(i, _)| i)
             .collect();
-        let done = crate::airgap::files::run_parallel(&jobs, |&i| {
-            stage_whole(cs, &h.dir, &index[i], expected.get(&i), progress)
-        })?;
+        let done = crate::airgap::files::run_parallel(
+            &jobs,
+            crate::airgap::files::copy_workers(),
+            |&i| stage_whole(cs, &h.dir, &index[i], expected.get(&i), progress),
+        )?;
         staged.extend(done.into_iter().flatten());
         // Parts of split files, in index order (at most one file is open).
         for (i, c) in index.iter().enumerate().filter(|(_, c)| c.parts.len() > 1) {
