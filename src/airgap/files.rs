@@ -36,7 +36,7 @@ pub fn workers() -> usize {
 
 /// Workers for work that also writes and fsyncs: two per core (at most
 /// 2 × [`MAX_WORKERS`]). On the development machine this took a 2 GiB
-/// import from a median of 12.3 s to 10.6 s (docs/performance.md).
+/// import from a median of 12.3 s to 10.7 s (docs/performance.md).
 pub fn copy_workers() -> usize {
     2 * workers()
 }
