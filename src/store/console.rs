@@ -537,18 +537,13 @@ impl Store {
             })
         })?;
         let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-        // Each site's latest report names the bundles it applied from this
-        // server; the newest of them, found in the export history, places
-        // it on that destination's chain.
-        let mut st = self.conn().prepare(
+        // Where each site stands on this server's chains (store::sites).
+        let mut st = self.conn().prepare(&format!(
             "SELECT h.destination, s.name, h.seq, \
              (SELECT MAX(h2.seq) FROM export_history h2 WHERE h2.destination = h.destination) - h.seq \
-             FROM sites s JOIN site_imports i ON i.server_id = s.server_id \
-             JOIN export_history h ON h.manifest_sha256 = i.manifest_sha256 \
-             WHERE i.source_server_id = ?1 AND i.seq = \
-             (SELECT MAX(seq) FROM site_imports WHERE server_id = s.server_id AND source_server_id = ?1) \
-             ORDER BY s.name COLLATE NOCASE, s.server_id",
-        )?;
+             FROM sites s, {} ORDER BY s.name COLLATE NOCASE, s.server_id",
+            crate::store::sites::SITE_POSITION
+        ))?;
         let applied = st.query_map([self.info().server_id.to_string()], |r| {
             Ok((
                 r.get::<_, String>(0)?,

@@ -24,7 +24,9 @@
 //! destination, and `bundles_behind` is that destination's last exported
 //! seq minus the link's seq. A site that applied nothing from this server,
 //! or whose last applied link this server's history does not hold, has no
-//! destination (and `bundles_behind` is null).
+//! destination (and `bundles_behind` is null). [`SITE_POSITION`] is that
+//! rule in SQL, the one place `sites list`, the receipts and the console
+//! read it from.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -478,15 +480,15 @@ impl Store {
         let me = self.info().server_id.to_string();
         let rows = collect_with(
             self.conn(),
-            "SELECT s.server_id, s.name, s.created, \
-             (SELECT i.to_anchor FROM site_imports i WHERE i.server_id = s.server_id AND i.source_server_id = ?1 \
-              ORDER BY i.seq DESC LIMIT 1), \
-             (SELECT (SELECT MAX(h2.seq) FROM export_history h2 WHERE h2.destination = h.destination) - h.seq \
-              FROM site_imports i JOIN export_history h ON h.manifest_sha256 = i.manifest_sha256 \
-              WHERE i.server_id = s.server_id AND i.source_server_id = ?1 AND i.seq = \
-              (SELECT MAX(seq) FROM site_imports WHERE server_id = s.server_id AND source_server_id = ?1) LIMIT 1), \
-             (SELECT COUNT(*) FROM site_computers c WHERE c.server_id = s.server_id) \
-             FROM sites s ORDER BY s.name COLLATE NOCASE, s.server_id",
+            &format!(
+                "SELECT s.server_id, s.name, s.created, \
+                 (SELECT i.to_anchor FROM site_imports i WHERE i.server_id = s.server_id AND i.source_server_id = ?1 \
+                  ORDER BY i.seq DESC LIMIT 1), \
+                 (SELECT (SELECT MAX(h2.seq) FROM export_history h2 WHERE h2.destination = h.destination) - h.seq \
+                  FROM {SITE_POSITION} LIMIT 1), \
+                 (SELECT COUNT(*) FROM site_computers c WHERE c.server_id = s.server_id) \
+                 FROM sites s ORDER BY s.name COLLATE NOCASE, s.server_id"
+            ),
             [&me],
             |r| {
                 Ok(SiteRow {
@@ -524,11 +526,10 @@ impl Store {
         let me = self.info().server_id.to_string();
         let sites: Vec<(String, String)> = collect_with(
             self.conn(),
-            "SELECT s.server_id, s.name FROM sites s JOIN site_imports i ON i.server_id = s.server_id \
-             JOIN export_history h ON h.manifest_sha256 = i.manifest_sha256 \
-             WHERE i.source_server_id = ?1 AND h.destination = ?2 AND i.seq = \
-             (SELECT MAX(seq) FROM site_imports WHERE server_id = s.server_id AND source_server_id = ?1) \
-             GROUP BY s.server_id ORDER BY s.name",
+            &format!(
+                "SELECT s.server_id, s.name FROM sites s, {SITE_POSITION} AND h.destination = ?2 \
+                 GROUP BY s.server_id ORDER BY s.name"
+            ),
             params![me, destination],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -571,6 +572,17 @@ impl Store {
         Ok(Some(plan))
     }
 }
+
+/// Where a site stands on this server's chains (module documentation), as
+/// the tail of a `FROM` clause: after `FROM sites s, ` (or inside a
+/// subquery where `s` is a site row) it joins `i`, the site's latest
+/// applied bundle from server `?1`, to `h`, that bundle's row in the export
+/// history. Written with a correlated subquery, which SQLite answers from
+/// the `site_imports` index per site: as a derived table joined to `sites`
+/// the same rule made `/compliance` twice as slow at 100k updates.
+pub(crate) const SITE_POSITION: &str = "site_imports i JOIN export_history h ON h.manifest_sha256 = i.manifest_sha256 \
+     WHERE i.server_id = s.server_id AND i.source_server_id = ?1 AND i.seq = \
+     (SELECT MAX(seq) FROM site_imports WHERE server_id = s.server_id AND source_server_id = ?1)";
 
 /// Rows of `sql` (no parameters) mapped by `f`.
 fn collect<T>(
