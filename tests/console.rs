@@ -78,19 +78,9 @@ fn export_metadata(
     dest: &str,
     extra: &[&str],
 ) -> common::Run {
-    let key = keys.join("k.key");
-    let out = keys.join(out);
-    let mut args = vec![
-        "export",
-        "--key",
-        key.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--to",
-        dest,
-        "--content",
-        "none",
-    ];
+    let (key, out) = (keys.join("k.key"), keys.join(out));
+    let mut args = vec!["export", "--key", common::p(&key), "--out", common::p(&out)];
+    args.extend_from_slice(&["--to", dest, "--content", "none"]);
     args.extend_from_slice(extra);
     gs(server, &args)
 }
